@@ -1,0 +1,1 @@
+"""The `tagcli` command line: thin Typer commands over the library API."""

@@ -1,0 +1,57 @@
+"""Errors that tagcli reports to users as one line, with a hint on how to fix them.
+
+Library code raises these; the CLI turns any of them (and a few well-known foreign
+exceptions) into a single `error: ...` line and an exit code (see `format_error`).
+"""
+
+from __future__ import annotations
+
+
+class TagcliError(Exception):
+    """An error with a one-line message, an optional fix hint and a process exit code."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} (hint: {self.hint})"
+
+
+class UsageError(TagcliError):
+    """The command line or API call itself is wrong (bad option, unknown column)."""
+
+    exit_code = 2
+
+
+class PackError(TagcliError):
+    """A tag pack is missing, malformed, or does not fit the base model."""
+
+
+class BaseModelError(TagcliError):
+    """A base model cannot be found, converted or loaded."""
+
+
+class InputFileError(TagcliError):
+    """An input or output table cannot be read or written."""
+
+
+class BadRowError(TagcliError):
+    """A row failed validation while `--strict` was set."""
+
+
+def format_error(exc: BaseException) -> tuple[str, int]:
+    """Map an exception to (one-line message, exit code) for the CLI."""
+    if isinstance(exc, TagcliError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, FileNotFoundError):
+        return f"file not found: {exc.filename or exc}", 1
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {exc.filename or exc}", 1
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return "out of memory (hint: lower --batch-size or --max-batch-tokens)", 1
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first_line}", 1

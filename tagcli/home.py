@@ -1,0 +1,22 @@
+"""Where tagcli keeps converted base models, fingerprints and installed packs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+
+def tagcli_home() -> Path:
+    """`$TAGCLI_HOME`, else the user's cache dir (e.g. ~/.cache/tagcli)."""
+    env = os.environ.get("TAGCLI_HOME")
+    return Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("tagcli"))
+
+
+def models_dir() -> Path:
+    return tagcli_home() / "models"
+
+
+def packs_dir() -> Path:
+    return tagcli_home() / "packs"
