@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 class OutputFormat(str, Enum):
@@ -43,17 +44,18 @@ class Output:
         if self.format is OutputFormat.json:
             self.json(record)
         else:
-            self.out.print(line, highlight=False)
+            self.out.print(Text(line))
 
     def json(self, value: Any) -> None:
         sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
         sys.stdout.flush()
 
     def warn(self, message: str) -> None:
-        self.err.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+        self.err.print(Text.assemble(("warning: ", "yellow"), message))
 
     def error(self, message: str) -> None:
-        self.err.print(f"[bold red]error:[/bold red] {message}", highlight=False, markup=True)
+        # Text, not markup: messages quote user data that may contain [brackets].
+        self.err.print(Text.assemble(("error: ", "bold red"), message))
 
 
 def _cell(value: Any) -> str:
