@@ -1,0 +1,401 @@
+"""The batch reader: stream CSV and Parquet tables in and out as pyarrow record batches.
+
+Tables are read and written one batch at a time, so a scoring run never holds a whole
+file in memory. CSV cells are always read as strings: values round-trip exactly ("007"
+stays "007"), and type inference on the first block can't break on a later one.
+Writers are atomic: output goes to a temp file next to the destination and is renamed
+over it only when the whole table was written.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+import secrets
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO, Literal
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from tagcli.errors import InputFileError, UsageError
+
+TableFormat = Literal["csv", "parquet"]
+
+STDIO = "-"  # the path that means stdin (reading) or stdout (writing)
+
+# Longest suffix first, so "x.csv.gz" is not mistaken for anything else.
+_SUFFIXES: tuple[tuple[str, TableFormat], ...] = (
+    (".csv.gz", "csv"),
+    (".csv", "csv"),
+    (".parquet", "parquet"),
+    (".pq", "parquet"),
+)
+# CSV is parsed in blocks of this many bytes: it bounds memory, and a single row
+# (quoted newlines included) must fit in one block.
+CSV_BLOCK_BYTES = 4 << 20
+_MAX_REASON_CHARS = 200  # pyarrow quotes the offending row, which may be huge
+# Errors that mean "this file can't be read": pyarrow's own, I/O, and truncated gzip.
+_READ_ERRORS = (pa.ArrowException, OSError, EOFError)
+
+
+def table_format(path: str | Path) -> TableFormat:
+    """The table format of `path`, from its extension ("-" is CSV on stdin/stdout)."""
+    if str(path) == STDIO:
+        return "csv"
+    return _SUFFIXES[_suffix_index(path)][1]
+
+
+def default_output_path(input_path: str | Path) -> Path:
+    """Where scores for `input_path` go by default: next to it, e.g. mols.scored.parquet."""
+    if str(input_path) == STDIO:
+        raise UsageError(
+            "cannot name an output file for input read from stdin",
+            hint="choose an output path, or '-' for stdout",
+        )
+    path = Path(input_path)
+    # Keep the suffix as the user spelled it (".CSV" stays ".CSV").
+    suffix = path.name[-len(_SUFFIXES[_suffix_index(path)][0]) :]
+    return path.with_name(f"{path.name[: -len(suffix)]}.scored{suffix}")
+
+
+def _suffix_index(path: str | Path) -> int:
+    name = Path(path).name.lower()
+    for index, (suffix, _) in enumerate(_SUFFIXES):
+        if name.endswith(suffix):
+            return index
+    raise UsageError(f"cannot tell the format of {str(path)!r}: use .csv or .parquet")
+
+
+class TableReader:
+    """Iterate over a CSV or Parquet table as record batches of at most `batch_rows` rows.
+
+    `schema` is known as soon as the reader is open; `total_rows` is exact for Parquet,
+    a newline-count estimate for CSV files (good enough for a progress bar), and None
+    for stdin. Iterating consumes the stream: a reader can be iterated once.
+    """
+
+    def __init__(
+        self, path: str | Path, batch_rows: int = 4096, columns: list[str] | None = None
+    ) -> None:
+        if batch_rows < 1:
+            raise UsageError(f"batch size must be at least 1 row, got {batch_rows}")
+        self.path = str(path)
+        self.name = "stdin" if self.path == STDIO else self.path
+        self.format = table_format(path)
+        self._batch_rows = batch_rows
+        self._columns = columns
+        self._parquet: pq.ParquetFile | None = None
+        self._stream: BinaryIO | None = None  # a file we opened (never stdin)
+        self._csv: pa_csv.CSVStreamingReader | None = None
+        if self.path != STDIO:
+            _check_is_file(Path(path))
+        try:
+            if self.format == "parquet":
+                self._open_parquet()
+            else:
+                self._open_csv()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_parquet(self) -> None:
+        try:
+            self._parquet = pq.ParquetFile(self.path)
+        except _READ_ERRORS as exc:
+            raise self._read_error(exc) from exc
+        schema = self._parquet.schema_arrow
+        _check_columns(schema.names, self._columns, self.name)
+        self.schema: pa.Schema = (
+            pa.schema([schema.field(c) for c in self._columns]) if self._columns else schema
+        )
+        self._batches: Iterator[pa.RecordBatch] = self._parquet.iter_batches(
+            batch_size=self._batch_rows, columns=self._columns
+        )
+
+    def _open_csv(self) -> None:
+        if self.path == STDIO:
+            stream: BinaryIO = sys.stdin.buffer
+        else:
+            stream = self._stream = _open_bytes(self.path)
+        names, self._header_lines = _read_csv_header(stream, self.name)
+        _check_columns(names, self._columns, self.name)
+        self.schema = pa.schema([(n, pa.string()) for n in self._columns or names])
+        try:
+            # The header is already consumed, so pass its names instead of letting
+            # pyarrow read them: that way stdin needs no rewinding.
+            self._csv = pa_csv.open_csv(
+                stream,
+                read_options=pa_csv.ReadOptions(column_names=names, block_size=CSV_BLOCK_BYTES),
+                parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+                convert_options=pa_csv.ConvertOptions(
+                    column_types={n: pa.string() for n in names},
+                    include_columns=self._columns or [],
+                    # An empty cell is the empty string, never null, quoted or not.
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+        except _READ_ERRORS as exc:
+            if "Empty CSV file" not in str(exc):  # a header with no rows is a valid table
+                raise self._read_error(exc) from exc
+        self._batches = iter(self._csv) if self._csv is not None else iter(())
+
+    @cached_property
+    def total_rows(self) -> int | None:
+        if self._parquet is not None:
+            return self._parquet.metadata.num_rows
+        if self.path == STDIO:
+            return None
+        return _estimate_csv_rows(self.path, self._header_lines)
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        try:
+            for batch in self._batches:
+                # CSV blocks are sized in bytes, not rows: re-slice to the promised size.
+                for start in range(0, batch.num_rows, self._batch_rows):
+                    yield batch.slice(start, self._batch_rows)
+        except _READ_ERRORS as exc:
+            raise self._read_error(exc) from exc
+
+    def close(self) -> None:
+        if self._csv is not None:
+            self._csv.close()  # stop pyarrow's read-ahead before closing its file
+        if self._stream is not None:
+            self._stream.close()
+        if self._parquet is not None:
+            self._parquet.close()
+
+    def __enter__(self) -> TableReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _read_error(self, exc: BaseException) -> InputFileError:
+        kind = "Parquet" if self.format == "parquet" else "CSV"
+        reason = _first_line(exc).removeprefix("CSV parse error: ")
+        return InputFileError(f"cannot read {self.name} as {kind}: {reason}")
+
+
+def open_table(
+    path: str | Path, batch_rows: int = 4096, columns: list[str] | None = None
+) -> TableReader:
+    """Open a CSV or Parquet table (or "-" for CSV on stdin) for streaming."""
+    return TableReader(path, batch_rows=batch_rows, columns=columns)
+
+
+class TableWriter:
+    """Write record batches to a CSV or Parquet file ("-": CSV on stdout), atomically.
+
+    The destination only appears (or is replaced) on a successful `close()`; `abort()`,
+    or an exception inside `with`, leaves it exactly as it was. Pass `schema` when you
+    know the column types: without it the first batch fixes them, and a column that is
+    all null there can only be stored as string.
+    """
+
+    def __init__(self, path: str | Path, schema: pa.Schema | None = None) -> None:
+        self.path = str(path)
+        self.name = "stdout" if self.path == STDIO else self.path
+        self.format = table_format(path)
+        self._tmp = None if self.path == STDIO else _reserve_temp(Path(path))
+        self._schema = schema
+        self._writer: pq.ParquetWriter | pa_csv.CSVWriter | None = None
+        self._sink: pa.NativeFile | None = None
+        self._done = False
+        if schema is not None:
+            try:
+                self._open(schema)
+            except BaseException:
+                self.abort()
+                raise
+
+    def _open(self, schema: pa.Schema) -> None:
+        self._schema = schema
+        with _write_errors(self.name):
+            if self.format == "parquet":
+                self._writer = pq.ParquetWriter(str(self._tmp), schema, compression="zstd")
+            elif self._tmp is None:
+                self._writer = pa_csv.CSVWriter(sys.stdout.buffer, schema)
+            else:
+                gz = self.path.lower().endswith(".gz")
+                self._sink = pa.output_stream(str(self._tmp), compression="gzip" if gz else None)
+                self._writer = pa_csv.CSVWriter(self._sink, schema)
+
+    def write(self, batch: pa.RecordBatch | pa.Table) -> None:
+        if self._writer is None:
+            self._open(_nulls_as_strings(batch.schema))
+        assert self._writer is not None and self._schema is not None
+        # Casting makes every batch match the file's schema; null-typed columns (a
+        # batch where every value is missing) cast safely to any type.
+        data = batch.cast(self._schema)
+        with _write_errors(self.name):
+            self._writer.write(data)
+
+    def close(self) -> None:
+        """Finish the file and move it into place; does nothing after close or abort."""
+        if self._done:
+            return
+        try:
+            if self._writer is None:  # nothing written and no schema: a table of no columns
+                self._open(pa.schema([]))
+            assert self._writer is not None
+            with _write_errors(self.name):
+                self._writer.close()
+                if self._sink is not None:
+                    self._sink.close()
+                if self._tmp is None:
+                    sys.stdout.buffer.flush()
+                else:
+                    os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+
+    def abort(self) -> None:
+        """Throw away what was written; the destination stays as it was."""
+        if self._done:
+            return
+        self._done = True
+        # Release the file handles first; failures here must not hide the real error.
+        for resource in (self._writer, self._sink):
+            try:
+                if resource is not None:
+                    resource.close()
+            except Exception:
+                pass
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _check_is_file(path: Path) -> None:
+    if not path.exists():
+        raise InputFileError(f"no such file: {path}")
+    if not path.is_file():
+        raise InputFileError(f"not a file: {path}")
+
+
+def _check_columns(available: list[str], wanted: list[str] | None, name: str) -> None:
+    missing = [c for c in wanted or [] if c not in available]
+    if missing:
+        raise UsageError(
+            f"{name} has no column {missing[0]!r}", hint=f"its columns are: {', '.join(available)}"
+        )
+
+
+def _open_bytes(path: str) -> BinaryIO:
+    # Both are buffered readers, so readline() and pyarrow's reads share one position.
+    if path.lower().endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+def _read_csv_header(stream: BinaryIO, name: str) -> tuple[list[str], int]:
+    """Read the header row, leaving `stream` at the first data row.
+
+    Returns the column names and how many lines the header took (a quoted name may
+    contain a newline).
+    """
+    lines_read = 0
+
+    def lines() -> Iterator[str]:
+        nonlocal lines_read
+        # csv.reader pulls lines one at a time and stops at the end of the first
+        # record, so nothing past the header is consumed.
+        while line := stream.readline():
+            lines_read += 1
+            yield line.decode("utf-8-sig" if lines_read == 1 else "utf-8")
+
+    try:
+        header = next(csv.reader(lines(), strict=True), None)
+    except UnicodeDecodeError as exc:
+        raise InputFileError(f"cannot read {name} as CSV: the header row is not UTF-8 text") from exc
+    except csv.Error as exc:
+        raise InputFileError(f"cannot read {name} as CSV: bad header row ({exc})") from exc
+    if header is None:
+        raise InputFileError(f"{name} is empty: expected a header row")
+    if not header:
+        raise InputFileError(f"{name} starts with a blank line: expected a header row")
+    duplicates = sorted({n for n in header if header.count(n) > 1})
+    if duplicates:
+        raise InputFileError(
+            f"{name} has duplicate column names: {', '.join(map(repr, duplicates))}",
+            hint="rename the columns so that each name is unique",
+        )
+    return header, lines_read
+
+
+def _estimate_csv_rows(path: str, header_lines: int) -> int:
+    # A plain byte scan for newlines is fast; quoted newlines and blank lines make it
+    # an overestimate, which is fine for a progress bar.
+    newlines, last = 0, b"\n"
+    with _open_bytes(path) as stream:
+        while chunk := stream.read(1 << 20):
+            newlines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return max(0, newlines + (last != b"\n") - header_lines)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= _MAX_REASON_CHARS else text[:_MAX_REASON_CHARS] + "..."
+
+
+def _nulls_as_strings(schema: pa.Schema) -> pa.Schema:
+    # A column that is all null in the first batch has no type to go by; string can
+    # hold whatever later batches bring (and CSV is text anyway).
+    return pa.schema(
+        [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in schema],
+        metadata=schema.metadata,
+    )
+
+
+def _reserve_temp(dest: Path) -> Path:
+    """Create an empty, uniquely named temp file next to `dest` (same filesystem, so
+    os.replace is atomic)."""
+    if not dest.parent.is_dir():
+        raise InputFileError(
+            f"cannot write {dest}: directory {dest.parent} does not exist",
+            hint="create the directory first, or choose another output path",
+        )
+    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.tmp")
+    with _write_errors(str(dest)):
+        # O_EXCL: never clobber another file; mode 0o666 lets the umask apply, so the
+        # result gets normal permissions (mkstemp would make it 0600).
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    return tmp
+
+
+@contextmanager
+def _write_errors(name: str) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise InputFileError(f"cannot write {name}: {exc.strerror or _first_line(exc)}") from exc
