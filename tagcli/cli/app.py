@@ -1,0 +1,57 @@
+"""`tagcli` entry point: registers the sub-commands and turns every failure into one line.
+
+Exit codes: 0 success, 1 runtime error (bad file, pack, model), 2 usage error. Set TAGCLI_DEBUG=1
+to see full tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+
+from tagcli import __version__
+from tagcli.cli import eval_cmd, model_cmd, pack_cmd, predict_cmd, train_cmd
+from tagcli.cli.output import Output
+from tagcli.errors import format_error
+
+app = typer.Typer(
+    name="tagcli",
+    help="Score molecules and proteins with a frozen LLM and learned tags (Tag-LLM).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("predict")(predict_cmd.predict)
+app.command("eval")(eval_cmd.evaluate)
+app.add_typer(pack_cmd.app, name="pack")
+app.add_typer(model_cmd.app, name="model")
+app.add_typer(train_cmd.app, name="train")
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: bool = typer.Option(False, "--version", help="Print the tagcli version and exit.")) -> None:
+    if version:
+        typer.echo(f"tagcli {__version__}")
+        raise typer.Exit()
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # usage errors from option parsing: exit 2
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        Output().error("interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("TAGCLI_DEBUG"):
+            raise
+        message, code = format_error(exc)
+        Output().error(message)
+        sys.exit(code)

@@ -1,0 +1,57 @@
+"""`tagcli pack`: list and inspect tag packs."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+from tagcli.cli.output import Output, OutputFormat
+from tagcli.pack import TagPack
+from tagcli.store import PackStore
+
+app = typer.Typer(help="Tag packs: domain and function tags with their heads.", no_args_is_help=True)
+
+FORMAT = typer.Option(OutputFormat.human, "--format", "-f", help="human or json.")
+PACK_DIR = typer.Option(None, "--pack-dir", help="Extra folder to search for packs (searched first).")
+
+
+@app.command("list")
+def list_packs(pack_dir: Optional[list[str]] = PACK_DIR, format: OutputFormat = FORMAT) -> None:
+    """Show installed packs: built-in ones and those under $TAGCLI_HOME/packs."""
+    rows = [pack_summary(p) if isinstance(p, TagPack) else {"name": name, "kind": "broken", "error": str(p)} for name, p in PackStore(pack_dir or ()).installed().items()]
+    columns = ["name", "kind", "version", "domains", "outputs", "base_model", "test_metrics", "path"]
+    Output(format).table(rows, columns + (["error"] if any("error" in r for r in rows) else []), title="tag packs")
+
+
+@app.command("info")
+def info(name: str = typer.Argument(..., help="Pack name or path."), pack_dir: Optional[list[str]] = PACK_DIR, format: OutputFormat = FORMAT) -> None:
+    """Show one pack's manifest: template, head, training data, metrics."""
+    pack = PackStore(pack_dir or ()).load(name)
+    manifest = vars(pack.manifest) | {"path": str(pack.path), "tag_sha256": pack.tag_digest()}
+    out = Output(format)
+    if format is OutputFormat.json:
+        out.json(manifest)
+    else:
+        out.table([{"field": k, "value": v} for k, v in manifest.items()], ["field", "value"], title=f"pack {pack.name}")
+
+
+def pack_summary(pack: TagPack) -> dict[str, Any]:
+    m = pack.manifest
+    outputs = pack.head.output_columns() if pack.head else []
+    return {
+        "name": m.name,
+        "kind": m.kind,
+        "version": m.version,
+        "domains": m.domains or [m.name],
+        "outputs": outputs,
+        "base_model": m.base_model.get("id"),
+        "test_metrics": _headline_metrics(m.metrics),
+        "path": str(pack.path),
+    }
+
+
+def _headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The test split's metrics if the pack has them, else validation's."""
+    chosen = metrics.get("test") or metrics.get("val") or {}
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in chosen.items() if not isinstance(v, dict)}

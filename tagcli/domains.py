@@ -1,0 +1,96 @@
+"""Input kinds: how a domain's raw cell is checked and cleaned before it reaches the model.
+
+A domain pack names its input kind (`"smiles"`, `"protein"` or `"text"`) in its manifest. Each kind
+turns a cell into either clean text for the prompt or a one-line reason the row is invalid;
+bad rows get a status, never a crash and never a silent zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from rdkit import Chem, RDLogger
+
+# RDKit prints its own parse errors to stderr; we report them per row instead.
+RDLogger.DisableLog("rdApp.*")
+
+# Longer cells are rejected before tokenizing, so a stray 100 MB cell cannot stall a batch.
+MAX_CHARS_PER_TOKEN = 16
+
+Cleaned = tuple[str | None, str | None]  # (clean text, error) — exactly one is None
+
+
+def clean_smiles(value: str, canonicalize: bool) -> Cleaned:
+    mol = Chem.MolFromSmiles(value, sanitize=False)
+    if mol is None:
+        return None, f"invalid SMILES {_preview(value)}: RDKit cannot parse it"
+    try:
+        Chem.SanitizeMol(mol)
+    except Exception as exc:  # RDKit raises several unrelated types (AtomValenceException, KekulizeException, ...)
+        return None, f"invalid SMILES {_preview(value)}: {str(exc).strip().splitlines()[0]}"
+    return (Chem.MolToSmiles(mol) if canonicalize else value), None
+
+
+AMINO_ACIDS = frozenset("ACDEFGHIKLMNPQRSTVWY")
+# IUPAC codes for rare or ambiguous residues: accepted, since real sequences contain them.
+EXTRA_RESIDUES = frozenset("BJOUXZ")
+
+
+def clean_protein(value: str, canonicalize: bool) -> Cleaned:
+    sequence = "".join(value.split()).upper()
+    bad = sorted(set(sequence) - AMINO_ACIDS - EXTRA_RESIDUES)
+    if bad:
+        return None, f"not a protein sequence: {''.join(bad)!r} are not amino-acid letters"
+    return sequence, None
+
+
+def clean_text(value: str, canonicalize: bool) -> Cleaned:
+    return value, None
+
+
+@dataclass(frozen=True)
+class InputKind:
+    name: str
+    clean_value: Callable[[str, bool], Cleaned]
+    column_names: tuple[str, ...]  # auto-detected input columns, in order of preference (case-insensitive)
+
+
+INPUT_KINDS: dict[str, InputKind] = {
+    kind.name: kind
+    for kind in (
+        InputKind("smiles", clean_smiles, ("smiles", "canonical_smiles", "isomeric_smiles", "ligand_smiles", "mol")),
+        InputKind("protein", clean_protein, ("sequence", "protein", "protein_sequence", "target_sequence", "seq", "aa_sequence")),
+        InputKind("text", clean_text, ("text",)),
+    )
+}
+
+
+@dataclass(frozen=True)
+class DomainInput:
+    """How one domain's cells are cleaned: its kind, whether to canonicalize, and a length limit."""
+
+    kind: str
+    max_tokens: int
+    canonicalize: bool = False
+
+    def clean(self, values: Sequence[object]) -> list[Cleaned]:
+        """Clean a column of cells; None, NaN and blank cells are invalid rows."""
+        kind = INPUT_KINDS[self.kind]
+        out: list[Cleaned] = []
+        for value in values:
+            if value is None or (isinstance(value, float) and value != value):
+                out.append((None, "empty cell"))
+            elif not isinstance(value, str):
+                out.append((None, f"expected text, got {type(value).__name__} {value!r}"))
+            elif not value.strip():
+                out.append((None, "empty cell"))
+            elif len(value) > self.max_tokens * MAX_CHARS_PER_TOKEN:
+                out.append((None, f"input too long: {len(value)} characters (limit {self.max_tokens} tokens)"))
+            else:
+                out.append(kind.clean_value(value.strip(), self.canonicalize))
+        return out
+
+
+def _preview(value: str, width: int = 40) -> str:
+    return repr(value if len(value) <= width else value[: width - 3] + "...")

@@ -1,0 +1,52 @@
+"""Evaluation metrics, computed the same way for tag packs and every baseline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    return pearson(pd.Series(a).rank().to_numpy(), pd.Series(b).rank().to_numpy())
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
+    error = y_pred - y_true
+    return {
+        "n": int(len(y_true)),
+        "mse": float(np.mean(error**2)),
+        "mae": float(np.mean(np.abs(error))),
+        "pearson": pearson(y_true, y_pred),
+        "spearman": spearman(y_true, y_pred),
+    }
+
+
+def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
+    """Binary ROC-AUC by the rank-sum (Mann–Whitney) identity; ties count half."""
+    y_true = np.asarray(y_true).astype(bool)
+    n_pos, n_neg = int(y_true.sum()), int((~y_true).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = pd.Series(np.asarray(score, float)).rank().to_numpy()
+    return float((ranks[y_true].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """Accuracy, and ROC-AUC (one-vs-rest macro average when there are more than two classes)."""
+    y_true = np.asarray(y_true, int)
+    probabilities = np.asarray(probabilities, float)
+    n_classes = probabilities.shape[1]
+    aucs = [roc_auc(y_true == k, probabilities[:, k]) for k in (range(1, 2) if n_classes == 2 else range(n_classes))]
+    return {
+        "n": int(len(y_true)),
+        "accuracy": float(np.mean(probabilities.argmax(1) == y_true)),
+        "roc_auc": float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan"),
+    }

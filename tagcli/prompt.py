@@ -1,0 +1,199 @@
+"""The prompt layout: where tags and inputs go, and how a row becomes token ids + tag slots.
+
+A prompt template is plain text with two kinds of placeholder:
+
+    {tag:NAME}    p learned vectors of the tag NAME (a domain or a function tag)
+    {input:NAME}  the row's value for the domain NAME (a SMILES string, a protein sequence)
+
+e.g. the QED pack uses ``"{tag:smiles}{input:smiles}{tag:qed}"``. The last tag of a template is
+the function tag; the model reads its final position out (see `TaggedModel.readout`).
+
+Each text and input segment is tokenized on its own and the pieces are concatenated, so the
+token ids of an input never depend on the text around it (same ids in training and scoring).
+Tag positions get `pad_token_id` as a placeholder id and a *slot*: an index into the model's
+flat table of tag vectors (`TagTable`). Every other position has slot -1.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Iterator, Literal, Mapping, Sequence
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from tagcli.errors import PackError
+
+NAME = r"[a-z][a-z0-9_-]*"
+PLACEHOLDER = re.compile(r"\{(tag|input):(" + NAME + r")\}")
+NAME_RE = re.compile(NAME + r"\Z")
+
+
+@dataclass(frozen=True)
+class Segment:
+    kind: Literal["text", "tag", "input"]
+    value: str
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    text: str
+
+    @cached_property
+    def segments(self) -> tuple[Segment, ...]:
+        segments: list[Segment] = []
+        position = 0
+        for match in PLACEHOLDER.finditer(self.text):
+            if match.start() > position:
+                segments.append(Segment("text", self.text[position : match.start()]))
+            segments.append(Segment(match.group(1), match.group(2)))  # type: ignore[arg-type]
+            position = match.end()
+        if position < len(self.text):
+            segments.append(Segment("text", self.text[position:]))
+        return tuple(segments)
+
+    @property
+    def tags(self) -> list[str]:
+        return [s.value for s in self.segments if s.kind == "tag"]
+
+    @property
+    def inputs(self) -> list[str]:
+        return [s.value for s in self.segments if s.kind == "input"]
+
+    @property
+    def function_tag(self) -> str:
+        return self.tags[-1]
+
+    def validate(self) -> None:
+        """Raise PackError unless the template has inputs and ends its tags with a function tag."""
+        if "{" in PLACEHOLDER.sub("", self.text):
+            raise PackError(f"prompt template {self.text!r} has a malformed placeholder: use {{tag:NAME}} or {{input:NAME}}")
+        if not self.inputs:
+            raise PackError(f"prompt template {self.text!r} has no {{input:NAME}} placeholder")
+        if not self.tags or self.tags[-1] in self.inputs:
+            raise PackError(f"prompt template {self.text!r} must end its tags with a function tag")
+
+    def rename(self, mapping: Mapping[str, str]) -> PromptTemplate:
+        """Swap domain names (tags and inputs), e.g. to put a function tag behind another domain."""
+        return PromptTemplate(
+            PLACEHOLDER.sub(lambda m: "{" + m.group(1) + ":" + mapping.get(m.group(2), m.group(2)) + "}", self.text)
+        )
+
+
+class TagTable:
+    """Names → slot ranges in the flat [sum(p), d] tensor of all tag vectors."""
+
+    def __init__(self, lengths: Mapping[str, int]) -> None:
+        self.names = list(lengths)
+        self.offsets: dict[str, range] = {}
+        start = 0
+        for name, length in lengths.items():
+            self.offsets[name] = range(start, start + length)
+            start += length
+        self.size = start
+
+
+@dataclass
+class EncodedRow:
+    token_ids: list[int]
+    slots: list[int]  # -1 for a token, else the tag-table slot of the vector placed here
+    readout: int  # index of the function tag's last vector
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass
+class TaggedBatch:
+    """A padded batch ready for `TaggedModel`: ids, tag slots, mask, positions, readout index."""
+
+    input_ids: torch.Tensor  # [n, L] long; pad/tag positions hold pad_token_id
+    slots: torch.Tensor  # [n, L] long; -1 where a real token sits
+    attention_mask: torch.Tensor  # [n, L] long; 0 on padding
+    position_ids: torch.Tensor  # [n, L] long; counts real positions only, so left padding is harmless
+    readout: torch.Tensor  # [n] long; per-row index of the function tag's last vector
+
+    def to(self, device: torch.device) -> TaggedBatch:
+        return TaggedBatch(*(t.to(device) for t in (self.input_ids, self.slots, self.attention_mask, self.position_ids, self.readout)))
+
+
+class PromptEncoder:
+    """Turns rows of input strings into `EncodedRow`s for one template and tag table."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, tag_table: TagTable) -> None:
+        self.tokenizer = tokenizer
+        self.tag_table = tag_table
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.prefix_ids = self._bos_prefix()
+        self._text_ids: dict[str, list[int]] = {}
+
+    def _bos_prefix(self) -> list[int]:
+        # Models whose tokenizer adds BOS by default (Llama-2) were trained with it; keep it.
+        bos = self.tokenizer.bos_token_id
+        ids = self.tokenizer("x").input_ids
+        return [bos] if bos is not None and ids and ids[0] == bos else []
+
+    def text_ids(self, text: str) -> list[int]:
+        if text not in self._text_ids:
+            self._text_ids[text] = self.tokenizer(text, add_special_tokens=False).input_ids
+        return self._text_ids[text]
+
+    def tokenize_inputs(self, values: Sequence[str]) -> list[list[int]]:
+        """Token ids of each input value (batched through the fast tokenizer)."""
+        if not values:
+            return []
+        return self.tokenizer(list(values), add_special_tokens=False).input_ids
+
+    def encode(self, template: PromptTemplate, inputs: Mapping[str, Sequence[list[int]]]) -> list[EncodedRow]:
+        """Lay out each row: `inputs[name][i]` are row i's token ids for `{input:name}`."""
+        n_rows = len(next(iter(inputs.values())))
+        rows = []
+        for i in range(n_rows):
+            ids, slots = list(self.prefix_ids), [-1] * len(self.prefix_ids)
+            for segment in template.segments:
+                if segment.kind == "tag":
+                    tag_slots = self.tag_table.offsets[segment.value]
+                    ids += [self.pad_id] * len(tag_slots)
+                    slots += list(tag_slots)
+                else:
+                    piece = self.text_ids(segment.value) if segment.kind == "text" else inputs[segment.value][i]
+                    ids += piece
+                    slots += [-1] * len(piece)
+            last_function_slot = self.tag_table.offsets[template.function_tag][-1]
+            readout = slots.index(last_function_slot)
+            rows.append(EncodedRow(ids, slots, readout))
+        return rows
+
+
+def collate(rows: Sequence[EncodedRow], pad_id: int, padding_side: Literal["left", "right"] = "right") -> TaggedBatch:
+    """Pad rows to one length. Position ids skip padding, so both sides give the same hidden states."""
+    width = max(len(r) for r in rows)
+    n = len(rows)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    slots = torch.full((n, width), -1, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    readout = torch.empty(n, dtype=torch.long)
+    for i, row in enumerate(rows):
+        start = width - len(row) if padding_side == "left" else 0
+        span = slice(start, start + len(row))
+        input_ids[i, span] = torch.tensor(row.token_ids)
+        slots[i, span] = torch.tensor(row.slots)
+        mask[i, span] = 1
+        readout[i] = start + row.readout
+    position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
+    return TaggedBatch(input_ids, slots, mask, position_ids, readout)
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> Iterator[list[int]]:
+    """Row indices sorted by length, cut into batches within the row and padded-token budgets."""
+    chunk: list[int] = []
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        # Sorted ascending, so the newest row sets the padded width of the batch.
+        if chunk and (len(chunk) == batch_size or (len(chunk) + 1) * lengths[i] > max_tokens):
+            yield chunk
+            chunk = []
+        chunk.append(i)
+    if chunk:
+        yield chunk

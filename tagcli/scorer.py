@@ -1,0 +1,203 @@
+"""TagScorer: the one object that scores record batches, used by the CLI, the Python API and runners.
+
+    scorer = TagScorer("qed")                      # domains default to the ones the pack was trained with
+    table = scorer(pyarrow_table_or_dataframe)     # + pred_* columns, status (ok|invalid|error), error
+
+Per call: find each domain's input column, clean cells (domains.py), tokenize, sort rows by
+token length so batches carry little padding, run the tagged model batch by batch, and put the
+results back in input order. Bad rows get a status and a reason; nothing is dropped or zeroed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from tagcli.basemodel import BaseModel, load_base_model
+from tagcli.domains import INPUT_KINDS, DomainInput
+from tagcli.errors import BadRowError, PackError, UsageError
+from tagcli.model import TaggedModel
+from tagcli.pack import TagPack
+from tagcli.prompt import PromptEncoder, PromptTemplate, collate, length_batches
+from tagcli.store import PackStore
+
+STATUS_OK, STATUS_INVALID, STATUS_ERROR = "ok", "invalid", "error"
+
+
+@dataclass
+class FunctionPlan:
+    """One function tag with the domain packs it runs behind, and its (possibly renamed) template."""
+
+    function: TagPack
+    domains: dict[str, TagPack]  # domain name → pack, in template input order
+    template: PromptTemplate
+    zero_shot: bool  # the function tag was trained behind other domain tags
+
+
+def plan_function(store: PackStore, function: str, domains: Sequence[str] | None = None) -> FunctionPlan:
+    """Resolve a function pack and its domain packs by name; check they belong together."""
+    pack = store.load(function)
+    if pack.manifest.kind != "function":
+        raise UsageError(f"'{function}' is a {pack.manifest.kind} pack, not a function", hint=f"use --domain {pack.name}")
+    trained = list(pack.manifest.domains)
+    requested = list(domains or trained)
+    if len(requested) != len(trained):
+        raise UsageError(f"function '{pack.name}' takes {len(trained)} domain(s) ({', '.join(trained)}), got {', '.join(requested)}")
+    # Same domains in any order mean no renaming; otherwise domains are swapped in by position.
+    mapping = {t: t for t in trained} if set(requested) == set(trained) else dict(zip(trained, requested))
+    loaded = {}
+    for trained_name, name in mapping.items():
+        domain = store.load(name, near=pack.path)
+        if domain.manifest.kind != "domain":
+            raise UsageError(f"'{name}' is a {domain.manifest.kind} pack, not a domain")
+        pinned = pack.manifest.requires.get(name, {}).get("sha256") if name == trained_name else None
+        if pinned and pinned != domain.tag_digest():
+            raise PackError(
+                f"function '{pack.name}' was trained with a different '{name}' domain tag than the one found at {domain.path}",
+                hint=f"install the '{name}' pack version {pack.manifest.requires[name].get('version')} it was trained with",
+            )
+        loaded[name] = domain
+    template = pack.manifest.prompt_template().rename(mapping)
+    return FunctionPlan(pack, {name: loaded[name] for name in template.inputs}, template, mapping != {t: t for t in trained})
+
+
+def find_input_column(names: Sequence[str], domain: str, kind: str, columns: Mapping[str, str]) -> str:
+    """The column holding `domain`'s input: named explicitly (by domain, kind or "*"), else by a known name."""
+    explicit = columns.get(domain) or columns.get(kind) or columns.get("*")
+    if explicit:
+        if explicit not in names:
+            raise UsageError(f"no column '{explicit}' in the input (columns: {', '.join(names)})")
+        return explicit
+    by_lower = {name.lower(): name for name in names}
+    for candidate in (domain, *INPUT_KINDS[kind].column_names):
+        if candidate in by_lower:
+            return by_lower[candidate]
+    raise UsageError(f"cannot find the {domain} input column among {', '.join(names)}", hint=f"pass --{kind}-col NAME (or --column NAME)")
+
+
+def prepare_inputs(
+    encoder: PromptEncoder, domains: Mapping[str, DomainInput], table: pa.Table, columns: Mapping[str, str], errors: list[str | None]
+) -> dict[str, list[list[int] | None]]:
+    """Token ids per domain per row (None where the row is invalid); records why in `errors`."""
+    tokens: dict[str, list[list[int] | None]] = {}
+    for domain, spec in domains.items():
+        column = find_input_column(table.column_names, domain, spec.kind, columns)
+        cleaned = spec.clean(table.column(column).to_pylist())
+        label = f"{domain}: " if len(domains) > 1 else ""
+        valid = [i for i, (text, _) in enumerate(cleaned) if text is not None]
+        row_tokens: list[list[int] | None] = [None] * len(cleaned)
+        for i, token_ids in zip(valid, encoder.tokenize_inputs([cleaned[i][0] for i in valid])):
+            if len(token_ids) > spec.max_tokens:
+                cleaned[i] = (None, f"input too long: {len(token_ids)} tokens (limit {spec.max_tokens})")
+            else:
+                row_tokens[i] = token_ids
+        for i, (_, error) in enumerate(cleaned):
+            if error is not None and errors[i] is None:
+                errors[i] = label + error
+        tokens[domain] = row_tokens
+    return tokens
+
+
+class TagScorer:
+    """Scores tables with one or more function tags. Construct once, call on many batches."""
+
+    def __init__(
+        self,
+        function: str | Sequence[str],
+        domains: Sequence[str] | None = None,
+        *,
+        base_model: str | BaseModel | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 64,
+        max_batch_tokens: int = 32768,
+        columns: Mapping[str, str] | None = None,  # domain name, input kind or "*" → column
+        pack_dirs: Sequence[str] = (),
+        strict: bool = False,
+    ) -> None:
+        if batch_size < 1 or max_batch_tokens < 1:
+            raise UsageError("--batch-size and --max-batch-tokens must be positive")
+        store = PackStore(pack_dirs)
+        functions = [function] if isinstance(function, str) else list(function)
+        self.plans = [plan_function(store, f, domains) for f in functions]
+        if isinstance(base_model, BaseModel):
+            self.base = base_model
+        else:
+            self.base = load_base_model(base_model or self.plans[0].function.manifest.base_model["id"], device=device, dtype=dtype)
+        packs = {p.name: p for plan in self.plans for p in (plan.function, *plan.domains.values())}
+        for pack in packs.values():
+            pack.check_base_model(self.base.id, self.base.fingerprint)
+        tags = {name: pack.tags[name] for name, pack in packs.items()}
+        heads = {plan.function.name: plan.function.head for plan in self.plans}
+        self.model = TaggedModel(self.base.model, tags, heads).to(self.base.device).eval()
+        self.encoder = PromptEncoder(self.base.tokenizer, self.model.tag_table)
+        self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
+        self.columns = dict(columns or {})
+        self.strict = strict
+
+    @property
+    def output_columns(self) -> list[str]:
+        return [c for plan in self.plans for c in plan.function.head.output_columns()] + ["status", "error"]
+
+    def __call__(self, batch: pa.Table | pa.RecordBatch | pd.DataFrame) -> pa.Table | pd.DataFrame:
+        if isinstance(batch, pd.DataFrame):
+            return self.score(pa.Table.from_pandas(batch, preserve_index=False)).to_pandas()
+        return self.score(pa.table(batch) if isinstance(batch, pa.RecordBatch) else batch)
+
+    def score(self, table: pa.Table, row_offset: int = 0) -> pa.Table:
+        """`table` with prediction, status and error columns appended (row order kept)."""
+        clash = sorted(set(self.output_columns) & set(table.column_names))
+        if clash:
+            raise UsageError(f"input already has column(s) {', '.join(clash)}", hint="rename them; tagcli writes these")
+        n = table.num_rows
+        errors: list[str | None] = [None] * n
+        status = [STATUS_OK] * n
+        results: dict[str, list] = {}
+        types: dict[str, pa.DataType] = {}
+        for plan in self.plans:
+            head = plan.function.head
+            types.update({c: pa.string() if c in head.label_columns else pa.float64() for c in head.output_columns()})
+            specs = {d: pack.manifest.domain_input() for d, pack in plan.domains.items()}
+            inputs = prepare_inputs(self.encoder, specs, table, self.columns, errors)
+            self._run_plan(plan, inputs, errors, status, results, n)
+        for i, message in enumerate(errors):
+            if message is not None and status[i] == STATUS_OK:
+                status[i] = STATUS_INVALID
+        if self.strict:
+            bad = next((i for i, s in enumerate(status) if s != STATUS_OK), None)
+            if bad is not None:
+                raise BadRowError(f"row {row_offset + bad + 1}: {errors[bad]}", hint="drop --strict to get a status per row")
+        for column, values in results.items():
+            table = table.append_column(column, pa.array(values, types[column]))
+        table = table.append_column("status", pa.array(status, pa.string()))
+        return table.append_column("error", pa.array(errors, pa.string()))
+
+    def _run_plan(self, plan, inputs, errors, status, results, n_rows) -> None:
+        head = plan.function.head
+        columns = {c: [None] * n_rows for c in head.output_columns()}
+        results.update(columns)
+        ready = [i for i in range(n_rows) if errors[i] is None]
+        encoded = self.encoder.encode(plan.template, {d: [inputs[d][i] for i in ready] for d in plan.domains})
+        for chunk in length_batches([len(r) for r in encoded], self.batch_size, self.max_batch_tokens):
+            rows = [ready[j] for j in chunk]
+            batch = collate([encoded[j] for j in chunk], self.encoder.pad_id).to(self.base.device)
+            predicted = self.model.predict(batch, plan.function.name)
+            self._store(rows, predicted, columns, errors, status, plan.function.name)
+
+    @staticmethod
+    def _store(rows, predicted, columns, errors, status, function) -> None:
+        finite = torch.ones(len(rows), dtype=torch.bool)
+        for values in predicted.values():
+            if isinstance(values, torch.Tensor):
+                finite &= torch.isfinite(values.float()).cpu()
+        for column, values in predicted.items():
+            values = values.float().cpu().tolist() if isinstance(values, torch.Tensor) else values
+            for row, value, ok in zip(rows, values, finite.tolist()):
+                columns[column][row] = value if ok else None
+        for row, ok in zip(rows, finite.tolist()):
+            if not ok:
+                status[row], errors[row] = STATUS_ERROR, f"{function}: model produced a non-finite value"
