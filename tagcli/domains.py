@@ -7,10 +7,13 @@ bad rows get a status, never a crash and never a silent zero.
 
 from __future__ import annotations
 
+import logging
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
-from rdkit import Chem, RDLogger
+from rdkit import Chem, RDLogger, rdBase
 
 # RDKit prints its own parse errors to stderr; we report them per row instead.
 RDLogger.DisableLog("rdApp.*")
@@ -24,12 +27,50 @@ Cleaned = tuple[str | None, str | None]  # (clean text, error) — exactly one i
 def clean_smiles(value: str, canonicalize: bool) -> Cleaned:
     mol = Chem.MolFromSmiles(value, sanitize=False)
     if mol is None:
-        return None, f"invalid SMILES {_preview(value)}: RDKit cannot parse it"
+        return None, f"invalid SMILES {_preview(value)}: {smiles_parse_error(value)}"
     try:
         Chem.SanitizeMol(mol)
     except Exception as exc:  # RDKit raises several unrelated types (AtomValenceException, KekulizeException, ...)
         return None, f"invalid SMILES {_preview(value)}: {str(exc).strip().splitlines()[0]}"
     return (Chem.MolToSmiles(mol) if canonicalize else value), None
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _rdkit_messages() -> Iterator[list[str]]:
+    """Route RDKit's log to a list for the duration (RDKit only explains parse errors in its log)."""
+    handler, logger = _Collect(), logging.getLogger("rdkit")
+    saved = logger.handlers[:], logger.propagate
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    rdBase.LogToPythonLogger()
+    RDLogger.EnableLog("rdApp.error")
+    try:
+        yield handler.messages
+    finally:
+        rdBase.LogToCppStreams()
+        RDLogger.DisableLog("rdApp.*")
+        logger.handlers[:], logger.propagate = saved
+
+
+def smiles_parse_error(value: str) -> str:
+    """RDKit's reason a SMILES does not parse, e.g. 'unclosed ring' or 'syntax error near position 4'."""
+    with _rdkit_messages() as messages:
+        Chem.MolFromSmiles(value, sanitize=False)
+    reasons = [m.split("SMILES Parse Error:", 1)[1].strip() for m in messages if "SMILES Parse Error:" in m]
+    if not reasons:
+        return "RDKit cannot parse it"
+    reason = re.sub(r"( for input:| while parsing:).*$", "", reasons[0])
+    position = next((re.search(r"position (\d+)", r) for r in reasons if "position" in r), None)
+    return f"{reason} near position {position.group(1)}" if position else reason
 
 
 AMINO_ACIDS = frozenset("ACDEFGHIKLMNPQRSTVWY")

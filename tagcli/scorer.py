@@ -156,14 +156,14 @@ class TagScorer:
         n = table.num_rows
         errors: list[str | None] = [None] * n
         status = [STATUS_OK] * n
-        results: dict[str, list] = {}
+        predictions: dict[str, list] = {}
         types: dict[str, pa.DataType] = {}
         for plan in self.plans:
             head = plan.function.head
-            types.update({c: pa.string() if c in head.label_columns else pa.float64() for c in head.output_columns()})
+            types |= {c: pa.string() if c in head.label_columns else pa.float64() for c in head.output_columns()}
             specs = {d: pack.manifest.domain_input() for d, pack in plan.domains.items()}
             inputs = prepare_inputs(self.encoder, specs, table, self.columns, errors)
-            self._run_plan(plan, inputs, errors, status, results, n)
+            predictions |= self._predict(plan, inputs, errors, status)
         for i, message in enumerate(errors):
             if message is not None and status[i] == STATUS_OK:
                 status[i] = STATUS_INVALID
@@ -171,33 +171,32 @@ class TagScorer:
             bad = next((i for i, s in enumerate(status) if s != STATUS_OK), None)
             if bad is not None:
                 raise BadRowError(f"row {row_offset + bad + 1}: {errors[bad]}", hint="drop --strict to get a status per row")
-        for column, values in results.items():
+        for column, values in predictions.items():
+            # A row that failed for any function shows no prediction at all, not a partial one.
+            values = [v if s == STATUS_OK else None for v, s in zip(values, status)]
             table = table.append_column(column, pa.array(values, types[column]))
         table = table.append_column("status", pa.array(status, pa.string()))
         return table.append_column("error", pa.array(errors, pa.string()))
 
-    def _run_plan(self, plan, inputs, errors, status, results, n_rows) -> None:
+    def _predict(self, plan: FunctionPlan, inputs: Mapping[str, list], errors: list[str | None], status: list[str]) -> dict[str, list]:
+        """Prediction columns of one function over the rows still without an error."""
         head = plan.function.head
-        columns = {c: [None] * n_rows for c in head.output_columns()}
-        results.update(columns)
-        ready = [i for i in range(n_rows) if errors[i] is None]
+        columns: dict[str, list] = {c: [None] * len(errors) for c in head.output_columns()}
+        ready = [i for i, e in enumerate(errors) if e is None]
         encoded = self.encoder.encode(plan.template, {d: [inputs[d][i] for i in ready] for d in plan.domains})
         for chunk in length_batches([len(r) for r in encoded], self.batch_size, self.max_batch_tokens):
             rows = [ready[j] for j in chunk]
             batch = collate([encoded[j] for j in chunk], self.encoder.pad_id).to(self.base.device)
             predicted = self.model.predict(batch, plan.function.name)
-            self._store(rows, predicted, columns, errors, status, plan.function.name)
-
-    @staticmethod
-    def _store(rows, predicted, columns, errors, status, function) -> None:
-        finite = torch.ones(len(rows), dtype=torch.bool)
-        for values in predicted.values():
-            if isinstance(values, torch.Tensor):
-                finite &= torch.isfinite(values.float()).cpu()
-        for column, values in predicted.items():
-            values = values.float().cpu().tolist() if isinstance(values, torch.Tensor) else values
-            for row, value, ok in zip(rows, values, finite.tolist()):
-                columns[column][row] = value if ok else None
-        for row, ok in zip(rows, finite.tolist()):
-            if not ok:
-                status[row], errors[row] = STATUS_ERROR, f"{function}: model produced a non-finite value"
+            finite = torch.ones(len(rows), dtype=torch.bool)
+            for values in predicted.values():
+                if isinstance(values, torch.Tensor):
+                    finite &= torch.isfinite(values.float()).cpu()
+            for column, values in predicted.items():
+                values = values.float().cpu().tolist() if isinstance(values, torch.Tensor) else values
+                for row, value in zip(rows, values):
+                    columns[column][row] = value
+            for row, ok in zip(rows, finite.tolist()):
+                if not ok:
+                    status[row], errors[row] = STATUS_ERROR, f"{plan.function.name}: the model produced a non-finite value"
+        return columns

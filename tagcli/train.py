@@ -62,8 +62,8 @@ class TrainConfig:
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps"})
     batch_size: int = field(default=16, metadata={"help": "rows per micro-batch"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    lr: float = field(default=1e-2, metadata={"help": "learning rate of the tag vectors"})
-    head_lr: float = field(default=1e-3, metadata={"help": "learning rate of the head"})
+    lr: float = field(default=1e-3, metadata={"help": "learning rate of the tag vectors"})
+    head_lr: float = field(default=1e-4, metadata={"help": "learning rate of the head"})
     seed: int = field(default=0, metadata={"help": "seed for initialisation, split and data order"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, ..."})
     dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16"})
@@ -71,7 +71,8 @@ class TrainConfig:
     patience: int = field(default=5, metadata={"help": "stop after N validations without improvement (0: never)"})
     checkpoint_every: int = field(default=50, metadata={"help": "checkpoint every N optimizer steps"})
     resume: bool = field(default=False, metadata={"help": "continue from OUT.ckpt if it exists"})
-    init_samples: int = field(default=256, metadata={"help": "rows used to standardise and ridge-initialise the head"})
+    init_samples: int = field(default=512, metadata={"help": "rows used to standardise and ridge-fit the head"})
+    refit_head: bool = field(default=True, metadata={"help": "refit a regression head by ridge at every validation"})
     pack_dirs: list[str] = field(default_factory=list, metadata={"help": "extra folders searched for domain packs"})
     version: str = field(default="0.1.0", metadata={"help": "version written into the pack"})
     description: str = field(default="", metadata={"help": "one line describing the pack"})
@@ -147,7 +148,7 @@ def train(config: TrainConfig, base: BaseModel | None = None, on_progress: Progr
         raise UsageError(f"no usable rows left (train {len(train_set.rows)}, validation {len(val_set.rows)})")
 
     if head is not None:
-        _init_head(model, encoder, head, config, train_set)
+        fit_head(model, encoder, config, train_set)
     trainer = _Trainer(config, model, encoder, train_set, val_set, on_progress)
     trainer.run()
     pack = _make_pack(config, base, model, template, specs, domain_packs, trainer, train_set, val_set, time.perf_counter() - started)
@@ -181,6 +182,8 @@ class _Trainer:
     def run(self) -> None:
         if self.config.resume and (self.checkpoint_dir / "state.json").is_file():
             self._load_checkpoint()
+        if self.step == 0:
+            self._validate()  # the initial state (ridge-initialised head) is a candidate too
         started = time.perf_counter()
         while self.step < self.total_steps:
             loss = self._optimizer_step()
@@ -232,6 +235,8 @@ class _Trainer:
     # -- validation ------------------------------------------------------------------------
     def _validate(self) -> bool:
         """Score the validation split; remember the best state; True when patience runs out."""
+        if self.config.stage > 1 and self.config.refit_head and self.step > 0:
+            fit_head(self.model, self.encoder, self.config, self.train_set)
         metrics = evaluate(self.model, self.encoder, self.val_set, self.config)
         score = -metrics[SELECT_BY["lm" if self.config.stage == 1 else self.config.task]]
         score = -math.inf if score != score else score  # NaN never wins
@@ -409,28 +414,45 @@ def _new_head(config: TrainConfig, hidden_size: int, train_table: pa.Table) -> H
 
 
 @torch.no_grad()
-def _init_head(model: TaggedModel, encoder: PromptEncoder, head: Head, config: TrainConfig, train_set: Examples) -> None:
-    """Standardise head inputs and targets, and start the linear layer from a ridge fit.
+def fit_head(model: TaggedModel, encoder: PromptEncoder, config: TrainConfig, train_set: Examples) -> None:
+    """Standardise the head's inputs and targets and (regression) fit its linear layer by ridge.
 
     Hidden states have a few huge constant dimensions; without standardising, a linear head
-    spends most of its budget learning offsets. The ridge start means training refines a
-    probe-quality head instead of starting from noise.
+    spends most of its budget learning offsets. Every step of the tag moves all features, so a
+    head fitted to the old tag soon mismatches; refitting in closed form at each validation
+    (`refit_head`) keeps the head optimal for the current tag, and gradient steps on the tag then
+    only have to make features more linearly predictive.
     """
-    sample = list(range(min(config.init_samples, len(train_set.rows))))
-    rows = [train_set.rows[i] for i in sample]
+    head = model.heads[config.tag_name]
+    generator = torch.Generator().manual_seed(config.seed)
+    sample = torch.randperm(len(train_set.rows), generator=generator)[: config.init_samples].tolist()
     device = model.lm.device
-    chunks = list(length_batches([len(r) for r in rows], 64, 32768))
-    hidden = torch.cat([model.readout(collate([rows[i] for i in chunk], encoder.pad_id).to(device)).float() for chunk in chunks])
-    order = [i for chunk in chunks for i in chunk]
-    targets = torch.tensor([train_set.targets[sample[i]] for i in order], dtype=torch.float32, device=device)
+    hidden = torch.empty(len(sample), model.hidden_size, device=device)
+    for chunk in length_batches([len(train_set.rows[i]) for i in sample], 64, 32768):
+        hidden[chunk] = model.readout(collate([train_set.rows[sample[j]] for j in chunk], encoder.pad_id).to(device)).float()
     head.set_feature_stats(hidden)
     if isinstance(head, RegressionHead):
         head.set_target_stats(torch.tensor(train_set.targets, dtype=torch.float32, device=device))
+        targets = torch.tensor([train_set.targets[i] for i in sample], dtype=torch.float32, device=device)
         features = (hidden - head.feature_mean) / head.feature_std
         standardised = (targets.reshape(len(targets), -1) - head.target_mean) / head.target_std
-        weight = torch.linalg.solve(features.T @ features + len(features) * torch.eye(features.shape[1], device=device), features.T @ standardised)
-        head.linear.weight.copy_(weight.T)
+        head.linear.weight.copy_(ridge(features, standardised).T)
         head.linear.bias.zero_()
+
+
+def ridge(features: torch.Tensor, targets: torch.Tensor, alphas: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)) -> torch.Tensor:
+    """Ridge weights [d, k] (no intercept: inputs are standardised), penalty picked on a 20% holdout."""
+    x, y = features.double(), targets.double()
+
+    def fit(x: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
+        return torch.linalg.solve(x.T @ x + alpha * len(x) * torch.eye(x.shape[1], dtype=x.dtype, device=x.device), x.T @ y)
+
+    cut = max(1, int(len(x) * 0.8))
+    if cut < len(x):
+        alpha = min(alphas, key=lambda a: float(((x[cut:] @ fit(x[:cut], y[:cut], a) - y[cut:]) ** 2).mean()))
+    else:
+        alpha = max(alphas)
+    return fit(x, y, alpha).float()
 
 
 def _stage1_input(config: TrainConfig) -> DomainInput:

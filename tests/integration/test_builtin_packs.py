@@ -1,0 +1,53 @@
+"""The built-in packs on the real embedded model, through the installed CLI (slow: real model)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tagcli.store import PackStore, builtin_packs_dir
+
+pytestmark = pytest.mark.integration
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+TAGCLI = str(Path(sys.executable).parent / "tagcli")
+
+
+def run(*args: str, home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TAGCLI_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([TAGCLI, *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_every_builtin_pack_loads_and_names_the_embedded_model() -> None:
+    packs = PackStore().installed()
+    assert {"smiles", "qed"} <= set(packs)
+    for name, pack in packs.items():
+        assert not isinstance(pack, Exception), f"{name}: {pack}"
+        assert pack.path.parent == builtin_packs_dir().resolve()
+        assert pack.manifest.base_model["id"] == "smollm2-135m"
+
+
+@pytest.mark.skipif(not (DATA / "qed_test.parquet").exists(), reason="shared data not present")
+def test_predict_qed_keeps_every_row_in_order(tmp_path: Path, isolated_home: Path) -> None:
+    source = tmp_path / "mols.parquet"
+    rows = pd.read_parquet(DATA / "qed_test.parquet").head(200)
+    bad = pd.DataFrame({"id": ["bad-1", "bad-2", "bad-3", "bad-4"], "smiles": ["C1CC", "", "C" * 10_000, "not a smiles"]})
+    mixed = pd.concat([rows.iloc[:50], bad, rows.iloc[50:]], ignore_index=True)
+    mixed.to_parquet(source)
+    result = run("predict", "--domain", "smiles", "--function", "qed", str(source), "-o", str(tmp_path / "out.parquet"), "--format", "json", home=isolated_home)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["rows"] == len(mixed) and summary["invalid"] == 4 and summary["ok"] == len(mixed) - 4
+    scored = pd.read_parquet(tmp_path / "out.parquet")
+    assert scored["id"].tolist() == mixed["id"].tolist()
+    ok = scored["status"] == "ok"
+    assert scored.loc[ok, "pred_qed"].notna().all() and scored.loc[~ok, "pred_qed"].isna().all()
+    assert scored.loc[~ok, "error"].str.len().gt(0).all()
+    # A real pack predicts something related to QED, not a constant.
+    assert scored.loc[ok, "pred_qed"].std() > 0
+    assert scored.loc[ok, ["qed", "pred_qed"]].corr().iloc[0, 1] > 0.2
