@@ -1,0 +1,141 @@
+"""Shared builders for the core tests: the tiny base model, random tag packs, small tables.
+
+Packs are built straight from seeded random tensors (`TagPack` + `Manifest` + `save_pack`), which
+takes milliseconds; only the training tests train. Everything is seeded, so results are stable.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from tagcli.basemodel import BaseModel, load_base_model
+from tagcli.heads import ClassificationHead, Head, RegressionHead
+from tagcli.pack import Manifest, TagPack, save_pack
+
+# The tiny model gains nothing from threads, and OpenMP workers spin-waiting for a busy CPU can
+# make each matmul ~100x slower; one thread keeps the suite fast and timing-stable.
+torch.set_num_threads(1)
+
+TAG_LENGTH = 3
+
+SMILES = [
+    "CCO",
+    "c1ccccc1",
+    "CC(=O)Oc1ccccc1C(=O)O",
+    "CN1C=NC2=C1C(=O)N(C(=O)N2C)C",
+    "O=C(O)CCl",
+    "CCN(CC)CC",
+    "CCCCCC",
+    "OCC1OC(O)C(O)C(O)C1O",
+]
+PROTEINS = [
+    "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEV",
+    "ACDEFGHIKLMNPQRSTVWY",
+    "MKVLAAGIVG",
+    "GDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQTLGQ",
+]
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_base(model_dir: str | Path) -> BaseModel:
+    """The tiny test model, loaded once per process in float32 on the CPU (it is frozen; sharing is safe)."""
+    return load_base_model(str(model_dir), device="cpu", dtype="float32")
+
+
+def random_tag(length: int, hidden: int, seed: int, scale: float = 0.05) -> torch.Tensor:
+    return torch.randn(length, hidden, generator=torch.Generator().manual_seed(seed)) * scale
+
+
+def base_record(base: BaseModel, fingerprint: str | None = None) -> dict[str, str]:
+    return {"id": base.id, "fingerprint": fingerprint or base.fingerprint}
+
+
+def domain_pack(
+    base: BaseModel,
+    name: str = "smiles",
+    kind: str | None = None,
+    *,
+    tag_length: int = TAG_LENGTH,
+    seed: int = 0,
+    max_tokens: int = 64,
+    canonicalize: bool = False,
+    fingerprint: str | None = None,
+) -> TagPack:
+    manifest = Manifest(
+        name=name,
+        kind="domain",
+        version="0.1.0",
+        tag_length=tag_length,
+        hidden_size=base.hidden_size,
+        base_model=base_record(base, fingerprint),
+        input={"kind": kind or name, "max_tokens": max_tokens, "canonicalize": canonicalize},
+    )
+    return TagPack(manifest, {name: random_tag(tag_length, base.hidden_size, seed)})
+
+
+def regression_head(hidden: int, targets: Sequence[str] = ("y",), seed: int = 0, mean: float = 5.0, std: float = 2.0) -> RegressionHead:
+    torch.manual_seed(seed)
+    head = RegressionHead(hidden, [{"name": t, "mean": mean, "std": std} for t in targets])
+    return head.eval()
+
+
+def classification_head(hidden: int, target: str = "label", classes: Sequence[str] = ("active", "inactive"), seed: int = 0) -> ClassificationHead:
+    torch.manual_seed(seed)
+    return ClassificationHead(hidden, target, list(classes)).eval()
+
+
+def function_pack(
+    base: BaseModel,
+    name: str,
+    domains: Sequence[TagPack],
+    head: Head | None = None,
+    *,
+    tag_length: int = TAG_LENGTH,
+    seed: int = 100,
+    template: str | None = None,
+    fingerprint: str | None = None,
+) -> TagPack:
+    names = [d.name for d in domains]
+    template = template or "".join(f"{{tag:{d}}}{{input:{d}}}" for d in names) + f"{{tag:{name}}}"
+    head = head or regression_head(base.hidden_size, seed=seed)
+    manifest = Manifest(
+        name=name,
+        kind="function",
+        version="0.1.0",
+        tag_length=tag_length,
+        hidden_size=base.hidden_size,
+        base_model=base_record(base, fingerprint),
+        domains=names,
+        template=template,
+        head=head.to_spec(),
+        requires={d.name: {"version": d.manifest.version, "sha256": d.tag_digest()} for d in domains},
+    )
+    return TagPack(manifest, {name: random_tag(tag_length, base.hidden_size, seed)}, head)
+
+
+def write_packs(directory: Path, base: BaseModel) -> dict[str, TagPack]:
+    """A small pack library in `directory`:
+
+    smiles, protein   domain packs
+    logp              regression on smiles (output pred_y)
+    bind              regression on protein + smiles pairs (output pred_affinity)
+    active            classification on smiles (pred_label, prob_active, prob_inactive)
+    fold              regression on protein (output pred_stability)
+    """
+    smiles = domain_pack(base, "smiles", seed=1)
+    protein = domain_pack(base, "protein", seed=2)
+    packs = {
+        "smiles": smiles,
+        "protein": protein,
+        "logp": function_pack(base, "logp", [smiles], regression_head(base.hidden_size, ["y"], seed=3), seed=3),
+        "bind": function_pack(base, "bind", [protein, smiles], regression_head(base.hidden_size, ["affinity"], seed=4), seed=4),
+        "active": function_pack(base, "active", [smiles], classification_head(base.hidden_size, seed=5), seed=5),
+        "fold": function_pack(base, "fold", [protein], regression_head(base.hidden_size, ["stability"], seed=6), seed=6),
+    }
+    for name, pack in packs.items():
+        save_pack(pack, directory / name)
+    return packs
