@@ -8,6 +8,7 @@ manifest stores the spec (`to_spec`) and `heads.safetensors` the tensors (`state
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -97,6 +98,10 @@ class RegressionHead(Head):
         targets = spec.get("targets")
         if not isinstance(targets, list) or not targets or not all(isinstance(t, dict) and "name" in t for t in targets):
             raise PackError("regression head spec needs a non-empty 'targets' list of {name, mean, std}")
+        for target in targets:
+            mean, std = target.get("mean", 0.0), target.get("std", 1.0)
+            if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (mean, std)) or std <= 0:
+                raise PackError(f"regression target {target['name']!r} needs a finite mean and a positive std")
         return cls(hidden_size, targets)
 
 

@@ -83,7 +83,9 @@ class Manifest:
         if data.get("format") != FORMAT:
             raise PackError(f"{where}: not a tagcli pack manifest (format is {data.get('format')!r})")
         version = data.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if not isinstance(version, int):
+            raise PackError(f"{where}: manifest lacks an integer format_version")
+        if version > FORMAT_VERSION:
             raise PackError(f"{where}: pack format {version!r} is newer than this tagcli reads ({FORMAT_VERSION})", hint="upgrade tagcli")
         known = set(cls.__dataclass_fields__)
         missing = [k for k in ("name", "kind", "version", "tag_length", "hidden_size", "base_model") if k not in data]
@@ -120,6 +122,10 @@ class Manifest:
         need(sorted(set(template.inputs)) == sorted(set(self.domains)), f"template inputs {template.inputs} differ from domains {self.domains}")
         need(set(template.tags) <= set(self.domains) | {self.name}, "template uses tags that are neither its domains nor its function")
         need(isinstance(self.head, dict), "function pack needs a head spec")
+        need(
+            isinstance(self.requires, dict) and all(isinstance(v, dict) and isinstance(v.get("sha256"), str) for v in self.requires.values()),
+            "requires must map domain names to {version, sha256}",
+        )
 
 
 @dataclass
@@ -223,7 +229,8 @@ def extract_archive(archive: Path, dest: Path) -> None:
                     raise PackError(f"pack archive {archive}: unexpected member {member.name!r}; refusing to extract")
             tar.extractall(dest, members=members, filter="data")
     except tarfile.TarError as exc:
-        raise PackError(f"pack archive {archive} is not a readable tar file: {exc}") from None
+        reason = (str(exc).strip().splitlines() or ["unknown error"])[0]
+        raise PackError(f"pack archive {archive} is not a readable tar file ({reason})") from None
 
 
 def _load_tensors(path: Path, where: str) -> dict[str, torch.Tensor]:

@@ -145,7 +145,9 @@ class TagScorer:
 
     def __call__(self, batch: pa.Table | pa.RecordBatch | pd.DataFrame) -> pa.Table | pd.DataFrame:
         if isinstance(batch, pd.DataFrame):
-            return self.score(pa.Table.from_pandas(batch, preserve_index=False)).to_pandas()
+            scored = self.score(pa.Table.from_pandas(batch, preserve_index=False)).to_pandas()
+            scored.index = batch.index
+            return scored
         return self.score(pa.table(batch) if isinstance(batch, pa.RecordBatch) else batch)
 
     def score(self, table: pa.Table, row_offset: int = 0) -> pa.Table:

@@ -6,10 +6,10 @@ looked up in each search directory as `DIR/NAME/`.
 
 from __future__ import annotations
 
-import importlib.resources
 from pathlib import Path
 from typing import Sequence
 
+import tagpacks
 from tagcli.errors import PackError
 from tagcli.home import packs_dir
 from tagcli.pack import ARCHIVE_SUFFIX, MANIFEST, TagPack, load_pack
@@ -17,7 +17,7 @@ from tagcli.prompt import NAME_RE
 
 
 def builtin_packs_dir() -> Path:
-    return Path(str(importlib.resources.files("tagpacks")))
+    return Path(tagpacks.__file__).parent
 
 
 class PackStore:

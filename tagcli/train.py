@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import torch
 from safetensors.torch import load_file, save_file
@@ -382,14 +383,22 @@ def _encode(config: TrainConfig, encoder: PromptEncoder, template: PromptTemplat
 def _labels(config: TrainConfig, table: pa.Table, errors: list[str | None], head: Head) -> list[Any]:
     if isinstance(head, ClassificationHead):
         index = {c: k for k, c in enumerate(head.classes)}
-        labels = [index.get(str(v)) if v is not None else None for v in table.column(config.targets[0]).to_pylist()]
+        labels = [index.get(label) if (label := _class_label(v)) is not None else None for v in table.column(config.targets[0]).to_pylist()]
     else:
-        matrix = np.column_stack([np.asarray(table.column(c).to_pandas(), dtype=float) for c in config.targets])
+        # CSV cells arrive as text: blanks and non-numbers become NaN, i.e. "missing label".
+        matrix = np.column_stack([pd.to_numeric(table.column(c).to_pandas(), errors="coerce").to_numpy(float) for c in config.targets])
         labels = [row.tolist() if np.isfinite(row).all() else None for row in matrix]
     for i, label in enumerate(labels):
         if label is None and errors[i] is None:
             errors[i] = "missing label"
     return labels
+
+
+def _class_label(value: Any) -> str | None:
+    """A class label as text; None, NaN and blank cells are missing labels."""
+    if value is None or (isinstance(value, float) and value != value) or not str(value).strip():
+        return None
+    return str(value).strip()
 
 
 def _padded_targets(targets: list[list[int]], batch: TaggedBatch) -> torch.Tensor:
@@ -406,7 +415,7 @@ def _new_head(config: TrainConfig, hidden_size: int, train_table: pa.Table) -> H
         if column not in train_table.column_names:
             raise UsageError(f"no target column '{column}' (columns: {', '.join(train_table.column_names)})")
     if config.task == "classification":
-        classes = sorted({str(v) for v in train_table.column(config.targets[0]).to_pylist() if v is not None})
+        classes = sorted({label for v in train_table.column(config.targets[0]).to_pylist() if (label := _class_label(v)) is not None})
         if len(classes) < 2:
             raise UsageError(f"classification needs at least two classes in '{config.targets[0]}', found {classes}")
         return ClassificationHead(hidden_size, config.targets[0], classes)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 
 from tagcli import __version__
@@ -40,15 +39,8 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the tagcl
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:  # usage errors from option parsing: exit 2
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        Output().error("interrupted")
-        sys.exit(130)
+        # Standalone mode: click reports usage errors itself (usage text, exit 2) and handles --help.
+        app(args=argv)
     except Exception as exc:
         if os.environ.get("TAGCLI_DEBUG"):
             raise

@@ -20,7 +20,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-import tagcli
 from helpers import SMILES, tiny_base, write_packs
 from tagcli import __version__
 
@@ -88,9 +87,6 @@ def setup(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Set
         TAGCLI_HOME=str(root / "home"),
         HF_HUB_OFFLINE="1",
         OMP_NUM_THREADS="1",  # the tiny model needs no threads; parallel runs share the CPU
-        # The package's source root, so `tagpacks` resolves as the regular package it is even when
-        # an editable install's finder lists it as a namespace (harmless for a regular install).
-        PYTHONPATH=os.pathsep.join(filter(None, [str(Path(tagcli.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")])),
     )
     env.pop("TAGCLI_DEBUG", None)
     return Setup(root, root / "packs", tiny_model_dir, env)
@@ -189,12 +185,6 @@ def test_unknown_option_fails_without_a_traceback(results) -> None:
     assert "Traceback" not in r.stderr and r.stdout == ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: cli/app.py main() catches click.ClickException/click.exceptions.Exit/Abort from the `click` package, "
-    "but typer 0.29 raises its vendored typer._click exceptions, so usage errors fall through to "
-    "`except Exception` and exit 1 as 'error: NoSuchOption: ...' instead of exit 2 with click's usage message",
-)
 def test_unknown_option_is_a_usage_error(results) -> None:
     r = get(results, "unknown_option")
     assert r.returncode == 2, str(r)

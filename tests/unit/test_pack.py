@@ -272,12 +272,6 @@ def test_function_pack_without_template(packs: dict[str, Path]) -> None:
     refused(packs["logp"], "prompt template")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: pack.py Manifest.validate never checks `requires`; a malformed entry (a string instead of "
-    "{version, sha256}) loads, then scorer.py plan_function (line 57, requires.get(name, {}).get('sha256')) "
-    "raises AttributeError instead of a PackError",
-)
 def test_malformed_requires_is_a_pack_error(base, packs: dict[str, Path]) -> None:
     edit_manifest(packs["logp"], lambda m: m.update(requires={"smiles": "sha256:abc"}))
     with pytest.raises(PackError, match="requires"):
@@ -285,11 +279,6 @@ def test_malformed_requires_is_a_pack_error(base, packs: dict[str, Path]) -> Non
         TagScorer("logp", base_model=base, pack_dirs=[str(packs["logp"].parent)])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: heads.py RegressionHead.__init__ (lines 71-72) does float(t.get('mean')) on manifest data; a "
-    "non-numeric mean/std escapes load_pack as ValueError instead of a one-line PackError",
-)
 def test_non_numeric_head_statistics_are_a_pack_error(packs: dict[str, Path]) -> None:
     edit_manifest(packs["logp"], lambda m: m["head"]["targets"][0].update(mean="abc"))
     refused(packs["logp"], "mean")
@@ -334,11 +323,6 @@ def test_archive_that_is_not_a_tar_is_refused(tmp_path: Path) -> None:
         load_pack(archive)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: pack.py extract_archive (line 226) puts str(TarError) in the message; for a non-tar file "
-    "tarfile's ReadError lists every compression method tried, one per line, so the PackError is multi-line",
-)
 def test_archive_that_is_not_a_tar_is_refused_in_one_line(tmp_path: Path) -> None:
     archive = tmp_path / "broken.tagpack"
     archive.write_bytes(b"this is not a tar file" * 50)

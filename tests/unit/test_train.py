@@ -300,11 +300,6 @@ def test_rows_with_bad_inputs_or_missing_labels_are_dropped(base, tmp_path: Path
     assert pack.manifest.training["data"]["dropped_rows"] == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: train.py _labels (line 384) converts regression label columns with np.asarray(..., dtype=float); "
-    "CSV cells are read as strings, so a blank label ('') raises ValueError instead of dropping the row as 'missing label'",
-)
 def test_blank_regression_label_in_csv_is_dropped(base, tmp_path: Path) -> None:
     _data_with_bad_rows(base, tmp_path).to_csv(tmp_path / "d.csv", index=False)
     data = str(tmp_path / "d.csv")
@@ -312,11 +307,6 @@ def test_blank_regression_label_in_csv_is_dropped(base, tmp_path: Path) -> None:
     assert pack.manifest.training["data"]["dropped_rows"] == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: train.py _new_head (line 406) and _labels (line 382) only treat None as a missing class label; "
-    "a blank CSV cell is read as '' and becomes a class of its own",
-)
 def test_blank_class_label_in_csv_is_not_a_class(base, tmp_path: Path) -> None:
     _data_with_bad_rows(base, tmp_path).to_csv(tmp_path / "d.csv", index=False)
     data = str(tmp_path / "d.csv")
