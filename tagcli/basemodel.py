@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import torch
 
 from tagcli.errors import BaseModelError, UsageError
-from tagcli.home import models_dir, tagcli_home
+from tagcli.home import make_readable, models_dir, tagcli_home
 
 if TYPE_CHECKING:  # transformers is imported lazily: `tagcli model list` should start fast
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -188,19 +188,12 @@ def pull_embedded(name: str = DEFAULT_BASE_MODEL, force: bool = False) -> Path:
             "dtype": str(SAVED_DTYPE).removeprefix("torch."),
         }
         _write_json_atomic(tmp / METADATA_FILE, metadata)
-        _make_readable(tmp)
+        make_readable(tmp)
         _install_dir(tmp, target, replace=force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # no-op after a successful rename
     _remember_fingerprint(target, _read_json(target / METADATA_FILE).get("fingerprint"))
     return target
-
-
-def _make_readable(path: Path) -> None:
-    # mkdtemp/mkstemp create owner-only entries; a model cache may be shared read-only.
-    path.chmod(0o755)
-    for file in path.iterdir():
-        file.chmod(0o644)
 
 
 def _install_dir(tmp: Path, target: Path, replace: bool) -> None:

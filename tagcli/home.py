@@ -20,3 +20,10 @@ def models_dir() -> Path:
 
 def packs_dir() -> Path:
     return tagcli_home() / "packs"
+
+
+def make_readable(directory: Path) -> None:
+    """mkdtemp/mkstemp create owner-only entries; caches and packs may be shared read-only."""
+    directory.chmod(0o755)
+    for entry in directory.iterdir():
+        entry.chmod(0o644)

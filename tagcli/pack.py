@@ -32,6 +32,7 @@ from tagcli import __version__
 from tagcli.domains import INPUT_KINDS, DomainInput
 from tagcli.errors import PackError
 from tagcli.heads import Head, head_from_spec
+from tagcli.home import make_readable
 from tagcli.prompt import NAME_RE, PromptTemplate
 
 FORMAT = "tagcli.pack"
@@ -199,6 +200,7 @@ def save_pack(pack: TagPack, path: str | Path) -> Path:
             state = {f"{pack.name}.{k}": v.detach().float().contiguous().cpu() for k, v in pack.head.state_dict().items()}
             save_file(state, tmp / HEADS_FILE)
         (tmp / MANIFEST).write_text(pack.manifest.to_json(), encoding="utf-8")
+        make_readable(tmp)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

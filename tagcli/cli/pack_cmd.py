@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
+from tagcli.cli.options import Format, PackDirs
 from tagcli.cli.output import Output, OutputFormat
 from tagcli.pack import TagPack
 from tagcli.store import PackStore
 
 app = typer.Typer(help="Tag packs: domain and function tags with their heads.", no_args_is_help=True)
 
-FORMAT = typer.Option(OutputFormat.human, "--format", "-f", help="human or json.")
-PACK_DIR = typer.Option(None, "--pack-dir", help="Extra folder to search for packs (searched first).")
 
 
 @app.command("list")
-def list_packs(pack_dir: Optional[list[str]] = PACK_DIR, format: OutputFormat = FORMAT) -> None:
+def list_packs(pack_dir: PackDirs = None, format: Format = OutputFormat.human) -> None:
     """Show installed packs: built-in ones and those under $TAGCLI_HOME/packs."""
     rows = [pack_summary(p) if isinstance(p, TagPack) else {"name": name, "kind": "broken", "error": str(p)} for name, p in PackStore(pack_dir or ()).installed().items()]
     columns = ["name", "kind", "version", "domains", "outputs", "base_model", "test_metrics", "path"]
@@ -25,7 +24,7 @@ def list_packs(pack_dir: Optional[list[str]] = PACK_DIR, format: OutputFormat = 
 
 
 @app.command("info")
-def info(name: str = typer.Argument(..., help="Pack name or path."), pack_dir: Optional[list[str]] = PACK_DIR, format: OutputFormat = FORMAT) -> None:
+def info(name: str = typer.Argument(..., help="Pack name or path."), pack_dir: PackDirs = None, format: Format = OutputFormat.human) -> None:
     """Show one pack's manifest: template, head, training data, metrics."""
     pack = PackStore(pack_dir or ()).load(name)
     manifest = vars(pack.manifest) | {"path": str(pack.path), "tag_sha256": pack.tag_digest()}

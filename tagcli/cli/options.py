@@ -1,0 +1,31 @@
+"""Command-line options shared by several commands, declared once."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from tagcli.cli.output import OutputFormat
+from tagcli.errors import UsageError
+
+Domains = Annotated[Optional[list[str]], typer.Option("--domain", "-D", help="Domain tag(s) in front of the input; default: those the function was trained with. Repeat for pairs (--domain protein --domain smiles).")]
+Column = Annotated[Optional[str], typer.Option("--column", "-c", help="Input column, when there is one domain.")]
+SmilesColumn = Annotated[Optional[str], typer.Option("--smiles-col", help="Column holding SMILES.")]
+ProteinColumn = Annotated[Optional[str], typer.Option("--protein-col", help="Column holding protein sequences.")]
+BaseModelOption = Annotated[Optional[str], typer.Option("--base-model", help="Base model (embedded name, HF id or local dir); default: the pack's own.")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.")]
+Dtype = Annotated[str, typer.Option("--dtype", help="auto (bf16 where supported), float32, bfloat16, float16.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Most rows per forward pass.")]
+PackDirs = Annotated[Optional[list[str]], typer.Option("--pack-dir", help="Extra folder to search for packs (searched first).")]
+Format = Annotated[OutputFormat, typer.Option("--format", "-f", help="human or json.")]
+
+
+def input_columns(column: str | None, smiles: str | None, protein: str | None, domains: list[str] | None) -> dict[str, str]:
+    """The scorer's column mapping from the column options."""
+    columns = {k: v for k, v in (("smiles", smiles), ("protein", protein)) if v}
+    if column:
+        if domains and len(domains) > 1:
+            raise UsageError("--column is ambiguous with several domains", hint="use --smiles-col and --protein-col")
+        columns["*"] = column
+    return columns
