@@ -45,6 +45,8 @@ class TaggedModel(nn.Module):
     def embed(self, batch: TaggedBatch) -> torch.Tensor:
         """Token embeddings with tag vectors written at tag slots: [n, L, d]."""
         token_embeddings = self.lm.get_input_embeddings()(batch.input_ids)
+        if not self.tags:  # a linear probe: the plain prompt
+            return token_embeddings
         all_tags = torch.cat(list(self.tags.values())).to(token_embeddings.dtype)
         tag_vectors = all_tags[batch.slots.clamp(min=0)]
         return torch.where((batch.slots >= 0).unsqueeze(-1), tag_vectors, token_embeddings)
@@ -60,7 +62,7 @@ class TaggedModel(nn.Module):
         return output.last_hidden_state
 
     def readout(self, batch: TaggedBatch) -> torch.Tensor:
-        """Hidden state at each row's own function-tag position: [n, d]."""
+        """Hidden state at each row's own last prompt position (the function tag's last vector): [n, d]."""
         hidden = self.hidden_states(batch)
         return hidden[torch.arange(len(hidden), device=hidden.device), batch.readout]
 

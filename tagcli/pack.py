@@ -40,6 +40,8 @@ FORMAT_VERSION = 1
 MANIFEST, TAGS_FILE, HEADS_FILE = "manifest.json", "tags.safetensors", "heads.safetensors"
 PACK_FILES = (MANIFEST, TAGS_FILE, HEADS_FILE)
 ARCHIVE_SUFFIX = ".tagpack"
+# How a function pack conditions the model: Tag-LLM tags, or one of the baselines it is compared with.
+METHODS = ("tag-llm", "prompt-tuning", "linear-probe")
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Manifest:
     template: str | None = None  # function: prompt template
     head: dict[str, Any] | None = None  # function: head spec (heads.py)
     requires: dict[str, dict[str, str]] = field(default_factory=dict)  # function: domain → {version, sha256}
+    method: str = "tag-llm"  # function: tag-llm, or the prompt-tuning / linear-probe baselines
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
@@ -64,7 +67,7 @@ class Manifest:
 
     @property
     def tags(self) -> list[str]:
-        return [self.name]
+        return [] if self.method == "linear-probe" else [self.name]
 
     def domain_input(self) -> DomainInput:
         assert self.input is not None
@@ -106,7 +109,8 @@ class Manifest:
 
         need(isinstance(self.name, str) and bool(NAME_RE.match(self.name)), f"bad pack name {self.name!r} (lowercase letters, digits, - and _)")
         need(self.kind in ("domain", "function"), f"kind must be 'domain' or 'function', not {self.kind!r}")
-        need(isinstance(self.tag_length, int) and self.tag_length > 0, "tag_length must be a positive integer")
+        need(self.method in METHODS, f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        need(isinstance(self.tag_length, int) and (self.tag_length > 0 or not self.tags), "tag_length must be a positive integer")
         need(isinstance(self.hidden_size, int) and self.hidden_size > 0, "hidden_size must be a positive integer")
         need(isinstance(self.base_model, dict) and str(self.base_model.get("fingerprint", "")).startswith("sha256:"), "base_model needs an id and a sha256: fingerprint")
         if self.kind == "domain":
@@ -117,16 +121,31 @@ class Manifest:
                 raise PackError(f"{where}: bad input spec: {exc}") from None
             return
         need(isinstance(self.template, str), "function pack needs a prompt template")
-        template = self.prompt_template()
-        template.validate()
-        need(template.function_tag == self.name, f"template must end its tags with the function tag {{tag:{self.name}}}")
-        need(sorted(set(template.inputs)) == sorted(set(self.domains)), f"template inputs {template.inputs} differ from domains {self.domains}")
-        need(set(template.tags) <= set(self.domains) | {self.name}, "template uses tags that are neither its domains nor its function")
+        check_template(self.prompt_template(), self.name, self.domains, self.method)
         need(isinstance(self.head, dict), "function pack needs a head spec")
         need(
             isinstance(self.requires, dict) and all(isinstance(v, dict) and isinstance(v.get("sha256"), str) for v in self.requires.values()),
             "requires must map domain names to {version, sha256}",
         )
+
+
+def check_template(template: PromptTemplate, function: str, domains: list[str], method: str) -> None:
+    """A function's template must fit its method: Tag-LLM ends with the function tag; the
+    prompt-tuning baseline has only its own (prepended) tag; the linear probe has no tag at all."""
+    template.validate()
+    problem = None
+    if sorted(set(template.inputs)) != sorted(set(domains)):
+        problem = f"its inputs {template.inputs} differ from the domains {domains}"
+    elif method == "tag-llm" and template.ends_with_tag != function:
+        problem = f"a tag-llm template must end with the function tag {{tag:{function}}}"
+    elif method == "tag-llm" and not set(template.tags) <= set(domains) | {function}:
+        problem = "it uses tags that are neither its domains nor its function"
+    elif method == "prompt-tuning" and template.tags != [function]:
+        problem = f"a prompt-tuning template has exactly one tag, {{tag:{function}}}"
+    elif method == "linear-probe" and template.tags:
+        problem = "a linear-probe template has no tags"
+    if problem:
+        raise PackError(f"prompt template {template.text!r} does not fit: {problem}")
 
 
 @dataclass

@@ -5,8 +5,10 @@ A prompt template is plain text with two kinds of placeholder:
     {tag:NAME}    p learned vectors of the tag NAME (a domain or a function tag)
     {input:NAME}  the row's value for the domain NAME (a SMILES string, a protein sequence)
 
-e.g. the QED pack uses ``"{tag:smiles}{input:smiles}{tag:qed}"``. The last tag of a template is
-the function tag; the model reads its final position out (see `TaggedModel.readout`).
+e.g. the QED pack uses ``"{tag:smiles}{input:smiles}{tag:qed}"``. The model reads out the final
+position of the prompt (see `TaggedModel.readout`): Tag-LLM templates end with the function tag,
+so that is the function tag's last vector; baseline templates (prompt tuning, linear probe) end
+with the input, so it is the input's last token.
 
 Each text and input segment is tokenized on its own and the pieces are concatenated, so the
 token ids of an input never depend on the text around it (same ids in training and scoring).
@@ -63,17 +65,17 @@ class PromptTemplate:
         return [s.value for s in self.segments if s.kind == "input"]
 
     @property
-    def function_tag(self) -> str:
-        return self.tags[-1]
+    def ends_with_tag(self) -> str | None:
+        """The tag that closes the template (Tag-LLM's function tag), if one does."""
+        last = self.segments[-1] if self.segments else None
+        return last.value if last is not None and last.kind == "tag" else None
 
     def validate(self) -> None:
-        """Raise PackError unless the template has inputs and ends its tags with a function tag."""
+        """Raise PackError unless every placeholder is well formed and there is an input."""
         if "{" in PLACEHOLDER.sub("", self.text):
             raise PackError(f"prompt template {self.text!r} has a malformed placeholder: use {{tag:NAME}} or {{input:NAME}}")
         if not self.inputs:
             raise PackError(f"prompt template {self.text!r} has no {{input:NAME}} placeholder")
-        if not self.tags or self.tags[-1] in self.inputs:
-            raise PackError(f"prompt template {self.text!r} must end its tags with a function tag")
 
     def rename(self, mapping: Mapping[str, str]) -> PromptTemplate:
         """Swap domain names (tags and inputs), e.g. to put a function tag behind another domain."""
@@ -99,7 +101,7 @@ class TagTable:
 class EncodedRow:
     token_ids: list[int]
     slots: list[int]  # -1 for a token, else the tag-table slot of the vector placed here
-    readout: int  # index of the function tag's last vector
+    readout: int  # the prompt's last position: where the head reads the hidden state
 
     def __len__(self) -> int:
         return len(self.token_ids)
@@ -113,7 +115,7 @@ class TaggedBatch:
     slots: torch.Tensor  # [n, L] long; -1 where a real token sits
     attention_mask: torch.Tensor  # [n, L] long; 0 on padding
     position_ids: torch.Tensor  # [n, L] long; counts real positions only, so left padding is harmless
-    readout: torch.Tensor  # [n] long; per-row index of the function tag's last vector
+    readout: torch.Tensor  # [n] long; per-row index of each prompt's last position
 
     def to(self, device: torch.device) -> TaggedBatch:
         return TaggedBatch(*(t.to(device) for t in (self.input_ids, self.slots, self.attention_mask, self.position_ids, self.readout)))
@@ -161,9 +163,7 @@ class PromptEncoder:
                     piece = self.text_ids(segment.value) if segment.kind == "text" else inputs[segment.value][i]
                     ids += piece
                     slots += [-1] * len(piece)
-            last_function_slot = self.tag_table.offsets[template.function_tag][-1]
-            readout = slots.index(last_function_slot)
-            rows.append(EncodedRow(ids, slots, readout))
+            rows.append(EncodedRow(ids, slots, len(ids) - 1))
         return rows
 
 

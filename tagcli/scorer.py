@@ -131,7 +131,7 @@ class TagScorer:
         packs = {p.name: p for plan in self.plans for p in (plan.function, *plan.domains.values())}
         for pack in packs.values():
             pack.check_base_model(self.base.id, self.base.fingerprint)
-        tags = {name: pack.tags[name] for name, pack in packs.items()}
+        tags = {name: vectors for pack in packs.values() for name, vectors in pack.tags.items()}
         heads = {plan.function.name: plan.function.head for plan in self.plans}
         self.model = TaggedModel(self.base.model, tags, heads).to(self.base.device).eval()
         self.encoder = PromptEncoder(self.base.tokenizer, self.model.tag_table)

@@ -31,7 +31,7 @@ from tagcli.errors import UsageError
 from tagcli.heads import ClassificationHead, Head, RegressionHead
 from tagcli.metrics import classification_metrics, regression_metrics
 from tagcli.model import TaggedModel
-from tagcli.pack import Manifest, TagPack, save_pack, tag_digest
+from tagcli.pack import Manifest, TagPack, check_template, save_pack, tag_digest
 from tagcli.prompt import EncodedRow, PromptEncoder, PromptTemplate, TaggedBatch, collate, length_batches
 from tagcli.scorer import prepare_inputs
 from tagcli.store import PackStore
@@ -49,6 +49,10 @@ class TrainConfig:
     function: str | None = field(default=None, metadata={"help": "function tag name (stages 2 and 3)"})
     targets: list[str] = field(default_factory=list, metadata={"help": "label column(s)"})
     task: Literal["regression", "classification"] = field(default="regression", metadata={"help": "head type"})
+    method: Literal["tag-llm", "prompt-tuning", "linear-probe"] = field(
+        default="tag-llm",
+        metadata={"help": "tag-llm, or a baseline in the same harness: prompt-tuning (one soft prompt of p·k vectors in front) or linear-probe (head only, no tags)"},
+    )
     columns: dict[str, str] = field(default_factory=dict, metadata={"help": "domain or input kind → input column"})
     input_kind: str | None = field(default=None, metadata={"help": "stage 1: smiles, protein or text (default: the domain name if known)"})
     max_tokens: int = field(default=512, metadata={"help": "stage 1: longest input in tokens the domain accepts"})
@@ -87,6 +91,8 @@ class TrainConfig:
             raise UsageError("stage 1 trains one domain tag at a time")
         if self.stage > 1 and (not self.function or not self.targets):
             raise UsageError(f"stage {self.stage} needs --function and --target")
+        if self.stage == 1 and self.method != "tag-llm":
+            raise UsageError("baselines (--method) are for stages 2 and 3")
         if self.stage == 2 and len(self.domains) != 1:
             raise UsageError("stage 2 has one domain; use stage 3 for several")
         if min(self.batch_size, self.grad_accum, self.tag_length, self.eval_every, self.checkpoint_every) < 1:
@@ -96,11 +102,21 @@ class TrainConfig:
     def tag_name(self) -> str:
         return self.domains[0] if self.stage == 1 else str(self.function)
 
+    @property
+    def trained_tag_length(self) -> int:
+        """Prompt tuning gets the parameter budget of all k tags of the Tag-LLM prompt; a probe none."""
+        return {"tag-llm": self.tag_length, "prompt-tuning": self.tag_length * (len(self.domains) + 1), "linear-probe": 0}[self.method]
+
     def prompt_template(self) -> PromptTemplate:
         if self.template:
             return PromptTemplate(self.template)
-        layout = "".join(f"{{tag:{d}}}{{input:{d}}}" for d in self.domains)
-        return PromptTemplate(layout if self.stage == 1 else layout + f"{{tag:{self.function}}}")
+        inputs = " ".join(f"{{input:{d}}}" for d in self.domains)
+        layouts = {
+            "tag-llm": "".join(f"{{tag:{d}}}{{input:{d}}}" for d in self.domains) + ("" if self.stage == 1 else f"{{tag:{self.function}}}"),
+            "prompt-tuning": f"{{tag:{self.function}}}{inputs}",
+            "linear-probe": inputs,
+        }
+        return PromptTemplate(layouts[self.method])
 
 
 @dataclass
@@ -134,7 +150,8 @@ def train(config: TrainConfig, base: BaseModel | None = None, on_progress: Progr
     template = _checked_template(config)
     train_table, val_table = _split(config)
     tags = {name: pack.tags[name] for name, pack in domain_packs.items()}
-    tags[config.tag_name] = init_tag(base.model, config.tag_length)
+    if config.trained_tag_length:
+        tags[config.tag_name] = init_tag(base.model, config.trained_tag_length)
     head = _new_head(config, base.hidden_size, train_table) if config.stage > 1 else None
     model = TaggedModel(base.model, tags, {config.tag_name: head} if head else {}).to(base.device)
     for name in domain_packs:
@@ -164,13 +181,13 @@ class _Trainer:
         self.config, self.model, self.encoder = config, model, encoder
         self.train_set, self.val_set = train_set, val_set
         self.on_progress = on_progress or (lambda event: None)
-        tag = model.tags[config.tag_name]
-        groups = [{"params": [tag], "lr": config.lr}]
+        groups = [{"params": [model.tags[config.tag_name]], "lr": config.lr}] if config.trained_tag_length else []
         if config.stage > 1:
             groups.append({"params": list(model.heads[config.tag_name].parameters()), "lr": config.head_lr})
         self.optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
         per_epoch = math.ceil(len(train_set.rows) / (config.batch_size * config.grad_accum))
-        self.total_steps = config.max_steps or max(1, math.ceil(per_epoch * config.epochs))
+        # A linear probe's ridge fit is already the best linear head: no gradient steps to take.
+        self.total_steps = 0 if not config.trained_tag_length else config.max_steps or max(1, math.ceil(per_epoch * config.epochs))
         self.steps_per_epoch = per_epoch
         self.step = 0
         self.best: dict[str, Any] = {"score": -math.inf, "metrics": None, "step": 0, "state": None}
@@ -227,9 +244,12 @@ class _Trainer:
         if self.config.stage == 1:
             batch = collate(rows, self.encoder.pad_id).to(device)
             return self.model.next_token_loss(batch, _padded_targets([self.train_set.targets[i] for i in indices], batch).to(device))
-        p = self.config.tag_length
-        prefixes = [EncodedRow(r.token_ids[: r.readout + 1 - p], r.slots[: r.readout + 1 - p], 0) for r in rows]
-        hidden = self.model.readout_after_prefix(collate(prefixes, self.encoder.pad_id, "left").to(device), self.config.tag_name)
+        if self.config.method == "tag-llm":  # the trained tag closes the prompt: run the rest without grad
+            p = self.config.tag_length
+            prefixes = [EncodedRow(r.token_ids[: r.readout + 1 - p], r.slots[: r.readout + 1 - p], 0) for r in rows]
+            hidden = self.model.readout_after_prefix(collate(prefixes, self.encoder.pad_id, "left").to(device), self.config.tag_name)
+        else:  # a soft prompt in front: gradients flow through the whole row
+            hidden = self.model.readout(collate(rows, self.encoder.pad_id).to(device))
         targets = torch.tensor([self.train_set.targets[i] for i in indices], device=device)
         return self.model.heads[self.config.tag_name].loss(hidden, targets)
 
@@ -253,14 +273,15 @@ class _Trainer:
 
     # -- state and checkpoints ---------------------------------------------------------------
     def _state(self) -> dict[str, torch.Tensor]:
-        state = {"tag": self.model.tags[self.config.tag_name].detach().clone()}
+        state = {"tag": self.model.tags[self.config.tag_name].detach().clone()} if self.config.trained_tag_length else {}
         if self.config.stage > 1:
             state |= {f"head.{k}": v.detach().clone() for k, v in self.model.heads[self.config.tag_name].state_dict().items()}
         return state
 
     def _restore(self, state: dict[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            self.model.tags[self.config.tag_name].copy_(state["tag"])
+        if "tag" in state:
+            with torch.no_grad():
+                self.model.tags[self.config.tag_name].copy_(state["tag"])
         if self.config.stage > 1:
             self.model.heads[self.config.tag_name].load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
 
@@ -359,7 +380,7 @@ def _split(config: TrainConfig) -> tuple[pa.Table, pa.Table]:
 def _checked_template(config: TrainConfig) -> PromptTemplate:
     template = config.prompt_template()
     if config.stage > 1:
-        template.validate()
+        check_template(template, config.tag_name, config.domains, config.method)
     elif template.tags != config.domains or template.inputs != config.domains or template.segments[-1].kind != "input":
         # Stage-1 targets are the input's own tokens, taken from the end of each row.
         raise UsageError(f"a stage-1 template needs one {{tag:D}} and ends with {{input:D}}; got {template.text!r}")
@@ -491,18 +512,19 @@ def _make_pack(config, base, model, template, specs, domain_packs, trainer, trai
         name=name,
         kind="domain" if config.stage == 1 else "function",
         version=config.version,
-        tag_length=config.tag_length,
+        tag_length=config.trained_tag_length,
         hidden_size=base.hidden_size,
         base_model={"id": base.id, "fingerprint": base.fingerprint},
         description=config.description,
         domains=[] if config.stage == 1 else list(config.domains),
         input=asdict(specs[name]) if config.stage == 1 else None,
         template=None if config.stage == 1 else template.text,
-        requires={d: {"version": p.manifest.version, "sha256": tag_digest(p.tags[d])} for d, p in domain_packs.items()},
+        requires={d: {"version": p.manifest.version, "sha256": tag_digest(p.tags[d])} for d, p in domain_packs.items() if d in template.tags},
+        method=config.method,
         training={
             "stage": config.stage,
             "data": {"train": config.data, "val": config.val or f"{config.val_fraction:.0%} of train", "train_rows": len(train_set.rows), "val_rows": len(val_set.rows), "dropped_rows": train_set.dropped + val_set.dropped, "targets": config.targets},
-            "hyperparameters": {k: getattr(config, k) for k in ("tag_length", "epochs", "max_steps", "batch_size", "grad_accum", "lr", "head_lr", "init_samples", "eval_every", "patience")},
+            "hyperparameters": {k: getattr(config, k) for k in ("method", "tag_length", "epochs", "max_steps", "batch_size", "grad_accum", "lr", "head_lr", "init_samples", "eval_every", "patience")},
             "seed": config.seed,
             "steps": trainer.step,
             "best_step": trainer.best["step"],
@@ -514,4 +536,5 @@ def _make_pack(config, base, model, template, specs, domain_packs, trainer, trai
         metrics={"val": trainer.best["metrics"] or {}},
     )
     head = model.heads[name] if config.stage > 1 else None
-    return TagPack(manifest, {name: model.tags[name].detach().float().cpu()}, head.cpu() if head else None)
+    tags = {name: model.tags[name].detach().float().cpu()} if config.trained_tag_length else {}
+    return TagPack(manifest, tags, head.cpu() if head else None)

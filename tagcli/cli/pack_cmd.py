@@ -19,7 +19,8 @@ app = typer.Typer(help="Tag packs: domain and function tags with their heads.", 
 def list_packs(pack_dir: PackDirs = None, format: Format = OutputFormat.human) -> None:
     """Show installed packs: built-in ones and those under $TAGCLI_HOME/packs."""
     rows = [pack_summary(p) if isinstance(p, TagPack) else {"name": name, "kind": "broken", "error": str(p)} for name, p in PackStore(pack_dir or ()).installed().items()]
-    columns = ["name", "kind", "version", "domains", "outputs", "base_model", "test_metrics", "path"]
+    # People get the headline columns; JSON gets every field, path included.
+    columns = ["name", "kind", "domains", "outputs", "base_model", "metrics"]
     Output(format).table(rows, columns + (["error"] if any("error" in r for r in rows) else []), title="tag packs")
 
 
@@ -45,12 +46,17 @@ def pack_summary(pack: TagPack) -> dict[str, Any]:
         "domains": m.domains or [m.name],
         "outputs": outputs,
         "base_model": m.base_model.get("id"),
-        "test_metrics": _headline_metrics(m.metrics),
+        "method": m.method,
+        "metrics": _headline_metrics(m.metrics),
         "path": str(pack.path),
     }
 
 
+HEADLINE = ("pearson", "mse", "accuracy", "roc_auc", "perplexity")
+
+
 def _headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The test split's metrics if the pack has them, else validation's."""
-    chosen = metrics.get("test") or metrics.get("val") or {}
-    return {k: round(v, 3) if isinstance(v, float) else v for k, v in chosen.items() if not isinstance(v, dict)}
+    """The test split's headline metrics if the pack has them, else validation's."""
+    split = "test" if metrics.get("test") else "val"
+    chosen = metrics.get(split) or {}
+    return {"split": split} | {k: round(chosen[k], 4) for k in HEADLINE if isinstance(chosen.get(k), float)}

@@ -14,7 +14,8 @@ from safetensors.torch import load_file, save_file
 
 from helpers import classification_head, domain_pack, function_pack, regression_head, tiny_base
 from tagcli.errors import PackError
-from tagcli.pack import FORMAT_VERSION, Manifest, load_pack, save_pack, tag_digest, write_archive
+from tagcli.pack import FORMAT_VERSION, Manifest, check_template, load_pack, save_pack, tag_digest, write_archive
+from tagcli.prompt import PromptTemplate
 from tagcli.scorer import TagScorer
 from tagcli.store import PackStore
 
@@ -259,12 +260,32 @@ def test_bad_head_spec(packs: dict[str, Path]) -> None:
         ("{tag:smiles}{input:smiles}", ["function tag"]),
         ("{input:smiles}", ["function tag"]),
         ("{tag:smiles}{input:smiles}{tag:other}", ["{tag:logp}"]),
-        ("{tag:protein}{input:protein}{tag:logp}", ["differ from domains"]),
+        ("{tag:protein}{input:protein}{tag:logp}", ["differ from the domains"]),
+        ("{tag:smiles}{input:smiles}{tag:logp}.", ["must end with the function tag"]),
     ],
 )
 def test_template_problems(packs: dict[str, Path], template: str, words: list[str]) -> None:
     edit_manifest(packs["logp"], lambda m: m.update(template=template))
     refused(packs["logp"], *words)
+
+
+@pytest.mark.parametrize(
+    "method, template, fits",
+    [
+        ("prompt-tuning", "{tag:logp}{input:smiles}", True),
+        ("prompt-tuning", "{tag:smiles}{input:smiles}{tag:logp}", False),  # exactly one tag, its own
+        ("linear-probe", "{input:smiles}", True),
+        ("linear-probe", "{input:smiles}{tag:logp}", False),
+        ("tag-llm", "{input:smiles}", False),
+    ],
+)
+def test_templates_must_fit_the_method(method: str, template: str, fits: bool) -> None:
+    check = lambda: check_template(PromptTemplate(template), "logp", ["smiles"], method)  # noqa: E731
+    if fits:
+        check()
+    else:
+        with pytest.raises(PackError, match="does not fit"):
+            check()
 
 
 def test_function_pack_without_template(packs: dict[str, Path]) -> None:

@@ -44,7 +44,7 @@ def test_template_segments_tags_inputs_and_function_tag() -> None:
     ]
     assert template.tags == ["smiles", "qed"]
     assert template.inputs == ["smiles"]
-    assert template.function_tag == "qed"
+    assert template.ends_with_tag is None  # text closes it: the readout is the final "."
     template.validate()
 
 
@@ -52,7 +52,7 @@ def test_two_domain_template() -> None:
     template = PromptTemplate("{tag:protein}{input:protein}{tag:smiles}{input:smiles}{tag:bind}")
     template.validate()
     assert template.inputs == ["protein", "smiles"]
-    assert template.function_tag == "bind"
+    assert template.ends_with_tag == "bind"
 
 
 @pytest.mark.parametrize(
@@ -63,9 +63,6 @@ def test_two_domain_template() -> None:
         ("{tag:smiles}{input:smiles}{tag:qed", "malformed placeholder"),
         ("{text:x}{input:smiles}{tag:qed}", "malformed placeholder"),
         ("{tag:smiles} and {tag:qed}", "no {input:NAME}"),
-        ("{input:smiles}", "function tag"),
-        ("{tag:smiles}{input:smiles}", "function tag"),  # the last tag is a domain tag
-        ("{tag:qed}{tag:smiles}{input:smiles}", "function tag"),
     ],
 )
 def test_template_validation_errors(text: str, problem: str) -> None:
@@ -79,7 +76,7 @@ def test_template_validation_errors(text: str, problem: str) -> None:
 def test_rename_swaps_domain_tags_and_inputs_but_not_the_function() -> None:
     renamed = QED.rename({"smiles": "protein"})
     assert renamed.text == "{tag:protein}{input:protein}{tag:qed}"
-    assert renamed.function_tag == "qed"
+    assert renamed.ends_with_tag == "qed"
     # Plain text that spells a domain name is left alone.
     assert PromptTemplate("smiles: {input:smiles}{tag:qed}").rename({"smiles": "x"}).text == "smiles: {input:x}{tag:qed}"
 

@@ -328,6 +328,35 @@ def test_stage3_pairs(base, tmp_path: Path) -> None:
     assert (out["status"] == "ok").all() and out["pred_kd"].notna().all()
 
 
+def test_prompt_tuning_baseline_has_the_tag_budget_in_front(base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    save_pack(domain_pack(base, "smiles", seed=1), tmp_path / "smiles")
+    save_pack(domain_pack(base, "protein", seed=2), tmp_path / "protein")
+    frame = pd.DataFrame({"sequence": [PROTEINS[i % 4] for i in range(16)], "smiles": [SMILES[i % 8] for i in range(16)], "kd": np.arange(16.0)})
+    frame.to_csv(tmp_path / "pairs.csv", index=False)
+    recorder = Recorder(monkeypatch)
+    train(config(3, tmp_path / "pairs.csv", tmp_path / "pt", domains=["protein", "smiles"], function="pt", targets=["kd"], method="prompt-tuning"), base)
+    loaded = load_pack(tmp_path / "pt")
+    # k = 3 tags (two domains + function) of p = 2 vectors each, all in one soft prompt in front.
+    assert loaded.tags["pt"].shape == (6, base.hidden_size) and loaded.manifest.tag_length == 6
+    assert loaded.manifest.template == "{tag:pt}{input:protein} {input:smiles}"
+    assert loaded.manifest.method == "prompt-tuning" and loaded.manifest.requires == {}
+    assert not torch.equal(recorder.models[0].tags["pt"].detach(), init_tag(base.model, 6))  # it trained
+    out = TagScorer("pt", base_model=base, pack_dirs=[str(tmp_path)])(frame)
+    assert (out["status"] == "ok").all() and out["pred_kd"].notna().all()
+
+
+def test_linear_probe_baseline_has_no_tags(base, data: Path, tmp_path: Path) -> None:
+    save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "smiles")
+    pack = train(config(2, data, tmp_path / "probe", function="probe", method="linear-probe"), base)
+    loaded = load_pack(tmp_path / "probe")
+    assert loaded.tags == {} and loaded.manifest.tag_length == 0 and loaded.manifest.template == "{input:smiles}"
+    assert pack.manifest.training["steps"] == 0  # the ridge fit is the probe
+    out = TagScorer("probe", base_model=base, pack_dirs=[str(tmp_path)])(pa.table({"smiles": SMILES[:4]}))
+    # The probe reads the plain prompt's last token: predictions vary with the molecule.
+    predictions = out.column("pred_y").to_pylist()
+    assert len(set(predictions)) == 4 and out.column("status").to_pylist() == ["ok"] * 4
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 
