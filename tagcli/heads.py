@@ -1,9 +1,10 @@
-"""Heads: small modules that map the function tag's final hidden state to predictions.
+"""Heads: what turns the function tag's final hidden state into predictions.
 
-A head standardises its input feature-wise (LLM hidden states have a few dimensions with huge
-constant offsets; without this a linear head trains slowly), applies a Linear layer, and turns
-the result into user-facing columns. Heads are registered by type name in `HEADS`; a pack's
-manifest stores the spec (`to_spec`) and `heads.safetensors` the tensors (`state_dict`).
+Linear heads (regression, classification) standardise their input feature-wise (LLM hidden
+states have a few dimensions with huge constant offsets; without this a linear head trains
+slowly) and apply a Linear layer. The text head has no parameters: the LM's own head generates
+the answer after the function tag (`TaggedModel.generate`). Heads are registered by type name in
+`HEADS`; a pack's manifest stores the spec (`to_spec`) and `heads.safetensors` the tensors.
 """
 
 from __future__ import annotations
@@ -20,6 +21,25 @@ from tagcli.errors import PackError
 
 class Head(nn.Module):
     type_name: ClassVar[str]
+
+    def output_columns(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def label_columns(self) -> list[str]:
+        """Output columns holding text (class names, answers); all others are floats."""
+        return []
+
+    def to_spec(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], hidden_size: int) -> Head:
+        raise NotImplementedError
+
+
+class LinearHead(Head):
+    """Standardised hidden state → Linear layer (the shared body of regression and classification)."""
 
     def __init__(self, hidden_size: int, n_outputs: int) -> None:
         super().__init__()
@@ -38,14 +58,6 @@ class Head(nn.Module):
         self.feature_mean.copy_(hidden.mean(0))
         self.feature_std.copy_(hidden.std(0).clamp(min=1e-4))
 
-    def output_columns(self) -> list[str]:
-        raise NotImplementedError
-
-    @property
-    def label_columns(self) -> list[str]:
-        """Output columns holding class names; all others are floats."""
-        return []
-
     def predict(self, hidden: torch.Tensor) -> dict[str, torch.Tensor | list[str]]:
         """User-facing columns for a batch of hidden states, in `output_columns` order."""
         raise NotImplementedError
@@ -53,15 +65,8 @@ class Head(nn.Module):
     def loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def to_spec(self) -> dict[str, Any]:
-        raise NotImplementedError
 
-    @classmethod
-    def from_spec(cls, spec: dict[str, Any], hidden_size: int) -> Head:
-        raise NotImplementedError
-
-
-class RegressionHead(Head):
+class RegressionHead(LinearHead):
     """One or more real-valued targets, trained on standardised values (mean/std kept for un-normalising)."""
 
     type_name = "regression"
@@ -105,7 +110,7 @@ class RegressionHead(Head):
         return cls(hidden_size, targets)
 
 
-class ClassificationHead(Head):
+class ClassificationHead(LinearHead):
     """One categorical target; predicts class probabilities and the most likely class."""
 
     type_name = "classification"
@@ -144,7 +149,35 @@ class ClassificationHead(Head):
         return cls(hidden_size, spec["target"], classes)
 
 
-HEADS: dict[str, type[Head]] = {cls.type_name: cls for cls in (RegressionHead, ClassificationHead)}
+class TextHead(Head):
+    """A text answer generated greedily by the LM's own head after the function tag."""
+
+    type_name = "text"
+
+    def __init__(self, target: str, max_new_tokens: int = 32) -> None:
+        super().__init__()
+        self.target = target
+        self.max_new_tokens = max_new_tokens
+
+    def output_columns(self) -> list[str]:
+        return [f"pred_{self.target}"]
+
+    @property
+    def label_columns(self) -> list[str]:
+        return self.output_columns()
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"type": self.type_name, "target": self.target, "max_new_tokens": self.max_new_tokens}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], hidden_size: int) -> TextHead:
+        limit = spec.get("max_new_tokens", 32)
+        if not isinstance(spec.get("target"), str) or not isinstance(limit, int) or limit < 1:
+            raise PackError("text head spec needs 'target' and a positive 'max_new_tokens'")
+        return cls(spec["target"], limit)
+
+
+HEADS: dict[str, type[Head]] = {cls.type_name: cls for cls in (RegressionHead, ClassificationHead, TextHead)}
 
 
 def head_from_spec(spec: dict[str, Any], hidden_size: int) -> Head:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from tagcli.heads import Head
+from tagcli.heads import Head, TextHead
 from tagcli.prompt import TagTable, TaggedBatch
 
 
@@ -111,5 +111,35 @@ class TaggedModel(nn.Module):
 
     @torch.inference_mode()
     def predict(self, batch: TaggedBatch, function: str) -> dict[str, torch.Tensor | list[str]]:
-        """User-facing prediction columns for `function`."""
-        return self.heads[function].predict(self.readout(batch))
+        """User-facing prediction columns for `function` (text heads: generated token ids)."""
+        head = self.heads[function]
+        if isinstance(head, TextHead):
+            return {head.output_columns()[0]: self.generate(batch, head.max_new_tokens)}
+        return head.predict(self.readout(batch))
+
+    @torch.inference_mode()
+    def generate(self, batch: TaggedBatch, max_new_tokens: int) -> list[list[int]]:
+        """Greedy answers after each row's prompt, all rows at once with a KV cache; stops at EOS."""
+        eos = self.lm.config.eos_token_id
+        eos = eos[0] if isinstance(eos, list) else eos
+        rows = torch.arange(len(batch.input_ids), device=batch.input_ids.device)
+        output = self.lm.base_model(inputs_embeds=self.embed(batch), attention_mask=batch.attention_mask, position_ids=batch.position_ids, use_cache=True)
+        hidden, cache = output.last_hidden_state[rows, batch.readout], output[1]
+        mask, next_position = batch.attention_mask, batch.attention_mask.sum(1, keepdim=True)
+        answers: list[torch.Tensor] = []
+        done = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
+        for step in range(max_new_tokens):
+            tokens = self.lm.get_output_embeddings()(hidden).argmax(-1)
+            answers.append(tokens)
+            done |= tokens == eos
+            if done.all() or step == max_new_tokens - 1:
+                break
+            # New tokens go after every row's padding; the mask hides the padding, positions skip it.
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            output = self.lm.base_model(
+                inputs_embeds=self.lm.get_input_embeddings()(tokens).unsqueeze(1), attention_mask=mask,
+                position_ids=next_position + step, use_cache=True, **{self._cache_kw: cache},
+            )
+            hidden, cache = output.last_hidden_state[:, -1], output[1]
+        generated = torch.stack(answers, dim=1).tolist()
+        return [row[: row.index(eos)] if eos in row else row for row in generated]

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from tagcli.errors import UsageError
-from tagcli.heads import ClassificationHead
+from tagcli.heads import ClassificationHead, TextHead
 from tagcli.metrics import classification_metrics, regression_metrics
 from tagcli.scorer import STATUS_ERROR, STATUS_INVALID, STATUS_OK, TagScorer
 from tagcli.tables import TableWriter, open_table
@@ -79,10 +79,10 @@ def evaluate_file(scorer: TagScorer, source: str | Path, targets: list[str], win
         raise UsageError("evaluate one function at a time")
     head = scorer.plans[0].function.head
     outputs = [c for c in head.output_columns() if c not in head.label_columns]
-    if isinstance(head, ClassificationHead):
-        outputs = [f"prob_{c}" for c in head.classes]
+    if isinstance(head, (ClassificationHead, TextHead)):
+        outputs = [f"prob_{c}" for c in head.classes] if isinstance(head, ClassificationHead) else head.output_columns()
         if len(targets) != 1:
-            raise UsageError("a classification function takes one --target")
+            raise UsageError(f"a {head.type_name} function takes one --target")
     elif len(targets) != len(outputs):
         raise UsageError(f"function '{scorer.plans[0].function.name}' predicts {len(outputs)} value(s) ({', '.join(outputs)}); pass as many --target columns")
     frames, summary = [], ScoreSummary(output=str(source))
@@ -97,6 +97,10 @@ def evaluate_file(scorer: TagScorer, source: str | Path, targets: list[str], win
     data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*targets, *outputs, "status"])
     scored_ok = data[data["status"] == STATUS_OK]
     report: dict[str, Any] = {"rows": summary.rows, "scored": len(scored_ok), "invalid": summary.invalid, "error": summary.error}
+    if isinstance(head, TextHead):
+        answers = scored_ok[targets[0]].astype(str).str.strip()
+        report[targets[0]] = {"n": len(answers), "exact_match": float((answers == scored_ok[outputs[0]].str.strip()).mean()) if len(answers) else float("nan")}
+        return report
     if isinstance(head, ClassificationHead):
         index = {c: k for k, c in enumerate(head.classes)}
         labels = scored_ok[targets[0]].astype(str).map(index)

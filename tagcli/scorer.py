@@ -20,6 +20,7 @@ import torch
 from tagcli.basemodel import BaseModel, load_base_model
 from tagcli.domains import INPUT_KINDS, DomainInput
 from tagcli.errors import BadRowError, PackError, UsageError
+from tagcli.heads import TextHead
 from tagcli.model import TaggedModel
 from tagcli.pack import TagPack
 from tagcli.prompt import PromptEncoder, PromptTemplate, collate, length_batches
@@ -190,6 +191,8 @@ class TagScorer:
             rows = [ready[j] for j in chunk]
             batch = collate([encoded[j] for j in chunk], self.encoder.pad_id).to(self.base.device)
             predicted = self.model.predict(batch, plan.function.name)
+            if isinstance(head, TextHead):  # token ids → text
+                predicted = {c: self.base.tokenizer.batch_decode(ids, skip_special_tokens=True) for c, ids in predicted.items()}
             finite = torch.ones(len(rows), dtype=torch.bool)
             for values in predicted.values():
                 if isinstance(values, torch.Tensor):

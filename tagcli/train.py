@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from tagcli.basemodel import DEFAULT_BASE_MODEL, BaseModel, load_base_model
 from tagcli.domains import INPUT_KINDS, DomainInput
 from tagcli.errors import UsageError
-from tagcli.heads import ClassificationHead, Head, RegressionHead
+from tagcli.heads import ClassificationHead, Head, LinearHead, RegressionHead, TextHead
 from tagcli.metrics import classification_metrics, regression_metrics
 from tagcli.model import TaggedModel
 from tagcli.pack import Manifest, TagPack, check_template, save_pack, tag_digest
@@ -48,7 +48,8 @@ class TrainConfig:
     domains: list[str] = field(default_factory=list, metadata={"help": "domain tags, in prompt order"})
     function: str | None = field(default=None, metadata={"help": "function tag name (stages 2 and 3)"})
     targets: list[str] = field(default_factory=list, metadata={"help": "label column(s)"})
-    task: Literal["regression", "classification"] = field(default="regression", metadata={"help": "head type"})
+    task: Literal["regression", "classification", "text"] = field(default="regression", metadata={"help": "head type (text: the LM writes the answer after the function tag)"})
+    max_answer_tokens: int = field(default=32, metadata={"help": "text task: longest answer generated, in tokens"})
     method: Literal["tag-llm", "prompt-tuning", "linear-probe"] = field(
         default="tag-llm",
         metadata={"help": "tag-llm, or a baseline in the same harness: prompt-tuning (one soft prompt of p·k vectors in front) or linear-probe (head only, no tags)"},
@@ -131,7 +132,7 @@ class Examples:
 Progress = Callable[[dict[str, Any]], None]
 # Validation metric that picks the best step (lower is better). Regression uses the MSE of
 # standardised targets: Pearson alone would happily pick a badly calibrated head.
-SELECT_BY = {"lm": "loss", "regression": "standardized_mse", "classification": "log_loss"}
+SELECT_BY = {"lm": "loss", "regression": "standardized_mse", "classification": "log_loss", "text": "loss"}
 
 
 def init_tag(lm: torch.nn.Module, length: int) -> torch.Tensor:
@@ -182,8 +183,9 @@ class _Trainer:
         self.train_set, self.val_set = train_set, val_set
         self.on_progress = on_progress or (lambda event: None)
         groups = [{"params": [model.tags[config.tag_name]], "lr": config.lr}] if config.trained_tag_length else []
-        if config.stage > 1:
-            groups.append({"params": list(model.heads[config.tag_name].parameters()), "lr": config.head_lr})
+        head_parameters = list(model.heads[config.tag_name].parameters()) if config.stage > 1 else []
+        if head_parameters:
+            groups.append({"params": head_parameters, "lr": config.head_lr})
         self.optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
         per_epoch = math.ceil(len(train_set.rows) / (config.batch_size * config.grad_accum))
         # A linear probe's ridge fit is already the best linear head: no gradient steps to take.
@@ -241,7 +243,7 @@ class _Trainer:
     def _loss(self, indices: list[int]) -> torch.Tensor:
         rows = [self.train_set.rows[i] for i in indices]
         device = self.model.lm.device
-        if self.config.stage == 1:
+        if self.config.stage == 1 or self.config.task == "text":  # next-token loss on the input / the answer
             batch = collate(rows, self.encoder.pad_id).to(device)
             return self.model.next_token_loss(batch, _padded_targets([self.train_set.targets[i] for i in indices], batch).to(device))
         if self.config.method == "tag-llm":  # the trained tag closes the prompt: run the rest without grad
@@ -324,7 +326,8 @@ class _Trainer:
 def evaluate(model: TaggedModel, encoder: PromptEncoder, examples: Examples, config: TrainConfig, batch_size: int = 64) -> dict[str, float]:
     """Validation metrics: regression/classification metrics (stages 2–3) or next-token loss (stage 1)."""
     device = model.lm.device
-    if config.stage == 1:
+    head = model.heads[config.tag_name] if config.stage > 1 else None
+    if head is None or isinstance(head, TextHead):
         losses, counts = [], []
         for chunk in length_batches([len(r) for r in examples.rows], batch_size, 32768):
             batch = collate([examples.rows[i] for i in chunk], encoder.pad_id).to(device)
@@ -332,8 +335,8 @@ def evaluate(model: TaggedModel, encoder: PromptEncoder, examples: Examples, con
             losses.append(float(model.next_token_loss(batch, targets)) * len(chunk))
             counts.append(len(chunk))
         loss = sum(losses) / sum(counts)
-        return {"n": len(examples.rows), "loss": loss, "perplexity": math.exp(min(loss, 50))}
-    head = model.heads[config.tag_name]
+        metrics = {"n": len(examples.rows), "loss": loss, "perplexity": math.exp(min(loss, 50))}
+        return metrics | ({"exact_match": _exact_match(model, encoder, examples, head, batch_size)} if head else {})
     outputs = torch.empty(len(examples.rows), head.linear.out_features)
     for chunk in length_batches([len(r) for r in examples.rows], batch_size, 32768):
         batch = collate([examples.rows[i] for i in chunk], encoder.pad_id).to(device)
@@ -396,13 +399,20 @@ def _encode(config: TrainConfig, encoder: PromptEncoder, template: PromptTemplat
     rows = encoder.encode(template, {d: [tokens[d][i] for i in keep] for d in config.domains})
     if head is None:  # stage 1: predict the input's own tokens, which end the row
         targets = [[-100] * (len(r) - len(tokens[config.domains[0]][i])) + tokens[config.domains[0]][i] for r, i in zip(rows, keep)]
+    elif isinstance(head, TextHead):  # the answer (and EOS) follows the prompt; only it carries a loss
+        answers = encoder.tokenize_inputs([labels[i] for i in keep])
+        eos = encoder.tokenizer.eos_token_id
+        targets = [[-100] * len(r) + answer + [eos] for r, answer in zip(rows, answers)]
+        rows = [EncodedRow(r.token_ids + answer + [eos], r.slots + [-1] * (len(answer) + 1), r.readout) for r, answer in zip(rows, answers)]
     else:
         targets = [labels[i] for i in keep]
     return Examples(rows, targets, table.num_rows - len(keep))
 
 
 def _labels(config: TrainConfig, table: pa.Table, errors: list[str | None], head: Head) -> list[Any]:
-    if isinstance(head, ClassificationHead):
+    if isinstance(head, TextHead):
+        labels = [_class_label(v) for v in table.column(config.targets[0]).to_pylist()]
+    elif isinstance(head, ClassificationHead):
         index = {c: k for k, c in enumerate(head.classes)}
         labels = [index.get(label) if (label := _class_label(v)) is not None else None for v in table.column(config.targets[0]).to_pylist()]
     else:
@@ -413,6 +423,17 @@ def _labels(config: TrainConfig, table: pa.Table, errors: list[str | None], head
         if label is None and errors[i] is None:
             errors[i] = "missing label"
     return labels
+
+
+def _exact_match(model: TaggedModel, encoder: PromptEncoder, examples: Examples, head: TextHead, batch_size: int) -> float:
+    """Share of rows whose greedy answer equals the reference answer token for token."""
+    prompts = [EncodedRow(r.token_ids[: r.readout + 1], r.slots[: r.readout + 1], r.readout) for r in examples.rows]
+    hits = 0
+    for chunk in length_batches([len(r) for r in prompts], batch_size, 32768):
+        batch = collate([prompts[i] for i in chunk], encoder.pad_id).to(model.lm.device)
+        for i, answer in zip(chunk, model.generate(batch, head.max_new_tokens)):
+            hits += answer == [t for t in examples.targets[i] if t != -100][:-1]  # reference without its EOS
+    return hits / len(prompts)
 
 
 def _class_label(value: Any) -> str | None:
@@ -435,6 +456,10 @@ def _new_head(config: TrainConfig, hidden_size: int, train_table: pa.Table) -> H
     for column in config.targets:
         if column not in train_table.column_names:
             raise UsageError(f"no target column '{column}' (columns: {', '.join(train_table.column_names)})")
+    if config.task == "text":
+        if len(config.targets) != 1:
+            raise UsageError("a text function has one --target column (the answer)")
+        return TextHead(config.targets[0], config.max_answer_tokens)
     if config.task == "classification":
         classes = sorted({label for v in train_table.column(config.targets[0]).to_pylist() if (label := _class_label(v)) is not None})
         if len(classes) < 2:
@@ -454,6 +479,8 @@ def fit_head(model: TaggedModel, encoder: PromptEncoder, config: TrainConfig, tr
     only have to make features more linearly predictive.
     """
     head = model.heads[config.tag_name]
+    if not isinstance(head, LinearHead):
+        return
     generator = torch.Generator().manual_seed(config.seed)
     sample = torch.randperm(len(train_set.rows), generator=generator)[: config.init_samples].tolist()
     device = model.lm.device

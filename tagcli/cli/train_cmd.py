@@ -35,8 +35,8 @@ COMMON = [
 ]
 STAGE_FIELDS = {
     1: ["domains", "input_kind", "max_tokens"],
-    2: ["domains", "function", "targets", "task", "method", "head_lr", "init_samples"],
-    3: ["domains", "function", "targets", "task", "method", "head_lr", "init_samples"],
+    2: ["domains", "function", "targets", "task", "method", "head_lr", "init_samples", "max_answer_tokens"],
+    3: ["domains", "function", "targets", "task", "method", "head_lr", "init_samples", "max_answer_tokens"],
 }
 # Plural fields are repeatable singular flags.
 FLAGS = {"domains": "--domain", "targets": "--target", "pack_dirs": "--pack-dir", "columns": "--column"}

@@ -422,3 +422,36 @@ def test_checkpoints_hold_no_pickles(base, data: Path, tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "fn.ckpt").iterdir()) == ["state.json", "state.safetensors"]
     state = load_file(tmp_path / "fn.ckpt" / "state.safetensors")
     assert "current.tag" in state and any(k.startswith("optimizer.") for k in state)
+
+
+# --------------------------------------------------------------------------- text answers
+
+
+def test_text_function_trains_on_the_answer_and_generates(base, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "smiles")
+    recorder = Recorder(monkeypatch)
+    train(config(2, data, tmp_path / "says", function="says", targets=["label"], task="text", max_answer_tokens=4), base)
+    # Only the answer tokens (and EOS) carry a loss: the prompt, tags and padding never do.
+    batch, targets = recorder.losses[0]
+    for row in range(len(targets)):
+        labeled = (targets[row] != -100).nonzero().flatten()
+        assert len(labeled) > 0 and (batch.slots[row, labeled] == -1).all() and labeled.min() > batch.readout[row]
+    loaded = load_pack(tmp_path / "says")
+    assert loaded.manifest.head == {"type": "text", "target": "label", "max_new_tokens": 4}
+    assert set(loaded.manifest.metrics["val"]) >= {"loss", "exact_match"}
+    out = TagScorer("says", base_model=base, pack_dirs=[str(tmp_path)])(pa.table({"smiles": SMILES[:3] + ["C1CC"]}))
+    answers = out.column("pred_label").to_pylist()
+    assert all(isinstance(a, str) for a in answers[:3]) and answers[3] is None
+    assert out.column("status").to_pylist() == ["ok", "ok", "ok", "invalid"]
+
+
+def test_batched_generation_equals_one_row_at_a_time(base) -> None:
+    from helpers import domain_pack as make_domain
+    from tagcli.prompt import PromptEncoder, PromptTemplate, collate
+
+    model = TaggedModel(base.model, {"smiles": make_domain(base, "smiles", seed=1).tags["smiles"], "says": init_tag(base.model, 2)})
+    encoder = PromptEncoder(base.tokenizer, model.tag_table)
+    rows = encoder.encode(PromptTemplate("{tag:smiles}{input:smiles}{tag:says}"), {"smiles": encoder.tokenize_inputs(SMILES[:5])})
+    alone = [model.generate(collate([r], encoder.pad_id), 6)[0] for r in rows]
+    for side in ("right", "left"):
+        assert model.generate(collate(rows, encoder.pad_id, side), 6) == alone
