@@ -94,6 +94,8 @@ class TrainConfig:
             raise UsageError(f"stage {self.stage} needs --function and --target")
         if self.stage == 1 and self.method != "tag-llm":
             raise UsageError("baselines (--method) are for stages 2 and 3")
+        if self.method == "linear-probe" and self.task == "text":
+            raise UsageError("a linear probe has no text output: use --method tag-llm or prompt-tuning for --task text")
         if self.stage == 2 and len(self.domains) != 1:
             raise UsageError("stage 2 has one domain; use stage 3 for several")
         if min(self.batch_size, self.grad_accum, self.tag_length, self.eval_every, self.checkpoint_every) < 1:
@@ -190,7 +192,6 @@ class _Trainer:
         per_epoch = math.ceil(len(train_set.rows) / (config.batch_size * config.grad_accum))
         # A linear probe's ridge fit is already the best linear head: no gradient steps to take.
         self.total_steps = 0 if not config.trained_tag_length else config.max_steps or max(1, math.ceil(per_epoch * config.epochs))
-        self.steps_per_epoch = per_epoch
         self.step = 0
         self.best: dict[str, Any] = {"score": -math.inf, "metrics": None, "step": 0, "state": None}
         self.history: list[dict[str, Any]] = []

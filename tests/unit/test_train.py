@@ -115,6 +115,8 @@ def test_init_tag_is_the_mean_embedding_at_the_mean_norm(base) -> None:
         (2, {"domains": ["protein", "smiles"]}, "use stage 3"),
         (2, {"batch_size": 0}, "must be positive"),
         (2, {"tag_length": 0}, "must be positive"),
+        (1, {"method": "prompt-tuning"}, "stages 2 and 3"),
+        (2, {"method": "linear-probe", "task": "text"}, "no text output"),
     ],
 )
 def test_config_errors(tmp_path: Path, stage: int, overrides: dict, message: str) -> None:
