@@ -1,13 +1,28 @@
-"""Where packs are found: explicit pack dirs, the built-in `tagpacks/`, then `$TAGCLI_HOME/packs`.
+"""Where packs are found on this machine. Registries (network or folders) are in `tagcli.registry`.
 
-A pack reference is either a path (a pack directory or `.tagpack` archive) or a bare NAME that is
-looked up in each search directory as `DIR/NAME/`.
+A pack reference is a path (a pack directory or `.tagpack` archive), a bare NAME, or NAME@VERSION.
+A NAME is looked up as `DIR/NAME/` in this order:
+
+  1. the `--pack-dir` folders, in the order given;
+  2. packs *pulled* from a registry into `$TAGCLI_HOME/packs` (they carry an install record,
+     `.tagcli-install.json`, written by `tagcli pack pull`);
+  3. the built-in `tagpacks/`;
+  4. any other pack under `$TAGCLI_HOME/packs` (copied there by hand).
+
+So a pulled pack replaces the built-in of the same name: pulling is an explicit choice, and
+`tagcli pack rm NAME` brings the built-in back. Hand-placed packs keep the documented order
+(built-in first). NAME@VERSION takes the first pack in that order whose manifest has that
+version (e.g. `smiles@0.1.0` reaches the built-in behind a pulled `smiles` 0.2.0); when none
+has it, the error says which versions are there. A function pack's domain packs are looked up
+next to it first (`near`), so a pulled function runs with the domain packs pulled with it.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import tagpacks
 from tagcli.errors import PackError
@@ -15,29 +30,89 @@ from tagcli.home import packs_dir
 from tagcli.pack import ARCHIVE_SUFFIX, MANIFEST, TagPack, load_pack
 from tagcli.prompt import NAME_RE
 
+INSTALL_RECORD = ".tagcli-install.json"  # beside a pulled pack's files: where it came from, per-file sha256
+VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]*\Z")
+
 
 def builtin_packs_dir() -> Path:
     return Path(tagpacks.__file__).parent
 
 
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """'NAME' or 'NAME@VERSION' → (name, version or None); anything else is a one-line PackError."""
+    name, at, version = ref.partition("@")
+    if not NAME_RE.match(name) or (at and not VERSION_RE.match(version)):
+        raise PackError(f"bad pack reference {ref!r}", hint="use NAME or NAME@VERSION (lowercase letters, digits, - and _), or a pack path")
+    return name, (version if at else None)
+
+
+def manifest_version(pack_dir: Path) -> str | None:
+    """The version a pack directory's manifest declares (read as JSON only; None if unreadable)."""
+    try:
+        version = json.loads((pack_dir / MANIFEST).read_text(encoding="utf-8")).get("version")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return version if isinstance(version, str) else None
+
+
+def is_pulled(pack_dir: Path) -> bool:
+    return (pack_dir / INSTALL_RECORD).is_file() and (pack_dir / MANIFEST).is_file()
+
+
 class PackStore:
     def __init__(self, extra_dirs: Sequence[str | Path] = ()) -> None:
-        self.search_path = [Path(d) for d in extra_dirs] + [builtin_packs_dir(), packs_dir()]
+        self.extra_dirs = [Path(d) for d in extra_dirs]
+        self.search_path = self.extra_dirs + [builtin_packs_dir(), packs_dir()]
         self._loaded: dict[Path, TagPack] = {}
 
+    def candidates(self, name: str) -> Iterator[Path]:
+        """Where a pack called `name` may be, in lookup order (see the module docstring)."""
+        for directory in self.extra_dirs:
+            yield directory / name
+        installed = packs_dir() / name
+        if is_pulled(installed):
+            yield installed
+        yield builtin_packs_dir() / name
+        if not is_pulled(installed):
+            yield installed
+
+    def origin(self, path: Path) -> str:
+        """'pack-dir', 'installed' (pulled), 'built-in', 'local' (under $TAGCLI_HOME by hand) or 'path'."""
+        parent = Path(path).resolve().parent
+        if any(parent == d.resolve() for d in self.extra_dirs):
+            return "pack-dir"
+        if parent == builtin_packs_dir().resolve():
+            return "built-in"
+        if parent == packs_dir().resolve():
+            return "installed" if is_pulled(Path(path)) else "local"
+        return "path"
+
     def find(self, ref: str) -> Path:
-        """Path of the pack `ref` names (a path, or a NAME in the search path)."""
+        """Path of the pack `ref` names (a path, NAME or NAME@VERSION)."""
         as_path = Path(ref).expanduser()
         if as_path.is_dir() or (as_path.is_file() and as_path.suffix == ARCHIVE_SUFFIX):
             return as_path.resolve()
-        if not NAME_RE.match(ref):
+        if not NAME_RE.match(ref.partition("@")[0]):
             raise PackError(f"no tag pack at {ref}")
-        for directory in self.search_path:
-            if (directory / ref / MANIFEST).is_file():
-                return (directory / ref).resolve()
+        name, version = split_ref(ref)
+        seen = []
+        for candidate in self.candidates(name):
+            if not (candidate / MANIFEST).is_file():
+                continue
+            if version is None:
+                return candidate.resolve()
+            found = manifest_version(candidate)
+            if found == version:
+                return candidate.resolve()
+            seen.append(f"{found} in {candidate.parent}")
+        if seen:
+            raise PackError(
+                f"no version {version} of tag pack '{name}' is installed (found {'; '.join(seen)})",
+                hint=f"`tagcli pack pull {name}@{version}` installs it from a registry",
+            )
         raise PackError(
-            f"no tag pack named '{ref}' (searched {', '.join(str(d) for d in self.search_path)})",
-            hint="`tagcli pack list` shows installed packs",
+            f"no tag pack named '{name}' (searched {', '.join(str(d) for d in self.search_path)})",
+            hint="`tagcli pack list --available` shows installed packs and those in registries; `tagcli pack pull NAME` installs one",
         )
 
     def load(self, ref: str, near: Path | None = None) -> TagPack:
@@ -54,16 +129,16 @@ class PackStore:
         return sibling.resolve() if (sibling / MANIFEST).is_file() else None
 
     def installed(self) -> dict[str, TagPack | PackError]:
-        """Every pack in the search path by name (first occurrence wins); broken ones as their error."""
+        """Every pack on this machine by name (the one a bare NAME resolves to); broken ones as their error."""
         packs: dict[str, TagPack | PackError] = {}
         for directory in self.search_path:
             if not directory.is_dir():
                 continue
             for candidate in sorted(directory.iterdir()):
-                if candidate.name in packs or not (candidate / MANIFEST).is_file():
+                if candidate.name in packs or not NAME_RE.match(candidate.name) or not (candidate / MANIFEST).is_file():
                     continue
                 try:
-                    packs[candidate.name] = self.load(str(candidate))
+                    packs[candidate.name] = self.load(str(self.find(candidate.name)))
                 except PackError as exc:
                     packs[candidate.name] = exc
         return packs

@@ -19,6 +19,9 @@ Dtype = Annotated[str, typer.Option("--dtype", help="auto (bf16 where supported)
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Most rows per forward pass.")]
 PackDirs = Annotated[Optional[list[str]], typer.Option("--pack-dir", help="Extra folder to search for packs (searched first).")]
 Format = Annotated[OutputFormat, typer.Option("--format", "-f", help="human or json.")]
+Registries = Annotated[Optional[list[str]], typer.Option("--registry", help="Pack registry: hf://ORG/REPO (optionally @REVISION), https://…/index.json, file://… or a folder. Repeat; searched in order, before TAGCLI_REGISTRY and the config file.")]
+Offline = Annotated[bool, typer.Option("--offline", help="Never download packs: use installed ones (hf:// registries: only the local Hugging Face cache).")]
+BaseModelFilter = Annotated[Optional[str], typer.Option("--base-model", help="Only packs for this base model (embedded name, HF id, local dir or sha256: fingerprint).")]
 
 
 def input_columns(column: str | None, smiles: str | None, protein: str | None, domains: list[str] | None) -> dict[str, str]:

@@ -8,8 +8,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from tagcli.cli.options import BaseModelOption, BatchSize, Column, Device, Domains, Dtype, Format, PackDirs, ProteinColumn, SmilesColumn, input_columns
+from tagcli.cli.options import BaseModelOption, BatchSize, Column, Device, Domains, Dtype, Format, Offline, PackDirs, ProteinColumn, Registries, SmilesColumn, input_columns
 from tagcli.cli.output import Output, OutputFormat
+from tagcli.registry import ensure_packs
 from tagcli.runner import score_file
 from tagcli.scorer import TagScorer
 from tagcli.tables import default_output_path
@@ -31,12 +32,19 @@ def predict(
     window_rows: int = typer.Option(4096, "--window-rows", help="Rows read, length-sorted and written at a time (bounds memory)."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad row instead of marking it."),
     pack_dir: PackDirs = None,
+    registry: Registries = None,
+    offline: Offline = False,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
     format: Format = OutputFormat.human,
 ) -> None:
     """Score every row of INPUT; writes all input columns + pred_* + status + error, in input order."""
     out = Output(format)
     destination = output or ("-" if input == "-" else str(default_output_path(input)))
+    # Missing packs (and the domain packs they need) are pulled from the registries first, unless --offline.
+    function, domain = ensure_packs(
+        function, domain or None, registries=registry or (), pack_dirs=pack_dir or (), offline=offline, base_model=base_model,
+        on_pull=lambda r: out.err.print(f"pulled {r['name']} {r['version']} from {r['registry']}", highlight=False),
+    )
     scorer = TagScorer(
         function, domain or None, base_model=base_model, device=device, dtype=dtype, batch_size=batch_size,
         max_batch_tokens=max_batch_tokens, columns=input_columns(column, smiles_col, protein_col, domain), pack_dirs=pack_dir or (), strict=strict,
