@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
-from tagcli.errors import BaseModelError, UsageError
-from tagcli.home import make_readable, models_dir, tagcli_home
+from tagcli.errors import BaseModelError, UsageError, first_line
+from tagcli.home import env_true, make_readable, models_dir, tagcli_home, write_json_atomic
 
 if TYPE_CHECKING:  # transformers is imported lazily: `tagcli model list` should start fast
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -173,7 +173,7 @@ def pull_embedded(name: str = DEFAULT_BASE_MODEL, force: bool = False) -> Path:
             _convert_gguf(gguf, tmp)
         except (OSError, ValueError, KeyError) as exc:
             raise BaseModelError(
-                f"could not convert embedded base model {name}: {_first_line(exc)}",
+                f"could not convert embedded base model {name}: {first_line(exc)}",
                 hint=f"check free disk space in {target.parent}, or reinstall: {entry.install_hint} --force-reinstall",
             ) from None
         fingerprint = _hash_weights(tmp)
@@ -187,7 +187,7 @@ def pull_embedded(name: str = DEFAULT_BASE_MODEL, force: bool = False) -> Path:
             "fingerprint": fingerprint,
             "dtype": str(SAVED_DTYPE).removeprefix("torch."),
         }
-        _write_json_atomic(tmp / METADATA_FILE, metadata)
+        write_json_atomic(tmp / METADATA_FILE, metadata)
         make_readable(tmp)
         _install_dir(tmp, target, replace=force)
     finally:
@@ -266,7 +266,7 @@ def _snapshot(spec: str, offline: bool | None) -> Path:
     repo_id, revision = _split_revision(spec)
     if offline is None:
         # huggingface_hub reads HF_HUB_OFFLINE once at import; re-read it so a later change counts.
-        offline = _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE") or hf_constants.is_offline_mode()
+        offline = env_true("HF_HUB_OFFLINE") or env_true("TRANSFORMERS_OFFLINE") or hf_constants.is_offline_mode()
     try:
         return Path(
             snapshot_download(
@@ -304,20 +304,18 @@ def _snapshot(spec: str, offline: bool | None) -> Path:
         raise BaseModelError(f"revision {revision!r} of {repo_id} was not found", hint="check the part after @") from None
     except (hf_errors.HfHubHTTPError, OSError) as exc:
         raise BaseModelError(
-            f"could not download base model {spec}: {_first_line(exc)}",
+            f"could not download base model {spec}: {first_line(exc)}",
             hint="check the network, or run once online and then use HF_HUB_OFFLINE=1",
         ) from None
     except Exception as exc:  # e.g. httpx connection errors, which huggingface_hub lets through
         if type(exc).__module__.split(".")[0] not in {"httpx", "httpcore", "requests", "urllib3"}:
             raise
         raise BaseModelError(
-            f"could not reach the Hugging Face hub for {spec}: {_first_line(exc)}",
+            f"could not reach the Hugging Face hub for {spec}: {first_line(exc)}",
             hint="check the network, or pass a local directory",
         ) from None
 
 
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def _check_weights(path: Path) -> None:
@@ -398,7 +396,7 @@ def _remember_fingerprint(path: Path, fingerprint: str | None) -> None:
     cache = _read_json(_cache_file())
     cache[str(Path(path).resolve())] = {"files": _weight_stats(path), "fingerprint": fingerprint}
     try:
-        _write_json_atomic(_cache_file(), cache)
+        write_json_atomic(_cache_file(), cache)
     except OSError:
         pass  # a read-only home only costs a re-hash next time
 
@@ -412,17 +410,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _write_json_atomic(path: Path, value: Any) -> None:
-    # Write a temp file and rename it, so readers never see half a file (even across processes).
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(value, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- device and dtype
@@ -569,14 +556,12 @@ def _load_pretrained(path: Path, dtype: torch.dtype) -> tuple[PreTrainedTokenize
         except (OSError, ValueError, KeyError) as exc:
             # e.g. an architecture this transformers does not know, or a missing tokenizer file.
             raise BaseModelError(
-                f"cannot load base model from {path}: {_first_line(exc)}",
+                f"cannot load base model from {path}: {first_line(exc)}",
                 hint="it must be a Hugging Face causal LM with a tokenizer (no remote code)",
             ) from None
     return tokenizer, model
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 # --------------------------------------------------------------------------- listing and info

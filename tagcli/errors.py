@@ -43,6 +43,11 @@ class BadRowError(TagcliError):
     """A row failed validation while `--strict` was set."""
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (its type name when it has none)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def format_error(exc: BaseException) -> tuple[str, int]:
     """Map an exception to (one-line message, exit code) for the CLI."""
     if isinstance(exc, TagcliError):
@@ -53,5 +58,4 @@ def format_error(exc: BaseException) -> tuple[str, int]:
         return f"permission denied: {exc.filename or exc}", 1
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return "out of memory (hint: lower --batch-size or --max-batch-tokens)", 1
-    first_line = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first_line}", 1
+    return f"{type(exc).__name__}: {first_line(exc)}", 1

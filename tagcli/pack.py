@@ -167,8 +167,8 @@ class TagPack:
         expected = self.manifest.base_model
         if expected["fingerprint"] != fingerprint:
             raise PackError(
-                f"pack '{self.name}' was trained for base model {expected.get('id')} ({_short(expected['fingerprint'])}), "
-                f"not {model_id} ({_short(fingerprint)})",
+                f"pack '{self.name}' was trained for base model {expected.get('id')} ({short_fingerprint(expected['fingerprint'])}), "
+                f"not {model_id} ({short_fingerprint(fingerprint)})",
                 hint=f"pass --base-model {expected.get('id')}",
             )
 
@@ -291,5 +291,5 @@ def _load_head(path: Path, manifest: Manifest, where: str) -> Head:
     return head.eval()
 
 
-def _short(fingerprint: str) -> str:
+def short_fingerprint(fingerprint: str) -> str:
     return fingerprint[:19] + "…" if len(fingerprint) > 20 else fingerprint

@@ -59,9 +59,9 @@ from urllib.parse import urljoin
 import platformdirs
 
 from tagcli import __version__
-from tagcli.errors import PackError, UsageError
-from tagcli.home import make_readable, packs_dir, tagcli_home
-from tagcli.pack import ARCHIVE_SUFFIX, MANIFEST, TagPack, extract_archive, load_pack, write_archive
+from tagcli.errors import PackError, UsageError, first_line
+from tagcli.home import env_true, make_readable, packs_dir, tagcli_home, write_json_atomic
+from tagcli.pack import ARCHIVE_SUFFIX, MANIFEST, TagPack, extract_archive, load_pack, short_fingerprint, write_archive
 from tagcli.prompt import NAME_RE
 from tagcli.store import INSTALL_RECORD, VERSION_RE, PackStore, builtin_packs_dir, is_pulled, split_ref
 
@@ -301,7 +301,7 @@ class HubRegistry(Registry):
         from huggingface_hub import hf_hub_download
 
         # huggingface_hub reads HF_HUB_OFFLINE once at import; re-read it so a later change counts.
-        offline = offline or _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
+        offline = offline or env_true("HF_HUB_OFFLINE") or env_true("TRANSFORMERS_OFFLINE")
         where = f"registry {self.spec}"
         options: dict[str, Any] = {}
         if "tqdm_class" in inspect.signature(hf_hub_download).parameters:  # newer huggingface_hub
@@ -327,11 +327,11 @@ class HubRegistry(Registry):
         except not_found:
             raise PackError(f"{where}: the repo has no {filename}", hint="a pack registry repo holds index.json at its root") from None
         except (hf_errors.HfHubHTTPError, hf_errors.HFValidationError, OSError) as exc:
-            raise PackError(f"{where}: could not download {filename}: {_first_line(exc)}") from None
+            raise PackError(f"{where}: could not download {filename}: {first_line(exc)}") from None
         except Exception as exc:  # httpx connection errors, which huggingface_hub lets through
             if type(exc).__module__.split(".")[0] not in {"httpx", "httpx2", "httpcore", "requests", "urllib3"}:
                 raise
-            raise PackError(f"{where}: could not reach the Hugging Face hub: {_first_line(exc)}", hint="check the network or HF_ENDPOINT") from None
+            raise PackError(f"{where}: could not reach the Hugging Face hub: {first_line(exc)}", hint="check the network or HF_ENDPOINT") from None
 
 
 def _quiet_tqdm() -> type:
@@ -435,7 +435,7 @@ def _filesystem(url: str) -> tuple[Any, str]:
     try:
         return url_to_fs(url, **options)
     except (ImportError, ValueError) as exc:
-        raise PackError(f"cannot read {url}: {_first_line(exc)}", hint="install the fsspec package for that protocol") from None
+        raise PackError(f"cannot read {url}: {first_line(exc)}", hint="install the fsspec package for that protocol") from None
 
 
 def read_url(url: str, where: str) -> bytes:
@@ -818,7 +818,7 @@ def ensure_packs(
                 if expected.get("fingerprint") != fingerprint:
                     raise PackError(
                         f"pack '{item.entry.name}' {item.entry.version} in {item.entry.source} was trained for base model "
-                        f"{expected.get('id')} ({_short(expected.get('fingerprint', ''))}), not {model_id} ({_short(fingerprint)}); not pulled",
+                        f"{expected.get('id')} ({short_fingerprint(expected.get('fingerprint', ''))}), not {model_id} ({short_fingerprint(fingerprint)}); not pulled",
                         hint=f"pass --base-model {expected.get('id')}",
                     )
         for result in install(plan):
@@ -1084,32 +1084,17 @@ def export(ref: str, to_dir: str | Path, *, pack_dirs: Sequence[str] = ()) -> di
         tmp.unlink(missing_ok=True)
         raise
     entries = [e for e in entries if (e.name, e.version) != (m.name, m.version)] + [entry]
-    _write_json_atomic(index_path, index_document(entries))
+    write_json_atomic(index_path, index_document(entries))
     return entry.to_dict() | {"archive": str(to_dir / filename), "index": str(index_path)}
 
 
-def _write_json_atomic(path: Path, value: Any) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(value, f, indent=2)
-            f.write("\n")
-        Path(tmp_name).chmod(0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- small helpers
 
 
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _describe(exc: BaseException) -> str:
@@ -1117,8 +1102,6 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _short(fingerprint: str) -> str:
-    return fingerprint[:19] + "…" if len(fingerprint) > 20 else fingerprint
 
 
 __all__ = [

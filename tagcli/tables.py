@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from tagcli.errors import InputFileError, UsageError
+from tagcli.errors import InputFileError, UsageError, first_line
 
 TableFormat = Literal["csv", "parquet"]
 
@@ -186,7 +186,7 @@ class TableReader:
 
     def _read_error(self, exc: BaseException) -> InputFileError:
         kind = "Parquet" if self.format == "parquet" else "CSV"
-        reason = _first_line(exc).removeprefix("CSV parse error: ")
+        reason = _reason(exc).removeprefix("CSV parse error: ")
         return InputFileError(f"cannot read {self.name} as {kind}: {reason}")
 
 
@@ -363,8 +363,8 @@ def _estimate_csv_rows(path: str, header_lines: int) -> int:
     return max(0, newlines + (last != b"\n") - header_lines)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+def _reason(exc: BaseException) -> str:
+    text = first_line(exc)
     return text if len(text) <= _MAX_REASON_CHARS else text[:_MAX_REASON_CHARS] + "..."
 
 
@@ -398,4 +398,4 @@ def _write_errors(name: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        raise InputFileError(f"cannot write {name}: {exc.strerror or _first_line(exc)}") from exc
+        raise InputFileError(f"cannot write {name}: {exc.strerror or _reason(exc)}") from exc
