@@ -7,6 +7,9 @@ takes milliseconds; only the training tests train. Everything is seeded, so resu
 from __future__ import annotations
 
 import functools
+import shutil
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -139,3 +142,24 @@ def write_packs(directory: Path, base: BaseModel) -> dict[str, TagPack]:
     for name, pack in packs.items():
         save_pack(pack, directory / name)
     return packs
+
+
+# --------------------------------------------------------------------------- the installed CLI
+
+
+def tagcli_executable() -> str:
+    beside = Path(sys.executable).parent / "tagcli"
+    found = str(beside) if beside.is_file() else shutil.which("tagcli")
+    assert found, "the tagcli entry point is not installed"
+    return found
+
+
+@dataclass
+class Result:
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def __str__(self) -> str:
+        return f"tagcli {' '.join(self.args)} -> {self.returncode}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,29 +19,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import SMILES, tiny_base, write_packs
+from helpers import SMILES, Result, tagcli_executable, tiny_base, write_packs
 from tagcli import __version__
 
 OTHER_FINGERPRINT = "sha256:" + "cd" * 32
 TIMEOUT = 180
-
-
-def tagcli_executable() -> str:
-    beside = Path(sys.executable).parent / "tagcli"
-    found = str(beside) if beside.is_file() else shutil.which("tagcli")
-    assert found, "the tagcli entry point is not installed"
-    return found
-
-
-@dataclass
-class Result:
-    args: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def __str__(self) -> str:
-        return f"tagcli {' '.join(self.args)} -> {self.returncode}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
 
 
 @dataclass

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,31 +23,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import domain_pack, function_pack, regression_head, tiny_base
+from helpers import Result, domain_pack, function_pack, regression_head, tagcli_executable, tiny_base
 from tagcli import registry
 from tagcli.pack import save_pack
 
 OTHER_FINGERPRINT = "sha256:" + "cd" * 32
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 TIMEOUT = 180
-
-
-@dataclass
-class Result:
-    args: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def __str__(self) -> str:
-        return f"tagcli {' '.join(self.args)} -> {self.returncode}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
-
-
-def tagcli_executable() -> str:
-    beside = Path(sys.executable).parent / "tagcli"
-    found = str(beside) if beside.is_file() else shutil.which("tagcli")
-    assert found, "the tagcli entry point is not installed"
-    return found
 
 
 def one_error_line(result: Result) -> str:
