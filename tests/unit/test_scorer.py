@@ -426,3 +426,11 @@ def test_evaluate_file_argument_errors(scorer, tmp_path: Path) -> None:
         evaluate_file(scorer(), tmp_path / "labeled.csv", ["missing"])
     with pytest.raises(UsageError, match="pass as many --target"):
         evaluate_file(scorer(), tmp_path / "labeled.csv", ["y", "y"])
+
+
+def test_the_scorer_is_the_package_api() -> None:
+    import tagcli
+
+    assert tagcli.TagScorer is TagScorer
+    with pytest.raises(AttributeError):
+        tagcli.NoSuchThing  # noqa: B018
