@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 import pyarrow as pa
@@ -18,7 +18,7 @@ from tagcli.errors import UsageError
 from tagcli.heads import ClassificationHead, TextHead
 from tagcli.metrics import classification_metrics, regression_metrics
 from tagcli.scorer import STATUS_ERROR, STATUS_INVALID, STATUS_OK, TagScorer
-from tagcli.tables import TableWriter, open_table
+from tagcli.tables import TableReader, TableWriter, open_table
 
 
 @dataclass
@@ -45,6 +45,14 @@ class ScoreSummary:
         self.error += counts.get(STATUS_ERROR, 0)
 
 
+def _scored_batches(scorer: TagScorer, reader: TableReader, summary: ScoreSummary) -> Iterator[pa.Table]:
+    """Each window of `reader`, scored, with its statuses counted into `summary`."""
+    for batch in reader:
+        scored = scorer.score(pa.Table.from_batches([batch]), row_offset=summary.rows)
+        summary.add(scored.column("status").combine_chunks())
+        yield scored
+
+
 def score_file(
     scorer: TagScorer,
     source: str | Path,
@@ -60,12 +68,10 @@ def score_file(
         if on_start:
             on_start(reader.total_rows)
         with TableWriter(destination) as writer:
-            for batch in reader:
-                scored = scorer.score(pa.Table.from_batches([batch]), row_offset=summary.rows)
+            for scored in _scored_batches(scorer, reader, summary):
                 writer.write(scored)
-                summary.add(scored.column("status").combine_chunks())
                 if on_rows:
-                    on_rows(batch.num_rows)
+                    on_rows(scored.num_rows)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -90,9 +96,7 @@ def evaluate_file(scorer: TagScorer, source: str | Path, targets: list[str], win
         missing = [t for t in targets if t not in reader.schema.names]
         if missing:
             raise UsageError(f"no target column(s) {', '.join(missing)} in {source}")
-        for batch in reader:
-            scored = scorer.score(pa.Table.from_batches([batch]), row_offset=summary.rows)
-            summary.add(scored.column("status").combine_chunks())
+        for scored in _scored_batches(scorer, reader, summary):
             frames.append(scored.select([*targets, *outputs, "status"]).to_pandas())
     data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*targets, *outputs, "status"])
     scored_ok = data[data["status"] == STATUS_OK]

@@ -13,6 +13,8 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from helpers import tiny_base
+
 CORPUS = [
     "CCO", "c1ccccc1", "CC(=O)Oc1ccccc1C(=O)O", "CN1C=NC2=C1C(=O)N(C(=O)N2C)C", "O=C(O)CCl",
     "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQTLGQ",
@@ -55,6 +57,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_model(len(tokenizer)).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def base(tiny_model_dir: Path):
+    """The tiny model loaded as a tagcli BaseModel (float32, CPU; frozen, so one copy is shared)."""
+    return tiny_base(tiny_model_dir)
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from helpers import PROTEINS, SMILES, random_tag, regression_head, tiny_base
+from helpers import PROTEINS, SMILES, random_tag, regression_head
 from tagcli.model import TaggedModel
 from tagcli.prompt import EncodedRow, PromptEncoder, PromptTemplate, collate
 
@@ -16,11 +16,6 @@ QED = PromptTemplate("{tag:smiles}{input:smiles}{tag:qed}")
 AFF = PromptTemplate("{tag:protein}{input:protein}{tag:aff}")
 BIND = PromptTemplate("{tag:protein}{input:protein}{tag:smiles}{input:smiles}{tag:bind}")
 ATOL = 1e-5
-
-
-@pytest.fixture(scope="module")
-def base(tiny_model_dir: Path):
-    return tiny_base(tiny_model_dir)
 
 
 @pytest.fixture

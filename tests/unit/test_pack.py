@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from helpers import classification_head, domain_pack, function_pack, regression_head, tiny_base
+from helpers import classification_head, domain_pack, function_pack, regression_head
 from tagcli.errors import PackError
 from tagcli.pack import FORMAT_VERSION, Manifest, check_template, load_pack, save_pack, tag_digest, write_archive
 from tagcli.prompt import PromptTemplate
@@ -20,11 +20,6 @@ from tagcli.scorer import TagScorer
 from tagcli.store import PackStore
 
 OTHER_FINGERPRINT = "sha256:" + "ab" * 32
-
-
-@pytest.fixture(scope="module")
-def base(tiny_model_dir: Path):
-    return tiny_base(tiny_model_dir)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from typing import Iterator
 import pyarrow as pa
 import pytest
 
-from helpers import domain_pack, function_pack, regression_head, tiny_base
+from helpers import domain_pack, function_pack, regression_head
 from tagcli import registry
 from tagcli.errors import PackError, UsageError
 from tagcli.home import packs_dir
@@ -97,11 +97,6 @@ def index_url(server: ThreadingHTTPServer) -> str:
 def no_configured_registries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TAGCLI_CONFIG", str(tmp_path / "no-config.toml"))
     monkeypatch.delenv("TAGCLI_REGISTRY", raising=False)
-
-
-@pytest.fixture(scope="module")
-def base(tiny_model_dir: Path):
-    return tiny_base(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")

@@ -13,18 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from helpers import PROTEINS, SMILES, domain_pack, function_pack, regression_head, tiny_base, write_packs
+from helpers import PROTEINS, SMILES, domain_pack, function_pack, regression_head, write_packs
 from tagcli.errors import BadRowError, PackError, UsageError
 from tagcli.model import TaggedModel
 from tagcli.pack import save_pack
 from tagcli.prompt import PromptEncoder, collate
 from tagcli.runner import evaluate_file, score_file
 from tagcli.scorer import TagScorer
-
-
-@pytest.fixture(scope="module")
-def base(tiny_model_dir: Path):
-    return tiny_base(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,12 @@ import torch
 from safetensors.torch import load_file
 
 import tagcli.train as train_module
-from helpers import PROTEINS, SMILES, domain_pack, tiny_base
+from helpers import PROTEINS, SMILES, domain_pack
 from tagcli.errors import UsageError
 from tagcli.model import TaggedModel
 from tagcli.pack import load_pack, save_pack, tag_digest
 from tagcli.scorer import TagScorer
 from tagcli.train import TrainConfig, init_tag, train
-
-
-@pytest.fixture(scope="module")
-def base(tiny_model_dir: Path):
-    return tiny_base(tiny_model_dir)
 
 
 def molecules(n: int = 40, seed: int = 0) -> list[str]:
