@@ -13,7 +13,8 @@ its own readout index, so padding (left or right) and rows with different tags c
 from __future__ import annotations
 
 import inspect
-from typing import Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -66,6 +67,17 @@ class TaggedModel(nn.Module):
         hidden = self.hidden_states(batch)
         return hidden[torch.arange(len(hidden), device=hidden.device), batch.readout]
 
+    def _extend(self, embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache: Any = None) -> tuple[torch.Tensor, Any]:
+        """Run `embeds` on top of `cache` (None: from scratch); `attention_mask` covers cache + new.
+
+        Returns the new positions' final hidden states and the grown KV cache.
+        """
+        output = self.lm.base_model(
+            inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
+            **({self._cache_kw: cache} if cache is not None else {}),  # named .cache or .past_key_values
+        )
+        return output.last_hidden_state, output[1]
+
     def readout_after_prefix(self, prefix: TaggedBatch, function: str) -> torch.Tensor:
         """Same as `readout` on prefix + function tag, but the prefix runs without grad.
 
@@ -74,24 +86,58 @@ class TaggedModel(nn.Module):
         then run the tag vectors on top. The backward pass then touches p positions, not the row.
         """
         with torch.no_grad():
-            output = self.lm.base_model(
-                inputs_embeds=self.embed(prefix),
-                attention_mask=prefix.attention_mask,
-                position_ids=prefix.position_ids,
-                use_cache=True,
-            )
+            _, cache = self._extend(self.embed(prefix), prefix.attention_mask, prefix.position_ids)
         n, p = len(prefix.input_ids), len(self.tags[function])
         dtype = self.lm.get_input_embeddings().weight.dtype
         tag = self.tags[function].to(dtype).unsqueeze(0).expand(n, -1, -1)
-        steps = torch.arange(p, device=tag.device)
-        output = self.lm.base_model(
-            inputs_embeds=tag,
-            attention_mask=torch.cat([prefix.attention_mask, torch.ones_like(prefix.attention_mask[:, :p].expand(n, p))], dim=1),
-            position_ids=prefix.attention_mask.sum(1, keepdim=True) + steps,
-            use_cache=True,
-            **{self._cache_kw: output[1]},  # the prefix's KV cache (named .cache or .past_key_values)
-        )
-        return output.last_hidden_state[:, -1]
+        mask = torch.cat([prefix.attention_mask, prefix.attention_mask.new_ones(n, p)], dim=1)
+        hidden, _ = self._extend(tag, mask, prefix.attention_mask.sum(1, keepdim=True) + torch.arange(p, device=tag.device), cache)
+        return hidden[:, -1]
+
+    @torch.inference_mode()
+    def encode_context(self, prefix: TaggedBatch, body: TaggedBatch) -> SharedContext:
+        """KV cache of the shared prefix (one row, run once) followed by each row's body.
+
+        `prefix` holds what every row starts with (BOS, text, domain tags); `body` the per-row
+        inputs, right-padded. Function suffixes then run on top with `readout_after_context`.
+        """
+        n, p = len(body.input_ids), prefix.input_ids.shape[1]
+        cache = None
+        if p:
+            _, cache = self._extend(self.embed(prefix), prefix.attention_mask, prefix.position_ids)
+            cache.batch_repeat_interleave(n)
+        mask = torch.cat([prefix.attention_mask.expand(n, -1), body.attention_mask], dim=1)
+        hidden, cache = self._extend(self.embed(body), mask, p + body.position_ids, cache)
+        rows = torch.arange(n, device=hidden.device)
+        return SharedContext(cache, mask, p + body.attention_mask.sum(1, keepdim=True), hidden[rows, body.readout])
+
+    @torch.inference_mode()
+    def readout_after_context(self, context: SharedContext, suffix: TaggedBatch) -> tuple[torch.Tensor, Any, torch.Tensor]:
+        """Hidden state at the end of context + `suffix` (one shared row, e.g. the function tag).
+
+        Returns it with the extended cache and mask (for generation). The caller crops the cache
+        back with `context.rewind()` before the next suffix.
+        """
+        if suffix.input_ids.shape[1] == 0:  # the prompt ends with the input (linear probe)
+            return context.last_hidden, context.cache, context.mask
+        n, s = context.mask.shape[0], suffix.input_ids.shape[1]
+        mask = torch.cat([context.mask, context.mask.new_ones(n, s)], dim=1)
+        positions = context.next_position + torch.arange(s, device=mask.device)
+        hidden, cache = self._extend(self.embed(suffix).expand(n, -1, -1), mask, positions, context.cache)
+        return hidden[:, -1], cache, mask
+
+    @torch.inference_mode()
+    def predict_after_context(self, context: SharedContext, suffix: TaggedBatch, function: str) -> dict[str, torch.Tensor | list]:
+        """`predict` for rows whose context is encoded once and shared by several functions."""
+        hidden, cache, mask = self.readout_after_context(context, suffix)
+        head = self.heads[function]
+        if isinstance(head, TextHead):
+            next_position = mask.sum(1, keepdim=True)
+            predicted = {head.output_columns()[0]: self._greedy(hidden, cache, mask, next_position, head.max_new_tokens)}
+        else:
+            predicted = head.predict(hidden)
+        context.rewind()
+        return predicted
 
     def next_token_loss(self, batch: TaggedBatch, targets: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of predicting `targets[:, t + 1]` at position t (-100 = no loss).
@@ -120,14 +166,17 @@ class TaggedModel(nn.Module):
     @torch.inference_mode()
     def generate(self, batch: TaggedBatch, max_new_tokens: int) -> list[list[int]]:
         """Greedy answers after each row's prompt, all rows at once with a KV cache; stops at EOS."""
+        hidden, cache = self._extend(self.embed(batch), batch.attention_mask, batch.position_ids)
+        rows = torch.arange(len(hidden), device=hidden.device)
+        next_position = batch.attention_mask.sum(1, keepdim=True)
+        return self._greedy(hidden[rows, batch.readout], cache, batch.attention_mask, next_position, max_new_tokens)
+
+    def _greedy(self, hidden: torch.Tensor, cache: Any, mask: torch.Tensor, next_position: torch.Tensor, max_new_tokens: int) -> list[list[int]]:
+        """Greedy decoding from each row's last hidden state; new tokens go after the cache."""
         eos = self.lm.config.eos_token_id
         eos = eos[0] if isinstance(eos, list) else eos
-        rows = torch.arange(len(batch.input_ids), device=batch.input_ids.device)
-        output = self.lm.base_model(inputs_embeds=self.embed(batch), attention_mask=batch.attention_mask, position_ids=batch.position_ids, use_cache=True)
-        hidden, cache = output.last_hidden_state[rows, batch.readout], output[1]
-        mask, next_position = batch.attention_mask, batch.attention_mask.sum(1, keepdim=True)
         answers: list[torch.Tensor] = []
-        done = torch.zeros(len(rows), dtype=torch.bool, device=rows.device)
+        done = torch.zeros(len(hidden), dtype=torch.bool, device=hidden.device)
         for step in range(max_new_tokens):
             tokens = self.lm.get_output_embeddings()(hidden).argmax(-1)
             answers.append(tokens)
@@ -136,10 +185,24 @@ class TaggedModel(nn.Module):
                 break
             # New tokens go after every row's padding; the mask hides the padding, positions skip it.
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            output = self.lm.base_model(
-                inputs_embeds=self.lm.get_input_embeddings()(tokens).unsqueeze(1), attention_mask=mask,
-                position_ids=next_position + step, use_cache=True, **{self._cache_kw: cache},
-            )
-            hidden, cache = output.last_hidden_state[:, -1], output[1]
+            embeds = self.lm.get_input_embeddings()(tokens).unsqueeze(1)
+            hidden, cache = self._extend(embeds, mask, next_position + step, cache)
+            hidden = hidden[:, -1]
         generated = torch.stack(answers, dim=1).tolist()
         return [row[: row.index(eos)] if eos in row else row for row in generated]
+
+
+@dataclass
+class SharedContext:
+    """The KV cache of shared prefix + per-row bodies that several function suffixes run on."""
+
+    cache: Any  # the model's KV cache object
+    mask: torch.Tensor  # [n, P + W] attention mask over the cached positions
+    next_position: torch.Tensor  # [n, 1] position id of each row's next token
+    last_hidden: torch.Tensor  # [n, d] hidden state at each row's last body token
+
+    def rewind(self) -> None:
+        """Drop what a suffix added to the cache, so the next suffix starts from the context."""
+        extra = self.cache.get_seq_length() - self.mask.shape[1]
+        if extra > 0:
+            self.cache.crop(-extra)  # negative: "remove this many" in every transformers version

@@ -70,6 +70,12 @@ class PromptTemplate:
         last = self.segments[-1] if self.segments else None
         return last.value if last is not None and last.kind == "tag" else None
 
+    def split(self) -> tuple[tuple[Segment, ...], tuple[Segment, ...], tuple[Segment, ...]]:
+        """Segments before the first input, from the first through the last input, and after it."""
+        kinds = [s.kind for s in self.segments]
+        first, last = kinds.index("input"), len(kinds) - 1 - kinds[::-1].index("input")
+        return self.segments[:first], self.segments[first : last + 1], self.segments[last + 1 :]
+
     def validate(self) -> None:
         """Raise PackError unless every placeholder is well formed and there is an input."""
         if "{" in PLACEHOLDER.sub("", self.text):
@@ -148,23 +154,59 @@ class PromptEncoder:
             return []
         return self.tokenizer(list(values), add_special_tokens=False).input_ids
 
+    def _lay_out(self, segments: Sequence[Segment], inputs: Mapping[str, Sequence[list[int]]], i: int) -> tuple[list[int], list[int]]:
+        """Token ids and slots of `segments` for row i."""
+        ids: list[int] = []
+        slots: list[int] = []
+        for segment in segments:
+            if segment.kind == "tag":
+                tag_slots = self.tag_table.offsets[segment.value]
+                ids += [self.pad_id] * len(tag_slots)
+                slots += list(tag_slots)
+            else:
+                piece = self.text_ids(segment.value) if segment.kind == "text" else inputs[segment.value][i]
+                ids += piece
+                slots += [-1] * len(piece)
+        return ids, slots
+
+    def _row(self, segments: Sequence[Segment], inputs: Mapping[str, Sequence[list[int]]], i: int, bos: bool) -> EncodedRow:
+        ids, slots = self._lay_out(segments, inputs, i)
+        if bos:
+            ids, slots = self.prefix_ids + ids, [-1] * len(self.prefix_ids) + slots
+        return EncodedRow(ids, slots, len(ids) - 1)
+
     def encode(self, template: PromptTemplate, inputs: Mapping[str, Sequence[list[int]]]) -> list[EncodedRow]:
         """Lay out each row: `inputs[name][i]` are row i's token ids for `{input:name}`."""
         n_rows = len(next(iter(inputs.values())))
-        rows = []
-        for i in range(n_rows):
-            ids, slots = list(self.prefix_ids), [-1] * len(self.prefix_ids)
-            for segment in template.segments:
-                if segment.kind == "tag":
-                    tag_slots = self.tag_table.offsets[segment.value]
-                    ids += [self.pad_id] * len(tag_slots)
-                    slots += list(tag_slots)
-                else:
-                    piece = self.text_ids(segment.value) if segment.kind == "text" else inputs[segment.value][i]
-                    ids += piece
-                    slots += [-1] * len(piece)
-            rows.append(EncodedRow(ids, slots, len(ids) - 1))
-        return rows
+        return [self._row(template.segments, inputs, i, bos=True) for i in range(n_rows)]
+
+    def encode_split(self, template: PromptTemplate, inputs: Mapping[str, Sequence[list[int]]]) -> SplitPrompt:
+        """Like `encode`, but cut into the part shared by all rows before the inputs, the per-row
+        body (first input through last input) and the shared part after the inputs."""
+        before, body, after = template.split()
+        n_rows = len(next(iter(inputs.values())))
+        return SplitPrompt(
+            prefix=self._row(before, {}, 0, bos=True),
+            body=[self._row(body, inputs, i, bos=False) for i in range(n_rows)],
+            suffix=self.encode_suffix(template),
+        )
+
+    def encode_suffix(self, template: PromptTemplate) -> EncodedRow:
+        """The shared part after the last input (the function tag in Tag-LLM templates)."""
+        return self._row(template.split()[2], {}, 0, bos=False)
+
+
+@dataclass
+class SplitPrompt:
+    """Rows of one template as shared prefix + per-row body + shared suffix (see `encode_split`).
+
+    The prefix (BOS, leading text, domain tag) and the suffix (function tag) are the same for every
+    row, so their key/value states can be computed once and shared; only the body differs per row.
+    """
+
+    prefix: EncodedRow
+    body: list[EncodedRow]
+    suffix: EncodedRow
 
 
 def collate(rows: Sequence[EncodedRow], pad_id: int, padding_side: Literal["left", "right"] = "right") -> TaggedBatch:

@@ -125,6 +125,7 @@ class TagScorer:
         store = PackStore(pack_dirs)
         functions = [function] if isinstance(function, str) else list(function)
         self.plans = [plan_function(store, f, domains) for f in functions]
+        self.groups = group_plans(self.plans)
         if isinstance(base_model, BaseModel):
             self.base = base_model
         else:
@@ -164,9 +165,10 @@ class TagScorer:
         for plan in self.plans:
             head = plan.function.head
             types |= {c: pa.string() if c in head.label_columns else pa.float64() for c in head.output_columns()}
-            specs = {d: pack.manifest.domain_input() for d, pack in plan.domains.items()}
+        for group in self.groups:
+            specs = {d: pack.manifest.domain_input() for d, pack in group[0].domains.items()}
             inputs = prepare_inputs(self.encoder, specs, table, self.columns, errors)
-            predictions |= self._predict(plan, inputs, errors, status)
+            predictions |= self._predict(group, inputs, errors, status)
         for i, message in enumerate(errors):
             if message is not None and status[i] == STATUS_OK:
                 status[i] = STATUS_INVALID
@@ -181,27 +183,47 @@ class TagScorer:
         table = table.append_column("status", pa.array(status, pa.string()))
         return table.append_column("error", pa.array(errors, pa.string()))
 
-    def _predict(self, plan: FunctionPlan, inputs: Mapping[str, list], errors: list[str | None], status: list[str]) -> dict[str, list]:
-        """Prediction columns of one function over the rows still without an error."""
-        head = plan.function.head
-        columns: dict[str, list] = {c: [None] * len(errors) for c in head.output_columns()}
+    def _predict(self, group: list[FunctionPlan], inputs: Mapping[str, list], errors: list[str | None], status: list[str]) -> dict[str, list]:
+        """Prediction columns of a group of functions over the rows still without an error.
+
+        The group's functions share everything up to the end of the inputs, so each batch encodes
+        the shared prefix once, the rows' inputs once, and then only each function's suffix.
+        """
+        columns: dict[str, list] = {c: [None] * len(errors) for plan in group for c in plan.function.head.output_columns()}
         ready = [i for i, e in enumerate(errors) if e is None]
-        encoded = self.encoder.encode(plan.template, {d: [inputs[d][i] for i in ready] for d in plan.domains})
-        for chunk in length_batches([len(r) for r in encoded], self.batch_size, self.max_batch_tokens):
+        split = self.encoder.encode_split(group[0].template, {d: [inputs[d][i] for i in ready] for d in group[0].domains})
+        pad, device = self.encoder.pad_id, self.base.device
+        prefix = collate([split.prefix], pad).to(device)
+        suffixes = {plan.function.name: collate([self.encoder.encode_suffix(plan.template)], pad).to(device) for plan in group}
+        shared = len(split.prefix) + max(len(s.input_ids[0]) for s in suffixes.values())
+        for chunk in length_batches([shared + len(r) for r in split.body], self.batch_size, self.max_batch_tokens):
             rows = [ready[j] for j in chunk]
-            batch = collate([encoded[j] for j in chunk], self.encoder.pad_id).to(self.base.device)
-            predicted = self.model.predict(batch, plan.function.name)
-            if isinstance(head, TextHead):  # token ids → text
-                predicted = {c: self.base.tokenizer.batch_decode(ids, skip_special_tokens=True) for c, ids in predicted.items()}
-            finite = torch.ones(len(rows), dtype=torch.bool)
-            for values in predicted.values():
-                if isinstance(values, torch.Tensor):
-                    finite &= torch.isfinite(values.float()).cpu()
-            for column, values in predicted.items():
-                values = values.float().cpu().tolist() if isinstance(values, torch.Tensor) else values
-                for row, value in zip(rows, values):
-                    columns[column][row] = value
-            for row, ok in zip(rows, finite.tolist()):
-                if not ok:
-                    status[row], errors[row] = STATUS_ERROR, f"{plan.function.name}: the model produced a non-finite value"
+            context = self.model.encode_context(prefix, collate([split.body[j] for j in chunk], pad).to(device))
+            for plan in group:
+                predicted = self.model.predict_after_context(context, suffixes[plan.function.name], plan.function.name)
+                self._collect(plan, predicted, rows, columns, errors, status)
         return columns
+
+    def _collect(self, plan: FunctionPlan, predicted: Mapping[str, torch.Tensor | list], rows: list[int], columns: dict[str, list], errors: list[str | None], status: list[str]) -> None:
+        """Write one batch's predictions into `columns`; a non-finite value makes the row an error."""
+        if isinstance(plan.function.head, TextHead):  # token ids → text
+            predicted = {c: self.base.tokenizer.batch_decode(ids, skip_special_tokens=True) for c, ids in predicted.items()}
+        finite = torch.ones(len(rows), dtype=torch.bool)
+        for values in predicted.values():
+            if isinstance(values, torch.Tensor):
+                finite &= torch.isfinite(values.float()).cpu()
+        for column, values in predicted.items():
+            values = values.float().cpu().tolist() if isinstance(values, torch.Tensor) else values
+            for row, value in zip(rows, values):
+                columns[column][row] = value
+        for row, ok in zip(rows, finite.tolist()):
+            if not ok:
+                status[row], errors[row] = STATUS_ERROR, f"{plan.function.name}: the model produced a non-finite value"
+
+
+def group_plans(plans: Sequence[FunctionPlan]) -> list[list[FunctionPlan]]:
+    """Plans whose prompts agree up to the end of the inputs, grouped so their inputs run once."""
+    groups: dict[tuple, list[FunctionPlan]] = {}
+    for plan in plans:
+        groups.setdefault(plan.template.split()[:2], []).append(plan)
+    return list(groups.values())

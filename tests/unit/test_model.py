@@ -176,3 +176,36 @@ def test_forward_and_predict_use_the_named_head(model, encoder) -> None:
     head = model.heads["qed"]
     torch.testing.assert_close(predicted["pred_y"], raw.detach()[:, 0] * head.target_std + head.target_mean)
     assert list(model.predict(batch, "aff")) == ["pred_a", "pred_b"]
+
+
+# --------------------------------------------------------------------------- shared prefix + several suffixes
+
+TEXT_QED = PromptTemplate("Molecule: {tag:smiles}{input:smiles}. Its drug-likeness {tag:qed} is")
+
+
+@pytest.mark.parametrize("template", [QED, TEXT_QED, BIND, PromptTemplate("{input:smiles}")], ids=["tags", "text", "pair", "no-prefix-no-suffix"])
+def test_shared_context_readout_matches_the_full_prompt(model, encoder, template: PromptTemplate) -> None:
+    inputs = {"smiles": encoder.tokenize_inputs(SMILES[:4])}
+    if "protein" in template.inputs:
+        inputs["protein"] = encoder.tokenize_inputs(PROTEINS)
+    full = model.readout(collate(encoder.encode(template, inputs), encoder.pad_id))
+    split = encoder.encode_split(template, inputs)
+    assert len({len(r) for r in split.body}) > 1  # bodies really are padded
+    context = model.encode_context(collate([split.prefix], encoder.pad_id), collate(split.body, encoder.pad_id))
+    shared, _, _ = model.readout_after_context(context, collate([split.suffix], encoder.pad_id))
+    torch.testing.assert_close(shared, full, atol=ATOL, rtol=1e-4)
+
+
+def test_several_suffixes_on_one_context_match_each_alone(model, encoder) -> None:
+    """K function tags after the same inputs: the inputs run once, each suffix as if it were alone."""
+    inputs = {"smiles": encoder.tokenize_inputs(SMILES[:5])}
+    split = encoder.encode_split(QED, inputs)
+    context = model.encode_context(collate([split.prefix], encoder.pad_id), collate(split.body, encoder.pad_id))
+    for name in ("qed", "aff", "qed"):  # the repeat checks that the cache was rewound
+        template = PromptTemplate("{tag:smiles}{input:smiles}{tag:" + name + "}")
+        full = model.predict(collate(encoder.encode(template, inputs), encoder.pad_id), name)
+        shared = model.predict_after_context(context, collate([encoder.encode_suffix(template)], encoder.pad_id), name)
+        assert list(shared) == list(full)
+        for column in full:
+            torch.testing.assert_close(shared[column], full[column], atol=ATOL, rtol=1e-4)
+    assert context.cache.get_seq_length() == context.mask.shape[1]  # every suffix was rewound

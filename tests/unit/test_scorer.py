@@ -98,6 +98,7 @@ def test_classification_outputs(scorer) -> None:
 
 def test_two_functions_at_once(scorer) -> None:
     both = scorer(["logp", "active"])
+    assert [[p.function.name for p in group] for group in both.groups] == [["logp", "active"]]  # inputs run once
     out = both(pa.table({"smiles": SMILES[:3]}))
     assert out.column_names == ["smiles", "pred_y", "pred_label", "prob_active", "prob_inactive", "status", "error"]
     alone = scorer("logp")(pa.table({"smiles": SMILES[:3]}))
