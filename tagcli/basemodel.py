@@ -426,11 +426,14 @@ def _mps_available() -> bool:
 
 
 def select_device(spec: str = "auto") -> torch.device:
-    """"auto" picks cuda, then mps, then cpu; explicit devices are checked to exist."""
+    """"auto" picks cuda, then mps, then cpu; explicit devices are checked to exist.
+
+    Under a launcher (`accelerate launch`, `torchrun`) "auto" is this process's own GPU, LOCAL_RANK.
+    """
     spec = spec.strip().lower()
     if spec == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
         return torch.device("mps") if _mps_available() else torch.device("cpu")
     try:
         device = torch.device(spec)

@@ -1,7 +1,9 @@
 """Score a whole file: stream record batches through a TagScorer into an output table.
 
 Memory stays bounded by `window_rows`: each window is read, sorted by length inside the
-scorer, scored and written back in input order before the next one is read.
+scorer, scored and written back in input order before the next one is read. Files are scored
+unit by unit into a part directory (workunits.py), which is what makes `--shard` and `--resume`
+work; the parts are merged into the destination once every unit is done.
 """
 
 from __future__ import annotations
@@ -14,11 +16,18 @@ from typing import Any, Callable, Iterator
 import pandas as pd
 import pyarrow as pa
 
-from tagcli.errors import UsageError
+from tagcli import __version__
+from tagcli.errors import InputFileError, UsageError
 from tagcli.heads import ClassificationHead, TextHead
 from tagcli.metrics import classification_metrics, regression_metrics
 from tagcli.scorer import STATUS_ERROR, STATUS_INVALID, STATUS_OK, TagScorer
-from tagcli.tables import TableReader, TableWriter, open_table
+from tagcli.tables import STDIO, TableReader, TableWriter, WorkUnit, open_table
+from tagcli.workunits import PartDirectory, Shard, plan_units
+
+
+DEFAULT_UNIT_ROWS = 8192
+OnStart = Callable[[int | None], None] | None
+OnRows = Callable[[int], None] | None
 
 
 @dataclass
@@ -29,6 +38,9 @@ class ScoreSummary:
     error: int = 0
     seconds: float = 0.0
     output: str = ""
+    units: int = 0  # units this process scored
+    skipped_units: int = 0  # finished earlier (--resume) or by another shard
+    merged: bool = False  # the destination was written (every unit is done)
 
     @property
     def rows_per_second(self) -> float:
@@ -44,11 +56,17 @@ class ScoreSummary:
         self.invalid += counts.get(STATUS_INVALID, 0)
         self.error += counts.get(STATUS_ERROR, 0)
 
+    def counts(self) -> dict[str, int]:
+        return {"rows": self.rows, "ok": self.ok, "invalid": self.invalid, "error": self.error}
 
-def _scored_batches(scorer: TagScorer, reader: TableReader, summary: ScoreSummary) -> Iterator[pa.Table]:
+    def add_counts(self, other: ScoreSummary) -> None:
+        self.rows, self.ok, self.invalid, self.error = (a + b for a, b in zip(self.counts().values(), other.counts().values()))
+
+
+def _scored_batches(scorer: TagScorer, reader: TableReader, summary: ScoreSummary, first_row: int = 0) -> Iterator[pa.Table]:
     """Each window of `reader`, scored, with its statuses counted into `summary`."""
     for batch in reader:
-        scored = scorer.score(pa.Table.from_batches([batch]), row_offset=summary.rows)
+        scored = scorer.score(pa.Table.from_batches([batch], schema=reader.schema), row_offset=first_row + summary.rows)
         summary.add(scored.column("status").combine_chunks())
         yield scored
 
@@ -58,12 +76,33 @@ def score_file(
     source: str | Path,
     destination: str | Path,
     window_rows: int = 4096,
-    on_start: Callable[[int | None], None] | None = None,
-    on_rows: Callable[[int], None] | None = None,
+    unit_rows: int = DEFAULT_UNIT_ROWS,
+    shard: Shard | None = None,
+    resume: bool = False,
+    keep_parts: bool = False,
+    on_start: OnStart = None,
+    on_rows: OnRows = None,
 ) -> ScoreSummary:
-    """Score `source` (CSV/Parquet/'-') into `destination` (written atomically, '-' for stdout)."""
+    """Score `source` (CSV/Parquet/'-') into `destination` ('-' for stdout).
+
+    Files go through `DEST.parts/`: this process scores its shard's units (skipping finished
+    ones with `resume`), and whichever process finds every unit done merges them into `destination`.
+    """
     summary = ScoreSummary(output=str(destination))
     started = time.perf_counter()
+    if STDIO in (str(source), str(destination)):
+        if resume or shard is not None:
+            raise UsageError("--shard and --resume need an input file and an output file, not stdin/stdout")
+        _score_stream(scorer, source, destination, window_rows, summary, on_start, on_rows)
+    else:
+        _score_units(scorer, source, destination, window_rows, unit_rows, shard or Shard(), resume, keep_parts, summary, on_start, on_rows)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _score_stream(
+    scorer: TagScorer, source: str | Path, destination: str | Path, window_rows: int, summary: ScoreSummary, on_start: OnStart, on_rows: OnRows
+) -> None:
     with open_table(source, batch_rows=window_rows) as reader:
         if on_start:
             on_start(reader.total_rows)
@@ -72,8 +111,56 @@ def score_file(
                 writer.write(scored)
                 if on_rows:
                     on_rows(scored.num_rows)
-    summary.seconds = time.perf_counter() - started
-    return summary
+    summary.merged = True
+
+
+def _score_units(
+    scorer: TagScorer, source: str | Path, destination: str | Path, window_rows: int, unit_rows: int, shard: Shard,
+    resume: bool, keep_parts: bool, summary: ScoreSummary, on_start: OnStart, on_rows: OnRows,
+) -> None:
+    units = plan_units(source, unit_rows)
+    with open_table(source, batch_rows=1) as reader:
+        # Scoring no rows checks the columns up front and gives the output schema every part shares.
+        schema = scorer.score(reader.schema.empty_table()).schema
+    parts = PartDirectory(destination)
+    parts.open(_run_manifest(scorer, source, units, unit_rows, window_rows, schema), join=resume or shard.count > 1)
+    mine = [u for u in units if shard.owns(u)]
+    todo = [u for u in mine if not (resume and parts.is_done(u))]
+    summary.skipped_units = len(units) - len(todo)
+    if on_start:
+        on_start(sum(u.num_rows for u in todo))
+    for unit in todo:
+        counts, unit_started = ScoreSummary(), time.perf_counter()
+        with open_table(source, batch_rows=window_rows, unit=unit) as reader, parts.writer(unit, schema) as writer:
+            for scored in _scored_batches(scorer, reader, counts, first_row=unit.first_row):
+                writer.write(scored)
+                if on_rows:
+                    on_rows(scored.num_rows)
+        if counts.rows != unit.num_rows:
+            raise InputFileError(f"{source} changed while it was scored: unit {unit.index} has {counts.rows} rows, expected {unit.num_rows}")
+        parts.mark_done(unit, {**counts.counts(), "seconds": round(time.perf_counter() - unit_started, 3)})
+        summary.add_counts(counts)
+        summary.units += 1
+    if all(parts.is_done(u) for u in units):
+        parts.merge(units, destination, schema)
+        summary.merged = True
+        if shard.count == 1 and not keep_parts:
+            parts.remove()
+
+
+def _run_manifest(scorer: TagScorer, source: str | Path, units: list[WorkUnit], unit_rows: int, window_rows: int, schema: pa.Schema) -> dict[str, Any]:
+    """What a resumed run or another shard must share with this one for the parts to fit together."""
+    stat = Path(source).stat()
+    return {
+        "input": {"path": str(Path(source).resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns},
+        "rows": sum(u.num_rows for u in units),
+        "units": len(units),
+        "unit_rows": unit_rows,
+        "window_rows": window_rows,
+        "output_columns": schema.names,
+        "scorer": scorer.describe(),
+        "tagcli": __version__,
+    }
 
 
 def evaluate_file(scorer: TagScorer, source: str | Path, targets: list[str], window_rows: int = 4096) -> dict[str, Any]:

@@ -141,6 +141,20 @@ class TagScorer:
         self.columns = dict(columns or {})
         self.strict = strict
 
+    def describe(self) -> dict:
+        """Everything that decides the numbers this scorer writes (recorded with sharded runs)."""
+        packs = [pack for plan in self.plans for pack in (plan.function, *plan.domains.values())]
+        return {
+            "packs": {p.name: {"version": p.manifest.version, "sha256": p.tag_digest()} for p in packs},
+            "functions": [{"name": plan.function.name, "domains": list(plan.domains)} for plan in self.plans],
+            "base_model": {"id": self.base.id, "fingerprint": self.base.fingerprint},
+            "device": self.base.device.type,
+            "dtype": str(self.base.dtype).removeprefix("torch."),
+            "batch_size": self.batch_size,
+            "max_batch_tokens": self.max_batch_tokens,
+            "columns": self.columns,
+        }
+
     @property
     def output_columns(self) -> list[str]:
         return [c for plan in self.plans for c in plan.function.head.output_columns()] + ["status", "error"]

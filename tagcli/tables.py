@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import os
 import secrets
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
@@ -83,7 +85,11 @@ class TableReader:
     """
 
     def __init__(
-        self, path: str | Path, batch_rows: int = 4096, columns: list[str] | None = None
+        self,
+        path: str | Path,
+        batch_rows: int = 4096,
+        columns: list[str] | None = None,
+        unit: WorkUnit | None = None,
     ) -> None:
         if batch_rows < 1:
             raise UsageError(f"batch size must be at least 1 row, got {batch_rows}")
@@ -92,6 +98,7 @@ class TableReader:
         self.format = table_format(path)
         self._batch_rows = batch_rows
         self._columns = columns
+        self._unit = unit  # read only these rows (see workunits.py); None: the whole table
         self._parquet: pq.ParquetFile | None = None
         self._stream: BinaryIO | None = None  # a file we opened (never stdin)
         self._csv: pa_csv.CSVStreamingReader | None = None
@@ -116,9 +123,35 @@ class TableReader:
         self.schema: pa.Schema = (
             pa.schema([schema.field(c) for c in self._columns]) if self._columns else schema
         )
-        self._batches: Iterator[pa.RecordBatch] = self._parquet.iter_batches(
-            batch_size=self._batch_rows, columns=self._columns
+        self._batches: Iterator[pa.RecordBatch] = (
+            self._parquet.iter_batches(batch_size=self._batch_rows, columns=self._columns)
+            if self._unit is None
+            else self._parquet_unit_batches(self._unit)
         )
+
+    def _parquet_unit_batches(self, unit: WorkUnit) -> Iterator[pa.RecordBatch]:
+        """The unit's rows, decoding only the row groups that hold them."""
+        assert self._parquet is not None
+        metadata = self._parquet.metadata
+        start, stop = unit.first_row, unit.first_row + unit.num_rows
+        groups: list[int] = []
+        position = first = 0  # position: the table row where the first chosen group starts
+        for group in range(metadata.num_row_groups):
+            rows = metadata.row_group(group).num_rows
+            if first < stop and first + rows > start:
+                position = first if not groups else position
+                groups.append(group)
+            first += rows
+        if not groups:
+            return
+        batches = self._parquet.iter_batches(batch_size=self._batch_rows, row_groups=groups, columns=self._columns)
+        for batch in batches:
+            begin, end = max(start - position, 0), min(stop - position, batch.num_rows)
+            if end > begin:
+                yield batch.slice(begin, end - begin)
+            position += batch.num_rows
+            if position >= stop:
+                return
 
     def _open_csv(self) -> None:
         if self.path == STDIO:
@@ -126,6 +159,11 @@ class TableReader:
         else:
             stream = self._stream = _open_bytes(self.path)
         names, self._header_lines = _read_csv_header(stream, self.name)
+        if self._unit is not None and self._unit.byte_range is not None:
+            # A work unit of a plain CSV file: just its bytes, parsed with the header's names.
+            begin, end = self._unit.byte_range
+            stream.seek(begin)
+            stream = io.BytesIO(stream.read(end - begin))
         _check_columns(names, self._columns, self.name)
         self.schema = pa.schema([(n, pa.string()) for n in self._columns or names])
         try:
@@ -150,6 +188,8 @@ class TableReader:
 
     @cached_property
     def total_rows(self) -> int | None:
+        if self._unit is not None:
+            return self._unit.num_rows
         if self._parquet is not None:
             return self._parquet.metadata.num_rows
         if self.path == STDIO:
@@ -191,10 +231,27 @@ class TableReader:
 
 
 def open_table(
-    path: str | Path, batch_rows: int = 4096, columns: list[str] | None = None
+    path: str | Path,
+    batch_rows: int = 4096,
+    columns: list[str] | None = None,
+    unit: WorkUnit | None = None,
 ) -> TableReader:
-    """Open a CSV or Parquet table (or "-" for CSV on stdin) for streaming."""
-    return TableReader(path, batch_rows=batch_rows, columns=columns)
+    """Open a CSV or Parquet table (or "-" for CSV on stdin), or one work unit of it, for streaming."""
+    return TableReader(path, batch_rows=batch_rows, columns=columns, unit=unit)
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """Rows [first_row, first_row + num_rows) of a table: the piece one process scores at a time.
+
+    Plain CSV units also carry the byte range those rows occupy (so a reader can seek to them);
+    Parquet units are found through row-group metadata. Planned by `workunits.plan_units`.
+    """
+
+    index: int
+    first_row: int
+    num_rows: int
+    byte_range: tuple[int, int] | None = None
 
 
 class TableWriter:

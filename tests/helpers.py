@@ -7,7 +7,9 @@ takes milliseconds; only the training tests train. Everything is seeded, so resu
 from __future__ import annotations
 
 import functools
+import os
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,3 +165,42 @@ class Result:
 
     def __str__(self) -> str:
         return f"tagcli {' '.join(self.args)} -> {self.returncode}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+
+
+TIMEOUT = 180
+
+
+@dataclass
+class Setup:
+    """A folder with the tiny model's packs, and the installed `tagcli` run there as a subprocess."""
+
+    root: Path
+    packs: Path
+    model: Path
+    env: dict[str, str]
+
+    def run(self, *args: str, stdin: str | None = None) -> Result:
+        done = subprocess.run(
+            [tagcli_executable(), *args], input=stdin, capture_output=True, text=True, env=self.env, cwd=self.root, timeout=TIMEOUT
+        )
+        return Result(list(args), done.returncode, done.stdout, done.stderr)
+
+    def model_args(self) -> list[str]:
+        return ["--base-model", str(self.model), "--device", "cpu", "--dtype", "float32"]
+
+    def predict(self, source: str, *extra: str, stdin: str | None = None) -> Result:
+        return self.run("predict", source, "-F", "logp", "--pack-dir", str(self.packs), *self.model_args(), "--no-progress", *extra, stdin=stdin)
+
+
+
+def cli_setup(root: Path, model_dir: Path) -> Setup:
+    """Packs for the tiny model in ROOT/packs, and a subprocess environment with its own TAGCLI_HOME."""
+    write_packs(root / "packs", tiny_base(model_dir))
+    env = dict(os.environ)
+    env.update(
+        TAGCLI_HOME=str(root / "home"),
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",  # the tiny model needs no threads; parallel runs share the CPU
+    )
+    env.pop("TAGCLI_DEBUG", None)
+    return Setup(root, root / "packs", model_dir, env)

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Optional
 
+import torch
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
 from tagcli.cli.options import BaseModelOption, BatchSize, Column, Device, Domains, Dtype, Format, Offline, PackDirs, ProteinColumn, Registries, SmilesColumn, input_columns
 from tagcli.cli.output import Output, OutputFormat
+from tagcli.errors import TagcliError, UsageError
 from tagcli.registry import ensure_packs
-from tagcli.runner import score_file
+from tagcli.runner import DEFAULT_UNIT_ROWS, score_file
 from tagcli.scorer import TagScorer
 from tagcli.tables import default_output_path
+from tagcli.workunits import PartDirectory, Shard
 
 
 def predict(
@@ -31,6 +36,11 @@ def predict(
     max_batch_tokens: int = typer.Option(32768, "--max-batch-tokens", help="Most padded tokens per forward pass (long inputs get smaller batches)."),
     window_rows: int = typer.Option(4096, "--window-rows", help="Rows read, length-sorted and written at a time (bounds memory)."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad row instead of marking it."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="Score only shard I of N (e.g. 2/8): a disjoint share of the work units. Shards write OUTPUT.parts/; the last to finish merges."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run: skip the work units already in OUTPUT.parts/."),
+    devices: int = typer.Option(1, "--devices", help="Run N processes, one per GPU (cuda:0..N-1; with --device cpu, N CPU processes), each on its own shard."),
+    unit_rows: int = typer.Option(DEFAULT_UNIT_ROWS, "--unit-rows", help="Rows per work unit: the grain of sharding and resuming."),
+    keep_parts: bool = typer.Option(False, "--keep-parts", help="Keep OUTPUT.parts/ (one Parquet part per unit, plus its manifest) after merging."),
     pack_dir: PackDirs = None,
     registry: Registries = None,
     offline: Offline = False,
@@ -45,6 +55,12 @@ def predict(
         function, domain or None, registries=registry or (), pack_dirs=pack_dir or (), offline=offline, base_model=base_model,
         on_pull=lambda r: out.err.print(f"pulled {r['name']} {r['version']} from {r['registry']}", highlight=False),
     )
+    if devices > 1:  # after ensure_packs, so the processes don't all download the same packs
+        if shard:
+            raise UsageError("--devices starts its own shards; drop --shard")
+        _run_device_processes(out, devices, device, destination, keep_parts)
+        return
+    shard_of_run = Shard.parse(shard) if shard else Shard.from_launcher()
     scorer = TagScorer(
         function, domain or None, base_model=base_model, device=device, dtype=dtype, batch_size=batch_size,
         max_batch_tokens=max_batch_tokens, columns=input_columns(column, smiles_col, protein_col, domain), pack_dirs=pack_dir or (), strict=strict,
@@ -52,18 +68,57 @@ def predict(
     with _progress(out, enabled=progress) as bar:
         task = bar.add_task("scoring", total=None)
         summary = score_file(
-            scorer, input, destination, window_rows=window_rows,
+            scorer, input, destination, window_rows=window_rows, unit_rows=unit_rows, shard=shard_of_run, resume=resume, keep_parts=keep_parts,
             on_start=lambda total: bar.update(task, total=total),
             on_rows=lambda n: bar.advance(task, n),
         )
     line = (
         f"scored {summary.rows} rows: {summary.ok} ok, {summary.invalid} invalid, {summary.error} error "
-        f"in {summary.seconds:.1f} s ({summary.rows_per_second:.1f} rows/s) -> {destination}"
+        f"in {summary.seconds:.1f} s ({summary.rows_per_second:.1f} rows/s)"
     )
+    if summary.skipped_units:
+        line += f"; {summary.skipped_units} work unit(s) done earlier or by other shards"
+    line += f" -> {destination}" if summary.merged else f"; parts in {PartDirectory(destination).path}, merged when every shard is done"
     if destination == "-":  # stdout carries the table; the summary goes to stderr
         out.err.print(line, highlight=False)
     else:
         out.record(summary.as_dict(), line)
+
+
+def _run_device_processes(out: Output, count: int, device: str, destination: str, keep_parts: bool) -> None:
+    """`--devices N`: this same command N times as shards 1/N..N/N, one per device; no gather needed."""
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        if count > torch.cuda.device_count():
+            raise UsageError(f"--devices {count} but only {torch.cuda.device_count()} CUDA device(s) are visible")
+        placements = [f"cuda:{k}" for k in range(count)]
+    elif device == "auto":
+        raise UsageError("--devices needs GPUs (none visible)", hint="add --device cpu to run N CPU processes")
+    else:
+        placements = [device] * count
+    argv = _without_option(sys.argv[1:], "--devices")
+    children = [
+        subprocess.Popen([sys.executable, "-m", "tagcli", *argv, "--shard", f"{k + 1}/{count}", "--device", placement, "--no-progress", "--keep-parts"])
+        for k, placement in enumerate(placements)
+    ]
+    failed = [k + 1 for k, child in enumerate(children) if child.wait() != 0]
+    if failed:
+        raise TagcliError(f"shard(s) {', '.join(map(str, failed))} of {count} failed (see above); rerun with --resume to finish")
+    if not keep_parts:
+        PartDirectory(destination).remove()
+    out.record({"output": destination, "processes": count, "devices": placements}, f"{count} processes done -> {destination}")
+
+
+def _without_option(argv: list[str], name: str) -> list[str]:
+    """`argv` minus `name VALUE` / `name=VALUE`."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            kept.append(arg)
+    return kept
 
 
 class RowsPerSecond(ProgressColumn):

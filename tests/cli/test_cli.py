@@ -10,40 +10,18 @@ import io
 import json
 import os
 import shutil
-import subprocess
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import SMILES, Result, tagcli_executable, tiny_base, write_packs
+from helpers import SMILES, TIMEOUT, Result, Setup, cli_setup
 from tagcli import __version__
 
 OTHER_FINGERPRINT = "sha256:" + "cd" * 32
-TIMEOUT = 180
 
-
-@dataclass
-class Setup:
-    root: Path
-    packs: Path
-    model: Path
-    env: dict[str, str]
-
-    def run(self, *args: str, stdin: str | None = None) -> Result:
-        done = subprocess.run(
-            [tagcli_executable(), *args], input=stdin, capture_output=True, text=True, env=self.env, cwd=self.root, timeout=TIMEOUT
-        )
-        return Result(list(args), done.returncode, done.stdout, done.stderr)
-
-    def model_args(self) -> list[str]:
-        return ["--base-model", str(self.model), "--device", "cpu", "--dtype", "float32"]
-
-    def predict(self, source: str, *extra: str, stdin: str | None = None) -> Result:
-        return self.run("predict", source, "-F", "logp", "--pack-dir", str(self.packs), *self.model_args(), "--no-progress", *extra, stdin=stdin)
 
 
 SCORE_ROWS = ["CCO", "c1ccccc1", "CC(=O)Oc1ccccc1C(=O)O", "C1CCC", "CCN(CC)CC"]
@@ -51,9 +29,8 @@ SCORE_ROWS = ["CCO", "c1ccccc1", "CC(=O)Oc1ccccc1C(=O)O", "C1CCC", "CCN(CC)CC"]
 
 @pytest.fixture(scope="module")
 def setup(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Setup:
-    root = tmp_path_factory.mktemp("cli")
-    base = tiny_base(tiny_model_dir)
-    write_packs(root / "packs", base)
+    s = cli_setup(tmp_path_factory.mktemp("cli"), tiny_model_dir)
+    root = s.root
     # the same packs, recorded for another base model
     for name in ("smiles", "logp"):
         shutil.copytree(root / "packs" / name, root / "foreign" / name)
@@ -63,14 +40,7 @@ def setup(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Set
     pd.DataFrame({"name": [f"m{i}" for i in range(len(SCORE_ROWS))], "smiles": SCORE_ROWS}).to_csv(root / "in.csv", index=False)
     values = SMILES * 3
     pd.DataFrame({"smiles": values, "y": [float(len(v)) for v in values]}).to_csv(root / "train.csv", index=False)
-    env = dict(os.environ)
-    env.update(
-        TAGCLI_HOME=str(root / "home"),
-        HF_HUB_OFFLINE="1",
-        OMP_NUM_THREADS="1",  # the tiny model needs no threads; parallel runs share the CPU
-    )
-    env.pop("TAGCLI_DEBUG", None)
-    return Setup(root, root / "packs", tiny_model_dir, env)
+    return s
 
 
 def _train_chain(s: Setup) -> dict[str, Result]:

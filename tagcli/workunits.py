@@ -1,0 +1,202 @@
+"""Work units and part directories: how a big scoring run is split, sharded, resumed and merged.
+
+    mols.parquet ──plan_units──▶ unit 0 │ unit 1 │ … │ unit k      (fixed row ranges, same in every process)
+                  --shard I/N ─▶ units with index % N == I           (disjoint; together: all of them)
+    out.parquet.parts/
+        _manifest.json           what makes the run reproducible: input, packs, base model, settings
+        part-000003.parquet      unit 3's scored rows, written atomically (temp file + rename)
+        _units/000003.json       written after the part: unit 3 is done (rows, ok/invalid/error)
+
+A unit counts as done only when its `_units` record exists, and that record is written after its
+part file is in place; a process killed at any point leaves at most a temp file and no record, so
+`--resume` redoes exactly the unfinished units. Units are scored window by window exactly as in an
+uninterrupted run, so resumed output is identical. Names starting with '_' or '.' are ignored by
+Parquet dataset readers, so the directory also reads as one dataset in row order.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tagcli.errors import InputFileError, UsageError
+from tagcli.home import write_json_atomic
+from tagcli.tables import TableWriter, WorkUnit, _open_bytes, _read_csv_header, table_format
+
+SCAN_BYTES = 16 << 20  # CSV boundary scan chunk
+_QUOTE, _NEWLINE, _CR = ord('"'), ord("\n"), ord("\r")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of the units: those with index % count == index."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """'I/N' with 1 <= I <= N (1-based, as users count)."""
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
+            raise UsageError(f"--shard takes I/N with 1 <= I <= N, e.g. 2/8; got {text!r}")
+        return cls(int(match.group(1)) - 1, int(match.group(2)))
+
+    @classmethod
+    def from_launcher(cls) -> Shard | None:
+        """The shard a launcher assigned (`accelerate launch`, `torchrun`: RANK and WORLD_SIZE)."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        return cls(int(os.environ.get("RANK", "0")), world) if world > 1 else None
+
+    def owns(self, unit: WorkUnit) -> bool:
+        return unit.index % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index + 1}/{self.count}"
+
+
+def plan_units(path: str | Path, unit_rows: int) -> list[WorkUnit]:
+    """Cut a table into units of `unit_rows` rows (the last may be shorter; an empty table: one empty unit).
+
+    Parquet row counts come from the footer. Plain CSV files are scanned once for record
+    boundaries (quote-aware, so newlines inside quoted cells stay inside their row); gzipped CSV
+    cannot be entered in the middle, so it is a single unit.
+    """
+    if unit_rows < 1:
+        raise UsageError(f"--unit-rows must be at least 1, got {unit_rows}")
+    if table_format(path) == "parquet":
+        try:
+            total = pq.ParquetFile(path).metadata.num_rows
+        except (pa.ArrowException, OSError) as exc:
+            raise InputFileError(f"cannot read {path} as Parquet: {exc}") from exc
+        return [WorkUnit(k, start, min(unit_rows, total - start)) for k, start in enumerate(range(0, total, unit_rows))] or [WorkUnit(0, 0, 0)]
+    if str(path).lower().endswith(".gz"):
+        with gzip.open(path, "rb") as stream:
+            _read_csv_header(stream, str(path))  # type: ignore[arg-type]
+            _, total = _scan_csv(stream, stream.tell(), every=1 << 62)
+        return [WorkUnit(0, 0, total)]
+    with _open_bytes(str(path)) as stream:
+        _read_csv_header(stream, str(path))
+        data_start, size = stream.tell(), Path(path).stat().st_size
+        starts, total = _scan_csv(stream, data_start, every=unit_rows)
+    ends = [offset for _, offset in starts[1:]] + [size]
+    rows = [row for row, _ in starts[1:]] + [total]
+    units = [WorkUnit(k, row, rows[k] - row, (offset, ends[k])) for k, (row, offset) in enumerate(starts)]
+    return units or [WorkUnit(0, 0, 0, (data_start, size))]
+
+
+def _scan_csv(stream: Any, offset: int, every: int) -> tuple[list[tuple[int, int]], int]:
+    """(row index, byte offset) of every `every`-th non-empty CSV record from `offset` on, and the row count.
+
+    A newline ends a record when an even number of quote characters precede it (RFC 4180: an
+    escaped quote is doubled, so parity is unchanged); blank lines are skipped, as pyarrow does.
+    """
+    found: list[tuple[int, int]] = []
+    quotes, previous, row, record_start = 0, _NEWLINE, 0, offset
+    while chunk := stream.read(SCAN_BYTES):
+        data = np.frombuffer(chunk, dtype=np.uint8)
+        is_quote = data == _QUOTE
+        parity = (np.cumsum(is_quote) + quotes) & 1
+        ends = np.flatnonzero((data == _NEWLINE) & (parity == 0))
+        before = np.concatenate([[previous], data])[ends]  # the byte before each newline
+        starts = np.concatenate([[record_start], offset + ends[:-1] + 1])[: len(ends)]
+        lengths = offset + ends - starts
+        real = starts[(lengths > 1) | ((lengths == 1) & (before != _CR))]
+        found += [(row + int(k), int(real[k])) for k in np.flatnonzero((row + np.arange(len(real))) % every == 0)]
+        row += len(real)
+        if len(ends):
+            record_start = offset + int(ends[-1]) + 1
+        quotes, previous, offset = quotes + int(is_quote.sum()), int(data[-1]), offset + len(chunk)
+    # A last record without a trailing newline.
+    if offset > record_start and not (offset - record_start == 1 and previous == _CR):
+        if row % every == 0:
+            found.append((row, record_start))
+        row += 1
+    return found, row
+
+
+class PartDirectory:
+    """`DEST.parts/`: one part file and one done-record per unit, plus the run's manifest."""
+
+    MANIFEST = "_manifest.json"
+    RECORDS = "_units"
+
+    def __init__(self, destination: str | Path) -> None:
+        destination = Path(destination)
+        self.path = destination.with_name(destination.name + ".parts")
+
+    def part(self, unit: WorkUnit) -> Path:
+        return self.path / f"part-{unit.index:06d}.parquet"
+
+    def _record(self, unit: WorkUnit) -> Path:
+        return self.path / self.RECORDS / f"{unit.index:06d}.json"
+
+    def open(self, manifest: dict[str, Any], join: bool) -> None:
+        """Start the directory with `manifest`, or join the run already there if it is the same run.
+
+        Shards start at the same moment, so the manifest is created without clobbering (link) and
+        whoever comes second checks that it describes the same run.
+        """
+        manifest = json.loads(json.dumps(manifest))  # as it reads back from disk
+        existing = self._read_manifest()
+        if existing is None:
+            (self.path / self.RECORDS).mkdir(parents=True, exist_ok=True)
+            temp = self.path / f".manifest.{os.getpid()}.json"
+            write_json_atomic(temp, manifest)
+            try:
+                os.link(temp, self.path / self.MANIFEST)
+                return
+            except FileExistsError:
+                existing = self._read_manifest()
+            finally:
+                temp.unlink(missing_ok=True)
+        elif not join:
+            raise UsageError(f"{self.path} holds the parts of an unfinished run", hint="pass --resume to continue it, or delete the folder")
+        different = sorted(k for k in manifest.keys() | existing.keys() if manifest.get(k) != existing.get(k))  # type: ignore[union-attr]
+        if different:
+            key = different[0]
+            raise UsageError(
+                f"{self.path} belongs to a different run ({key}: {json.dumps(existing.get(key))} there, {json.dumps(manifest.get(key))} now)",  # type: ignore[union-attr]
+                hint="use the same input, packs and settings, or delete the folder",
+            )
+
+    def _read_manifest(self) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.path / self.MANIFEST).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise InputFileError(f"cannot read {self.path / self.MANIFEST}: {exc}", hint="delete the folder and start again") from exc
+
+    def is_done(self, unit: WorkUnit) -> bool:
+        return self._record(unit).is_file() and self.part(unit).is_file()
+
+    def writer(self, unit: WorkUnit, schema: pa.Schema) -> TableWriter:
+        """An atomic writer for the unit's part; clears temp files a killed attempt left behind."""
+        for stale in self.path.glob(f".{self.part(unit).name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+        return TableWriter(self.part(unit), schema)
+
+    def mark_done(self, unit: WorkUnit, record: dict[str, Any]) -> None:
+        write_json_atomic(self._record(unit), {"unit": unit.index, "first_row": unit.first_row, **record})
+
+    def merge(self, units: list[WorkUnit], destination: str | Path, schema: pa.Schema) -> None:
+        """Concatenate every unit's part, in unit order, into `destination` (atomically)."""
+        with TableWriter(destination, schema) as writer:
+            for unit in units:
+                with pq.ParquetFile(self.part(unit)) as part:
+                    for batch in part.iter_batches():
+                        writer.write(batch)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,96 @@
+"""Sharded, resumable and multi-process `tagcli predict`, run as real processes on the tiny model.
+
+The kill test is the one that matters: SIGKILL at arbitrary moments (no cleanup code runs), then
+`--resume`, must give exactly the table an uninterrupted run writes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from helpers import SMILES, TIMEOUT, Setup, cli_setup, tagcli_executable
+from tagcli.workunits import PartDirectory
+
+ROWS = 3000
+UNIT_OPTIONS = ["--unit-rows", "60", "--window-rows", "30", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Setup:
+    s = cli_setup(tmp_path_factory.mktemp("scale"), tiny_model_dir)
+    values = [SMILES[i % len(SMILES)] + "C" * (i % 7) for i in range(ROWS)] + ["C1CC"]  # one invalid row
+    pq.write_table(pa.table({"id": list(range(len(values))), "smiles": values}), s.root / "mols.parquet", row_group_size=500)
+    return s
+
+
+def predict_args(s: Setup, output: str, *extra: str) -> list[str]:
+    return ["predict", "mols.parquet", "-F", "logp", "--pack-dir", str(s.packs), *s.model_args(), "--no-progress", "-o", output, *UNIT_OPTIONS, *extra]
+
+
+@pytest.fixture(scope="module")
+def reference(setup: Setup) -> pa.Table:
+    result = setup.run(*predict_args(setup, "reference.parquet"))
+    assert result.returncode == 0, result
+    table = pq.read_table(setup.root / "reference.parquet")
+    assert table.num_rows == ROWS + 1
+    return table
+
+
+def start(s: Setup, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([tagcli_executable(), *args], env=s.env, cwd=s.root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def kill_when(process: subprocess.Popen, parts: PartDirectory, done_units: int) -> None:
+    """SIGKILL `process` as soon as `done_units` unit records exist (0: as soon as the manifest does)."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        records = list((parts.path / parts.RECORDS).glob("*.json")) if parts.path.is_dir() else []
+        ready = len(records) >= done_units if done_units else (parts.path / parts.MANIFEST).exists()
+        if ready or process.poll() is not None:
+            break
+        time.sleep(0.005)
+    assert process.poll() is None, f"finished before it could be killed: {process.stderr.read()}"
+    process.kill()  # SIGKILL: no cleanup runs
+    process.wait()
+
+
+def test_kill_9_then_resume_gives_the_uninterrupted_output(setup: Setup, reference: pa.Table) -> None:
+    parts = PartDirectory(setup.root / "killed.parquet")
+    args = predict_args(setup, "killed.parquet")
+    for done_units in (0, 3, 9):  # killed at start, early, and again in the middle of a resumed run
+        kill_when(start(setup, *args, *(["--resume"] if done_units else [])), parts, done_units)
+        assert not (setup.root / "killed.parquet").exists()
+    result = setup.run(*args, "--resume", "--format", "json")
+    assert result.returncode == 0, result
+    assert '"skipped_units": ' in result.stdout and '"skipped_units": 0' not in result.stdout
+    assert pq.read_table(setup.root / "killed.parquet").equals(reference)  # same rows, order and values
+    assert not parts.path.exists()
+
+
+def test_concurrent_shards_together_give_one_run(setup: Setup, reference: pa.Table) -> None:
+    processes = [start(setup, *predict_args(setup, "sharded.parquet", "--shard", f"{k}/3")) for k in (1, 2, 3)]
+    errors = [p.communicate(timeout=TIMEOUT)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0], errors
+    assert pq.read_table(setup.root / "sharded.parquet").equals(reference)
+    records = sorted((PartDirectory(setup.root / "sharded.parquet").path / "_units").glob("*.json"))
+    assert len(records) == 51  # every unit scored exactly once, by one of the shards
+
+
+def test_devices_runs_one_process_per_device(setup: Setup, reference: pa.Table) -> None:
+    result = setup.run(*predict_args(setup, "devices.parquet", "--devices", "2"))
+    assert result.returncode == 0, result
+    assert "2 processes done" in result.stdout
+    assert pq.read_table(setup.root / "devices.parquet").equals(reference)
+    assert not PartDirectory(setup.root / "devices.parquet").path.exists()
+
+
+def test_python_dash_m_tagcli(setup: Setup) -> None:
+    done = subprocess.run([sys.executable, "-m", "tagcli", "--version"], capture_output=True, text=True, env=setup.env, timeout=TIMEOUT)
+    assert done.returncode == 0 and done.stdout.startswith("tagcli ")
