@@ -8,7 +8,8 @@ import pandas as pd
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+    # ptp, not std: the std of a constant vector can come out as 1e-17 from rounding, giving r = ±1e-17.
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
     return float(np.corrcoef(a, b)[0, 1])
 
