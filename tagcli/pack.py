@@ -230,6 +230,14 @@ def save_pack(pack: TagPack, path: str | Path) -> Path:
     return path
 
 
+def record_metrics(pack: TagPack, split: str, metrics: dict[str, Any]) -> Path:
+    """Store `metrics` as the pack's `split` metrics (e.g. "test", shown by `tagcli pack list`)."""
+    if pack.path is None or not pack.path.is_dir():
+        raise PackError(f"cannot record metrics in pack '{pack.name}': it is not a pack directory")
+    pack.manifest.metrics = {**pack.manifest.metrics, split: metrics}
+    return save_pack(pack, pack.path)
+
+
 def write_archive(pack_dir: str | Path, archive: str | Path) -> Path:
     """Pack a pack directory into one uncompressed tar (safetensors do not compress)."""
     pack_dir, archive = Path(pack_dir), Path(archive)

@@ -13,12 +13,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from tagcli import __version__
 from tagcli.errors import InputFileError, UsageError
-from tagcli.heads import ClassificationHead, TextHead
+from tagcli.heads import ClassificationHead, RegressionHead, TextHead
 from tagcli.metrics import classification_metrics, regression_metrics
 from tagcli.scorer import STATUS_ERROR, STATUS_INVALID, STATUS_OK, TagScorer
 from tagcli.tables import STDIO, TableReader, TableWriter, WorkUnit, open_table
@@ -203,3 +204,18 @@ def evaluate_file(scorer: TagScorer, source: str | Path, targets: list[str], win
         labeled = truth.notna()
         report[target] = regression_metrics(truth[labeled].to_numpy(), scored_ok.loc[labeled, output].to_numpy(float))
     return report
+
+
+def pack_metrics(report: dict[str, Any], targets: list[str], head: Any) -> dict[str, Any]:
+    """An `evaluate_file` report in the shape training records in a manifest (`Manifest.metrics[split]`):
+    one target's metrics flat, several targets' means plus each target's own, with standardised MSE."""
+    per_target = {t: report[t] for t in targets}
+    counts = {k: report[k] for k in ("rows", "scored", "invalid", "error")}
+    if not isinstance(head, RegressionHead):
+        return {**counts, **per_target[targets[0]]}
+    variances = head.target_std.cpu().numpy() ** 2
+    standardized = float(np.mean([m["mse"] / v for m, v in zip(per_target.values(), variances)]))
+    if len(targets) == 1:
+        return {**counts, **per_target[targets[0]], "standardized_mse": standardized}
+    means = {m: float(np.mean([v[m] for v in per_target.values()])) for m in ("mse", "mae", "pearson", "spearman")}
+    return {**counts, "n": report["scored"], **means, "standardized_mse": standardized, "targets": per_target}

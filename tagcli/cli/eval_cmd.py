@@ -6,7 +6,8 @@ import typer
 
 from tagcli.cli.options import BaseModelOption, BatchSize, Column, Device, Domains, Dtype, Format, PackDirs, ProteinColumn, SmilesColumn, input_columns
 from tagcli.cli.output import Output, OutputFormat
-from tagcli.runner import evaluate_file
+from tagcli.pack import record_metrics
+from tagcli.runner import evaluate_file, pack_metrics
 from tagcli.scorer import TagScorer
 
 
@@ -22,6 +23,7 @@ def evaluate(
     device: Device = "auto",
     dtype: Dtype = "auto",
     batch_size: BatchSize = 64,
+    record: str = typer.Option(None, "--record", help="Also store the metrics in the function pack's manifest under this split name (e.g. test)."),
     pack_dir: PackDirs = None,
     format: Format = OutputFormat.human,
 ) -> None:
@@ -32,6 +34,10 @@ def evaluate(
     )
     report = evaluate_file(scorer, input, target)
     out = Output(format)
+    if record:
+        pack = scorer.plans[0].function
+        record_metrics(pack, record, {**pack_metrics(report, target, pack.head), "data": str(input)})
+        out.err.print(f"recorded {record} metrics in {pack.path}", highlight=False)
     if format is OutputFormat.json:
         out.json(report)
         return

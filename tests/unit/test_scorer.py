@@ -430,3 +430,19 @@ def test_the_scorer_is_the_package_api() -> None:
     assert tagcli.TagScorer is TagScorer
     with pytest.raises(AttributeError):
         tagcli.NoSuchThing  # noqa: B018
+
+
+def test_eval_metrics_recorded_in_the_pack(scorer, tmp_path: Path) -> None:
+    from tagcli.pack import load_pack, record_metrics
+    from tagcli.runner import pack_metrics
+
+    s = scorer("logp")
+    labeled = tmp_path / "labeled.parquet"
+    pq.write_table(pa.table({"smiles": SMILES + ["C1CC"], "y": [float(len(v)) for v in SMILES] + [1.0]}), labeled)
+    metrics = pack_metrics(evaluate_file(s, labeled, ["y"]), ["y"], s.plans[0].function.head)
+    assert metrics["rows"] == len(SMILES) + 1 and metrics["scored"] == metrics["n"] == len(SMILES) and metrics["invalid"] == 1
+    assert metrics["standardized_mse"] == pytest.approx(metrics["mse"] / 2.0**2)  # the head's target std is 2
+    copy = tmp_path / "logp"
+    save_pack(s.plans[0].function, copy)
+    record_metrics(load_pack(copy), "test", metrics)
+    assert load_pack(copy).manifest.metrics["test"] == metrics

@@ -1,0 +1,263 @@
+"""Scoring speed and memory, measured side by side in one run (ratios, not absolute timings, are the point).
+
+    .venv/bin/python bench/predict.py                 # ~5-8 min on 2 CPU cores; prints a Markdown table
+    .venv/bin/python bench/predict.py --rows 1024 --rss-rows 1000000 --device cuda
+
+Compares, on the same rows of ../shared/data/qed_test.parquet with the built-in `qed` pack:
+  tagcli          TagScorer.score on an Arrow table: cleaning, tokenizing, batching, model, head, output
+  raw forward     the backbone alone over the very same prompt tokens in the same batches (the ceiling)
+  one row/forward a loop like the paper's reference code: one full LM forward (with logits) per row
+  PEFT prompt     PEFT prompt tuning with as many virtual tokens as tagcli's tags, batched in file order
+                  as a DataLoader would, reading the last hidden state (peft's forward computes logits)
+  K=4 functions   four function tags on the same inputs vs one (the inputs run once, then 4 suffixes)
+and reports padding efficiency (real / processed tokens) and the peak RSS of `tagcli predict` on a
+generated 1,000,000-row Parquet file. That last run uses a tiny random-weight model with SmolLM2's
+tokenizer, so it measures the streaming pipeline (reader, RDKit, tokenizer, writer), not the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from tagcli.basemodel import load_base_model
+from tagcli.heads import RegressionHead
+from tagcli.pack import Manifest, TagPack, load_pack, save_pack
+from tagcli.prompt import collate, length_batches
+from tagcli.scorer import TagScorer
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data" / "qed_test.parquet"
+
+
+def timed(fn: Callable[[], object], repeat: int = 1) -> float:
+    """Best wall time of `repeat` runs, after one untimed warm-up call."""
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def clone_function(pack: TagPack, name: str, directory: Path) -> None:
+    """The same function pack under another name (for the K-functions comparison)."""
+    manifest = dataclasses.replace(pack.manifest, name=name, template=pack.manifest.template.replace("{tag:qed}", "{tag:" + name + "}"))
+    head = RegressionHead(pack.manifest.hidden_size, [{**pack.head.targets[0], "name": name}])
+    head.load_state_dict(pack.head.state_dict())
+    save_pack(TagPack(manifest, {name: pack.tags["qed"]}, head), directory / name)
+
+
+def prompt_batches(scorer: TagScorer, table: pa.Table) -> list:
+    """The full prompts tagcli would build for `table`, cut into the batches it would use."""
+    plan = scorer.plans[0]
+    values = table.column("smiles").to_pylist()
+    rows = scorer.encoder.encode(plan.template, {"smiles": scorer.encoder.tokenize_inputs(values)})
+    batches = length_batches([len(r) for r in rows], scorer.batch_size, scorer.max_batch_tokens)
+    return [collate([rows[i] for i in chunk], scorer.encoder.pad_id).to(scorer.base.device) for chunk in batches]
+
+
+def padding_efficiency(lengths: list[list[int]]) -> float:
+    """Real / processed tokens for batches padded to their longest row."""
+    return sum(sum(b) for b in lengths) / sum(max(b) * len(b) for b in lengths)
+
+
+def tagcli_token_efficiency(scorer: TagScorer, table: pa.Table) -> float:
+    """Real prompt tokens / tokens tagcli runs: per batch the shared prefix once, the bodies padded, the suffix per row.
+
+    Above 1 when sharing the prefix saves more than padding costs.
+    """
+    split = scorer.encoder.encode_split(scorer.plans[0].template, {"smiles": scorer.encoder.tokenize_inputs(table.column("smiles").to_pylist())})
+    p, s = len(split.prefix), len(split.suffix)
+    body = [len(r) for r in split.body]
+    real = processed = 0
+    for chunk in length_batches([p + s + n for n in body], scorer.batch_size, scorer.max_batch_tokens):
+        real += sum(p + s + body[i] for i in chunk)
+        processed += p + len(chunk) * (max(body[i] for i in chunk) + s)
+    return real / processed
+
+
+def bench_speed(args: argparse.Namespace, results: dict) -> None:
+    table = pq.read_table(DATA).slice(0, args.rows).select(["smiles"])
+    base = load_base_model("smollm2-135m", device=args.device)
+    scorer = TagScorer("qed", base_model=base, batch_size=args.batch_size)
+    lm = base.model
+    tokens = sum(int(b.attention_mask.sum()) for b in prompt_batches(scorer, table))
+    results |= {"rows": table.num_rows, "prompt_tokens": tokens, "device": str(base.device), "dtype": str(base.dtype)}
+
+    t_tagcli = timed(lambda: scorer.score(table), repeat=2)
+    batches = prompt_batches(scorer, table)
+
+    @torch.inference_mode()
+    def raw() -> None:
+        for b in batches:
+            lm.base_model(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids)
+
+    t_raw = timed(raw, repeat=2)
+
+    sample = scorer.encoder.tokenize_inputs(table.column("smiles").to_pylist()[: args.single_rows])
+    one_row = [torch.tensor([r.token_ids], device=base.device) for r in scorer.encoder.encode(scorer.plans[0].template, {"smiles": sample})]
+
+    @torch.inference_mode()
+    def loop() -> None:
+        for ids in one_row:
+            lm(input_ids=ids)  # logits and all, one row at a time
+
+    t_loop = timed(loop) * table.num_rows / len(one_row)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        qed = load_pack(scorer.plans[0].function.path)
+        for k in (2, 3, 4):
+            clone_function(qed, f"qed_{k}", Path(tmp))
+        four = TagScorer(["qed", "qed_2", "qed_3", "qed_4"], base_model=base, batch_size=args.batch_size, pack_dirs=[tmp])
+        t_four = timed(lambda: four.score(table))
+
+    virtual = sum(len(t) for pack in (scorer.plans[0].function, *scorer.plans[0].domains.values()) for t in pack.tags.values())
+    t_peft, peft_lengths = bench_peft(lm, base.tokenizer, table.column("smiles").to_pylist(), virtual, args.batch_size)
+
+    results["padding_efficiency"] = {"tagcli": tagcli_token_efficiency(scorer, table), "file_order": padding_efficiency(peft_lengths)}
+    results["seconds"] = {"tagcli": t_tagcli, "raw_forward": t_raw, "one_row_loop": t_loop, "peft_prompt_tuning": t_peft, "tagcli_k4": t_four}
+
+
+def bench_peft(lm, tokenizer, smiles: list[str], virtual_tokens: int, batch_size: int) -> tuple[float, list[list[int]]]:
+    """PEFT prompt-tuning inference: file-order batches, left padding, last hidden state."""
+    from peft import PromptTuningConfig, get_peft_model
+
+    model = get_peft_model(lm, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=virtual_tokens)).eval()
+    tokenizer.padding_side = "left"
+    batches = [tokenizer(smiles[i : i + batch_size], return_tensors="pt", padding=True).to(lm.device) for i in range(0, len(smiles), batch_size)]
+    lengths = [[int(n) + virtual_tokens for n in b["attention_mask"].sum(1)] for b in batches]
+
+    @torch.inference_mode()
+    def run() -> None:
+        for b in batches:
+            model(**b, output_hidden_states=True).hidden_states[-1][:, -1]
+
+    seconds = timed(run)
+    return seconds, lengths
+
+
+def bench_rss(args: argparse.Namespace, results: dict) -> None:
+    """Peak RSS of `tagcli predict` on a generated file, sampled while it runs (flat = streaming)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model_dir = tiny_model(tmp)
+        source = tmp / "big.parquet"
+        smiles = pq.read_table(DATA).column("smiles").to_pylist()
+        with pq.ParquetWriter(source, pa.schema([("id", pa.int64()), ("smiles", pa.string())])) as writer:
+            for start in range(0, args.rss_rows, 100_000):
+                n = min(100_000, args.rss_rows - start)
+                writer.write_table(pa.table({"id": range(start, start + n), "smiles": [smiles[i % len(smiles)] for i in range(start, start + n)]}))
+        # The child reports its own peak RSS at exit: VmHWM belongs to the address space made at exec
+        # (ru_maxrss would also count this bench process's memory from before the fork).
+        launcher = ("import atexit, re, sys; atexit.register(lambda: print('PEAK_RSS_KB', re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read())[1], file=sys.stderr)); "
+                    "from tagcli.cli.app import main; main()")
+        command = [sys.executable, "-c", launcher, "predict", str(source), "-F", "fn", "--pack-dir", str(tmp / "packs"), "--base-model", str(model_dir),
+                   "--device", "cpu", "--dtype", "float32", "--no-progress", "-o", str(tmp / "out.parquet"), "--format", "json"]
+        samples: list[tuple[float, int]] = []
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        watcher = threading.Thread(target=_sample_rss, args=(process, samples, started), daemon=True)
+        watcher.start()
+        output, errors = process.communicate()
+        watcher.join()
+        if process.returncode != 0:
+            raise SystemExit(f"the memory run failed: {errors[-2000:]}")
+        peak = int(errors.rsplit("PEAK_RSS_KB", 1)[1].split()[0]) * 1024
+        summary = json.loads(output)
+    quarter = [max((rss for t, rss in samples if t <= q * samples[-1][0]), default=0) for q in (0.25, 0.5, 0.75, 1.0)]
+    results["rss"] = {"rows": summary["rows"], "seconds": summary["seconds"], "peak_bytes": peak, "max_rss_by_quarter_bytes": quarter}
+
+
+def _sample_rss(process: subprocess.Popen, samples: list, started: float) -> None:
+    proc = psutil.Process(process.pid)
+    while process.poll() is None:
+        try:
+            samples.append((time.perf_counter() - started, proc.memory_info().rss))
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.5)
+
+
+def tiny_model(directory: Path) -> Path:
+    """A 2-layer random Llama with SmolLM2's tokenizer, and random smiles + fn packs for it."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    real = load_base_model("smollm2-135m", device="cpu", dtype="float32")
+    config = LlamaConfig(vocab_size=len(real.tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=2048, pad_token_id=real.tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    path = directory / "tiny"
+    LlamaForCausalLM(config).save_pretrained(path)
+    real.tokenizer.save_pretrained(path)
+    tiny = load_base_model(str(path), device="cpu", dtype="float32")
+    record = {"id": tiny.id, "fingerprint": tiny.fingerprint}
+    common = {"version": "0.1.0", "tag_length": 10, "hidden_size": 64, "base_model": record}
+    smiles = TagPack(Manifest(name="smiles", kind="domain", input={"kind": "smiles", "max_tokens": 512}, **common), {"smiles": torch.randn(10, 64) * 0.05})
+    save_pack(smiles, directory / "packs" / "smiles")
+    head = RegressionHead(64, [{"name": "y", "mean": 0.0, "std": 1.0}])
+    function = Manifest(name="fn", kind="function", domains=["smiles"], template="{tag:smiles}{input:smiles}{tag:fn}", **common)
+    save_pack(TagPack(function, {"fn": torch.randn(10, 64) * 0.05}, head), directory / "packs" / "fn")
+    return path
+
+
+def report(results: dict) -> str:
+    s = results["seconds"]
+    rows = results["rows"]
+    rate = {k: rows / v for k, v in s.items()}
+    lines = [
+        f"Machine: {platform.processor() or platform.machine()}, {psutil.cpu_count(logical=True)} logical CPUs, torch {torch.__version__}, "
+        f"{results['device']}, {results['dtype']}; {rows} rows of qed_test ({results['prompt_tokens']} prompt tokens), built-in qed pack.",
+        "",
+        "| measurement | value | target |",
+        "|---|---|---|",
+        f"| tagcli predict (score) | {rate['tagcli']:.1f} rows/s, {results['prompt_tokens'] / s['tagcli']:.0f} tokens/s | |",
+        f"| vs raw backbone forward, same tokens and batches ({rate['raw_forward']:.1f} rows/s) | {rate['tagcli'] / rate['raw_forward']:.2f}x | >= 0.9x |",
+        f"| vs one row per forward, paper-style ({rate['one_row_loop']:.1f} rows/s) | {rate['tagcli'] / rate['one_row_loop']:.1f}x | >= 20x |",
+        f"| vs PEFT prompt tuning, same number of virtual tokens ({rate['peft_prompt_tuning']:.1f} rows/s) | {rate['tagcli'] / rate['peft_prompt_tuning']:.2f}x | >= 1.5x |",
+        f"| K=4 function tags vs 1, time | {s['tagcli_k4'] / s['tagcli']:.2f}x | <= 1.5x |",
+        f"| padding efficiency (real / processed tokens): tagcli length-sorted vs file order | {results['padding_efficiency']['tagcli']:.3f} vs {results['padding_efficiency']['file_order']:.3f} | |",
+    ]
+    if "rss" in results:
+        r = results["rss"]
+        gib = [f"{b / 2**30:.2f}" for b in r["max_rss_by_quarter_bytes"]]
+        lines.append(f"| peak RSS, `tagcli predict` on a {r['rows']:,}-row Parquet (tiny model, {r['seconds']:.0f} s) | {r['peak_bytes'] / 2**30:.2f} GiB "
+                     f"(max by quarter of the run: {', '.join(gib)}) | < 2 GiB, flat |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=512, help="rows of qed_test for the speed comparisons")
+    parser.add_argument("--single-rows", type=int, default=48, help="rows timed in the one-row-per-forward loop (rate extrapolated)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--rss-rows", type=int, default=1_000_000, help="rows of the generated file for the memory run (0: skip)")
+    parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    args = parser.parse_args()
+    results: dict = {}
+    bench_speed(args, results)
+    if args.rss_rows:
+        bench_rss(args, results)
+    print(report(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
