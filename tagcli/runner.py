@@ -130,23 +130,35 @@ def _score_units(
     summary.skipped_units = len(units) - len(todo)
     if on_start:
         on_start(sum(u.num_rows for u in todo))
-    for unit in todo:
-        counts, unit_started = ScoreSummary(), time.perf_counter()
-        with open_table(source, batch_rows=window_rows, unit=unit) as reader, parts.writer(unit, schema) as writer:
-            for scored in _scored_batches(scorer, reader, counts, first_row=unit.first_row):
-                writer.write(scored)
-                if on_rows:
-                    on_rows(scored.num_rows)
-        if counts.rows != unit.num_rows:
-            raise InputFileError(f"{source} changed while it was scored: unit {unit.index} has {counts.rows} rows, expected {unit.num_rows}")
-        parts.mark_done(unit, {**counts.counts(), "seconds": round(time.perf_counter() - unit_started, 3)})
-        summary.add_counts(counts)
-        summary.units += 1
+    try:
+        for unit in todo:
+            _score_unit(scorer, source, unit, parts, schema, window_rows, summary, on_rows)
+    except BaseException:
+        if shard.count == 1 and not any(parts.is_done(u) for u in units):
+            parts.remove()  # nothing to resume (e.g. --strict hit a bad row in the first unit)
+        raise
     if all(parts.is_done(u) for u in units):
         parts.merge(units, destination, schema)
         summary.merged = True
         if shard.count == 1 and not keep_parts:
             parts.remove()
+
+
+def _score_unit(
+    scorer: TagScorer, source: str | Path, unit: WorkUnit, parts: PartDirectory, schema: pa.Schema, window_rows: int, summary: ScoreSummary, on_rows: OnRows
+) -> None:
+    """Score one unit into its part file, then record it as done."""
+    counts, started = ScoreSummary(), time.perf_counter()
+    with open_table(source, batch_rows=window_rows, unit=unit) as reader, parts.writer(unit, schema) as writer:
+        for scored in _scored_batches(scorer, reader, counts, first_row=unit.first_row):
+            writer.write(scored)
+            if on_rows:
+                on_rows(scored.num_rows)
+    if counts.rows != unit.num_rows:
+        raise InputFileError(f"{source} changed while it was scored: unit {unit.index} has {counts.rows} rows, expected {unit.num_rows}")
+    parts.mark_done(unit, {**counts.counts(), "seconds": round(time.perf_counter() - started, 3)})
+    summary.add_counts(counts)
+    summary.units += 1
 
 
 def _run_manifest(scorer: TagScorer, source: str | Path, units: list[WorkUnit], unit_rows: int, window_rows: int, schema: pa.Schema) -> dict[str, Any]:

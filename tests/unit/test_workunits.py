@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from helpers import SMILES, write_packs
-from tagcli.errors import UsageError
+from tagcli.errors import BadRowError, UsageError
 from tagcli.runner import score_file
 from tagcli.scorer import TagScorer
 from tagcli.tables import open_table
@@ -126,11 +126,12 @@ def test_resume_after_a_crash_gives_the_uninterrupted_output(scorer, source: Pat
     with pytest.raises(Crash):
         score_file(s, source, out, window_rows=4, unit_rows=7, on_rows=crash_after(crash_at))
     parts = PartDirectory(out)
-    assert not out.exists() and parts.path.is_dir()
-    with pytest.raises(UsageError, match="--resume"):  # never silently mixes runs
-        score_file(s, source, out, window_rows=4, unit_rows=7)
-    summary = score_file(s, source, out, window_rows=4, unit_rows=7, resume=True)
     finished = (crash_at - 1) // 7  # the crash hits inside a unit, which is then not marked done
+    assert not out.exists() and parts.path.is_dir() == (finished > 0)  # nothing done: nothing kept
+    if finished:
+        with pytest.raises(UsageError, match="--resume"):  # never silently mixes runs
+            score_file(s, source, out, window_rows=4, unit_rows=7)
+    summary = score_file(s, source, out, window_rows=4, unit_rows=7, resume=True)
     assert summary.skipped_units == finished  # and units finished before it are not redone
     assert summary.rows == 50 - 7 * finished and summary.merged
     assert pq.read_table(out).equals(expected)
@@ -178,3 +179,16 @@ def test_empty_input_gives_an_empty_output_with_the_columns(scorer, tmp_path: Pa
     summary = score_file(scorer(), path, out)
     assert summary.rows == 0 and summary.merged
     assert pq.read_table(out).column_names == ["id", "smiles", "pred_y", "pred_label", "prob_active", "prob_inactive", "status", "error"]
+
+
+def test_a_failure_before_any_unit_is_done_leaves_nothing_behind(scorer, source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    with pytest.raises(BadRowError, match="row 9"):  # the first bad row, in the second unit of 5
+        score_file(scorer(strict=True), source, out, window_rows=4, unit_rows=5)
+    assert PartDirectory(out).path.is_dir()  # the first unit is done: kept for --resume
+    PartDirectory(out).remove()
+    with pytest.raises(BadRowError, match="row 9"):
+        score_file(scorer(strict=True), source, out, window_rows=4, unit_rows=10)
+    assert not PartDirectory(out).path.exists() and not out.exists()
+    score_file(scorer(), source, out, window_rows=4, unit_rows=7)  # a plain rerun needs no --resume
+    assert pq.read_table(out).num_rows == 50
