@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 DATA ?= ../shared/data
 
-.PHONY: install demo test packs clean
+.PHONY: install demo test packs baselines quality bench clean
 
 install: $(STAMP)
 
@@ -32,15 +32,22 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
-# Rebuild the built-in packs from the public splits (fixed seeds; ~10 min on 2 CPU cores).
+# Rebuild every default pack from the public splits, evaluate each once on its test split, and train the
+# same-budget prompt-tuning / linear-probe baselines (fixed seeds; ~75-90 min on 2 CPU cores).
 packs: install
-	$(BIN)/tagcli train stage1 --domain smiles --data $(DATA)/smiles_unlabeled.parquet --max-rows 3000 --max-val-rows 200 \
-		--max-steps 60 --eval-every 30 --lr 1e-2 --max-tokens 256 --seed 0 --out tagpacks/smiles \
-		--description "SMILES domain tag (stage 1, next-token loss on MOSES SMILES)"
-	$(BIN)/tagcli train stage2 --domain smiles --function qed --target qed --data $(DATA)/qed_train.parquet \
-		--val $(DATA)/qed_val.parquet --max-rows 2000 --max-val-rows 500 --epochs 1 --eval-every 50 --seed 0 \
-		--pack-dir tagpacks --out tagpacks/qed --description "Drug-likeness (RDKit QED) from SMILES (stage 2)"
-	rm -rf tagpacks/*.ckpt
+	$(BIN)/python -m recipes.default_packs --data $(DATA)
+
+# The expert baselines (mean, kNN, RandomForest, composition ridge) of the quality table (~8 min).
+baselines: install
+	$(BIN)/python -m recipes.expert_baselines --data $(DATA) --out recipes/results/expert_baselines.json
+
+# Regenerate the README quality table from the packs' recorded test metrics and the baseline results.
+quality: install
+	$(BIN)/python -m recipes.quality_table --data $(DATA)
+
+# Scoring speed and memory ratios (bench/predict.py; ~6 min on 2 CPU cores).
+bench: install
+	$(BIN)/python bench/predict.py --json bench/results/predict-cpu.json | tee bench/results/predict-cpu.md
 
 clean:
 	rm -rf $(VENV) out

@@ -91,6 +91,16 @@ def test_devices_runs_one_process_per_device(setup: Setup, reference: pa.Table) 
     assert not PartDirectory(setup.root / "devices.parquet").path.exists()
 
 
+def test_accelerate_launch_gives_each_process_its_shard(setup: Setup, reference: pa.Table) -> None:
+    accelerate = Path(sys.executable).parent / "accelerate"
+    launch = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    # --multi_gpu only selects accelerate's torchrun launcher; with --device cpu the processes stay on the CPU.
+    done = subprocess.run([*launch, "-m", "tagcli", *predict_args(setup, "accelerate.parquet")], capture_output=True, text=True, env=setup.env, cwd=setup.root, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "-> accelerate.parquet" in done.stdout  # whichever process finished last merged
+    assert pq.read_table(setup.root / "accelerate.parquet").equals(reference)
+
+
 def test_python_dash_m_tagcli(setup: Setup) -> None:
     done = subprocess.run([sys.executable, "-m", "tagcli", "--version"], capture_output=True, text=True, env=setup.env, timeout=TIMEOUT)
     assert done.returncode == 0 and done.stdout.startswith("tagcli ")
