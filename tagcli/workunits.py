@@ -20,6 +20,7 @@ import gzip
 import json
 import os
 import re
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,24 +152,38 @@ class PartDirectory:
         existing = self._read_manifest()
         if existing is None:
             (self.path / self.RECORDS).mkdir(parents=True, exist_ok=True)
-            temp = self.path / f".manifest.{os.getpid()}.json"
-            write_json_atomic(temp, manifest)
-            try:
-                os.link(temp, self.path / self.MANIFEST)
+            if self._create_manifest(manifest):
                 return
-            except FileExistsError:
-                existing = self._read_manifest()
-            finally:
-                temp.unlink(missing_ok=True)
+            existing = self._read_manifest() or {}
         elif not join:
             raise UsageError(f"{self.path} holds the parts of an unfinished run", hint="pass --resume to continue it, or delete the folder")
-        different = sorted(k for k in manifest.keys() | existing.keys() if manifest.get(k) != existing.get(k))  # type: ignore[union-attr]
+        different = sorted(k for k in manifest.keys() | existing.keys() if manifest.get(k) != existing.get(k))
         if different:
             key = different[0]
             raise UsageError(
-                f"{self.path} belongs to a different run ({key}: {json.dumps(existing.get(key))} there, {json.dumps(manifest.get(key))} now)",  # type: ignore[union-attr]
+                f"{self.path} belongs to a different run ({key}: {json.dumps(existing.get(key))} there, {json.dumps(manifest.get(key))} now)",
                 hint="use the same input, packs and settings, or delete the folder",
             )
+
+    def _create_manifest(self, manifest: dict[str, Any]) -> bool:
+        """Write the manifest unless another process already did (then return False)."""
+        target = self.path / self.MANIFEST
+        temp = self.path / f".manifest.{secrets.token_hex(6)}.json"  # unique across hosts sharing the folder
+        write_json_atomic(temp, manifest)
+        try:
+            os.link(temp, target)  # atomic and never clobbers
+            return True
+        except FileExistsError:
+            return False
+        except OSError:  # a filesystem without hard links: exclusive create instead
+            try:
+                with open(target, "x", encoding="utf-8") as f:
+                    f.write(temp.read_text(encoding="utf-8"))
+                return True
+            except FileExistsError:
+                return False
+        finally:
+            temp.unlink(missing_ok=True)
 
     def _read_manifest(self) -> dict[str, Any] | None:
         try:
