@@ -54,7 +54,8 @@ def task_rows(data: Path) -> dict[str, list[dict[str, Any]]]:
         test = pq.read_table(data / f"{task.split}_test.parquet", columns=list(task.targets)).to_pandas()
         for row in rows:
             row["std_mse"] = row["mse"] / float(test[row["target"]].var(ddof=0))
-        tables[task.function] = sorted(rows, key=lambda r: (task.targets.index(r["target"]), r["model"]))
+        order = ["tagcli tag-llm", "tagcli prompt-tuning", "tagcli linear-probe"]  # then the experts, by name
+        tables[task.function] = sorted(rows, key=lambda r: (task.targets.index(r["target"]), order.index(r["model"]) if r["model"] in order else 9, r["model"]))
     return tables
 
 

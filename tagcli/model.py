@@ -112,6 +112,20 @@ class TaggedModel(nn.Module):
         return SharedContext(cache, mask, p + body.attention_mask.sum(1, keepdim=True), hidden[rows, body.readout])
 
     @torch.inference_mode()
+    def encode_shared_leads(self, prefix: TaggedBatch, leads: TaggedBatch, lead_of_row: torch.Tensor, rest: TaggedBatch) -> SharedContext:
+        """`encode_context` for rows whose bodies start with one of a few shared *leads* (one
+        protein scored against many ligands): each distinct lead runs once, its KV cache is copied
+        to the rows that use it (`lead_of_row`), and only each row's rest (e.g. its SMILES) runs."""
+        lead_context = self.encode_context(prefix, leads)
+        cache = lead_context.cache
+        cache.batch_select_indices(lead_of_row)
+        mask = torch.cat([lead_context.mask[lead_of_row], rest.attention_mask], dim=1)
+        start = lead_context.next_position[lead_of_row]
+        hidden, cache = self._extend(self.embed(rest), mask, start + rest.position_ids, cache)
+        rows = torch.arange(len(hidden), device=hidden.device)
+        return SharedContext(cache, mask, start + rest.attention_mask.sum(1, keepdim=True), hidden[rows, rest.readout])
+
+    @torch.inference_mode()
     def readout_after_context(self, context: SharedContext, suffix: TaggedBatch) -> tuple[torch.Tensor, Any, torch.Tensor]:
         """Hidden state at the end of context + `suffix` (one shared row, e.g. the function tag).
 

@@ -191,6 +191,18 @@ class PromptEncoder:
             suffix=self.encode_suffix(template),
         )
 
+    def encode_lead_rest(self, template: PromptTemplate, inputs: Mapping[str, Sequence[list[int]]]) -> tuple[list[EncodedRow], list[EncodedRow]]:
+        """The body of a template with several inputs, cut at its second input: per row, the
+        *lead* (first input and what follows it up to the second input, e.g. protein + SMILES tag)
+        and the *rest*. Rows that share a lead (one protein, many ligands) can share its KV cache."""
+        body = template.split()[1]
+        second = next(k for k, s in enumerate(body) if s.kind == "input" and k > 0)
+        n_rows = len(next(iter(inputs.values())))
+        return (
+            [self._row(body[:second], inputs, i, bos=False) for i in range(n_rows)],
+            [self._row(body[second:], inputs, i, bos=False) for i in range(n_rows)],
+        )
+
     def encode_suffix(self, template: PromptTemplate) -> EncodedRow:
         """The shared part after the last input (the function tag in Tag-LLM templates)."""
         return self._row(template.split()[2], {}, 0, bos=False)
@@ -228,14 +240,21 @@ def collate(rows: Sequence[EncodedRow], pad_id: int, padding_side: Literal["left
     return TaggedBatch(input_ids, slots, mask, position_ids, readout)
 
 
-def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int) -> Iterator[list[int]]:
-    """Row indices sorted by length, cut into batches within the row and padded-token budgets."""
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int, groups: Sequence[object] | None = None) -> Iterator[list[int]]:
+    """Row indices sorted by length (within `groups`, if given, kept together in first-seen order),
+    cut into batches within the row and padded-token budgets."""
+    first_seen: dict[object, int] = {}
+    for key in groups or ():
+        first_seen.setdefault(key, len(first_seen))
+    order = sorted(range(len(lengths)), key=lambda i: (first_seen[groups[i]] if groups else 0, lengths[i]))
     chunk: list[int] = []
-    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
-        # Sorted ascending, so the newest row sets the padded width of the batch.
-        if chunk and (len(chunk) == batch_size or (len(chunk) + 1) * lengths[i] > max_tokens):
+    width = 0
+    for i in order:
+        # The longest row so far sets the padded width of the batch.
+        if chunk and (len(chunk) == batch_size or (len(chunk) + 1) * max(width, lengths[i]) > max_tokens):
             yield chunk
-            chunk = []
+            chunk, width = [], 0
         chunk.append(i)
+        width = max(width, lengths[i])
     if chunk:
         yield chunk

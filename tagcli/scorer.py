@@ -205,14 +205,25 @@ class TagScorer:
         """
         columns: dict[str, list] = {c: [None] * len(errors) for plan in group for c in plan.function.head.output_columns()}
         ready = [i for i, e in enumerate(errors) if e is None]
-        split = self.encoder.encode_split(group[0].template, {d: [inputs[d][i] for i in ready] for d in group[0].domains})
+        template, row_inputs = group[0].template, {d: [inputs[d][i] for i in ready] for d in group[0].domains}
+        split = self.encoder.encode_split(template, row_inputs)
         pad, device = self.encoder.pad_id, self.base.device
         prefix = collate([split.prefix], pad).to(device)
         suffixes = {plan.function.name: collate([self.encoder.encode_suffix(plan.template)], pad).to(device) for plan in group}
         shared = len(split.prefix) + max(len(s.input_ids[0]) for s in suffixes.values())
-        for chunk in length_batches([shared + len(r) for r in split.body], self.batch_size, self.max_batch_tokens):
+        # Pairs: rows with the same first input (one protein, many ligands) are batched together and share its KV cache.
+        leads, rests = self.encoder.encode_lead_rest(template, row_inputs) if len(template.inputs) > 1 else (None, None)
+        groups = [tuple(r.token_ids) for r in leads] if leads else None
+        for chunk in length_batches([shared + len(r) for r in split.body], self.batch_size, self.max_batch_tokens, groups):
             rows = [ready[j] for j in chunk]
-            context = self.model.encode_context(prefix, collate([split.body[j] for j in chunk], pad).to(device))
+            if leads and rests and groups:
+                distinct = {key: k for k, key in enumerate(dict.fromkeys(groups[j] for j in chunk))}
+                first = {groups[j]: j for j in reversed(chunk)}
+                lead_batch = collate([leads[first[key]] for key in distinct], pad).to(device)
+                lead_of_row = torch.tensor([distinct[groups[j]] for j in chunk], device=device)
+                context = self.model.encode_shared_leads(prefix, lead_batch, lead_of_row, collate([rests[j] for j in chunk], pad).to(device))
+            else:
+                context = self.model.encode_context(prefix, collate([split.body[j] for j in chunk], pad).to(device))
             for plan in group:
                 predicted = self.model.predict_after_context(context, suffixes[plan.function.name], plan.function.name)
                 self._collect(plan, predicted, rows, columns, errors, status)

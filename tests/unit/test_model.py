@@ -209,3 +209,17 @@ def test_several_suffixes_on_one_context_match_each_alone(model, encoder) -> Non
         for column in full:
             torch.testing.assert_close(shared[column], full[column], atol=ATOL, rtol=1e-4)
     assert context.cache.get_seq_length() == context.mask.shape[1]  # every suffix was rewound
+
+
+def test_shared_leads_match_the_full_prompt(model, encoder) -> None:
+    """Rows whose first input repeats: each distinct lead runs once, the rows reuse its cache."""
+    proteins = [PROTEINS[i] for i in (0, 1, 0, 2, 1, 0)]
+    inputs = {"protein": encoder.tokenize_inputs(proteins), "smiles": encoder.tokenize_inputs(SMILES[:6])}
+    full = model.readout(collate(encoder.encode(BIND, inputs), encoder.pad_id))
+    split = encoder.encode_split(BIND, inputs)
+    leads, rests = encoder.encode_lead_rest(BIND, inputs)
+    distinct = [leads[0], leads[1], leads[3]]
+    context = model.encode_shared_leads(collate([split.prefix], encoder.pad_id), collate(distinct, encoder.pad_id),
+                                        torch.tensor([0, 1, 0, 2, 1, 0]), collate(rests, encoder.pad_id))
+    shared, _, _ = model.readout_after_context(context, collate([split.suffix], encoder.pad_id))
+    torch.testing.assert_close(shared, full, atol=ATOL, rtol=1e-4)

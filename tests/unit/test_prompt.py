@@ -241,3 +241,14 @@ def test_length_batches_examples() -> None:
     # a row longer than the token budget still gets scored, alone
     assert _check_batches([500, 1, 1], 64, 100) == [[1, 2], [0]]
     assert _check_batches([7, 7, 7], 1, 10_000) == [[0], [1], [2]]
+
+
+def test_length_batches_keep_groups_together_and_respect_budgets() -> None:
+    lengths = [5, 1, 9, 2, 7, 3, 8]
+    groups = ["a", "b", "a", "b", "a", "c", "b"]
+    batches = list(length_batches(lengths, batch_size=2, max_tokens=100, groups=groups))
+    assert [[groups[i] for i in b] for b in batches] == [["a", "a"], ["a", "b"], ["b", "b"], ["c"]]
+    assert sorted(i for b in batches for i in b) == list(range(7))
+    # the padded-token budget uses the widest row so far, whatever the order
+    for batch in length_batches(lengths, batch_size=10, max_tokens=16, groups=groups):
+        assert len(batch) * max(lengths[i] for i in batch) <= 16 or len(batch) == 1

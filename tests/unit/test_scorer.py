@@ -287,6 +287,21 @@ def test_pair_function_scores_a_pair_table(scorer) -> None:
     np.testing.assert_allclose(swapped(table)["pred_affinity"][:4], out["pred_affinity"][:4], atol=1e-6)
 
 
+def test_pairs_sharing_a_protein_match_one_row_at_a_time(scorer) -> None:
+    """One protein against many ligands: the protein's KV is computed once per batch and shared."""
+    s = scorer("bind", batch_size=5)
+    proteins = [PROTEINS[i % 3] for i in range(12)]  # 3 proteins, interleaved, so batches mix them
+    ligands = [SMILES[i % len(SMILES)] for i in range(12)]
+    out = s(pa.table({"sequence": proteins, "smiles": ligands}))
+    plan = s.plans[0]
+    tags = {name: pack.tags[name] for pack in (plan.function, *plan.domains.values()) for name in pack.tags}
+    model = TaggedModel(s.base.model, tags, {plan.function.name: plan.function.head}).eval()
+    encoder = PromptEncoder(s.base.tokenizer, model.tag_table)
+    rows = encoder.encode(plan.template, {"protein": encoder.tokenize_inputs(proteins), "smiles": encoder.tokenize_inputs(ligands)})
+    expected = [float(model.predict(collate([r], encoder.pad_id), "bind")["pred_affinity"][0]) for r in rows]
+    np.testing.assert_allclose(out.column("pred_affinity").to_pylist(), expected, atol=1e-5, rtol=0)
+
+
 def test_pair_function_needs_both_columns(scorer) -> None:
     with pytest.raises(UsageError, match="cannot find the protein input column"):
         scorer("bind")(pa.table({"smiles": ["CCO"]}))
