@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -72,8 +73,11 @@ def steps(data: str) -> list[tuple[str, list[str]]]:
                      "--max-tokens", "2048", "--out", f"{PACKS}/protein", *common,
                      "--description", "Protein-sequence domain tag (stage 1, next-token loss on UniProt sequences)"]),
     ]
-    for task in TASKS:
-        for method, folder in METHODS.items():
+    # The shipped packs first, then the zero-shot run, then the baselines (so a cut-short run still ships packs).
+    for method, folder in METHODS.items():
+        if method == "prompt-tuning":
+            out += zero_shot_steps(data)
+        for task in TASKS:
             name = task.function if method == "tag-llm" else f"{task.function}-{method}"
             domains = [arg for d in task.domains for arg in ("--domain", d)]
             targets = [arg for t in task.targets for arg in ("--target", t)]
@@ -82,14 +86,19 @@ def steps(data: str) -> list[tuple[str, list[str]]]:
                                "--pack-dir", PACKS, "--out", f"{folder}/{name}", *common, "--description", f"{task.description} ({method})"]))
             out.append((f"{name} test", ["eval", f"{data}/{task.split}_test.parquet", "-F", f"{folder}/{name}", *targets, *domains,
                                          "--pack-dir", PACKS, "--record", "test", "--format", "json"]))
-    # Zero-shot composition: a second SMILES domain tag that no function tag ever saw, under the qed function tag.
-    out.append(("smiles-b", ["train", "stage1", "--domain", "smiles-b", "--input-kind", "smiles", "--data", f"{data}/smiles_unlabeled.parquet",
-                             "--max-rows", "3000", "--max-val-rows", "200", "--max-steps", "60", "--eval-every", "30",
-                             "--lr", "1e-2", "--max-tokens", "256", "--out", f"{BASELINES}/smiles-b", "--seed", "1",
-                             "--description", "A second SMILES domain tag (stage 1 only, seed 1): for the zero-shot measurement"]))
-    out.append(("qed zero-shot", ["eval", f"{data}/qed_test.parquet", "-F", "qed", "--domain", "smiles-b", "--target", "qed",
-                                  "--pack-dir", BASELINES, "--pack-dir", PACKS, "--format", "json"]))
     return out
+
+
+def zero_shot_steps(data: str) -> list[tuple[str, list[str]]]:
+    """A second SMILES domain tag that no function tag ever saw, and the qed function tag behind it."""
+    return [
+        ("smiles-b", ["train", "stage1", "--domain", "smiles-b", "--input-kind", "smiles", "--data", f"{data}/smiles_unlabeled.parquet",
+                      "--max-rows", "3000", "--max-val-rows", "200", "--max-steps", "60", "--eval-every", "30",
+                      "--lr", "1e-2", "--max-tokens", "256", "--out", f"{BASELINES}/smiles-b", "--seed", "1",
+                      "--description", "A second SMILES domain tag (stage 1 only, seed 1): for the zero-shot measurement"]),
+        ("qed zero-shot", ["eval", f"{data}/qed_test.parquet", "-F", "qed", "--domain", "smiles-b", "--target", "qed",
+                           "--pack-dir", BASELINES, "--pack-dir", PACKS, "--format", "json"]),
+    ]
 
 
 def run(only: list[str], data: str) -> None:
@@ -107,6 +116,8 @@ def run(only: list[str], data: str) -> None:
         seconds = round(time.perf_counter() - started, 1)
         if done.returncode != 0:
             raise SystemExit(f"step '{name}' failed (exit {done.returncode}) after {seconds} s")
+        if args[0] == "train":  # the pack is written; its resume checkpoint is not needed any more
+            shutil.rmtree(REPO / f"{args[args.index('--out') + 1]}.ckpt", ignore_errors=True)
         if args[0] == "eval":
             (RESULTS / "eval").mkdir(exist_ok=True)
             (RESULTS / "eval" / f"{name.replace(' ', '_')}.json").write_text(done.stdout)

@@ -113,11 +113,12 @@ def rf_morgan_rdkit(train: pd.DataFrame, test: pd.DataFrame, target: str) -> np.
 
 
 def aa_composition_ridge(train: pd.DataFrame, test: pd.DataFrame, target: str) -> np.ndarray:
-    # Features: the 20 amino-acid fractions + log(length). Length matters for molecular weight and
-    # (weakly) the non-linear targets; log keeps it on the scale of the fractions after standardising.
+    # Features: the 20 amino-acid fractions, the 20 counts (fraction x length: molecular weight is
+    # linear in them) and log(length), which helps the non-linear targets a little.
     def features(df: pd.DataFrame) -> np.ndarray:
         seqs = df["sequence"].tolist()
-        return np.column_stack([aa_composition(seqs), np.log([max(len(s), 1) for s in seqs])])
+        fractions, lengths = aa_composition(seqs), np.array([max(len(s), 1) for s in seqs], dtype=float)
+        return np.column_stack([fractions, fractions * lengths[:, None], np.log(lengths)])
 
     model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-4, 3, 15)))
     return model.fit(features(train), train[target].to_numpy(float)).predict(features(test))
@@ -207,13 +208,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("recipes/results/expert_baselines.json"))
     parser.add_argument("--task", action="append", choices=sorted(TASKS), help="repeatable; default: all tasks")
     args = parser.parse_args(argv)
-    records = run_baselines(args.data, args.task or list(TASKS))
+    fresh = run_baselines(args.data, args.task or list(TASKS))
+    records = list(fresh)
+    if args.task and args.out.exists():  # keep the other tasks' results
+        records += [r for r in json.loads(args.out.read_text()) if r["task"] not in args.task]
     records.sort(key=lambda r: (r["task"], r["target"], r["model"]))  # stable order for diffs of the JSON
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # Pearson/Spearman of a constant prediction are undefined (NaN); write null, as strict JSON has no NaN.
     clean = [{k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in r.items()} for r in records]
     args.out.write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
-    print(format_table(records))
+    print(format_table(fresh))
 
 
 if __name__ == "__main__":

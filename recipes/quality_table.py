@@ -19,6 +19,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from recipes import default_packs
 from recipes.default_packs import BASELINES, PACKS, REPO, RESULTS, TASKS
 
 BEGIN, END = "<!-- quality-table:begin -->", "<!-- quality-table:end -->"
@@ -92,7 +93,8 @@ def timings() -> list[str]:
     path = RESULTS / "recipe_timings.json"
     if not path.exists():
         return []
-    steps = json.loads(path.read_text())
+    recorded = json.loads(path.read_text())
+    steps = {name: recorded[name] for name, _ in default_packs.steps("") if name in recorded}  # in recipe order
     first = next(iter(steps.values()))
     total = sum(t["seconds"] for t in steps.values())
     cells = ", ".join(f"{name} {t['seconds'] / 60:.1f}" for name, t in steps.items())

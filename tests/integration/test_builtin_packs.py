@@ -51,3 +51,34 @@ def test_predict_qed_keeps_every_row_in_order(tmp_path: Path, isolated_home: Pat
     # A real pack predicts something related to QED, not a constant.
     assert scored.loc[ok, "pred_qed"].std() > 0
     assert scored.loc[ok, ["qed", "pred_qed"]].corr().iloc[0, 1] > 0.2
+
+
+FUNCTIONS = {  # built-in function pack → (test split, its label columns)
+    "qed": ("qed_test", ["qed"]),
+    "protein-descriptors": ("protein_test", ["isoelectric_point", "gravy", "aromaticity", "instability_index", "molecular_weight_kda"]),
+    "binding-affinity": ("ba_kiba_test", ["label"]),
+}
+
+
+def test_pack_list_shows_every_default_pack_with_test_metrics(isolated_home: Path) -> None:
+    result = run("pack", "list", "--format", "json", home=isolated_home)
+    assert result.returncode == 0, result.stderr
+    listed = {p["name"]: p for p in json.loads(result.stdout)}
+    assert {"smiles", "protein", *FUNCTIONS} <= set(listed)
+    for name in FUNCTIONS:
+        assert listed[name]["metrics"]["split"] == "test", name
+        assert isinstance(listed[name]["metrics"]["pearson"], float), name
+
+
+@pytest.mark.skipif(not DATA.exists(), reason="shared data not present")
+@pytest.mark.parametrize("function", ["protein-descriptors", "binding-affinity"])
+def test_predict_with_each_default_function(function: str, tmp_path: Path, isolated_home: Path) -> None:
+    split, labels = FUNCTIONS[function]
+    source = tmp_path / "rows.parquet"
+    pd.read_parquet(DATA / f"{split}.parquet").head(12).to_parquet(source)
+    result = run("predict", "--function", function, str(source), "-o", str(tmp_path / "out.parquet"), "--format", "json", home=isolated_home)
+    assert result.returncode == 0, result.stderr
+    scored = pd.read_parquet(tmp_path / "out.parquet")
+    assert (scored["status"] == "ok").all() and len(scored) == 12
+    for label in labels:
+        assert scored[f"pred_{label}"].notna().all() and scored[f"pred_{label}"].std() > 0
