@@ -33,7 +33,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 # Rebuild every default pack from the public splits, evaluate each once on its test split, and train the
-# same-budget prompt-tuning / linear-probe baselines (fixed seeds; ~75-90 min on 2 CPU cores).
+# same-budget prompt-tuning / linear-probe baselines (fixed seeds; about 2 hours on 2 CPU cores).
 packs: install
 	$(BIN)/python -m recipes.default_packs --data $(DATA)
 
