@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from typing import Optional
@@ -96,16 +97,23 @@ def _run_device_processes(out: Output, count: int, device: str, destination: str
     else:
         placements = [device] * count
     argv = _without_option(sys.argv[1:], "--devices")
+    shard_args = ["--no-progress", "--keep-parts", "--format", "json"]  # the last --format wins: summaries come back as JSON
     children = [
-        subprocess.Popen([sys.executable, "-m", "tagcli", *argv, "--shard", f"{k + 1}/{count}", "--device", placement, "--no-progress", "--keep-parts"])
+        subprocess.Popen([sys.executable, "-m", "tagcli", *argv, "--shard", f"{k + 1}/{count}", "--device", placement, *shard_args], stdout=subprocess.PIPE, text=True)
         for k, placement in enumerate(placements)
     ]
-    failed = [k + 1 for k, child in enumerate(children) if child.wait() != 0]
+    outputs = [child.communicate()[0] for child in children]  # errors went straight to stderr
+    failed = [k + 1 for k, child in enumerate(children) if child.returncode != 0]
     if failed:
         raise TagcliError(f"shard(s) {', '.join(map(str, failed))} of {count} failed (see above); rerun with --resume to finish")
     if not keep_parts:
         PartDirectory(destination).remove()
-    out.record({"output": destination, "processes": count, "devices": placements}, f"{count} processes done -> {destination}")
+    summaries = [json.loads(text) for text in outputs]
+    totals = {key: sum(s[key] for s in summaries) for key in ("rows", "ok", "invalid", "error")}
+    out.record(
+        {**totals, "output": destination, "processes": count, "devices": placements},
+        f"{count} processes scored {totals['rows']} rows: {totals['ok']} ok, {totals['invalid']} invalid, {totals['error']} error -> {destination}",
+    )
 
 
 def _without_option(argv: list[str], name: str) -> list[str]:

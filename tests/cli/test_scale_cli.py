@@ -86,7 +86,8 @@ def test_concurrent_shards_together_give_one_run(setup: Setup, reference: pa.Tab
 def test_devices_runs_one_process_per_device(setup: Setup, reference: pa.Table) -> None:
     result = setup.run(*predict_args(setup, "devices.parquet", "--devices", "2"))
     assert result.returncode == 0, result
-    assert "2 processes done" in result.stdout
+    ok = reference.column("status").to_pylist().count("ok")
+    assert f"2 processes scored {ROWS + 1} rows: {ok} ok, {ROWS + 1 - ok} invalid, 0 error" in result.stdout
     assert pq.read_table(setup.root / "devices.parquet").equals(reference)
     assert not PartDirectory(setup.root / "devices.parquet").path.exists()
 
