@@ -97,11 +97,11 @@ def bench_speed(args: argparse.Namespace, results: dict) -> None:
     base = load_base_model("smollm2-135m", device=args.device)
     scorer = TagScorer("qed", base_model=base, batch_size=args.batch_size)
     lm = base.model
-    tokens = sum(int(b.attention_mask.sum()) for b in prompt_batches(scorer, table))
+    batches = prompt_batches(scorer, table)
+    tokens = sum(int(b.attention_mask.sum()) for b in batches)
     results |= {"rows": table.num_rows, "prompt_tokens": tokens, "device": str(base.device), "dtype": str(base.dtype)}
 
     t_tagcli = timed(lambda: scorer.score(table), repeat=2)
-    batches = prompt_batches(scorer, table)
 
     @torch.inference_mode()
     def raw() -> None:

@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tagcli.basemodel import select_device
+
 REPO = Path(__file__).resolve().parent.parent
 PACKS = "tagpacks"
 BASELINES = "recipes/baselines"
@@ -105,7 +107,8 @@ def run(only: list[str], data: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     timings_path = RESULTS / "recipe_timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
-    machine = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()}
+    # The steps pass no --device, so each picks what select_device("auto") picks here.
+    machine = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(), "device": select_device("auto").type}
     for name, args in steps(data):
         if only and not any(name.startswith(prefix) for prefix in only):
             continue
@@ -121,16 +124,10 @@ def run(only: list[str], data: str) -> None:
         if args[0] == "eval":
             (RESULTS / "eval").mkdir(exist_ok=True)
             (RESULTS / "eval" / f"{name.replace(' ', '_')}.json").write_text(done.stdout)
-        timings[name] = {"seconds": seconds, **machine, "device": _device_of(args)}
+        timings[name] = {"seconds": seconds, **machine}
         timings_path.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
         print(f"   {seconds:.0f} s", flush=True)
     print(f"total: {sum(t['seconds'] for t in timings.values()) / 60:.1f} min (all recorded steps)")
-
-
-def _device_of(args: list[str]) -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() and "--device" not in args else "cpu"
 
 
 def main() -> None:

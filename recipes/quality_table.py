@@ -38,10 +38,11 @@ def pack_rows(folder: str, name: str, method: str) -> list[dict[str, Any]]:
     path = REPO / folder / name / "manifest.json"
     if not path.is_file():
         return []
-    metrics = json.loads(path.read_text()).get("metrics", {}).get("test")
+    manifest = json.loads(path.read_text())
+    metrics = manifest.get("metrics", {}).get("test")
     if not metrics:
         return []
-    per_target = metrics.get("targets") or {json.loads(path.read_text())["training"]["data"]["targets"][0]: metrics}
+    per_target = metrics.get("targets") or {manifest["training"]["data"]["targets"][0]: metrics}
     return [{"model": f"tagcli {method}", "target": t, **m} for t, m in per_target.items()]
 
 

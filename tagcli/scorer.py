@@ -216,7 +216,7 @@ class TagScorer:
         groups = [tuple(r.token_ids) for r in leads] if leads else None
         for chunk in length_batches([shared + len(r) for r in split.body], self.batch_size, self.max_batch_tokens, groups):
             rows = [ready[j] for j in chunk]
-            if leads and rests and groups:
+            if groups:
                 distinct = {key: k for k, key in enumerate(dict.fromkeys(groups[j] for j in chunk))}
                 first = {groups[j]: j for j in reversed(chunk)}
                 lead_batch = collate([leads[first[key]] for key in distinct], pad).to(device)

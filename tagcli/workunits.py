@@ -106,8 +106,8 @@ def _scan_csv(stream: Any, offset: int, every: int) -> tuple[list[tuple[int, int
     quotes, previous, row, record_start = 0, _NEWLINE, 0, offset
     while chunk := stream.read(SCAN_BYTES):
         data = np.frombuffer(chunk, dtype=np.uint8)
-        is_quote = data == _QUOTE
-        parity = (np.cumsum(is_quote) + quotes) & 1
+        quotes_so_far = np.cumsum(data == _QUOTE) + quotes
+        parity = quotes_so_far & 1
         ends = np.flatnonzero((data == _NEWLINE) & (parity == 0))
         before = np.concatenate([[previous], data])[ends]  # the byte before each newline
         starts = np.concatenate([[record_start], offset + ends[:-1] + 1])[: len(ends)]
@@ -117,7 +117,7 @@ def _scan_csv(stream: Any, offset: int, every: int) -> tuple[list[tuple[int, int
         row += len(real)
         if len(ends):
             record_start = offset + int(ends[-1]) + 1
-        quotes, previous, offset = quotes + int(is_quote.sum()), int(data[-1]), offset + len(chunk)
+        quotes, previous, offset = int(quotes_so_far[-1]), int(data[-1]), offset + len(chunk)
     # A last record without a trailing newline.
     if offset > record_start and not (offset - record_start == 1 and previous == _CR):
         if row % every == 0:
