@@ -57,7 +57,7 @@ TASKS = [
          ("--max-rows", "1000", "--init-samples", "1000", "--max-steps", "40", "--eval-every", "40", "--max-val-rows", "300", "--lr", "3e-3"),
          "ProtParam descriptors of a protein sequence: pI, GRAVY, aromaticity, instability index, MW (kDa)"),
     Task("binding-affinity", 3, "ba_kiba", ("protein", "smiles"), ("label",),
-         ("--max-rows", "600", "--init-samples", "600", "--max-steps", "30", "--eval-every", "30", "--max-val-rows", "200", "--lr", "3e-3"),
+         ("--max-rows", "600", "--init-samples", "600", "--max-steps", "20", "--eval-every", "20", "--max-val-rows", "200", "--lr", "3e-3"),
          "KIBA drug-target binding score for a protein sequence + SMILES pair"),
 ]
 METHODS = {"tag-llm": PACKS, "prompt-tuning": BASELINES, "linear-probe": BASELINES}

@@ -241,12 +241,16 @@ def collate(rows: Sequence[EncodedRow], pad_id: int, padding_side: Literal["left
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int, groups: Sequence[object] | None = None) -> Iterator[list[int]]:
-    """Row indices sorted by length (within `groups`, if given, kept together in first-seen order),
-    cut into batches within the row and padded-token budgets."""
-    first_seen: dict[object, int] = {}
-    for key in groups or ():
-        first_seen.setdefault(key, len(first_seen))
-    order = sorted(range(len(lengths)), key=lambda i: (first_seen[groups[i]] if groups else 0, lengths[i]))
+    """Row indices sorted by length, cut into batches within the row and padded-token budgets.
+
+    With `groups`, rows of a group stay together and groups go in order of their shortest row
+    (pairs grouped by protein: similar-length proteins share a batch, so leads pad little).
+    """
+    shortest: dict[object, int] = {}
+    for key, length in zip(groups or (), lengths):
+        shortest[key] = min(shortest.get(key, length), length)
+    first_seen = {key: k for k, key in enumerate(shortest)}
+    order = sorted(range(len(lengths)), key=lambda i: (shortest[groups[i]], first_seen[groups[i]], lengths[i]) if groups else lengths[i])
     chunk: list[int] = []
     width = 0
     for i in order:

@@ -11,7 +11,7 @@ results back in input order. Bad rows get a status and a reason; nothing is drop
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -21,7 +21,7 @@ from tagcli.basemodel import BaseModel, load_base_model
 from tagcli.domains import INPUT_KINDS, DomainInput
 from tagcli.errors import BadRowError, PackError, UsageError
 from tagcli.heads import TextHead
-from tagcli.model import TaggedModel
+from tagcli.model import SharedContext, TaggedModel
 from tagcli.pack import TagPack
 from tagcli.prompt import PromptEncoder, PromptTemplate, collate, length_batches
 from tagcli.store import PackStore
@@ -206,24 +206,11 @@ class TagScorer:
         columns: dict[str, list] = {c: [None] * len(errors) for plan in group for c in plan.function.head.output_columns()}
         ready = [i for i, e in enumerate(errors) if e is None]
         template, row_inputs = group[0].template, {d: [inputs[d][i] for i in ready] for d in group[0].domains}
-        split = self.encoder.encode_split(template, row_inputs)
         pad, device = self.encoder.pad_id, self.base.device
-        prefix = collate([split.prefix], pad).to(device)
         suffixes = {plan.function.name: collate([self.encoder.encode_suffix(plan.template)], pad).to(device) for plan in group}
-        shared = len(split.prefix) + max(len(s.input_ids[0]) for s in suffixes.values())
-        # Pairs: rows with the same first input (one protein, many ligands) are batched together and share its KV cache.
-        leads, rests = self.encoder.encode_lead_rest(template, row_inputs) if len(template.inputs) > 1 else (None, None)
-        groups = [tuple(r.token_ids) for r in leads] if leads else None
-        for chunk in length_batches([shared + len(r) for r in split.body], self.batch_size, self.max_batch_tokens, groups):
+        suffix_tokens = max(s.input_ids.shape[1] for s in suffixes.values())
+        for chunk, context in encode_contexts(self.model, self.encoder, template, row_inputs, self.batch_size, self.max_batch_tokens, suffix_tokens):
             rows = [ready[j] for j in chunk]
-            if groups:
-                distinct = {key: k for k, key in enumerate(dict.fromkeys(groups[j] for j in chunk))}
-                first = {groups[j]: j for j in reversed(chunk)}
-                lead_batch = collate([leads[first[key]] for key in distinct], pad).to(device)
-                lead_of_row = torch.tensor([distinct[groups[j]] for j in chunk], device=device)
-                context = self.model.encode_shared_leads(prefix, lead_batch, lead_of_row, collate([rests[j] for j in chunk], pad).to(device))
-            else:
-                context = self.model.encode_context(prefix, collate([split.body[j] for j in chunk], pad).to(device))
             for plan in group:
                 predicted = self.model.predict_after_context(context, suffixes[plan.function.name], plan.function.name)
                 self._collect(plan, predicted, rows, columns, errors, status)
@@ -244,6 +231,33 @@ class TagScorer:
         for row, ok in zip(rows, finite.tolist()):
             if not ok:
                 status[row], errors[row] = STATUS_ERROR, f"{plan.function.name}: the model produced a non-finite value"
+
+
+def encode_contexts(
+    model: TaggedModel, encoder: PromptEncoder, template: PromptTemplate, inputs: Mapping[str, Sequence[list[int]]],
+    batch_size: int, max_tokens: int, suffix_tokens: int = 0,
+) -> Iterator[tuple[list[int], SharedContext]]:
+    """Rows of `template` in length-sorted batches: each batch's row indices and its KV context.
+
+    The shared prefix runs once per batch and each row's inputs once; `suffix_tokens` (what runs
+    after the inputs) counts towards the token budget. Pairs: rows with the same first input (one
+    protein, many ligands) are batched together and run that input once.
+    """
+    split = encoder.encode_split(template, inputs)
+    pad, device = encoder.pad_id, model.lm.device
+    prefix = collate([split.prefix], pad).to(device)
+    shared = len(split.prefix) + suffix_tokens
+    leads, rests = encoder.encode_lead_rest(template, inputs) if len(template.inputs) > 1 else (None, None)
+    groups = [tuple(r.token_ids) for r in leads] if leads else None
+    for chunk in length_batches([shared + len(r) for r in split.body], batch_size, max_tokens, groups):
+        if groups:
+            distinct = {key: k for k, key in enumerate(dict.fromkeys(groups[j] for j in chunk))}
+            first = {groups[j]: j for j in reversed(chunk)}
+            lead_batch = collate([leads[first[key]] for key in distinct], pad).to(device)
+            lead_of_row = torch.tensor([distinct[groups[j]] for j in chunk], device=device)
+            yield chunk, model.encode_shared_leads(prefix, lead_batch, lead_of_row, collate([rests[j] for j in chunk], pad).to(device))
+        else:
+            yield chunk, model.encode_context(prefix, collate([split.body[j] for j in chunk], pad).to(device))
 
 
 def group_plans(plans: Sequence[FunctionPlan]) -> list[list[FunctionPlan]]:

@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -33,7 +33,7 @@ from tagcli.metrics import classification_metrics, regression_metrics
 from tagcli.model import TaggedModel
 from tagcli.pack import Manifest, TagPack, check_template, save_pack, tag_digest
 from tagcli.prompt import EncodedRow, PromptEncoder, PromptTemplate, TaggedBatch, collate, length_batches
-from tagcli.scorer import prepare_inputs
+from tagcli.scorer import encode_contexts, prepare_inputs
 from tagcli.store import PackStore
 from tagcli.tables import open_table
 
@@ -129,6 +129,8 @@ class Examples:
     rows: list[EncodedRow]
     targets: list[Any]
     dropped: int
+    template: PromptTemplate
+    inputs: dict[str, list[list[int]]]  # domain → each kept row's input tokens (what `rows` lay out)
 
 
 Progress = Callable[[dict[str, Any]], None]
@@ -198,6 +200,7 @@ class _Trainer:
         self.bad_evals = 0
         self.rows_seen = 0
         self.checkpoint_dir = Path(str(config.out).rstrip("/") + ".ckpt")
+        self._epoch: tuple[int, list[list[int]]] | None = None  # (epoch, its micro-batches)
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -234,12 +237,13 @@ class _Trainer:
         return total
 
     def _micro_batch(self, index: int) -> list[int]:
-        """Rows of micro-batch `index`: a seeded shuffle per epoch, so a resumed run sees the same order."""
-        n, size = len(self.train_set.rows), self.config.batch_size
-        per_epoch = math.ceil(n / size)
+        """Rows of micro-batch `index`; a resumed run sees the same order."""
+        per_epoch = math.ceil(len(self.train_set.rows) / self.config.batch_size)
         epoch, position = divmod(index, per_epoch)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch))
-        return order[position * size : (position + 1) * size].tolist()
+        if self._epoch is None or self._epoch[0] != epoch:
+            lengths = [len(row) for row in self.train_set.rows]
+            self._epoch = (epoch, epoch_batches(lengths, self.config.batch_size, self.config.seed * 1_000_003 + epoch))
+        return self._epoch[1][position]
 
     def _loss(self, indices: list[int]) -> torch.Tensor:
         rows = [self.train_set.rows[i] for i in indices]
@@ -323,6 +327,18 @@ class _Trainer:
         self.on_progress({"event": "resume", "step": self.step})
 
 
+def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, window: int = 50) -> list[list[int]]:
+    """One epoch of micro-batches: every row once, in seeded random order, with rows of similar
+    length together (each random window of `window` batches is sorted by length before it is cut,
+    then the batches are shuffled). Padding costs compute, and protein lengths vary 100-fold."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    span = window * batch_size
+    order = [i for start in range(0, len(order), span) for i in sorted(order[start : start + span], key=lambda i: lengths[i])]
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    return [batches[k] for k in torch.randperm(len(batches), generator=generator).tolist()]
+
+
 @torch.no_grad()
 def evaluate(model: TaggedModel, encoder: PromptEncoder, examples: Examples, config: TrainConfig, batch_size: int = 64) -> dict[str, float]:
     """Validation metrics: regression/classification metrics (stages 2–3) or next-token loss (stage 1)."""
@@ -339,9 +355,8 @@ def evaluate(model: TaggedModel, encoder: PromptEncoder, examples: Examples, con
         metrics = {"n": len(examples.rows), "loss": loss, "perplexity": math.exp(min(loss, 50))}
         return metrics | ({"exact_match": _exact_match(model, encoder, examples, head, batch_size)} if head else {})
     outputs = torch.empty(len(examples.rows), head.linear.out_features)
-    for chunk in length_batches([len(r) for r in examples.rows], batch_size, 32768):
-        batch = collate([examples.rows[i] for i in chunk], encoder.pad_id).to(device)
-        outputs[chunk] = head(model.readout(batch)).float().cpu()
+    for chunk, hidden in readouts(model, encoder, examples, range(len(examples.rows)), batch_size):
+        outputs[chunk] = head(hidden).float().cpu()
     targets = np.asarray(examples.targets, dtype=float)
     if isinstance(head, ClassificationHead):
         log_loss = float(torch.nn.functional.cross_entropy(outputs, torch.as_tensor(targets).long()))
@@ -397,7 +412,8 @@ def _encode(config: TrainConfig, encoder: PromptEncoder, template: PromptTemplat
     tokens = prepare_inputs(encoder, specs, table, config.columns, errors)
     labels = _labels(config, table, errors, head) if head is not None else []
     keep = [i for i, e in enumerate(errors) if e is None]
-    rows = encoder.encode(template, {d: [tokens[d][i] for i in keep] for d in config.domains})
+    inputs = {d: [tokens[d][i] for i in keep] for d in config.domains}
+    rows = encoder.encode(template, inputs)
     if head is None:  # stage 1: predict the input's own tokens, which end the row
         targets = [[-100] * (len(r) - len(tokens[config.domains[0]][i])) + tokens[config.domains[0]][i] for r, i in zip(rows, keep)]
     elif isinstance(head, TextHead):  # the answer (and EOS) follows the prompt; only it carries a loss
@@ -407,7 +423,7 @@ def _encode(config: TrainConfig, encoder: PromptEncoder, template: PromptTemplat
         rows = [EncodedRow(r.token_ids + answer + [eos], r.slots + [-1] * (len(answer) + 1), r.readout) for r, answer in zip(rows, answers)]
     else:
         targets = [labels[i] for i in keep]
-    return Examples(rows, targets, table.num_rows - len(keep))
+    return Examples(rows, targets, table.num_rows - len(keep), template, inputs)
 
 
 def _labels(config: TrainConfig, table: pa.Table, errors: list[str | None], head: Head) -> list[Any]:
@@ -486,8 +502,8 @@ def fit_head(model: TaggedModel, encoder: PromptEncoder, config: TrainConfig, tr
     sample = torch.randperm(len(train_set.rows), generator=generator)[: config.init_samples].tolist()
     device = model.lm.device
     hidden = torch.empty(len(sample), model.hidden_size, device=device)
-    for chunk in length_batches([len(train_set.rows[i]) for i in sample], 64, 32768):
-        hidden[chunk] = model.readout(collate([train_set.rows[sample[j]] for j in chunk], encoder.pad_id).to(device)).float()
+    for chunk, readout in readouts(model, encoder, train_set, sample):
+        hidden[chunk] = readout.float()
     head.set_feature_stats(hidden)
     if isinstance(head, RegressionHead):
         head.set_target_stats(torch.tensor(train_set.targets, dtype=torch.float32, device=device))
@@ -496,6 +512,18 @@ def fit_head(model: TaggedModel, encoder: PromptEncoder, config: TrainConfig, tr
         standardised = (targets.reshape(len(targets), -1) - head.target_mean) / head.target_std
         head.linear.weight.copy_(ridge(features, standardised).T)
         head.linear.bias.zero_()
+
+
+def readouts(model: TaggedModel, encoder: PromptEncoder, examples: Examples, indices: Sequence[int], batch_size: int = 64) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """Readout hidden states of rows `examples.rows[indices[j]]`, batch by batch as (positions j, [n, d]).
+
+    Same numbers as `model.readout` on the full rows, computed the way the scorer does: the shared
+    prefix once per batch and, for pairs, each distinct first input (protein) once.
+    """
+    inputs = {d: [tokens[i] for i in indices] for d, tokens in examples.inputs.items()}
+    suffix = collate([encoder.encode_suffix(examples.template)], encoder.pad_id).to(model.lm.device)
+    for chunk, context in encode_contexts(model, encoder, examples.template, inputs, batch_size, 32768, suffix.input_ids.shape[1]):
+        yield chunk, model.readout_after_context(context, suffix)[0]
 
 
 def ridge(features: torch.Tensor, targets: torch.Tensor, alphas: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)) -> torch.Tensor:

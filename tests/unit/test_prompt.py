@@ -247,7 +247,8 @@ def test_length_batches_keep_groups_together_and_respect_budgets() -> None:
     lengths = [5, 1, 9, 2, 7, 3, 8]
     groups = ["a", "b", "a", "b", "a", "c", "b"]
     batches = list(length_batches(lengths, batch_size=2, max_tokens=100, groups=groups))
-    assert [[groups[i] for i in b] for b in batches] == [["a", "a"], ["a", "b"], ["b", "b"], ["c"]]
+    # groups in order of their shortest row (b: 1, c: 3, a: 5), rows by length within a group
+    assert [[groups[i] for i in b] for b in batches] == [["b", "b"], ["b", "c"], ["a", "a"], ["a"]]
     assert sorted(i for b in batches for i in b) == list(range(7))
     # the padded-token budget uses the widest row so far, whatever the order
     for batch in length_batches(lengths, batch_size=10, max_tokens=16, groups=groups):

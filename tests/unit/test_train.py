@@ -19,7 +19,8 @@ from tagcli.errors import UsageError
 from tagcli.model import TaggedModel
 from tagcli.pack import load_pack, save_pack, tag_digest
 from tagcli.scorer import TagScorer
-from tagcli.train import TrainConfig, init_tag, train
+from tagcli.prompt import PromptEncoder, PromptTemplate, collate
+from tagcli.train import Examples, TrainConfig, epoch_batches, init_tag, readouts, train
 
 
 def molecules(n: int = 40, seed: int = 0) -> list[str]:
@@ -452,3 +453,50 @@ def test_batched_generation_equals_one_row_at_a_time(base) -> None:
     alone = [model.generate(collate([r], encoder.pad_id), 6)[0] for r in rows]
     for side in ("right", "left"):
         assert model.generate(collate(rows, encoder.pad_id, side), 6) == alone
+
+
+# --------------------------------------------------------------------------- batching
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{tag:protein}{input:protein}{tag:smiles}{input:smiles}{tag:fn}",  # tag-llm pairs: proteins shared
+        "{tag:fn}{input:protein} {input:smiles}",  # prompt tuning: soft prompt in front
+        "{input:protein} {input:smiles}",  # linear probe
+        "{tag:smiles}{input:smiles}{tag:fn}",  # one input
+    ],
+)
+def test_training_readouts_equal_the_full_prompt_readout(base, template: str) -> None:
+    torch.manual_seed(0)
+    parsed = PromptTemplate(template)
+    model = TaggedModel(base.model, {name: torch.randn(2, base.hidden_size) for name in parsed.tags})
+    encoder = PromptEncoder(base.tokenizer, model.tag_table)
+    n = 24
+    values = {"protein": [PROTEINS[i % 3] for i in range(n)], "smiles": [SMILES[i % 8] for i in range(n)]}
+    inputs = {d: encoder.tokenize_inputs(values[d]) for d in parsed.inputs}
+    examples = Examples(encoder.encode(parsed, inputs), [0.0] * n, 0, parsed, inputs)
+    indices = [7, 0, 23, 5, 12, 3, 18, 9, 1, 14]
+    seen = []
+    for chunk, hidden in readouts(model, encoder, examples, indices, batch_size=4):
+        full = model.readout(collate([examples.rows[indices[j]] for j in chunk], encoder.pad_id))
+        torch.testing.assert_close(hidden, full, atol=1e-5, rtol=1e-4)
+        seen += chunk
+    assert sorted(seen) == list(range(len(indices)))
+
+
+def test_epoch_batches_cover_every_row_once_with_little_padding() -> None:
+    lengths = np.random.default_rng(0).integers(5, 1000, size=1000).tolist()
+    batches = epoch_batches(lengths, 16, seed=3)
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    assert sorted(len(b) for b in batches) == [1000 % 16] + [16] * (1000 // 16)
+    assert epoch_batches(lengths, 16, seed=3) == batches and epoch_batches(lengths, 16, seed=4) != batches
+
+    def padded(batches: list[list[int]]) -> int:
+        return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+    plain = [list(range(k, min(k + 16, 1000))) for k in range(0, 1000, 16)]  # random lengths in file order
+    assert padded(batches) < 0.6 * padded(plain)
+    # Still shuffled: the batch order does not follow length.
+    widths = [max(lengths[i] for i in b) for b in batches]
+    assert widths != sorted(widths) and widths != sorted(widths, reverse=True)
