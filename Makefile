@@ -33,11 +33,11 @@ test: install
 	$(BIN)/python -m pytest -q
 
 # Rebuild every default pack from the public splits, evaluate each once on its test split, and train the
-# same-budget prompt-tuning / linear-probe baselines (fixed seeds; about 2 hours on 2 CPU cores).
+# same-budget prompt-tuning / linear-probe baselines (fixed seeds; 68 min measured on 2 CPU cores).
 packs: install
 	$(BIN)/python -m recipes.default_packs --data $(DATA)
 
-# The expert baselines (mean, kNN, RandomForest, composition ridge) of the quality table (~8 min).
+# The expert baselines (mean, kNN, RandomForest, composition ridge) of the quality table (~7 min measured).
 baselines: install
 	$(BIN)/python -m recipes.expert_baselines --data $(DATA) --out recipes/results/expert_baselines.json
 

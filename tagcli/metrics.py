@@ -30,6 +30,17 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
     }
 
 
+def summarize_targets(per_target: dict[str, dict[str, float]], target_std: np.ndarray, n: int) -> dict:
+    """A regression head's metrics over its targets, as packs record them: one target's own metrics,
+    or for several the mean of each metric plus every target's own (`targets`); both with the
+    standardised MSE (each target's MSE over its training variance, averaged), which selects models."""
+    standardized_mse = float(np.mean([m["mse"] / s**2 for m, s in zip(per_target.values(), target_std)]))
+    if len(per_target) == 1:
+        return {**next(iter(per_target.values())), "standardized_mse": standardized_mse}
+    means = {m: float(np.mean([v[m] for v in per_target.values()])) for m in ("mse", "mae", "pearson", "spearman")}
+    return {"n": n, **means, "standardized_mse": standardized_mse, "targets": per_target}
+
+
 def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
     """Binary ROC-AUC by the rank-sum (Mann–Whitney) identity; ties count half."""
     y_true = np.asarray(y_true).astype(bool)

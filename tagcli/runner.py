@@ -13,14 +13,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from tagcli import __version__
 from tagcli.errors import InputFileError, UsageError
 from tagcli.heads import ClassificationHead, RegressionHead, TextHead
-from tagcli.metrics import classification_metrics, regression_metrics
+from tagcli.metrics import classification_metrics, regression_metrics, summarize_targets
 from tagcli.scorer import STATUS_ERROR, STATUS_INVALID, STATUS_OK, TagScorer
 from tagcli.tables import STDIO, TableReader, TableWriter, WorkUnit, open_table
 from tagcli.workunits import PartDirectory, Shard, plan_units
@@ -220,14 +219,9 @@ def evaluate_file(scorer: TagScorer, source: str | Path, targets: list[str], win
 
 def pack_metrics(report: dict[str, Any], targets: list[str], head: Any) -> dict[str, Any]:
     """An `evaluate_file` report in the shape training records in a manifest (`Manifest.metrics[split]`):
-    one target's metrics flat, several targets' means plus each target's own, with standardised MSE."""
+    counts plus `metrics.summarize_targets` for a regression head, the target's metrics otherwise."""
     per_target = {t: report[t] for t in targets}
     counts = {k: report[k] for k in ("rows", "scored", "invalid", "error")}
     if not isinstance(head, RegressionHead):
         return {**counts, **per_target[targets[0]]}
-    variances = head.target_std.cpu().numpy() ** 2
-    standardized = float(np.mean([m["mse"] / v for m, v in zip(per_target.values(), variances)]))
-    if len(targets) == 1:
-        return {**counts, **per_target[targets[0]], "standardized_mse": standardized}
-    means = {m: float(np.mean([v[m] for v in per_target.values()])) for m in ("mse", "mae", "pearson", "spearman")}
-    return {**counts, "n": report["scored"], **means, "standardized_mse": standardized, "targets": per_target}
+    return {**counts, **summarize_targets(per_target, head.target_std.cpu().numpy(), report["scored"])}

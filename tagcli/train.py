@@ -29,7 +29,7 @@ from tagcli.basemodel import DEFAULT_BASE_MODEL, BaseModel, load_base_model
 from tagcli.domains import INPUT_KINDS, DomainInput
 from tagcli.errors import UsageError
 from tagcli.heads import ClassificationHead, Head, LinearHead, RegressionHead, TextHead
-from tagcli.metrics import classification_metrics, regression_metrics
+from tagcli.metrics import classification_metrics, regression_metrics, summarize_targets
 from tagcli.model import TaggedModel
 from tagcli.pack import Manifest, TagPack, check_template, save_pack, tag_digest
 from tagcli.prompt import EncodedRow, PromptEncoder, PromptTemplate, TaggedBatch, collate, length_batches
@@ -361,16 +361,10 @@ def evaluate(model: TaggedModel, encoder: PromptEncoder, examples: Examples, con
     if isinstance(head, ClassificationHead):
         log_loss = float(torch.nn.functional.cross_entropy(outputs, torch.as_tensor(targets).long()))
         return {**classification_metrics(targets, outputs.softmax(-1).numpy()), "log_loss": log_loss}
-    std = head.target_std.cpu().numpy()
     predictions = (outputs * head.target_std.cpu() + head.target_mean.cpu()).numpy()
     targets = targets.reshape(len(targets), -1)
     per_target = {t["name"]: regression_metrics(targets[:, k], predictions[:, k]) for k, t in enumerate(head.targets)}
-    standardized_mse = float(np.mean([m["mse"] / s**2 for m, s in zip(per_target.values(), std)]))
-    if len(per_target) == 1:
-        return {**next(iter(per_target.values())), "standardized_mse": standardized_mse}
-    # Several targets: the mean of each metric over targets, plus every target's own numbers.
-    summary = {m: float(np.mean([v[m] for v in per_target.values()])) for m in ("mse", "mae", "pearson", "spearman")}
-    return {"n": len(targets), **summary, "standardized_mse": standardized_mse, "targets": per_target}
+    return summarize_targets(per_target, head.target_std.cpu().numpy(), len(targets))
 
 
 # -- data -------------------------------------------------------------------------------------
