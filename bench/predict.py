@@ -35,9 +35,9 @@ import pyarrow.parquet as pq
 import torch
 
 from tagcli.basemodel import load_base_model
-from tagcli.heads import RegressionHead
-from tagcli.pack import Manifest, TagPack, load_pack, save_pack
-from tagcli.prompt import collate, length_batches
+from tagcli.core.heads import RegressionHead
+from tagcli.packs.format import Manifest, TagPack, load_pack, save_pack
+from tagcli.core.prompt import collate, length_batches
 from tagcli.scorer import TagScorer
 
 REPO = Path(__file__).resolve().parent.parent

@@ -18,9 +18,9 @@ import pandas as pd
 import torch
 
 from tagcli.basemodel import load_base_model
-from tagcli.heads import RegressionHead
-from tagcli.model import TaggedModel
-from tagcli.prompt import EncodedRow, PromptEncoder, PromptTemplate, collate
+from tagcli.core.heads import RegressionHead
+from tagcli.core.model import TaggedModel
+from tagcli.core.prompt import EncodedRow, PromptEncoder, PromptTemplate, collate
 from tagcli.train import init_tag
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "qed_train.parquet"

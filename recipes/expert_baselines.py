@@ -2,7 +2,7 @@
 
     python -m recipes.expert_baselines --data ../shared/data --out recipes/results/expert_baselines.json
 
-Every model is scored with `tagcli.metrics.regression_metrics`, the same code that scores tag packs, on
+Every model is scored with `tagcli.core.metrics.regression_metrics`, the same code that scores tag packs, on
 every test row: molecules RDKit cannot parse are dropped from training only, and on test they get the
 train-mean prediction and are counted in `unparsed`, so `n` always equals the test-split size.
 """
@@ -25,7 +25,7 @@ from sklearn.linear_model import RidgeCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from tagcli.metrics import regression_metrics
+from tagcli.core.metrics import regression_metrics
 
 RDLogger.DisableLog("rdApp.*")  # unparsable SMILES are expected and counted, not worth a log line each
 

@@ -18,13 +18,13 @@ import pyarrow as pa
 import torch
 
 from tagcli.basemodel import BaseModel, load_base_model
-from tagcli.domains import INPUT_KINDS, DomainInput
+from tagcli.core.domains import INPUT_KINDS, DomainInput
 from tagcli.errors import BadRowError, PackError, UsageError
-from tagcli.heads import TextHead
-from tagcli.model import SharedContext, TaggedModel
-from tagcli.pack import TagPack
-from tagcli.prompt import PromptEncoder, PromptTemplate, collate, length_batches
-from tagcli.store import PackStore
+from tagcli.core.heads import TextHead
+from tagcli.core.model import SharedContext, TaggedModel
+from tagcli.packs.format import TagPack
+from tagcli.core.prompt import PromptEncoder, PromptTemplate, collate, length_batches
+from tagcli.packs.store import PackStore
 
 STATUS_OK, STATUS_INVALID, STATUS_ERROR = "ok", "invalid", "error"
 

@@ -18,8 +18,8 @@ from typing import Sequence
 import torch
 
 from tagcli.basemodel import BaseModel, load_base_model
-from tagcli.heads import ClassificationHead, Head, RegressionHead
-from tagcli.pack import Manifest, TagPack, save_pack
+from tagcli.core.heads import ClassificationHead, Head, RegressionHead
+from tagcli.packs.format import Manifest, TagPack, save_pack
 
 # The tiny model gains nothing from threads, and OpenMP workers spin-waiting for a busy CPU can
 # make each matmul ~100x slower; one thread keeps the suite fast and timing-stable.

@@ -6,8 +6,8 @@ import typer
 
 from tagcli.cli.options import BaseModelOption, BatchSize, Column, Device, Domains, Dtype, Format, PackDirs, ProteinColumn, SmilesColumn, input_columns
 from tagcli.cli.output import Output, OutputFormat
-from tagcli.pack import record_metrics
-from tagcli.runner import evaluate_file, pack_metrics
+from tagcli.packs.format import record_metrics
+from tagcli.io.runner import evaluate_file, pack_metrics
 from tagcli.scorer import TagScorer
 
 

@@ -7,11 +7,11 @@ from typing import Any, Optional, Sequence
 import typer
 from rich.text import Text
 
-from tagcli import registry
+from tagcli.packs import registry
 from tagcli.cli.options import BaseModelFilter, Format, Offline, PackDirs, Registries
 from tagcli.cli.output import Output, OutputFormat
 from tagcli.errors import PackError
-from tagcli.registry import configured_registries
+from tagcli.packs.registry import configured_registries
 
 app = typer.Typer(help="Tag packs: domain and function tags with their heads.", no_args_is_help=True)
 

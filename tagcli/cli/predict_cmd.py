@@ -15,11 +15,11 @@ from rich.text import Text
 from tagcli.cli.options import BaseModelOption, BatchSize, Column, Device, Domains, Dtype, Format, Offline, PackDirs, ProteinColumn, Registries, SmilesColumn, input_columns
 from tagcli.cli.output import Output, OutputFormat
 from tagcli.errors import TagcliError, UsageError
-from tagcli.registry import ensure_packs
-from tagcli.runner import DEFAULT_UNIT_ROWS, score_file
+from tagcli.packs.registry import ensure_packs
+from tagcli.io.runner import DEFAULT_UNIT_ROWS, score_file
 from tagcli.scorer import TagScorer
-from tagcli.tables import default_output_path
-from tagcli.workunits import PartDirectory, Shard
+from tagcli.io.tables import default_output_path
+from tagcli.io.workunits import PartDirectory, Shard
 
 
 def predict(

@@ -24,8 +24,8 @@ import pandas as pd
 import pytest
 
 from helpers import Result, domain_pack, function_pack, regression_head, tagcli_executable, tiny_base
-from tagcli import registry
-from tagcli.pack import save_pack
+from tagcli.packs import registry
+from tagcli.packs.format import save_pack
 
 OTHER_FINGERPRINT = "sha256:" + "cd" * 32
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from helpers import SMILES, TIMEOUT, Setup, cli_setup, tagcli_executable
-from tagcli.workunits import PartDirectory
+from tagcli.io.workunits import PartDirectory
 
 ROWS = 3000
 UNIT_OPTIONS = ["--unit-rows", "60", "--window-rows", "30", "--batch-size", "8"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tagcli.store import PackStore, builtin_packs_dir
+from tagcli.packs.store import PackStore, builtin_packs_dir
 
 pytestmark = pytest.mark.integration
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"

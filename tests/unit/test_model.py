@@ -9,8 +9,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from helpers import PROTEINS, SMILES, random_tag, regression_head
-from tagcli.model import TaggedModel
-from tagcli.prompt import EncodedRow, PromptEncoder, PromptTemplate, collate
+from tagcli.core.model import TaggedModel
+from tagcli.core.prompt import EncodedRow, PromptEncoder, PromptTemplate, collate
 
 QED = PromptTemplate("{tag:smiles}{input:smiles}{tag:qed}")
 AFF = PromptTemplate("{tag:protein}{input:protein}{tag:aff}")

@@ -14,10 +14,10 @@ from safetensors.torch import load_file, save_file
 
 from helpers import classification_head, domain_pack, function_pack, regression_head
 from tagcli.errors import PackError
-from tagcli.pack import FORMAT_VERSION, Manifest, check_template, load_pack, save_pack, tag_digest, write_archive
-from tagcli.prompt import PromptTemplate
+from tagcli.packs.format import FORMAT_VERSION, Manifest, check_template, load_pack, save_pack, tag_digest, write_archive
+from tagcli.core.prompt import PromptTemplate
 from tagcli.scorer import TagScorer
-from tagcli.store import PackStore
+from tagcli.packs.store import PackStore
 
 OTHER_FINGERPRINT = "sha256:" + "ab" * 32
 

@@ -23,13 +23,13 @@ import pyarrow as pa
 import pytest
 
 from helpers import domain_pack, function_pack, regression_head
-from tagcli import registry
+from tagcli.packs import registry
 from tagcli.errors import PackError, UsageError
 from tagcli.home import packs_dir
-from tagcli.pack import save_pack
-from tagcli.registry import configured_registries, ensure_packs, parse_registry, pull
+from tagcli.packs.format import save_pack
+from tagcli.packs.registry import configured_registries, ensure_packs, parse_registry, pull
 from tagcli.scorer import TagScorer
-from tagcli.store import PackStore, builtin_packs_dir
+from tagcli.packs.store import PackStore, builtin_packs_dir
 
 OTHER_FINGERPRINT = "sha256:" + "cd" * 32
 

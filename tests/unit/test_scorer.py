@@ -15,10 +15,10 @@ import torch
 
 from helpers import PROTEINS, SMILES, domain_pack, function_pack, regression_head, write_packs
 from tagcli.errors import BadRowError, PackError, UsageError
-from tagcli.model import TaggedModel
-from tagcli.pack import save_pack
-from tagcli.prompt import PromptEncoder, collate
-from tagcli.runner import evaluate_file, score_file
+from tagcli.core.model import TaggedModel
+from tagcli.packs.format import save_pack
+from tagcli.core.prompt import PromptEncoder, collate
+from tagcli.io.runner import evaluate_file, score_file
 from tagcli.scorer import TagScorer
 
 
@@ -448,8 +448,8 @@ def test_the_scorer_is_the_package_api() -> None:
 
 
 def test_eval_metrics_recorded_in_the_pack(scorer, tmp_path: Path) -> None:
-    from tagcli.pack import load_pack, record_metrics
-    from tagcli.runner import pack_metrics
+    from tagcli.packs.format import load_pack, record_metrics
+    from tagcli.io.runner import pack_metrics
 
     s = scorer("logp")
     labeled = tmp_path / "labeled.parquet"

@@ -1,4 +1,4 @@
-"""Streaming table reading and atomic writing (tagcli.tables)."""
+"""Streaming table reading and atomic writing (tagcli.io.tables)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tagcli.errors import InputFileError, UsageError
-from tagcli.tables import TableWriter, default_output_path, open_table, table_format
+from tagcli.io.tables import TableWriter, default_output_path, open_table, table_format
 
 
 def read_all(path: str | Path, **kwargs: object) -> pa.Table:

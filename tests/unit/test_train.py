@@ -16,10 +16,10 @@ from safetensors.torch import load_file
 import tagcli.train as train_module
 from helpers import PROTEINS, SMILES, domain_pack
 from tagcli.errors import UsageError
-from tagcli.model import TaggedModel
-from tagcli.pack import load_pack, save_pack, tag_digest
+from tagcli.core.model import TaggedModel
+from tagcli.packs.format import load_pack, save_pack, tag_digest
 from tagcli.scorer import TagScorer
-from tagcli.prompt import PromptEncoder, PromptTemplate, collate
+from tagcli.core.prompt import PromptEncoder, PromptTemplate, collate
 from tagcli.train import Examples, TrainConfig, epoch_batches, init_tag, readouts, train
 
 
@@ -445,7 +445,7 @@ def test_text_function_trains_on_the_answer_and_generates(base, data: Path, tmp_
 
 def test_batched_generation_equals_one_row_at_a_time(base) -> None:
     from helpers import domain_pack as make_domain
-    from tagcli.prompt import PromptEncoder, PromptTemplate, collate
+    from tagcli.core.prompt import PromptEncoder, PromptTemplate, collate
 
     model = TaggedModel(base.model, {"smiles": make_domain(base, "smiles", seed=1).tags["smiles"], "says": init_tag(base.model, 2)})
     encoder = PromptEncoder(base.tokenizer, model.tag_table)

@@ -13,10 +13,10 @@ import pytest
 
 from helpers import SMILES, write_packs
 from tagcli.errors import BadRowError, UsageError
-from tagcli.runner import score_file
+from tagcli.io.runner import score_file
 from tagcli.scorer import TagScorer
-from tagcli.tables import open_table
-from tagcli.workunits import PartDirectory, Shard, plan_units
+from tagcli.io.tables import open_table
+from tagcli.io.workunits import PartDirectory, Shard, plan_units
 
 TRICKY_CSV = 'id,smiles\n1,CCO\n\n2,"C\nC"\r\n3,"a""b,\n"\n\r\n4,x\n5,y'  # quoted newlines, blank lines, CRLF, no final newline
 

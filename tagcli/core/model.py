@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from tagcli.heads import Head, TextHead
-from tagcli.prompt import TagTable, TaggedBatch
+from tagcli.core.heads import Head, TextHead
+from tagcli.core.prompt import TagTable, TaggedBatch
 
 
 class TaggedModel(nn.Module):

@@ -13,7 +13,7 @@ A registry is one of
 and they are searched in this order: `--registry` (as given), `TAGCLI_REGISTRY` (space- or
 comma-separated), then `registries = [...]` in the TOML config file (`$TAGCLI_CONFIG`, else
 tagcli's user config dir, e.g. ~/.config/tagcli/config.toml; relative folders there are relative to
-the file). Local packs (see `tagcli.store`) always come before any registry.
+the file). Local packs (see `tagcli.packs.store`) always come before any registry.
 
 index.json:
 
@@ -61,9 +61,9 @@ import platformdirs
 from tagcli import __version__
 from tagcli.errors import PackError, UsageError, first_line
 from tagcli.home import env_true, make_readable, packs_dir, tagcli_home, write_json_atomic
-from tagcli.pack import ARCHIVE_SUFFIX, MANIFEST, TagPack, extract_archive, load_pack, short_fingerprint, write_archive
-from tagcli.prompt import NAME_RE
-from tagcli.store import INSTALL_RECORD, VERSION_RE, PackStore, builtin_packs_dir, is_pulled, split_ref
+from tagcli.packs.format import ARCHIVE_SUFFIX, MANIFEST, TagPack, extract_archive, load_pack, short_fingerprint, write_archive
+from tagcli.core.prompt import NAME_RE
+from tagcli.packs.store import INSTALL_RECORD, VERSION_RE, PackStore, builtin_packs_dir, is_pulled, split_ref
 
 INDEX_FORMAT = "tagcli.index"
 INDEX_FORMAT_VERSION = 1

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from tagcli.errors import InputFileError, UsageError
 from tagcli.home import write_json_atomic
-from tagcli.tables import TableWriter, WorkUnit, _open_bytes, _read_csv_header, table_format
+from tagcli.io.tables import TableWriter, WorkUnit, _open_bytes, _read_csv_header, table_format
 
 SCAN_BYTES = 16 << 20  # CSV boundary scan chunk
 _QUOTE, _NEWLINE, _CR = ord('"'), ord("\n"), ord("\r")

@@ -18,11 +18,11 @@ import pyarrow as pa
 
 from tagcli import __version__
 from tagcli.errors import InputFileError, UsageError
-from tagcli.heads import ClassificationHead, RegressionHead, TextHead
-from tagcli.metrics import classification_metrics, regression_metrics, summarize_targets
+from tagcli.core.heads import ClassificationHead, RegressionHead, TextHead
+from tagcli.core.metrics import classification_metrics, regression_metrics, summarize_targets
 from tagcli.scorer import STATUS_ERROR, STATUS_INVALID, STATUS_OK, TagScorer
-from tagcli.tables import STDIO, TableReader, TableWriter, WorkUnit, open_table
-from tagcli.workunits import PartDirectory, Shard, plan_units
+from tagcli.io.tables import STDIO, TableReader, TableWriter, WorkUnit, open_table
+from tagcli.io.workunits import PartDirectory, Shard, plan_units
 
 
 DEFAULT_UNIT_ROWS = 8192

@@ -26,16 +26,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tagcli.basemodel import DEFAULT_BASE_MODEL, BaseModel, load_base_model
-from tagcli.domains import INPUT_KINDS, DomainInput
+from tagcli.core.domains import INPUT_KINDS, DomainInput
 from tagcli.errors import UsageError
-from tagcli.heads import ClassificationHead, Head, LinearHead, RegressionHead, TextHead
-from tagcli.metrics import classification_metrics, regression_metrics, summarize_targets
-from tagcli.model import TaggedModel
-from tagcli.pack import Manifest, TagPack, check_template, save_pack, tag_digest
-from tagcli.prompt import EncodedRow, PromptEncoder, PromptTemplate, TaggedBatch, collate, length_batches
+from tagcli.core.heads import ClassificationHead, Head, LinearHead, RegressionHead, TextHead
+from tagcli.core.metrics import classification_metrics, regression_metrics, summarize_targets
+from tagcli.core.model import TaggedModel
+from tagcli.packs.format import Manifest, TagPack, check_template, save_pack, tag_digest
+from tagcli.core.prompt import EncodedRow, PromptEncoder, PromptTemplate, TaggedBatch, collate, length_batches
 from tagcli.scorer import encode_contexts, prepare_inputs
-from tagcli.store import PackStore
-from tagcli.tables import open_table
+from tagcli.packs.store import PackStore
+from tagcli.io.tables import open_table
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Where packs are found on this machine. Registries (network or folders) are in `tagcli.registry`.
+"""Where packs are found on this machine. Registries (network or folders) are in `tagcli.packs.registry`.
 
 A pack reference is a path (a pack directory or `.tagpack` archive), a bare NAME, or NAME@VERSION.
 A NAME is looked up as `DIR/NAME/` in this order:
@@ -27,8 +27,8 @@ from typing import Iterator, Sequence
 import tagpacks
 from tagcli.errors import PackError
 from tagcli.home import packs_dir
-from tagcli.pack import ARCHIVE_SUFFIX, MANIFEST, TagPack, load_pack
-from tagcli.prompt import NAME_RE
+from tagcli.packs.format import ARCHIVE_SUFFIX, MANIFEST, TagPack, load_pack
+from tagcli.core.prompt import NAME_RE
 
 INSTALL_RECORD = ".tagcli-install.json"  # beside a pulled pack's files: where it came from, per-file sha256
 VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]*\Z")

@@ -29,11 +29,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tagcli import __version__
-from tagcli.domains import INPUT_KINDS, DomainInput
+from tagcli.core.domains import INPUT_KINDS, DomainInput
 from tagcli.errors import PackError
-from tagcli.heads import Head, head_from_spec
+from tagcli.core.heads import Head, head_from_spec
 from tagcli.home import make_readable
-from tagcli.prompt import NAME_RE, PromptTemplate
+from tagcli.core.prompt import NAME_RE, PromptTemplate
 
 FORMAT = "tagcli.pack"
 FORMAT_VERSION = 1

@@ -1,0 +1,1 @@
+"""Files: streaming table readers/writers, work units and part directories, and the file runner."""

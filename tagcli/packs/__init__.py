@@ -1,0 +1,1 @@
+"""Tag packs: the format, where they are found on this machine, and registries to pull them from."""
