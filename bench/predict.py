@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from tagcli.basemodel import load_base_model
+from tagcli.basemodel.load import load_base_model
 from tagcli.core.heads import RegressionHead
 from tagcli.packs.format import Manifest, TagPack, load_pack, save_pack
 from tagcli.core.prompt import collate, length_batches

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from tagcli.basemodel import load_base_model
+from tagcli.basemodel.load import load_base_model
 from tagcli.core.heads import RegressionHead
 from tagcli.core.model import TaggedModel
 from tagcli.core.prompt import EncodedRow, PromptEncoder, PromptTemplate, collate

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tagcli.basemodel import select_device
+from tagcli.basemodel.load import select_device
 
 REPO = Path(__file__).resolve().parent.parent
 PACKS = "tagpacks"

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from tagcli.basemodel import BaseModel, load_base_model
+from tagcli.basemodel.load import BaseModel, load_base_model
 from tagcli.core.domains import INPUT_KINDS, DomainInput
 from tagcli.errors import BadRowError, PackError, UsageError
 from tagcli.core.heads import TextHead

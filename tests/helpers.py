@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 
-from tagcli.basemodel import BaseModel, load_base_model
+from tagcli.basemodel.load import BaseModel, load_base_model
 from tagcli.core.heads import ClassificationHead, Head, RegressionHead
 from tagcli.packs.format import Manifest, TagPack, save_pack
 

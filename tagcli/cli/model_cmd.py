@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from tagcli import basemodel
+from tagcli.basemodel import catalog, embedded, resolve
 from tagcli.cli.output import Output, OutputFormat
 
 app = typer.Typer(help="Base models: the embedded default and any HF causal LM.", no_args_is_help=True)
@@ -17,7 +17,7 @@ FORMAT = typer.Option(OutputFormat.human, "--format", "-f", help="human or json.
 
 @app.command("pull")
 def pull(
-    name: str = typer.Argument(basemodel.DEFAULT_BASE_MODEL, help="Embedded model name."),
+    name: str = typer.Argument(resolve.DEFAULT_BASE_MODEL, help="Embedded model name."),
     force: bool = typer.Option(False, "--force", help="Convert again even if already pulled."),
     format: OutputFormat = FORMAT,
 ) -> None:
@@ -25,8 +25,8 @@ def pull(
     out = Output(format)
     start = time.perf_counter()
     with out.err.status(f"Preparing base model {name} (first time: ~20 s)..."):
-        path = basemodel.pull_embedded(name, force=force)
-        fingerprint = basemodel.fingerprint_model_dir(path)
+        path = embedded.pull_embedded(name, force=force)
+        fingerprint = resolve.fingerprint_model_dir(path)
     seconds = round(time.perf_counter() - start, 1)
     record = {"name": name, "path": str(path), "fingerprint": fingerprint, "seconds": seconds}
     out.record(record, f"{name}: {path}  {fingerprint}  ({seconds:.1f} s)")
@@ -35,7 +35,7 @@ def pull(
 @app.command("list")
 def list_models(format: OutputFormat = FORMAT) -> None:
     """Show the embedded base models (pulled or not) and other local or cached hub models."""
-    rows = basemodel.list_models()
+    rows = catalog.list_models()
     if format is OutputFormat.human:
         rows = [_human_row(row) for row in rows]
     Output(format).table(rows, ["name", "kind", "pulled", "path", "fingerprint"], title="base models")
@@ -49,7 +49,7 @@ def info(
     """Describe a base model from its config and weight headers (weights are not loaded)."""
     out = Output(format)
     with out.err.status(f"Resolving base model {spec}..."):
-        details = basemodel.model_info(spec)
+        details = catalog.model_info(spec)
     if format is OutputFormat.json:
         out.json(details)
     else:

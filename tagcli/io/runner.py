@@ -21,8 +21,8 @@ from tagcli.errors import InputFileError, UsageError
 from tagcli.core.heads import ClassificationHead, RegressionHead, TextHead
 from tagcli.core.metrics import classification_metrics, regression_metrics, summarize_targets
 from tagcli.scorer import STATUS_ERROR, STATUS_INVALID, STATUS_OK, TagScorer
-from tagcli.io.tables import STDIO, TableReader, TableWriter, WorkUnit, open_table
-from tagcli.io.workunits import PartDirectory, Shard, plan_units
+from tagcli.io.tables import STDIO, TableReader, TableWriter, open_table
+from tagcli.io.workunits import PartDirectory, Shard, WorkUnit, plan_units
 
 
 DEFAULT_UNIT_ROWS = 8192
@@ -118,10 +118,10 @@ def _score_units(
     scorer: TagScorer, source: str | Path, destination: str | Path, window_rows: int, unit_rows: int, shard: Shard,
     resume: bool, keep_parts: bool, summary: ScoreSummary, on_start: OnStart, on_rows: OnRows,
 ) -> None:
-    units = plan_units(source, unit_rows)
-    with open_table(source, batch_rows=1) as reader:
-        # Scoring no rows checks the columns up front and gives the output schema every part shares.
-        schema = scorer.score(reader.schema.empty_table()).schema
+    plan = plan_units(source, unit_rows)
+    units = plan.units
+    # Scoring no rows checks the columns up front and gives the output schema every part shares.
+    schema = scorer.score(plan.schema.empty_table()).schema
     parts = PartDirectory(destination)
     parts.open(_run_manifest(scorer, source, units, unit_rows, window_rows, schema), join=resume or shard.count > 1)
     mine = [u for u in units if shard.owns(u)]

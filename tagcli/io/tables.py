@@ -17,17 +17,19 @@ import secrets
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from tagcli.errors import InputFileError, UsageError, first_line
+
+if TYPE_CHECKING:  # workunits.py imports this module; readers only take a planned unit
+    from tagcli.io.workunits import WorkUnit
 
 TableFormat = Literal["csv", "parquet"]
 
@@ -157,15 +159,15 @@ class TableReader:
         if self.path == STDIO:
             stream: BinaryIO = sys.stdin.buffer
         else:
-            stream = self._stream = _open_bytes(self.path)
-        names, self._header_lines = _read_csv_header(stream, self.name)
+            stream = self._stream = open_bytes(self.path)
+        names, self._header_lines = read_csv_header(stream, self.name)
         if self._unit is not None and self._unit.byte_range is not None:
             # A work unit of a plain CSV file: just its bytes, parsed with the header's names.
             begin, end = self._unit.byte_range
             stream.seek(begin)
             stream = io.BytesIO(stream.read(end - begin))
         _check_columns(names, self._columns, self.name)
-        self.schema = pa.schema([(n, pa.string()) for n in self._columns or names])
+        self.schema = csv_schema(self._columns or names)
         try:
             # The header is already consumed, so pass its names instead of letting
             # pyarrow read them: that way stdin needs no rewinding.
@@ -238,20 +240,6 @@ def open_table(
 ) -> TableReader:
     """Open a CSV or Parquet table (or "-" for CSV on stdin), or one work unit of it, for streaming."""
     return TableReader(path, batch_rows=batch_rows, columns=columns, unit=unit)
-
-
-@dataclass(frozen=True)
-class WorkUnit:
-    """Rows [first_row, first_row + num_rows) of a table: the piece one process scores at a time.
-
-    Plain CSV units also carry the byte range those rows occupy (so a reader can seek to them);
-    Parquet units are found through row-group metadata. Planned by `workunits.plan_units`.
-    """
-
-    index: int
-    first_row: int
-    num_rows: int
-    byte_range: tuple[int, int] | None = None
 
 
 class TableWriter:
@@ -367,14 +355,15 @@ def _check_columns(available: list[str], wanted: list[str] | None, name: str) ->
         )
 
 
-def _open_bytes(path: str) -> BinaryIO:
+def open_bytes(path: str) -> BinaryIO:
+    """A CSV file's bytes, gunzipped if its name ends in .gz."""
     # Both are buffered readers, so readline() and pyarrow's reads share one position.
     if path.lower().endswith(".gz"):
         return gzip.open(path, "rb")  # type: ignore[return-value]
     return open(path, "rb")
 
 
-def _read_csv_header(stream: BinaryIO, name: str) -> tuple[list[str], int]:
+def read_csv_header(stream: BinaryIO, name: str) -> tuple[list[str], int]:
     """Read the header row, leaving `stream` at the first data row.
 
     Returns the column names and how many lines the header took (a quoted name may
@@ -409,11 +398,16 @@ def _read_csv_header(stream: BinaryIO, name: str) -> tuple[list[str], int]:
     return header, lines_read
 
 
+def csv_schema(names: list[str]) -> pa.Schema:
+    """The schema of CSV columns `names`: every cell is read as a string."""
+    return pa.schema([(n, pa.string()) for n in names])
+
+
 def _estimate_csv_rows(path: str, header_lines: int) -> int:
     # A plain byte scan for newlines is fast; quoted newlines and blank lines make it
     # an overestimate, which is fine for a progress bar.
     newlines, last = 0, b"\n"
-    with _open_bytes(path) as stream:
+    with open_bytes(path) as stream:
         while chunk := stream.read(1 << 20):
             newlines += chunk.count(b"\n")
             last = chunk[-1:]

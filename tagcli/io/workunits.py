@@ -1,6 +1,7 @@
 """Work units and part directories: how a big scoring run is split, sharded, resumed and merged.
 
     mols.parquet ──plan_units──▶ unit 0 │ unit 1 │ … │ unit k      (fixed row ranges, same in every process)
+                                 + the input's schema            (read on the way: no second open)
                   --shard I/N ─▶ units with index % N == I           (disjoint; together: all of them)
     out.parquet.parts/
         _manifest.json           what makes the run reproducible: input, packs, base model, settings
@@ -32,10 +33,32 @@ import pyarrow.parquet as pq
 
 from tagcli.errors import InputFileError, UsageError
 from tagcli.home import write_json_atomic
-from tagcli.io.tables import TableWriter, WorkUnit, _open_bytes, _read_csv_header, table_format
+from tagcli.io.tables import TableWriter, csv_schema, open_bytes, read_csv_header, table_format
 
 SCAN_BYTES = 16 << 20  # CSV boundary scan chunk
 _QUOTE, _NEWLINE, _CR = ord('"'), ord("\n"), ord("\r")
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """Rows [first_row, first_row + num_rows) of a table: the piece one process scores at a time.
+
+    Plain CSV units also carry the byte range those rows occupy (so a reader can seek to them);
+    Parquet units are found through row-group metadata. Planned by `plan_units`.
+    """
+
+    index: int
+    first_row: int
+    num_rows: int
+    byte_range: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """An input table cut into units, and its schema: exactly what `TableReader.schema` gives for it."""
+
+    units: list[WorkUnit]
+    schema: pa.Schema
 
 
 @dataclass(frozen=True)
@@ -66,34 +89,38 @@ class Shard:
         return f"{self.index + 1}/{self.count}"
 
 
-def plan_units(path: str | Path, unit_rows: int) -> list[WorkUnit]:
+def plan_units(path: str | Path, unit_rows: int) -> InputPlan:
     """Cut a table into units of `unit_rows` rows (the last may be shorter; an empty table: one empty unit).
 
-    Parquet row counts come from the footer. Plain CSV files are scanned once for record
-    boundaries (quote-aware, so newlines inside quoted cells stay inside their row); gzipped CSV
-    cannot be entered in the middle, so it is a single unit.
+    Parquet row counts and the schema come from the footer. Plain CSV files are scanned once for
+    record boundaries (quote-aware, so newlines inside quoted cells stay inside their row); gzipped
+    CSV cannot be entered in the middle, so it is a single unit. A CSV schema is its header's names,
+    every column a string.
     """
     if unit_rows < 1:
         raise UsageError(f"--unit-rows must be at least 1, got {unit_rows}")
     if table_format(path) == "parquet":
         try:
-            total = pq.ParquetFile(path).metadata.num_rows
+            with pq.ParquetFile(path) as footer:
+                total, schema = footer.metadata.num_rows, footer.schema_arrow
         except (pa.ArrowException, OSError) as exc:
             raise InputFileError(f"cannot read {path} as Parquet: {exc}") from exc
-        return [WorkUnit(k, start, min(unit_rows, total - start)) for k, start in enumerate(range(0, total, unit_rows))] or [WorkUnit(0, 0, 0)]
+        starts = range(0, total, unit_rows)
+        units = [WorkUnit(k, start, min(unit_rows, total - start)) for k, start in enumerate(starts)]
+        return InputPlan(units or [WorkUnit(0, 0, 0)], schema)
     if str(path).lower().endswith(".gz"):
         with gzip.open(path, "rb") as stream:
-            _read_csv_header(stream, str(path))  # type: ignore[arg-type]
+            names, _ = read_csv_header(stream, str(path))  # type: ignore[arg-type]
             _, total = _scan_csv(stream, stream.tell(), every=1 << 62)
-        return [WorkUnit(0, 0, total)]
-    with _open_bytes(str(path)) as stream:
-        _read_csv_header(stream, str(path))
+        return InputPlan([WorkUnit(0, 0, total)], csv_schema(names))
+    with open_bytes(str(path)) as stream:
+        names, _ = read_csv_header(stream, str(path))
         data_start, size = stream.tell(), Path(path).stat().st_size
-        starts, total = _scan_csv(stream, data_start, every=unit_rows)
-    ends = [offset for _, offset in starts[1:]] + [size]
-    rows = [row for row, _ in starts[1:]] + [total]
-    units = [WorkUnit(k, row, rows[k] - row, (offset, ends[k])) for k, (row, offset) in enumerate(starts)]
-    return units or [WorkUnit(0, 0, 0, (data_start, size))]
+        row_starts, total = _scan_csv(stream, data_start, every=unit_rows)
+    ends = [offset for _, offset in row_starts[1:]] + [size]
+    rows = [row for row, _ in row_starts[1:]] + [total]
+    units = [WorkUnit(k, row, rows[k] - row, (offset, ends[k])) for k, (row, offset) in enumerate(row_starts)]
+    return InputPlan(units or [WorkUnit(0, 0, 0, (data_start, size))], csv_schema(names))
 
 
 def _scan_csv(stream: Any, offset: int, every: int) -> tuple[list[tuple[int, int]], int]:

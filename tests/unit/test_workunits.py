@@ -30,7 +30,7 @@ def read_rows(path: Path, unit=None) -> list[dict]:
 def test_csv_units_cover_every_row_once(tmp_path: Path, unit_rows: int) -> None:
     path = tmp_path / "t.csv"
     path.write_bytes(TRICKY_CSV.encode())
-    units = plan_units(path, unit_rows)
+    units = plan_units(path, unit_rows).units
     assert [u.num_rows for u in units] == [min(unit_rows, 5 - k) for k in range(0, 5, unit_rows)]
     assert [u.first_row for u in units] == list(range(0, 5, unit_rows))
     assert [row for u in units for row in read_rows(path, u)] == read_rows(path)
@@ -41,7 +41,7 @@ def test_parquet_units_cut_through_row_groups(tmp_path: Path) -> None:
     path = tmp_path / "t.parquet"
     pq.write_table(pa.table({"id": list(range(23))}), path, row_group_size=7)
     for unit_rows in (1, 5, 7, 10, 23, 50):
-        units = plan_units(path, unit_rows)
+        units = plan_units(path, unit_rows).units
         assert sum(u.num_rows for u in units) == 23
         assert [r["id"] for u in units for r in read_rows(path, u)] == list(range(23))
 
@@ -49,16 +49,35 @@ def test_parquet_units_cut_through_row_groups(tmp_path: Path) -> None:
 def test_gzipped_csv_is_one_unit_and_empty_tables_have_one_empty_unit(tmp_path: Path) -> None:
     gz = tmp_path / "t.csv.gz"
     gz.write_bytes(gzip.compress(TRICKY_CSV.encode()))
-    assert [(u.first_row, u.num_rows) for u in plan_units(gz, 2)] == [(0, 5)]
+    assert [(u.first_row, u.num_rows) for u in plan_units(gz, 2).units] == [(0, 5)]
     empty = tmp_path / "e.csv"
     empty.write_text("id,smiles\n")
-    assert [(u.first_row, u.num_rows) for u in plan_units(empty, 2)] == [(0, 0)]
+    assert [(u.first_row, u.num_rows) for u in plan_units(empty, 2).units] == [(0, 0)]
+
+
+@pytest.mark.parametrize("name", ["t.csv", "t.csv.gz", "t.parquet", "empty.csv"])
+def test_the_plan_gives_the_schema_a_reader_gives(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    csv = '\ufeffid,"multi\nline name",x\n1,"a\nb",2.5\n' if name != "empty.csv" else "id,smiles\n"
+    if name == "t.parquet":
+        table = pa.table({"id": [1, 2], "smiles": ["CCO", None], "w": [0.5, 1.5]})
+        pq.write_table(table.replace_schema_metadata({"source": "test"}), path, row_group_size=1)
+    else:
+        path.write_bytes(gzip.compress(csv.encode()) if name.endswith(".gz") else csv.encode())
+    plan = plan_units(path, 1)
+    with open_table(path) as reader:
+        assert plan.schema.equals(reader.schema, check_metadata=True)
+    if name == "t.parquet":
+        assert plan.schema.field("id").type == pa.int64() and plan.schema.metadata == {b"source": b"test"}
+    else:  # the header's names, every column a string
+        names = ["id", "smiles"] if name == "empty.csv" else ["id", "multi\nline name", "x"]
+        assert plan.schema == pa.schema([(n, pa.string()) for n in names])
 
 
 def test_shards_are_disjoint_and_cover_all_units(tmp_path: Path) -> None:
     path = tmp_path / "t.parquet"
     pq.write_table(pa.table({"id": list(range(50))}), path)
-    units = plan_units(path, 4)
+    units = plan_units(path, 4).units
     owners = [[s for s in range(3) if Shard(s, 3).owns(u)] for u in units]
     assert all(len(o) == 1 for o in owners)
     assert Shard.parse("2/3") == Shard(1, 3) and str(Shard(1, 3)) == "2/3"
