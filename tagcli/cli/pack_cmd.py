@@ -1,4 +1,4 @@
-"""`tagcli pack`: list, inspect, pull, verify, remove and export tag packs (library: tagcli/registry.py)."""
+"""`tagcli pack`: list, inspect, pull, verify, remove and export tag packs (library: tagcli/packs/)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ from typing import Any, Optional, Sequence
 import typer
 from rich.text import Text
 
-from tagcli.packs import registry
 from tagcli.cli.options import BaseModelFilter, Format, Offline, PackDirs, Registries
 from tagcli.cli.output import Output, OutputFormat
+from tagcli.cli.pack_rows import human_row, list_row, size_text
 from tagcli.errors import PackError
-from tagcli.packs.registry import configured_registries
+from tagcli.packs import install, listing
+from tagcli.packs.registries import configured_registries
 
 app = typer.Typer(help="Tag packs: domain and function tags with their heads.", no_args_is_help=True)
+
+NAME_HELP = "Pack NAME, NAME@VERSION or path"
 
 
 @app.command("list")
@@ -27,36 +30,42 @@ def list_packs(
 ) -> None:
     """Show packs: built-in, installed under $TAGCLI_HOME/packs, and (--available) in registries."""
     registries = configured_registries(registry_ or ()) if available else []
-    rows, warnings = registry.list_packs(registries, pack_dirs=pack_dir or (), available=available, base_model=base_model, offline=offline)
+    listed, warnings = listing.list_packs(
+        registries, pack_dirs=pack_dir or (), available=available, base_model=base_model, offline=offline
+    )
+    rows = [list_row(item) for item in listed]
     out = Output(format)
     for warning in warnings:
         out.warn(warning)
     # People get the headline columns; JSON gets every field, path and fingerprint included.
     columns = ["pack", "kind", "status", "domains", "outputs", "base_model", "compatible", "size", "metrics"]
     columns += ["error"] if any("error" in r for r in rows) else []
-    out.table(rows if format is OutputFormat.json else [_for_people(r) for r in rows], columns, title="tag packs")
+    out.table(rows if format is OutputFormat.json else [human_row(r) for r in rows], columns, title="tag packs")
 
 
 @app.command("info")
 def info(
-    name: str = typer.Argument(..., help="Pack NAME, NAME@VERSION or path (registries are asked when it is not installed)."),
+    name: str = typer.Argument(..., help=f"{NAME_HELP} (registries are asked when it is not installed)."),
     registry_: Registries = None,
     offline: Offline = False,
     pack_dir: PackDirs = None,
     format: Format = OutputFormat.human,
 ) -> None:
     """Show one pack's manifest: template, head, training data, metrics, and where it came from."""
-    details = registry.pack_info(name, configured_registries(registry_ or ()), pack_dirs=pack_dir or (), offline=offline)
+    details = listing.pack_info(name, configured_registries(registry_ or ()), pack_dirs=pack_dir or (), offline=offline)
     out = Output(format)
     if format is OutputFormat.json:
         out.json(details)
     else:
-        out.table([{"field": k, "value": v} for k, v in details.items()], ["field", "value"], title=f"pack {details.get('name')}")
+        fields = [{"field": k, "value": v} for k, v in details.items()]
+        out.table(fields, ["field", "value"], title=f"pack {details.get('name')}")
 
 
 @app.command("pull")
 def pull(
-    refs: list[str] = typer.Argument(..., metavar="NAME", help="Packs to install, as NAME or NAME@VERSION; the domain packs they need come along."),
+    refs: list[str] = typer.Argument(
+        ..., metavar="NAME", help="Packs to install, as NAME or NAME@VERSION; the domain packs they need come along."
+    ),
     registry_: Registries = None,
     offline: Offline = False,
     force: bool = typer.Option(False, "--force", help="Reinstall even when that exact archive is installed."),
@@ -64,7 +73,8 @@ def pull(
     format: Format = OutputFormat.human,
 ) -> None:
     """Install packs from the registries under $TAGCLI_HOME/packs (also over a built-in of that name)."""
-    results = registry.pull(refs, configured_registries(registry_ or ()), pack_dirs=pack_dir or (), offline=offline, force=force)
+    registries = configured_registries(registry_ or ())
+    results = install.pull(refs, registries, pack_dirs=pack_dir or (), offline=offline, force=force)
     _lines(Output(format), results, [_pulled_line(r) for r in results])
 
 
@@ -75,14 +85,15 @@ def verify(
     format: Format = OutputFormat.human,
 ) -> None:
     """Re-hash installed pack files against what was installed, and check that each pack loads."""
-    rows = registry.verify(name, pack_dirs=pack_dir or ())
+    rows = listing.verify(name, pack_dirs=pack_dir or ())
     out = Output(format)
     if format is OutputFormat.json:
         out.json(rows)
     elif not rows:
         out.out.print(Text("no installed packs to verify"))
     else:
-        out.table([r | {"problems": "; ".join(r["problems"])} for r in rows], ["name", "version", "origin", "status", "problems"], title="pack verify")
+        shown = [r | {"problems": "; ".join(r["problems"])} for r in rows]
+        out.table(shown, ["name", "version", "origin", "status", "problems"], title="pack verify")
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:
         first = failed[0]
@@ -95,7 +106,7 @@ def verify(
 @app.command("rm")
 def rm(name: str = typer.Argument(..., help="Installed pack to delete."), format: Format = OutputFormat.human) -> None:
     """Delete a pack installed under $TAGCLI_HOME/packs (built-in packs cannot be removed)."""
-    result = registry.remove(name)
+    result = install.remove(name)
     out = Output(format)
     line = f"removed {result['name']} {result['version'] or ''} ({result['path']})".replace("  ", " ")
     if result["builtin_now_used"]:
@@ -107,18 +118,21 @@ def rm(name: str = typer.Argument(..., help="Installed pack to delete."), format
 
 @app.command("export")
 def export(
-    name: str = typer.Argument(..., help="Pack NAME, NAME@VERSION or path."),
+    name: str = typer.Argument(..., help=f"{NAME_HELP}."),
     to: str = typer.Option(..., "--to", help="Folder to write NAME-VERSION.tagpack and index.json into (a registry)."),
     pack_dir: PackDirs = None,
     format: Format = OutputFormat.human,
 ) -> None:
     """Write a pack's single-file archive into a folder and add it to the folder's index.json."""
-    result = registry.export(name, to, pack_dirs=pack_dir or ())
-    line = f"exported {result['name']} {result['version']} -> {result['archive']} ({_size(result['size'])}, sha256 {result['sha256'][:12]}…); index {result['index']}"
+    result = listing.export(name, to, pack_dirs=pack_dir or ())
+    line = (
+        f"exported {result['name']} {result['version']} -> {result['archive']} ({size_text(result['size'])}, "
+        f"sha256 {result['sha256'][:12]}…); index {result['index']}"
+    )
     Output(format).record(result, line)
 
 
-# --------------------------------------------------------------------------- formatting
+# --------------------------------------------------------------------------- pull's lines
 
 
 def _lines(out: Output, records: Sequence[dict[str, Any]], lines: Sequence[str]) -> None:
@@ -132,22 +146,3 @@ def _lines(out: Output, records: Sequence[dict[str, Any]], lines: Sequence[str])
 def _pulled_line(result: dict[str, Any]) -> str:
     why = f", needed by {result['wanted_by']}" if result.get("wanted_by") else ""
     return f"{result['status']} {result['name']} {result['version']} from {result['registry']}{why} -> {result['path']}"
-
-
-def _for_people(row: dict[str, Any]) -> dict[str, Any]:
-    shown = dict(row) | {"pack": f"{row['name']} {row.get('version') or ''}".strip()}
-    if isinstance(row.get("size"), int):
-        shown["size"] = _size(row["size"])
-    if "compatible" in row:
-        shown["compatible"] = "yes" if row["compatible"] else "no"
-    if row.get("status") == "available":
-        shown["status"] = f"available ({row['source']})"
-    return shown
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000  # type: ignore[assignment]
-    return f"{n}"

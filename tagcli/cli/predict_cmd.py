@@ -15,7 +15,7 @@ from rich.text import Text
 from tagcli.cli.options import BaseModelOption, BatchSize, Column, Device, Domains, Dtype, Format, Offline, PackDirs, ProteinColumn, Registries, SmilesColumn, input_columns
 from tagcli.cli.output import Output, OutputFormat
 from tagcli.errors import TagcliError, UsageError
-from tagcli.packs.registry import ensure_packs
+from tagcli.packs.install import ensure_packs
 from tagcli.io.runner import DEFAULT_UNIT_ROWS, score_file
 from tagcli.scorer import TagScorer
 from tagcli.io.tables import default_output_path

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from tagcli import __version__
 from tagcli.core.domains import INPUT_KINDS, DomainInput
-from tagcli.errors import PackError
+from tagcli.errors import PackError, first_line
 from tagcli.core.heads import Head, head_from_spec
 from tagcli.home import make_readable
 from tagcli.core.prompt import NAME_RE, PromptTemplate
@@ -90,7 +90,10 @@ class Manifest:
         if not isinstance(version, int):
             raise PackError(f"{where}: manifest lacks an integer format_version")
         if version > FORMAT_VERSION:
-            raise PackError(f"{where}: pack format {version!r} is newer than this tagcli reads ({FORMAT_VERSION})", hint="upgrade tagcli")
+            raise PackError(
+                f"{where}: pack format {version!r} is newer than this tagcli reads ({FORMAT_VERSION})",
+                hint="upgrade tagcli",
+            )
         known = set(cls.__dataclass_fields__)
         missing = [k for k in ("name", "kind", "version", "tag_length", "hidden_size", "base_model") if k not in data]
         if missing:
@@ -167,7 +170,8 @@ class TagPack:
         expected = self.manifest.base_model
         if expected["fingerprint"] != fingerprint:
             raise PackError(
-                f"pack '{self.name}' was trained for base model {expected.get('id')} ({short_fingerprint(expected['fingerprint'])}), "
+                f"pack '{self.name}' was trained for base model {expected.get('id')} "
+                f"({short_fingerprint(expected['fingerprint'])}), "
                 f"not {model_id} ({short_fingerprint(fingerprint)})",
                 hint=f"pass --base-model {expected.get('id')}",
             )
@@ -188,14 +192,7 @@ def load_pack(path: str | Path) -> TagPack:
             pack.path = path
             return pack
     where = f"pack {path}"
-    manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
-        raise PackError(f"{where}: no {MANIFEST} (is this a tag pack?)")
-    try:
-        data = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PackError(f"{where}: {MANIFEST} is not valid JSON: {exc}") from None
-    manifest = Manifest.from_dict(data, where)
+    manifest = Manifest.from_dict(read_manifest_data(path), where)
     tags = _load_tensors(path / TAGS_FILE, where)
     if sorted(tags) != manifest.tags:
         raise PackError(f"{where}: {TAGS_FILE} holds {sorted(tags)}, manifest says {manifest.tags}")
@@ -203,6 +200,37 @@ def load_pack(path: str | Path) -> TagPack:
         _check_tag(name, vectors, manifest, where)
     head = _load_head(path, manifest, where) if manifest.kind == "function" else None
     return TagPack(manifest, {k: v.float() for k, v in tags.items()}, head, path)
+
+
+def read_manifest_data(path: str | Path, *, strict: bool = True) -> dict[str, Any]:
+    """The raw JSON object of a pack's manifest (pack directory or `.tagpack` archive), not validated.
+
+    The one place a manifest file is read: `load_pack` validates what it returns, and lookups that only
+    peek at a version, base model or `requires` pass `strict=False`. A missing, unreadable or non-object
+    manifest is a one-line PackError, or with `strict=False` an empty dict.
+    """
+    path = Path(path)
+    where, file = f"pack {path}", path / MANIFEST
+    try:
+        if path.is_file():
+            with tempfile.TemporaryDirectory() as tmp:
+                extract_archive(path, Path(tmp))
+                return read_manifest_data(tmp)
+        if not file.is_file():
+            raise PackError(f"{where}: no {MANIFEST} (is this a tag pack?)")
+        try:
+            data = json.loads(file.read_bytes().decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise PackError(f"{where}: {MANIFEST} is not valid JSON: {exc}") from None
+        except OSError as exc:
+            raise PackError(f"{where}: cannot read {MANIFEST}: {first_line(exc)}") from None
+        if not isinstance(data, dict):
+            raise PackError(f"{where}: manifest must be a JSON object")
+        return data
+    except PackError:
+        if strict:
+            raise
+        return {}
 
 
 def save_pack(pack: TagPack, path: str | Path) -> Path:
@@ -216,7 +244,8 @@ def save_pack(pack: TagPack, path: str | Path) -> Path:
     try:
         save_file({k: v.detach().float().contiguous().cpu() for k, v in pack.tags.items()}, tmp / TAGS_FILE)
         if pack.head is not None:
-            state = {f"{pack.name}.{k}": v.detach().float().contiguous().cpu() for k, v in pack.head.state_dict().items()}
+            head_state = pack.head.state_dict().items()
+            state = {f"{pack.name}.{k}": v.detach().float().contiguous().cpu() for k, v in head_state}
             save_file(state, tmp / HEADS_FILE)
         (tmp / MANIFEST).write_text(pack.manifest.to_json(), encoding="utf-8")
         make_readable(tmp)
@@ -268,7 +297,7 @@ def _load_tensors(path: Path, where: str) -> dict[str, torch.Tensor]:
     try:
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as exc:
-        raise PackError(f"{where}: {path.name} is not a readable safetensors file: {str(exc).splitlines()[0]}") from None
+        raise PackError(f"{where}: {path.name} is not a readable safetensors file: {first_line(exc)}") from None
 
 
 def _check_tag(name: str, vectors: torch.Tensor, manifest: Manifest, where: str) -> None:
@@ -289,10 +318,13 @@ def _load_head(path: Path, manifest: Manifest, where: str) -> Head:
     state = {k[len(prefix) :]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
     expected = head.state_dict()
     if sorted(state) != sorted(expected):
-        raise PackError(f"{where}: {HEADS_FILE} holds {sorted(tensors)}, expected {sorted(prefix + k for k in expected)}")
+        wanted = sorted(prefix + k for k in expected)
+        raise PackError(f"{where}: {HEADS_FILE} holds {sorted(tensors)}, expected {wanted}")
     for key, value in state.items():
         if value.shape != expected[key].shape:
-            raise PackError(f"{where}: head tensor '{key}' has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}")
+            raise PackError(
+                f"{where}: head tensor '{key}' has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}"
+            )
         if not torch.isfinite(value).all():
             raise PackError(f"{where}: head tensor '{key}' contains NaN or infinite values")
     head.load_state_dict(state)

@@ -1,4 +1,4 @@
-"""Where packs are found on this machine. Registries (network or folders) are in `tagcli.packs.registry`.
+"""Where packs are found on this machine. Registries to pull from are `tagcli.packs.registries`.
 
 A pack reference is a path (a pack directory or `.tagpack` archive), a bare NAME, or NAME@VERSION.
 A NAME is looked up as `DIR/NAME/` in this order:
@@ -14,12 +14,11 @@ So a pulled pack replaces the built-in of the same name: pulling is an explicit 
 (built-in first). NAME@VERSION takes the first pack in that order whose manifest has that
 version (e.g. `smiles@0.1.0` reaches the built-in behind a pulled `smiles` 0.2.0); when none
 has it, the error says which versions are there. A function pack's domain packs are looked up
-next to it first (`near`), so a pulled function runs with the domain packs pulled with it.
+next to it first (`sibling_pack`), so a pulled function runs with the domain packs pulled with it.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -27,7 +26,7 @@ from typing import Iterator, Sequence
 import tagpacks
 from tagcli.errors import PackError
 from tagcli.home import packs_dir
-from tagcli.packs.format import ARCHIVE_SUFFIX, MANIFEST, TagPack, load_pack
+from tagcli.packs.format import ARCHIVE_SUFFIX, MANIFEST, TagPack, load_pack, read_manifest_data
 from tagcli.core.prompt import NAME_RE
 
 INSTALL_RECORD = ".tagcli-install.json"  # beside a pulled pack's files: where it came from, per-file sha256
@@ -35,6 +34,7 @@ VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]*\Z")
 
 
 def builtin_packs_dir() -> Path:
+    """The packs shipped inside tagcli (the `tagpacks` package), so `predict -F qed` works offline."""
     return Path(tagpacks.__file__).parent
 
 
@@ -42,24 +42,30 @@ def split_ref(ref: str) -> tuple[str, str | None]:
     """'NAME' or 'NAME@VERSION' → (name, version or None); anything else is a one-line PackError."""
     name, at, version = ref.partition("@")
     if not NAME_RE.match(name) or (at and not VERSION_RE.match(version)):
-        raise PackError(f"bad pack reference {ref!r}", hint="use NAME or NAME@VERSION (lowercase letters, digits, - and _), or a pack path")
+        raise PackError(
+            f"bad pack reference {ref!r}",
+            hint="use NAME or NAME@VERSION (lowercase letters, digits, - and _), or a pack path",
+        )
     return name, (version if at else None)
 
 
-def manifest_version(pack_dir: Path) -> str | None:
-    """The version a pack directory's manifest declares (read as JSON only; None if unreadable)."""
-    try:
-        version = json.loads((pack_dir / MANIFEST).read_text(encoding="utf-8")).get("version")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return version if isinstance(version, str) else None
-
-
 def is_pulled(pack_dir: Path) -> bool:
+    """Whether a pack directory was installed by `tagcli pack pull` (it has an install record)."""
     return (pack_dir / INSTALL_RECORD).is_file() and (pack_dir / MANIFEST).is_file()
 
 
+def sibling_pack(beside: Path, name: str) -> Path | None:
+    """The pack `name` in the folder of the pack at `beside`, or None: a function's domain packs are
+    looked for there first, so a pulled function gets the domain packs pulled with it."""
+    if not NAME_RE.match(name):
+        return None
+    sibling = beside.parent / name
+    return sibling.resolve() if (sibling / MANIFEST).is_file() else None
+
+
 class PackStore:
+    """The packs on this machine, by name or path, in the lookup order above; each loaded once."""
+
     def __init__(self, extra_dirs: Sequence[str | Path] = ()) -> None:
         self.extra_dirs = [Path(d) for d in extra_dirs]
         self.search_path = self.extra_dirs + [builtin_packs_dir(), packs_dir()]
@@ -101,7 +107,7 @@ class PackStore:
                 continue
             if version is None:
                 return candidate.resolve()
-            found = manifest_version(candidate)
+            found = read_manifest_data(candidate, strict=False).get("version")
             if found == version:
                 return candidate.resolve()
             seen.append(f"{found} in {candidate.parent}")
@@ -112,21 +118,16 @@ class PackStore:
             )
         raise PackError(
             f"no tag pack named '{name}' (searched {', '.join(str(d) for d in self.search_path)})",
-            hint="`tagcli pack list --available` shows installed packs and those in registries; `tagcli pack pull NAME` installs one",
+            hint="`tagcli pack list --available` shows installed packs and those in registries; "
+            "`tagcli pack pull NAME` installs one",
         )
 
     def load(self, ref: str, near: Path | None = None) -> TagPack:
-        """Load a pack once per store; `near` (a pack's folder) is searched first, for sibling packs."""
-        path = self._find_near(ref, near) or self.find(ref)
+        """Load a pack once per store; with `near` (a function pack's path), the pack beside it comes first."""
+        path = (sibling_pack(near, ref) if near is not None else None) or self.find(ref)
         if path not in self._loaded:
             self._loaded[path] = load_pack(path)
         return self._loaded[path]
-
-    def _find_near(self, ref: str, near: Path | None) -> Path | None:
-        if near is None or not NAME_RE.match(ref):
-            return None
-        sibling = near.parent / ref
-        return sibling.resolve() if (sibling / MANIFEST).is_file() else None
 
     def installed(self) -> dict[str, TagPack | PackError]:
         """Every pack on this machine by name (the one a bare NAME resolves to); broken ones as their error."""

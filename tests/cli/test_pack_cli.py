@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 from helpers import Result, domain_pack, function_pack, regression_head, tagcli_executable, tiny_base
-from tagcli.packs import registry
+from tagcli.packs import listing
 from tagcli.packs.format import save_pack
 
 OTHER_FINGERPRINT = "sha256:" + "cd" * 32
@@ -109,7 +109,7 @@ def setup(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     alien = function_pack(base, "alien", [smiles], seed=4, fingerprint=OTHER_FINGERPRINT)
     alien.manifest.base_model["id"] = "some/other-model"
     for pack in (smiles, logp, alien):
-        registry.export(str(save_pack(pack, root / "src" / pack.name)), root / "www" / "reg")
+        listing.export(str(save_pack(pack, root / "src" / pack.name)), root / "www" / "reg")
     shutil.copytree(root / "www" / "reg", root / "www" / "bad")
     archive = root / "www" / "bad" / "logp-0.1.0.tagpack"
     archive.write_bytes(archive.read_bytes().replace(b'"logp"', b'"LOGP"', 1))

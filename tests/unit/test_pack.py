@@ -14,10 +14,12 @@ from safetensors.torch import load_file, save_file
 
 from helpers import classification_head, domain_pack, function_pack, regression_head
 from tagcli.errors import PackError
-from tagcli.packs.format import FORMAT_VERSION, Manifest, check_template, load_pack, save_pack, tag_digest, write_archive
+from tagcli.packs.format import (
+    FORMAT_VERSION, Manifest, check_template, load_pack, read_manifest_data, save_pack, tag_digest, write_archive,
+)
 from tagcli.core.prompt import PromptTemplate
 from tagcli.scorer import TagScorer
-from tagcli.packs.store import PackStore
+from tagcli.packs.store import PackStore, sibling_pack
 
 OTHER_FINGERPRINT = "sha256:" + "ab" * 32
 
@@ -108,6 +110,33 @@ def test_archive_round_trip(packs: dict[str, Path], tmp_path: Path) -> None:
     for key, value in from_dir.head.state_dict().items():
         assert torch.equal(from_archive.head.state_dict()[key], value)
     assert PackStore().find(str(archive)) == archive.resolve()
+
+
+def test_one_manifest_reader_for_directories_and_archives(packs: dict[str, Path], tmp_path: Path) -> None:
+    archive = write_archive(packs["logp"], tmp_path / "logp.tagpack")
+    on_disk = json.loads((packs["logp"] / "manifest.json").read_text())
+    assert read_manifest_data(packs["logp"]) == read_manifest_data(archive) == on_disk
+    (packs["smiles"] / "manifest.json").write_text("[1, 2]")  # JSON, but not a manifest object
+    (tmp_path / "junk.tagpack").write_bytes(b"not a tar file")
+    for unreadable, words in [
+        (packs["smiles"], "manifest must be a JSON object"),
+        (tmp_path / "nowhere", "no manifest.json"),
+        (tmp_path / "junk.tagpack", "not a readable tar file"),
+    ]:
+        with pytest.raises(PackError, match=words):
+            read_manifest_data(unreadable)
+        assert read_manifest_data(unreadable, strict=False) == {}  # peeking never fails
+
+
+def test_sibling_pack_is_the_named_pack_in_the_same_folder(packs: dict[str, Path]) -> None:
+    smiles = packs["smiles"].resolve()
+    assert sibling_pack(packs["logp"], "smiles") == smiles
+    assert sibling_pack(packs["logp"].parent / "not-pulled-yet", "smiles") == smiles  # where a pull will put it
+    assert sibling_pack(write_archive(packs["logp"], packs["logp"].parent / "logp.tagpack"), "smiles") == smiles
+    assert sibling_pack(packs["logp"], "protein") is None  # not there
+    assert sibling_pack(packs["logp"], "../packs/smiles") is None  # a NAME only, never a path
+    assert sibling_pack(packs["logp"], "smiles@0.1.0") is None
+    assert PackStore().load("smiles", near=packs["logp"]).path == smiles  # the store looks there first
 
 
 # --------------------------------------------------------------------------- refusals

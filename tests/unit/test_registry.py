@@ -1,6 +1,6 @@
 """Pack registries: pulls from a real HTTP server on 127.0.0.1, folders, and the Hugging Face cache layout.
 
-The server (`serve`) is the standard library's, serving a folder written by `registry.export`, plus
+The server (`serve`) is the standard library's, serving a folder written by `listing.export`, plus
 Range requests, a request log and a one-shot truncated response, so resuming is tested for real.
 """
 
@@ -23,11 +23,14 @@ import pyarrow as pa
 import pytest
 
 from helpers import domain_pack, function_pack, regression_head
-from tagcli.packs import registry
 from tagcli.errors import PackError, UsageError
 from tagcli.home import packs_dir
+from tagcli.cli.pack_rows import list_row
+from tagcli.packs import listing
 from tagcli.packs.format import save_pack
-from tagcli.packs.registry import configured_registries, ensure_packs, parse_registry, pull
+from tagcli.packs.install import ensure_packs, pull, remove
+from tagcli.packs.registries import configured_registries, parse_registry
+from tagcli.packs.transport import sha256_file
 from tagcli.scorer import TagScorer
 from tagcli.packs.store import PackStore, builtin_packs_dir
 
@@ -119,7 +122,7 @@ def reg(sources: Path, tmp_path: Path) -> Path:
     """A registry folder (archives + index.json), fresh for each test so tests may damage it."""
     folder = tmp_path / "registry"
     for name in ("smiles", "protein", "logp", "alien"):
-        registry.export(str(sources / name), folder)
+        listing.export(str(sources / name), folder)
     return folder
 
 
@@ -161,7 +164,7 @@ def test_pull_installs_the_pack_and_the_domain_pack_it_needs(reg: Path, base) ->
     scorer = TagScorer("logp", base_model=base)
     assert scorer.plans[0].domains["smiles"].path == (packs_dir() / "smiles").resolve()
     assert scorer(pa.table({"smiles": ["CCO"]})).column("status").to_pylist() == ["ok"]
-    assert all(row["status"] == "ok" for row in registry.verify())
+    assert all(row["status"] == "ok" for row in listing.verify())
 
 
 def test_dependencies_already_here_are_not_pulled_again(reg: Path) -> None:
@@ -186,7 +189,7 @@ def test_a_pulled_pack_replaces_the_builtin_of_that_name_and_versions_reach_eith
     with pytest.raises(PackError, match=r"no version 9\.9 of tag pack 'smiles' is installed \(found 0\.2\.0 in .*0\.1\.0 in "):
         store.find("smiles@9.9")
     assert PackStore().installed()["smiles"].path == (packs_dir() / "smiles").resolve()
-    assert registry.remove("smiles")["builtin_now_used"]
+    assert remove("smiles")["builtin_now_used"]
     assert PackStore().find("smiles") == builtin.resolve()
 
 
@@ -258,7 +261,7 @@ def test_truncated_download_resumes_with_a_range_request(reg: Path, how: str) ->
     if kept:
         assert (f"/{name}", f"bytes={kept}-{size - 1}") in server.requests  # only the rest was asked for
     assert not part.exists()
-    assert all(row["status"] == "ok" for row in registry.verify())
+    assert all(row["status"] == "ok" for row in listing.verify())
 
 
 def test_resume_from_a_server_without_range_support_starts_over(reg: Path) -> None:
@@ -279,7 +282,7 @@ def _evil_archive(folder: Path, member: tarfile.TarInfo, payload: bytes = b"x") 
             out.addfile(m, src.extractfile(m))
         out.addfile(member, io.BytesIO(payload) if member.isfile() else None)
     good.write_bytes(buffer.getvalue())
-    set_entry(folder, "protein", size=len(buffer.getvalue()), sha256=registry.sha256_file(good))
+    set_entry(folder, "protein", size=len(buffer.getvalue()), sha256=sha256_file(good))
 
 
 @pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "extra"])
@@ -350,7 +353,7 @@ def test_offline_never_pulls(reg: Path, tiny_model_dir: Path) -> None:
             ensure_packs(["logp"], None, registries=[index_url(server)], offline=True, base_model=str(tiny_model_dir))
         assert info.value.message == "tag pack 'logp' is not installed, and --offline forbids pulling it"
         assert server.requests == []
-        rows, warnings = registry.list_packs([parse_registry(index_url(server))], available=True, offline=True)
+        rows, warnings = listing.list_packs([parse_registry(index_url(server))], available=True, offline=True)
         assert server.requests == [] and "needs the network, and --offline is set" in warnings[0]
     assert installed() == {}
     # a folder registry needs no network
@@ -367,10 +370,16 @@ def test_a_pack_for_another_base_model_is_refused_before_anything_is_installed(r
     assert installed() == {}
 
 
+def list_rows(url: str, **options: str) -> tuple[list[dict], list[str]]:
+    """`list_packs` of the installed packs and those at `url`, as the JSON rows `tagcli pack list` prints."""
+    listed, warnings = listing.list_packs([parse_registry(url)], available=True, **options)
+    return [list_row(item) for item in listed], warnings
+
+
 def test_listing_marks_other_base_models_incompatible(reg: Path, tiny_model_dir: Path) -> None:
     with serve(reg) as server:
-        rows, warnings = registry.list_packs([parse_registry(index_url(server))], available=True, base_model=str(tiny_model_dir))
-        everything, _ = registry.list_packs([parse_registry(index_url(server))], available=True)
+        rows, warnings = list_rows(index_url(server), base_model=str(tiny_model_dir))
+        everything, _ = list_rows(index_url(server))
     assert warnings == []
     assert sorted(r["name"] for r in rows) == ["logp", "protein", "smiles"]  # tiny-model packs only
     assert all(r["status"] == "available" and r["compatible"] for r in rows)
@@ -404,7 +413,7 @@ def test_registries_come_from_options_env_and_config(tmp_path: Path, monkeypatch
 
 def test_export_updates_the_index_and_a_folder_without_one_still_works(reg: Path, sources: Path, tmp_path: Path) -> None:
     before = json.loads((reg / "index.json").read_text())["packs"]
-    registry.export(str(sources / "logp"), reg)  # the same name and version: replaced, not added
+    listing.export(str(sources / "logp"), reg)  # the same name and version: replaced, not added
     after = json.loads((reg / "index.json").read_text())["packs"]
     assert [e["name"] for e in after] == [e["name"] for e in before] == ["alien", "logp", "protein", "smiles"]
     bare = tmp_path / "bare"
@@ -432,7 +441,7 @@ def test_hub_registry_reads_the_hugging_face_cache_offline(reg: Path, tmp_path: 
     _hub_cache(tmp_path / "hf", reg)  # HF_HUB_OFFLINE=1 for every test (conftest)
     results = pull(["logp"], [parse_registry("hf://org/packs")])
     assert [(r["name"], r["registry"]) for r in results] == [("logp", "hf://org/packs"), ("smiles", "hf://org/packs")]
-    assert all(row["status"] == "ok" for row in registry.verify())
+    assert all(row["status"] == "ok" for row in listing.verify())
     with pytest.raises(PackError) as info:
         pull(["logp"], [parse_registry("hf://org/elsewhere")])
     assert "registry hf://org/elsewhere: index.json is not in the local Hugging Face cache and downloads are off" in info.value.message
@@ -446,25 +455,25 @@ def test_verify_finds_changed_and_extra_files(reg: Path) -> None:
     tags = packs_dir() / "logp" / "tags.safetensors"
     tags.write_bytes(tags.read_bytes()[:-4] + b"\0\0\0\0")
     (packs_dir() / "smiles" / "notes.txt").write_text("hi")
-    rows = {r["name"]: r for r in registry.verify()}
+    rows = {r["name"]: r for r in listing.verify()}
     assert rows["logp"]["status"] == "failed" and rows["logp"]["problems"][0] == "tags.safetensors was changed"
     assert rows["smiles"]["problems"] == ["notes.txt is not part of the pack"]
-    assert registry.verify("qed")[0]["status"].startswith("ok (loads; no install record")
+    assert listing.verify("qed")[0]["status"].startswith("ok (loads; no install record")
 
 
 def test_rm_and_info(reg: Path) -> None:
     pull(["logp"], [parse_registry(str(reg))])
-    info = registry.pack_info("logp")
+    info = listing.pack_info("logp")
     assert info["status"] == "installed" and info["installed_from"]["registry"] == str(reg)
-    remote = registry.pack_info("alien", [parse_registry(str(reg))])  # not built in, not installed
+    remote = listing.pack_info("alien", [parse_registry(str(reg))])  # not built in, not installed
     assert remote["status"] == "available" and remote["sha256"] == entry_of(reg, "alien")["sha256"]
-    result = registry.remove("smiles")
+    result = remove("smiles")
     assert result["needed_by"] == ["logp"] and result["builtin_now_used"]  # the built-in smiles is used again
     assert installed() == {"logp": "0.1.0"}
     with pytest.raises(PackError, match="'qed' is a built-in pack"):
-        registry.remove("qed")
+        remove("qed")
     with pytest.raises(PackError, match="no installed pack named 'nope'"):
-        registry.remove("nope")
+        remove("nope")
 
 
 def test_files_written_are_world_readable(reg: Path) -> None:
@@ -477,7 +486,7 @@ def test_files_written_are_world_readable(reg: Path) -> None:
 
 
 def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    from tagcli.cli.app import main
+    from tagcli.cli import main
 
     capsys.readouterr()
     with pytest.raises(SystemExit) as done:

@@ -1,0 +1,81 @@
+"""How `tagcli pack list` shows packs: one JSON row per listed pack, and the same row made readable.
+
+JSON rows carry every field (path, fingerprint, sha256); people get headline columns with sizes in
+kB/MB. The library (`tagcli.packs.listing`) returns records; only this module decides the row shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tagcli.packs.format import Manifest
+from tagcli.packs.index import IndexEntry
+from tagcli.packs.listing import AvailablePack, BrokenPack, ListedPack
+
+HEADLINE = ("pearson", "mse", "accuracy", "roc_auc", "perplexity")
+
+
+def list_row(item: ListedPack) -> dict[str, Any]:
+    """The JSON row of one listed pack (`tagcli pack list --format json`)."""
+    if isinstance(item, BrokenPack):
+        return {"name": item.name, "kind": "broken", "status": "broken", "error": str(item.error)}
+    if isinstance(item, AvailablePack):
+        e = item.entry
+        row = _described(e, e.outputs) | {
+            "size": e.size, "status": "available", "source": e.source, "sha256": e.sha256, "url": e.url,
+        }
+    else:
+        pack = item.pack
+        assert pack.path is not None
+        row = _described(pack.manifest, pack.head.output_columns() if pack.head else []) | {
+            "path": str(pack.path),
+            "size": item.size,
+            "status": item.origin,
+            "source": item.record.get("registry") if item.record else str(pack.path.parent),
+        }
+        if item.record:
+            row["sha256"] = item.record.get("archive_sha256")
+    return row | {"compatible": item.compatible}
+
+
+def human_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A JSON row made readable for the table: "name version", sizes with units, yes/no, the source."""
+    shown = dict(row) | {"pack": f"{row['name']} {row.get('version') or ''}".strip()}
+    if isinstance(row.get("size"), int):
+        shown["size"] = size_text(row["size"])
+    if "compatible" in row:
+        shown["compatible"] = "yes" if row["compatible"] else "no"
+    if row.get("status") == "available":
+        shown["status"] = f"available ({row['source']})"
+    return shown
+
+
+def headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The test split's headline metrics if the pack has them, else validation's, to 4 decimals."""
+    split = "test" if metrics.get("test") else "val"
+    chosen = metrics.get(split) or {}
+    return {"split": split} | {k: round(chosen[k], 4) for k in HEADLINE if isinstance(chosen.get(k), float)}
+
+
+def size_text(n: float) -> str:
+    """Bytes in decimal units (B, kB, MB, GB), as people read them."""
+    for unit in ("B", "kB", "MB"):
+        if n < 1000:
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _described(about: Manifest | IndexEntry, outputs: list[str]) -> dict[str, Any]:
+    """The fields an installed pack (its manifest) and an index entry share, in row order."""
+    return {
+        "name": about.name,
+        "kind": about.kind,
+        "version": about.version,
+        "domains": about.domains or [about.name],
+        "outputs": outputs,
+        "base_model": about.base_model.get("id"),
+        "fingerprint": about.base_model.get("fingerprint"),
+        "method": about.method,
+        "metrics": headline_metrics(about.metrics),
+    }
