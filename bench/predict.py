@@ -37,7 +37,8 @@ import torch
 from tagcli.basemodel.load import load_base_model
 from tagcli.core.heads import RegressionHead
 from tagcli.packs.format import Manifest, TagPack, load_pack, save_pack
-from tagcli.core.prompt import collate, length_batches
+from tagcli.core.batching import length_batches
+from tagcli.core.prompt import collate
 from tagcli.scorer import TagScorer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -166,7 +167,7 @@ def bench_rss(args: argparse.Namespace, results: dict) -> None:
         # The child reports its own peak RSS at exit: VmHWM belongs to the address space made at exec
         # (ru_maxrss would also count this bench process's memory from before the fork).
         launcher = ("import atexit, re, sys; atexit.register(lambda: print('PEAK_RSS_KB', re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read())[1], file=sys.stderr)); "
-                    "from tagcli.cli.app import main; main()")
+                    "from tagcli.cli import main; main()")
         command = [sys.executable, "-c", launcher, "predict", str(source), "-F", "fn", "--pack-dir", str(tmp / "packs"), "--base-model", str(model_dir),
                    "--device", "cpu", "--dtype", "float32", "--no-progress", "-o", str(tmp / "out.parquet"), "--format", "json"]
         samples: list[tuple[float, int]] = []

@@ -10,20 +10,19 @@ results back in input order. Bad rows get a status and a reason; nothing is drop
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 import pyarrow as pa
-import torch
-
 from tagcli.basemodel.load import BaseModel, load_base_model
-from tagcli.core.domains import INPUT_KINDS, DomainInput
 from tagcli.errors import BadRowError, PackError, UsageError
-from tagcli.core.heads import TextHead
-from tagcli.core.model import SharedContext, TaggedModel
+from tagcli.core.batching import encode_contexts, prepare_inputs
+from tagcli.core.heads import Columns
+from tagcli.core.model import TaggedModel
 from tagcli.packs.format import TagPack
-from tagcli.core.prompt import PromptEncoder, PromptTemplate, collate, length_batches
+from tagcli.core.prompt import PromptEncoder, PromptTemplate, collate
 from tagcli.packs.store import PackStore
 
 STATUS_OK, STATUS_INVALID, STATUS_ERROR = "ok", "invalid", "error"
@@ -64,43 +63,6 @@ def plan_function(store: PackStore, function: str, domains: Sequence[str] | None
         loaded[name] = domain
     template = pack.manifest.prompt_template().rename(mapping)
     return FunctionPlan(pack, {name: loaded[name] for name in template.inputs}, template, mapping != {t: t for t in trained})
-
-
-def find_input_column(names: Sequence[str], domain: str, kind: str, columns: Mapping[str, str]) -> str:
-    """The column holding `domain`'s input: named explicitly (by domain, kind or "*"), else by a known name."""
-    explicit = columns.get(domain) or columns.get(kind) or columns.get("*")
-    if explicit:
-        if explicit not in names:
-            raise UsageError(f"no column '{explicit}' in the input (columns: {', '.join(names)})")
-        return explicit
-    by_lower = {name.lower(): name for name in names}
-    for candidate in (domain, *INPUT_KINDS[kind].column_names):
-        if candidate in by_lower:
-            return by_lower[candidate]
-    raise UsageError(f"cannot find the {domain} input column among {', '.join(names)}", hint=f"pass --{kind}-col NAME (or --column NAME)")
-
-
-def prepare_inputs(
-    encoder: PromptEncoder, domains: Mapping[str, DomainInput], table: pa.Table, columns: Mapping[str, str], errors: list[str | None]
-) -> dict[str, list[list[int] | None]]:
-    """Token ids per domain per row (None where the row is invalid); records why in `errors`."""
-    tokens: dict[str, list[list[int] | None]] = {}
-    for domain, spec in domains.items():
-        column = find_input_column(table.column_names, domain, spec.kind, columns)
-        cleaned = spec.clean(table.column(column).to_pylist())
-        label = f"{domain}: " if len(domains) > 1 else ""
-        valid = [i for i, (text, _) in enumerate(cleaned) if text is not None]
-        row_tokens: list[list[int] | None] = [None] * len(cleaned)
-        for i, token_ids in zip(valid, encoder.tokenize_inputs([cleaned[i][0] for i in valid])):
-            if len(token_ids) > spec.max_tokens:
-                cleaned[i] = (None, f"input too long: {len(token_ids)} tokens (limit {spec.max_tokens})")
-            else:
-                row_tokens[i] = token_ids
-        for i, (_, error) in enumerate(cleaned):
-            if error is not None and errors[i] is None:
-                errors[i] = label + error
-        tokens[domain] = row_tokens
-    return tokens
 
 
 class TagScorer:
@@ -177,8 +139,7 @@ class TagScorer:
         predictions: dict[str, list] = {}
         types: dict[str, pa.DataType] = {}
         for plan in self.plans:
-            head = plan.function.head
-            types |= {c: pa.string() if c in head.label_columns else pa.float64() for c in head.output_columns()}
+            types |= plan.function.head.output_types()
         for group in self.groups:
             specs = {d: pack.manifest.domain_input() for d, pack in group[0].domains.items()}
             inputs = prepare_inputs(self.encoder, specs, table, self.columns, errors)
@@ -216,48 +177,17 @@ class TagScorer:
                 self._collect(plan, predicted, rows, columns, errors, status)
         return columns
 
-    def _collect(self, plan: FunctionPlan, predicted: Mapping[str, torch.Tensor | list], rows: list[int], columns: dict[str, list], errors: list[str | None], status: list[str]) -> None:
+    def _collect(self, plan: FunctionPlan, raw: Columns, rows: list[int], columns: dict[str, list], errors: list[str | None], status: list[str]) -> None:
         """Write one batch's predictions into `columns`; a non-finite value makes the row an error."""
-        if isinstance(plan.function.head, TextHead):  # token ids → text
-            predicted = {c: self.base.tokenizer.batch_decode(ids, skip_special_tokens=True) for c, ids in predicted.items()}
-        finite = torch.ones(len(rows), dtype=torch.bool)
-        for values in predicted.values():
-            if isinstance(values, torch.Tensor):
-                finite &= torch.isfinite(values.float()).cpu()
-        for column, values in predicted.items():
-            values = values.float().cpu().tolist() if isinstance(values, torch.Tensor) else values
+        head = plan.function.head
+        decoded = head.decode(raw, self.base.tokenizer)
+        floats = [c for c, kind in head.output_types().items() if pa.types.is_floating(kind)]
+        for column, values in decoded.items():
             for row, value in zip(rows, values):
                 columns[column][row] = value
-        for row, ok in zip(rows, finite.tolist()):
-            if not ok:
+        for k, row in enumerate(rows):
+            if not all(math.isfinite(decoded[c][k]) for c in floats):
                 status[row], errors[row] = STATUS_ERROR, f"{plan.function.name}: the model produced a non-finite value"
-
-
-def encode_contexts(
-    model: TaggedModel, encoder: PromptEncoder, template: PromptTemplate, inputs: Mapping[str, Sequence[list[int]]],
-    batch_size: int, max_tokens: int, suffix_tokens: int = 0,
-) -> Iterator[tuple[list[int], SharedContext]]:
-    """Rows of `template` in length-sorted batches: each batch's row indices and its KV context.
-
-    The shared prefix runs once per batch and each row's inputs once; `suffix_tokens` (what runs
-    after the inputs) counts towards the token budget. Pairs: rows with the same first input (one
-    protein, many ligands) are batched together and run that input once.
-    """
-    split = encoder.encode_split(template, inputs)
-    pad, device = encoder.pad_id, model.lm.device
-    prefix = collate([split.prefix], pad).to(device)
-    shared = len(split.prefix) + suffix_tokens
-    leads, rests = encoder.encode_lead_rest(template, inputs) if len(template.inputs) > 1 else (None, None)
-    groups = [tuple(r.token_ids) for r in leads] if leads else None
-    for chunk in length_batches([shared + len(r) for r in split.body], batch_size, max_tokens, groups):
-        if groups:
-            distinct = {key: k for k, key in enumerate(dict.fromkeys(groups[j] for j in chunk))}
-            first = {groups[j]: j for j in reversed(chunk)}
-            lead_batch = collate([leads[first[key]] for key in distinct], pad).to(device)
-            lead_of_row = torch.tensor([distinct[groups[j]] for j in chunk], device=device)
-            yield chunk, model.encode_shared_leads(prefix, lead_batch, lead_of_row, collate([rests[j] for j in chunk], pad).to(device))
-        else:
-            yield chunk, model.encode_context(prefix, collate([split.body[j] for j in chunk], pad).to(device))
 
 
 def group_plans(plans: Sequence[FunctionPlan]) -> list[list[FunctionPlan]]:

@@ -16,6 +16,11 @@ from tagcli.cli import eval_cmd, model_cmd, pack_cmd, predict_cmd, train_cmd
 from tagcli.cli.output import Output
 from tagcli.errors import format_error
 
+try:  # typer >= 0.20 bundles its own copy of click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer runs on click itself
+    from click import ClickException
+
 app = typer.Typer(
     name="tagcli",
     help="Score molecules and proteins with a frozen LLM and learned tags (Tag-LLM).",
@@ -37,13 +42,20 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the tagcl
         raise typer.Exit()
 
 
-def main(argv: list[str] | None = None) -> None:
+def run(argv: list[str] | None = None) -> None:
+    """Run one command; any failure becomes one `error:` line and exit code 1 or 2 (usage)."""
     try:
-        # Standalone mode: click reports usage errors itself (usage text, exit 2) and handles --help.
-        app(args=argv)
+        # Not standalone: click would turn Ctrl-C into "Aborted!" and exit 1; `main` reports it (exit 130).
+        result = app(args=argv, standalone_mode=False)
+    except typer.Abort:
+        raise KeyboardInterrupt from None
+    except ClickException as exc:  # usage errors: click's own usage text, exit 2
+        exc.show()
+        sys.exit(exc.exit_code)
     except Exception as exc:
         if os.environ.get("TAGCLI_DEBUG"):
             raise
         message, code = format_error(exc)
         Output().error(message)
         sys.exit(code)
+    sys.exit(result if isinstance(result, int) else 0)  # --help and typer.Exit return their exit code

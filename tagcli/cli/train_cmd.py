@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tagcli.cli.output import Output, OutputFormat
 from tagcli.errors import UsageError
-from tagcli.train import TrainConfig, train
+from tagcli.train import STAGES, TrainConfig, train
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,11 +40,6 @@ STAGE_FIELDS = {
 }
 # Plural fields are repeatable singular flags.
 FLAGS = {"domains": "--domain", "targets": "--target", "pack_dirs": "--pack-dir", "columns": "--column"}
-HELP = {
-    1: "Learn a domain tag by next-token prediction on unlabeled domain text.",
-    2: "Learn a function tag + head on labeled rows of one domain (domain tag frozen).",
-    3: "Learn a function tag + head on rows with several domains, e.g. --domain protein --domain smiles.",
-}
 
 
 def _option(field: dataclasses.Field) -> tuple[Any, Any]:
@@ -83,7 +78,7 @@ def _make_command(stage: int) -> Callable[..., None]:
 
     command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     command.__annotations__ = annotations
-    command.__doc__ = HELP[stage]
+    command.__doc__ = STAGES[stage].help
     return command
 
 
@@ -145,5 +140,5 @@ def _columns(specs: list[str]) -> dict[str, str]:
     return dict(spec.split("=", 1) if "=" in spec else ("*", spec) for spec in specs)
 
 
-for _stage in (1, 2, 3):
+for _stage in STAGES:
     app.command(f"stage{_stage}")(_make_command(_stage))

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from tagcli.core.heads import Head, TextHead
+from tagcli.core.heads import Columns, Head
 from tagcli.core.prompt import TagTable, TaggedBatch
 
 
@@ -141,15 +141,10 @@ class TaggedModel(nn.Module):
         return hidden[:, -1], cache, mask
 
     @torch.inference_mode()
-    def predict_after_context(self, context: SharedContext, suffix: TaggedBatch, function: str) -> dict[str, torch.Tensor | list]:
+    def predict_after_context(self, context: SharedContext, suffix: TaggedBatch, function: str) -> Columns:
         """`predict` for rows whose context is encoded once and shared by several functions."""
         hidden, cache, mask = self.readout_after_context(context, suffix)
-        head = self.heads[function]
-        if isinstance(head, TextHead):
-            next_position = mask.sum(1, keepdim=True)
-            predicted = {head.output_columns()[0]: self._greedy(hidden, cache, mask, next_position, head.max_new_tokens)}
-        else:
-            predicted = head.predict(hidden)
+        predicted = self.heads[function].predict(BatchReadout(self, hidden, cache, mask, mask.sum(1, keepdim=True)))
         context.rewind()
         return predicted
 
@@ -170,22 +165,22 @@ class TaggedModel(nn.Module):
         return self.heads[function](self.readout(batch))
 
     @torch.inference_mode()
-    def predict(self, batch: TaggedBatch, function: str) -> dict[str, torch.Tensor | list[str]]:
-        """User-facing prediction columns for `function` (text heads: generated token ids)."""
-        head = self.heads[function]
-        if isinstance(head, TextHead):
-            return {head.output_columns()[0]: self.generate(batch, head.max_new_tokens)}
-        return head.predict(self.readout(batch))
+    def predict(self, batch: TaggedBatch, function: str) -> Columns:
+        """Raw prediction columns for `function` (the head decides: readout or generation)."""
+        return self.heads[function].predict(self.full_readout(batch))
+
+    def full_readout(self, batch: TaggedBatch) -> BatchReadout:
+        """The readout of whole prompts, kept with their KV cache so a head may generate from it."""
+        hidden, cache = self._extend(self.embed(batch), batch.attention_mask, batch.position_ids)
+        rows = torch.arange(len(hidden), device=hidden.device)
+        return BatchReadout(self, hidden[rows, batch.readout], cache, batch.attention_mask, batch.attention_mask.sum(1, keepdim=True))
 
     @torch.inference_mode()
     def generate(self, batch: TaggedBatch, max_new_tokens: int) -> list[list[int]]:
         """Greedy answers after each row's prompt, all rows at once with a KV cache; stops at EOS."""
-        hidden, cache = self._extend(self.embed(batch), batch.attention_mask, batch.position_ids)
-        rows = torch.arange(len(hidden), device=hidden.device)
-        next_position = batch.attention_mask.sum(1, keepdim=True)
-        return self._greedy(hidden[rows, batch.readout], cache, batch.attention_mask, next_position, max_new_tokens)
+        return self.full_readout(batch).generate(max_new_tokens)
 
-    def _greedy(self, hidden: torch.Tensor, cache: Any, mask: torch.Tensor, next_position: torch.Tensor, max_new_tokens: int) -> list[list[int]]:
+    def greedy(self, hidden: torch.Tensor, cache: Any, mask: torch.Tensor, next_position: torch.Tensor, max_new_tokens: int) -> list[list[int]]:
         """Greedy decoding from each row's last hidden state; new tokens go after the cache."""
         eos = self.lm.config.eos_token_id
         eos = eos[0] if isinstance(eos, list) else eos
@@ -204,6 +199,20 @@ class TaggedModel(nn.Module):
             hidden = hidden[:, -1]
         generated = torch.stack(answers, dim=1).tolist()
         return [row[: row.index(eos)] if eos in row else row for row in generated]
+
+
+@dataclass
+class BatchReadout:
+    """A batch's readout hidden states, with what generation needs to continue after the prompts."""
+
+    model: TaggedModel
+    hidden: torch.Tensor  # [n, d]
+    cache: Any
+    mask: torch.Tensor  # [n, W] attention mask over the cached positions
+    next_position: torch.Tensor  # [n, 1]
+
+    def generate(self, max_new_tokens: int) -> list[list[int]]:
+        return self.model.greedy(self.hidden, self.cache, self.mask, self.next_position, max_new_tokens)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterator, Literal, Mapping, Sequence
+from typing import Literal, Mapping, Sequence
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -238,27 +238,3 @@ def collate(rows: Sequence[EncodedRow], pad_id: int, padding_side: Literal["left
         readout[i] = start + row.readout
     position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
     return TaggedBatch(input_ids, slots, mask, position_ids, readout)
-
-
-def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int, groups: Sequence[object] | None = None) -> Iterator[list[int]]:
-    """Row indices sorted by length, cut into batches within the row and padded-token budgets.
-
-    With `groups`, rows of a group stay together and groups go in order of their shortest row
-    (pairs grouped by protein: similar-length proteins share a batch, so leads pad little).
-    """
-    shortest: dict[object, int] = {}
-    for key, length in zip(groups or (), lengths):
-        shortest[key] = min(shortest.get(key, length), length)
-    first_seen = {key: k for k, key in enumerate(shortest)}
-    order = sorted(range(len(lengths)), key=lambda i: (shortest[groups[i]], first_seen[groups[i]], lengths[i]) if groups else lengths[i])
-    chunk: list[int] = []
-    width = 0
-    for i in order:
-        # The longest row so far sets the padded width of the batch.
-        if chunk and (len(chunk) == batch_size or (len(chunk) + 1) * max(width, lengths[i]) > max_tokens):
-            yield chunk
-            chunk, width = [], 0
-        chunk.append(i)
-        width = max(width, lengths[i])
-    if chunk:
-        yield chunk

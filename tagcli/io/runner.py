@@ -13,13 +13,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tagcli import __version__
 from tagcli.errors import InputFileError, UsageError
-from tagcli.core.heads import ClassificationHead, RegressionHead, TextHead
-from tagcli.core.metrics import classification_metrics, regression_metrics, summarize_targets
+from tagcli.core.heads import Head
 from tagcli.scorer import STATUS_ERROR, STATUS_INVALID, STATUS_OK, TagScorer
 from tagcli.io.tables import STDIO, TableReader, TableWriter, open_table
 from tagcli.io.workunits import PartDirectory, Shard, WorkUnit, plan_units
@@ -176,52 +175,37 @@ def _run_manifest(scorer: TagScorer, source: str | Path, units: list[WorkUnit], 
 
 
 def evaluate_file(scorer: TagScorer, source: str | Path, targets: list[str], window_rows: int = 4096) -> dict[str, Any]:
-    """Score a labeled file and compare with its label columns (one per head output, in order).
+    """Score a labeled file and compare with its label columns (as many as the head takes, in order).
 
-    Rows the model could not score are counted, not silently dropped from the report.
+    Rows the model could not score are counted, not silently dropped from the report. The metrics
+    are the head's own (`Head.target_metrics`), the same code training validates with.
     """
     if len(scorer.plans) != 1:
         raise UsageError("evaluate one function at a time")
-    head = scorer.plans[0].function.head
-    outputs = [c for c in head.output_columns() if c not in head.label_columns]
-    if isinstance(head, (ClassificationHead, TextHead)):
-        outputs = [f"prob_{c}" for c in head.classes] if isinstance(head, ClassificationHead) else head.output_columns()
-        if len(targets) != 1:
-            raise UsageError(f"a {head.type_name} function takes one --target")
-    elif len(targets) != len(outputs):
-        raise UsageError(f"function '{scorer.plans[0].function.name}' predicts {len(outputs)} value(s) ({', '.join(outputs)}); pass as many --target columns")
-    frames, summary = [], ScoreSummary(output=str(source))
+    function = scorer.plans[0].function
+    head = function.head
+    if len(targets) != head.n_labels:
+        outputs = ", ".join(head.output_columns())
+        raise UsageError(f"function '{function.name}' ({head.type_name}: {outputs}) takes {head.n_labels} --target column(s), got {len(targets)}")
+    outputs = head.output_columns()
+    labels: list[Any] = []
+    predicted: dict[str, list] = {c: [] for c in outputs}
+    summary = ScoreSummary(output=str(source))
     with open_table(source, batch_rows=window_rows) as reader:
         missing = [t for t in targets if t not in reader.schema.names]
         if missing:
             raise UsageError(f"no target column(s) {', '.join(missing)} in {source}")
         for scored in _scored_batches(scorer, reader, summary):
-            frames.append(scored.select([*targets, *outputs, "status"]).to_pandas())
-    data = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*targets, *outputs, "status"])
-    scored_ok = data[data["status"] == STATUS_OK]
-    report: dict[str, Any] = {"rows": summary.rows, "scored": len(scored_ok), "invalid": summary.invalid, "error": summary.error}
-    if isinstance(head, TextHead):
-        answers = scored_ok[targets[0]].astype(str).str.strip()
-        report[targets[0]] = {"n": len(answers), "exact_match": float((answers == scored_ok[outputs[0]].str.strip()).mean()) if len(answers) else float("nan")}
-        return report
-    if isinstance(head, ClassificationHead):
-        index = {c: k for k, c in enumerate(head.classes)}
-        labels = scored_ok[targets[0]].astype(str).map(index)
-        known = labels.notna()
-        report[targets[0]] = classification_metrics(labels[known].to_numpy(int), scored_ok.loc[known, outputs].to_numpy(float))
-        return report
-    for target, output in zip(targets, outputs):
-        truth = pd.to_numeric(scored_ok[target], errors="coerce")
-        labeled = truth.notna()
-        report[target] = regression_metrics(truth[labeled].to_numpy(), scored_ok.loc[labeled, output].to_numpy(float))
-    return report
+            ok = scored.filter(pc.equal(scored.column("status"), STATUS_OK))
+            labels += head.parse_labels([ok.column(t).to_pylist() for t in targets])
+            for column in outputs:
+                predicted[column] += ok.column(column).to_pylist()
+    per_target = dict(zip(targets, head.target_metrics(labels, predicted)))
+    return {"rows": summary.rows, "scored": len(labels), "invalid": summary.invalid, "error": summary.error, **per_target}
 
 
-def pack_metrics(report: dict[str, Any], targets: list[str], head: Any) -> dict[str, Any]:
+def pack_metrics(report: dict[str, Any], targets: list[str], head: Head) -> dict[str, Any]:
     """An `evaluate_file` report in the shape training records in a manifest (`Manifest.metrics[split]`):
-    counts plus `metrics.summarize_targets` for a regression head, the target's metrics otherwise."""
-    per_target = {t: report[t] for t in targets}
+    the row counts plus the head's summary of its per-target metrics."""
     counts = {k: report[k] for k in ("rows", "scored", "invalid", "error")}
-    if not isinstance(head, RegressionHead):
-        return {**counts, **per_target[targets[0]]}
-    return {**counts, **summarize_targets(per_target, head.target_std.cpu().numpy(), report["scored"])}
+    return {**counts, **head.summarize({t: report[t] for t in targets})}

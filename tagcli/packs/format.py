@@ -40,8 +40,6 @@ FORMAT_VERSION = 1
 MANIFEST, TAGS_FILE, HEADS_FILE = "manifest.json", "tags.safetensors", "heads.safetensors"
 PACK_FILES = (MANIFEST, TAGS_FILE, HEADS_FILE)
 ARCHIVE_SUFFIX = ".tagpack"
-# How a function pack conditions the model: Tag-LLM tags, or one of the baselines it is compared with.
-METHODS = ("tag-llm", "prompt-tuning", "linear-probe")
 
 
 @dataclass
@@ -67,7 +65,7 @@ class Manifest:
 
     @property
     def tags(self) -> list[str]:
-        return [] if self.method == "linear-probe" else [self.name]
+        return [self.name] if self.tag_length > 0 else []  # a linear probe has no tag of its own
 
     def domain_input(self) -> DomainInput:
         assert self.input is not None
@@ -112,8 +110,8 @@ class Manifest:
 
         need(isinstance(self.name, str) and bool(NAME_RE.match(self.name)), f"bad pack name {self.name!r} (lowercase letters, digits, - and _)")
         need(self.kind in ("domain", "function"), f"kind must be 'domain' or 'function', not {self.kind!r}")
-        need(self.method in METHODS, f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
-        need(isinstance(self.tag_length, int) and (self.tag_length > 0 or not self.tags), "tag_length must be a positive integer")
+        need(isinstance(self.method, str) and bool(NAME_RE.match(self.method)), f"bad method name {self.method!r}")
+        need(isinstance(self.tag_length, int) and self.tag_length >= (1 if self.kind == "domain" else 0), "tag_length must be a positive integer")
         need(isinstance(self.hidden_size, int) and self.hidden_size > 0, "hidden_size must be a positive integer")
         need(isinstance(self.base_model, dict) and str(self.base_model.get("fingerprint", "")).startswith("sha256:"), "base_model needs an id and a sha256: fingerprint")
         if self.kind == "domain":
@@ -124,7 +122,7 @@ class Manifest:
                 raise PackError(f"{where}: bad input spec: {exc}") from None
             return
         need(isinstance(self.template, str), "function pack needs a prompt template")
-        check_template(self.prompt_template(), self.name, self.domains, self.method)
+        check_template(self.prompt_template(), self.name, self.domains, has_tag=self.tag_length > 0)
         need(isinstance(self.head, dict), "function pack needs a head spec")
         need(
             isinstance(self.requires, dict) and all(isinstance(v, dict) and isinstance(v.get("sha256"), str) for v in self.requires.values()),
@@ -132,21 +130,18 @@ class Manifest:
         )
 
 
-def check_template(template: PromptTemplate, function: str, domains: list[str], method: str) -> None:
-    """A function's template must fit its method: Tag-LLM ends with the function tag; the
-    prompt-tuning baseline has only its own (prepended) tag; the linear probe has no tag at all."""
+def check_template(template: PromptTemplate, name: str, domains: list[str], has_tag: bool) -> None:
+    """What any function pack's template must satisfy, whatever method trained it: its inputs are its
+    domains, its tags are those domains' tags or its own, and it uses its own tag iff it has one.
+    (How a method lays the tags out is checked when it trains: `tagcli.train.methods`.)"""
     template.validate()
     problem = None
     if sorted(set(template.inputs)) != sorted(set(domains)):
         problem = f"its inputs {template.inputs} differ from the domains {domains}"
-    elif method == "tag-llm" and template.ends_with_tag != function:
-        problem = f"a tag-llm template must end with the function tag {{tag:{function}}}"
-    elif method == "tag-llm" and not set(template.tags) <= set(domains) | {function}:
-        problem = "it uses tags that are neither its domains nor its function"
-    elif method == "prompt-tuning" and template.tags != [function]:
-        problem = f"a prompt-tuning template has exactly one tag, {{tag:{function}}}"
-    elif method == "linear-probe" and template.tags:
-        problem = "a linear-probe template has no tags"
+    elif not set(template.tags) <= set(domains) | {name}:
+        problem = f"it uses tags that are neither its domains' nor its own {{tag:{name}}}"
+    elif has_tag != (name in template.tags):
+        problem = f"the pack {'has' if has_tag else 'has no'} tag vectors but its template {'lacks' if has_tag else 'uses'} {{tag:{name}}}"
     if problem:
         raise PackError(f"prompt template {template.text!r} does not fit: {problem}")
 

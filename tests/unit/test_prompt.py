@@ -11,7 +11,8 @@ from tokenizers import processors
 from transformers import AutoTokenizer
 
 from tagcli.errors import PackError
-from tagcli.core.prompt import EncodedRow, PromptEncoder, PromptTemplate, TagTable, collate, length_batches
+from tagcli.core.batching import length_batches
+from tagcli.core.prompt import EncodedRow, PromptEncoder, PromptTemplate, TagTable, collate
 
 QED = PromptTemplate("{tag:smiles}{input:smiles}{tag:qed}")
 

@@ -427,7 +427,7 @@ def test_evaluate_file_regression(scorer, tmp_path: Path) -> None:
 def test_evaluate_file_classification(scorer, tmp_path: Path) -> None:
     pd.DataFrame({"smiles": SMILES, "label": ["active", "inactive"] * 4}).to_csv(tmp_path / "c.csv", index=False)
     report = evaluate_file(scorer("active"), tmp_path / "c.csv", ["label"])
-    assert report["scored"] == 8 and set(report["label"]) == {"n", "accuracy", "roc_auc"}
+    assert report["scored"] == 8 and set(report["label"]) == {"n", "accuracy", "roc_auc", "log_loss"}
     assert 0.0 <= report["label"]["accuracy"] <= 1.0
 
 
@@ -435,7 +435,7 @@ def test_evaluate_file_argument_errors(scorer, tmp_path: Path) -> None:
     _labeled().to_csv(tmp_path / "labeled.csv", index=False)
     with pytest.raises(UsageError, match="no target column"):
         evaluate_file(scorer(), tmp_path / "labeled.csv", ["missing"])
-    with pytest.raises(UsageError, match="pass as many --target"):
+    with pytest.raises(UsageError, match="takes 1 --target column"):
         evaluate_file(scorer(), tmp_path / "labeled.csv", ["y", "y"])
 
 

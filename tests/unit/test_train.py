@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,11 @@ from tagcli.core.model import TaggedModel
 from tagcli.packs.format import load_pack, save_pack, tag_digest
 from tagcli.scorer import TagScorer
 from tagcli.core.prompt import PromptEncoder, PromptTemplate, collate
-from tagcli.train import Examples, TrainConfig, epoch_batches, init_tag, readouts, train
+from tagcli.core.batching import epoch_batches
+from tagcli.train import TrainConfig, init_tag, train
+from tagcli.train.data import Examples
+from tagcli.train.features import readouts
+from tagcli.train.methods import method_for
 
 
 def molecules(n: int = 40, seed: int = 0) -> list[str]:
@@ -117,7 +122,29 @@ def test_init_tag_is_the_mean_embedding_at_the_mean_norm(base) -> None:
 )
 def test_config_errors(tmp_path: Path, stage: int, overrides: dict, message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        config(stage, tmp_path / "x.csv", tmp_path / "out", **overrides)
+        method_for(config(stage, tmp_path / "x.csv", tmp_path / "out", **overrides))
+
+
+@pytest.mark.parametrize(
+    "method, template, fits",
+    [
+        ("tag-llm", "{tag:smiles}{input:smiles}{tag:fn}", True),
+        ("tag-llm", "{tag:smiles}{input:smiles}{tag:fn}.", False),  # the function tag closes the prompt
+        ("tag-llm", "{input:smiles}", False),
+        ("prompt-tuning", "{tag:fn}{input:smiles}", True),
+        ("prompt-tuning", "{tag:smiles}{input:smiles}{tag:fn}", False),  # exactly one tag, its own
+        ("linear-probe", "{input:smiles}", True),
+        ("linear-probe", "{input:smiles}{tag:fn}", False),
+        ("tag-llm", "{tag:protein}{input:protein}{tag:fn}", False),  # inputs are not the domains
+    ],
+)
+def test_templates_must_fit_the_method(tmp_path: Path, method: str, template: str, fits: bool) -> None:
+    check = lambda: method_for(config(2, tmp_path / "x.csv", tmp_path / "fn", method=method, template=template)).template()  # noqa: E731
+    if fits:
+        assert check().text == template
+    else:
+        with pytest.raises(UsageError, match="does not fit"):
+            check()
 
 
 def test_stage1_template_must_end_with_the_input(base, data: Path, tmp_path: Path) -> None:
@@ -261,7 +288,7 @@ def test_classification_training(base, data: Path, tmp_path: Path) -> None:
     assert set(loaded.manifest.metrics["val"]) >= {"accuracy", "roc_auc", "log_loss"}
     hidden = torch.randn(6, base.hidden_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        predicted = loaded.head.predict(hidden)
+        predicted = loaded.head.predict(SimpleNamespace(hidden=hidden))
     torch.testing.assert_close(predicted["prob_none"] + predicted["prob_oxygen"], torch.ones(6))
     assert set(predicted["pred_label"]) <= {"none", "oxygen"}
     out = TagScorer("oxy", base_model=base, pack_dirs=[str(tmp_path)])(pd.DataFrame({"smiles": SMILES}))
@@ -475,7 +502,7 @@ def test_training_readouts_equal_the_full_prompt_readout(base, template: str) ->
     n = 24
     values = {"protein": [PROTEINS[i % 3] for i in range(n)], "smiles": [SMILES[i % 8] for i in range(n)]}
     inputs = {d: encoder.tokenize_inputs(values[d]) for d in parsed.inputs}
-    examples = Examples(encoder.encode(parsed, inputs), [0.0] * n, 0, parsed, inputs)
+    examples = Examples(encoder.encode(parsed, inputs), [0.0] * n, [0.0] * n, 0, parsed, inputs)
     indices = [7, 0, 23, 5, 12, 3, 18, 9, 1, 14]
     seen = []
     for chunk, hidden in readouts(model, encoder, examples, indices, batch_size=4):

@@ -1,0 +1,121 @@
+"""Batching: from raw cells to model-ready batches, shared by scoring and training.
+
+    cells ──clean (domains.py)──▶ text ──tokenize──▶ token ids per domain (`prepare_inputs`)
+          ──length_batches──▶ row indices of similar length, within row and token budgets
+          ──encode_contexts──▶ each batch's KV context: shared prefix once, every row's inputs once
+
+Training uses the same path for its readouts (so its features are the scorer's features) and
+`epoch_batches` for shuffled, length-grouped micro-batches.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Mapping, Sequence
+
+import pyarrow as pa
+import torch
+
+from tagcli.core.domains import INPUT_KINDS, DomainInput
+from tagcli.core.model import SharedContext, TaggedModel
+from tagcli.core.prompt import PromptEncoder, PromptTemplate, collate
+from tagcli.errors import UsageError
+
+
+def find_input_column(names: Sequence[str], domain: str, kind: str, columns: Mapping[str, str]) -> str:
+    """The column holding `domain`'s input: named explicitly (by domain, kind or "*"), else by a known name."""
+    explicit = columns.get(domain) or columns.get(kind) or columns.get("*")
+    if explicit:
+        if explicit not in names:
+            raise UsageError(f"no column '{explicit}' in the input (columns: {', '.join(names)})")
+        return explicit
+    by_lower = {name.lower(): name for name in names}
+    for candidate in (domain, *INPUT_KINDS[kind].column_names):
+        if candidate in by_lower:
+            return by_lower[candidate]
+    raise UsageError(f"cannot find the {domain} input column among {', '.join(names)}", hint=f"pass --{kind}-col NAME (or --column NAME)")
+
+
+def prepare_inputs(
+    encoder: PromptEncoder, domains: Mapping[str, DomainInput], table: pa.Table, columns: Mapping[str, str], errors: list[str | None]
+) -> dict[str, list[list[int] | None]]:
+    """Token ids per domain per row (None where the row is invalid); records why in `errors`."""
+    tokens: dict[str, list[list[int] | None]] = {}
+    for domain, spec in domains.items():
+        column = find_input_column(table.column_names, domain, spec.kind, columns)
+        cleaned = spec.clean(table.column(column).to_pylist())
+        label = f"{domain}: " if len(domains) > 1 else ""
+        valid = [i for i, (text, _) in enumerate(cleaned) if text is not None]
+        row_tokens: list[list[int] | None] = [None] * len(cleaned)
+        for i, token_ids in zip(valid, encoder.tokenize_inputs([cleaned[i][0] for i in valid])):
+            if len(token_ids) > spec.max_tokens:
+                cleaned[i] = (None, f"input too long: {len(token_ids)} tokens (limit {spec.max_tokens})")
+            else:
+                row_tokens[i] = token_ids
+        for i, (_, error) in enumerate(cleaned):
+            if error is not None and errors[i] is None:
+                errors[i] = label + error
+        tokens[domain] = row_tokens
+    return tokens
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int, groups: Sequence[object] | None = None) -> Iterator[list[int]]:
+    """Row indices sorted by length, cut into batches within the row and padded-token budgets.
+
+    With `groups`, rows of a group stay together and groups go in order of their shortest row
+    (pairs grouped by protein: similar-length proteins share a batch, so leads pad little).
+    """
+    shortest: dict[object, int] = {}
+    for key, length in zip(groups or (), lengths):
+        shortest[key] = min(shortest.get(key, length), length)
+    first_seen = {key: k for k, key in enumerate(shortest)}
+    order = sorted(range(len(lengths)), key=lambda i: (shortest[groups[i]], first_seen[groups[i]], lengths[i]) if groups else lengths[i])
+    chunk: list[int] = []
+    width = 0
+    for i in order:
+        # The longest row so far sets the padded width of the batch.
+        if chunk and (len(chunk) == batch_size or (len(chunk) + 1) * max(width, lengths[i]) > max_tokens):
+            yield chunk
+            chunk, width = [], 0
+        chunk.append(i)
+        width = max(width, lengths[i])
+    if chunk:
+        yield chunk
+
+
+def encode_contexts(
+    model: TaggedModel, encoder: PromptEncoder, template: PromptTemplate, inputs: Mapping[str, Sequence[list[int]]],
+    batch_size: int, max_tokens: int, suffix_tokens: int = 0,
+) -> Iterator[tuple[list[int], SharedContext]]:
+    """Rows of `template` in length-sorted batches: each batch's row indices and its KV context.
+
+    The shared prefix runs once per batch and each row's inputs once; `suffix_tokens` (what runs
+    after the inputs) counts towards the token budget. Pairs: rows with the same first input (one
+    protein, many ligands) are batched together and run that input once.
+    """
+    split = encoder.encode_split(template, inputs)
+    pad, device = encoder.pad_id, model.lm.device
+    prefix = collate([split.prefix], pad).to(device)
+    shared = len(split.prefix) + suffix_tokens
+    leads, rests = encoder.encode_lead_rest(template, inputs) if len(template.inputs) > 1 else (None, None)
+    groups = [tuple(r.token_ids) for r in leads] if leads else None
+    for chunk in length_batches([shared + len(r) for r in split.body], batch_size, max_tokens, groups):
+        if groups:
+            distinct = {key: k for k, key in enumerate(dict.fromkeys(groups[j] for j in chunk))}
+            first = {groups[j]: j for j in reversed(chunk)}
+            lead_batch = collate([leads[first[key]] for key in distinct], pad).to(device)
+            lead_of_row = torch.tensor([distinct[groups[j]] for j in chunk], device=device)
+            yield chunk, model.encode_shared_leads(prefix, lead_batch, lead_of_row, collate([rests[j] for j in chunk], pad).to(device))
+        else:
+            yield chunk, model.encode_context(prefix, collate([split.body[j] for j in chunk], pad).to(device))
+
+
+def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, window: int = 50) -> list[list[int]]:
+    """One epoch of micro-batches: every row once, in seeded random order, with rows of similar
+    length together (each random window of `window` batches is sorted by length before it is cut,
+    then the batches are shuffled). Padding costs compute, and protein lengths vary 100-fold."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    span = window * batch_size
+    order = [i for start in range(0, len(order), span) for i in sorted(order[start : start + span], key=lambda i: lengths[i])]
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    return [batches[k] for k in torch.randperm(len(batches), generator=generator).tolist()]

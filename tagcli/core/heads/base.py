@@ -1,0 +1,98 @@
+"""The head interface: everything that depends on what kind of output a function produces.
+
+A head kind declares its output columns and their Arrow types, how it reads the model out (the
+hidden state at the function tag, or generation by the LM's own head), how raw outputs become
+user-facing values, how labels are parsed, its training loss and closed-form fit, and its
+metrics. The scorer, the file runner and the training loop only ever ask the head; a new kind
+is one module and one `register_head` call (see `tagcli.core.heads`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal, Mapping, Protocol, Sequence
+
+import pyarrow as pa
+import torch
+from torch import nn
+
+Columns = dict[str, Any]  # output column -> a tensor [n] or a list of n values
+
+
+class Readout(Protocol):
+    """What the model offers a head for a batch of rows: the readout hidden state, and generation from it."""
+
+    hidden: torch.Tensor  # [n, d] final hidden state at each prompt's last position
+
+    def generate(self, max_new_tokens: int) -> list[list[int]]:
+        """Greedy answer token ids per row, continuing after the prompt."""
+        ...
+
+
+class Head(nn.Module):
+    type_name: ClassVar[str]
+    # "readout": the loss is on the head's output from the readout hidden state;
+    # "next-token": the LM's own next-token loss on the answer that follows the prompt.
+    objective: ClassVar[Literal["readout", "next-token"]] = "readout"
+    # The validation metric (lower is better) that picks the best training step.
+    select_by: ClassVar[str]
+
+    # -- outputs ---------------------------------------------------------------------------
+    def output_columns(self) -> list[str]:
+        return list(self.output_types())
+
+    def output_types(self) -> dict[str, pa.DataType]:
+        raise NotImplementedError
+
+    def predict(self, readout: Readout) -> Columns:
+        """Raw output columns for a batch (tensors, or token ids for generated text)."""
+        raise NotImplementedError
+
+    def decode(self, raw: Columns, tokenizer: Any) -> dict[str, list]:
+        """User-facing values per column: floats and strings, one per row."""
+        return {c: v.float().cpu().tolist() if isinstance(v, torch.Tensor) else list(v) for c, v in raw.items()}
+
+    # -- training --------------------------------------------------------------------------
+    @classmethod
+    def for_training(cls, hidden_size: int, targets: list[str], label_cells: Mapping[str, list], **options: Any) -> Head:
+        """A new, untrained head for `targets` (label columns), given the training rows' label cells."""
+        raise NotImplementedError
+
+    @property
+    def n_labels(self) -> int:
+        """How many label columns this head is trained and evaluated against."""
+        return 1
+
+    def parse_labels(self, label_cells: Sequence[list]) -> list[Any]:
+        """One label per row from the label columns' cells (None where the row has no usable label)."""
+        raise NotImplementedError
+
+    def is_complete(self, label: Any) -> bool:
+        """Whether a parsed label can be trained on (every target present)."""
+        return label is not None
+
+    def fit(self, hidden: torch.Tensor, labels: list[Any], all_labels: list[Any]) -> None:
+        """Closed-form initialisation from readout hidden states of a sample of rows (default: none)."""
+
+    def loss(self, hidden: torch.Tensor, labels: list[Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def answer_tokens(self, label: Any, tokenizer: Any) -> list[int]:
+        """Next-token objective: the token ids the model should write after the prompt."""
+        raise NotImplementedError
+
+    # -- evaluation ------------------------------------------------------------------------
+    def target_metrics(self, labels: list[Any], predicted: Mapping[str, list]) -> list[dict[str, Any]]:
+        """Metrics per label column, from parsed labels and decoded predictions of the same rows."""
+        raise NotImplementedError
+
+    def summarize(self, per_target: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+        """The metrics a pack records and training selects by, from `target_metrics` keyed by column."""
+        return dict(next(iter(per_target.values())))
+
+    # -- the pack format -------------------------------------------------------------------
+    def to_spec(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], hidden_size: int) -> Head:
+        raise NotImplementedError

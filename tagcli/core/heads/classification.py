@@ -1,0 +1,78 @@
+"""Classification: one categorical target; class probabilities and the most likely class."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch.nn import functional as F
+
+from tagcli.core.heads.base import Columns, Readout
+from tagcli.core.heads.linear import LinearHead
+from tagcli.core.metrics import classification_metrics
+from tagcli.errors import PackError, UsageError
+
+
+def class_label(value: Any) -> str | None:
+    """A class label (or text answer) as text; None, NaN and blank cells are missing labels."""
+    if value is None or (isinstance(value, float) and value != value) or not str(value).strip():
+        return None
+    return str(value).strip()
+
+
+class ClassificationHead(LinearHead):
+    type_name = "classification"
+    select_by = "log_loss"
+
+    def __init__(self, hidden_size: int, target: str, classes: list[str]) -> None:
+        super().__init__(hidden_size, len(classes))
+        self.target = target
+        self.classes = [str(c) for c in classes]
+
+    def output_types(self) -> dict[str, pa.DataType]:
+        return {f"pred_{self.target}": pa.string()} | {f"prob_{c}": pa.float64() for c in self.classes}
+
+    def predict(self, readout: Readout) -> Columns:
+        probabilities = self(readout.hidden).softmax(dim=-1)
+        columns: Columns = {f"pred_{self.target}": [self.classes[i] for i in probabilities.argmax(dim=-1).tolist()]}
+        columns.update({f"prob_{c}": p for c, p in zip(self.classes, probabilities.unbind(dim=1))})
+        return columns
+
+    @classmethod
+    def for_training(cls, hidden_size: int, targets: list[str], label_cells: Mapping[str, list], **options: Any) -> ClassificationHead:
+        if len(targets) != 1:
+            raise UsageError("a classification function has one --target column")
+        classes = sorted({label for v in label_cells[targets[0]] if (label := class_label(v)) is not None})
+        if len(classes) < 2:
+            raise UsageError(f"classification needs at least two classes in '{targets[0]}', found {classes}")
+        return cls(hidden_size, targets[0], classes)
+
+    def parse_labels(self, label_cells: Sequence[list]) -> list[Any]:
+        index = {c: k for k, c in enumerate(self.classes)}
+        return [index.get(label) if (label := class_label(v)) is not None else None for v in label_cells[0]]
+
+    def loss(self, hidden: torch.Tensor, labels: list) -> torch.Tensor:
+        return F.cross_entropy(self(hidden), torch.tensor(labels, dtype=torch.long, device=hidden.device))
+
+    def target_metrics(self, labels: list[Any], predicted: Mapping[str, list]) -> list[dict[str, Any]]:
+        known = [i for i, label in enumerate(labels) if label is not None]  # unknown classes are not scored
+        truth = np.array([labels[i] for i in known], dtype=int)
+        probabilities = np.array([[predicted[f"prob_{c}"][i] for c in self.classes] for i in known], dtype=float)
+        probabilities = probabilities.reshape(len(known), len(self.classes))
+        metrics = classification_metrics(truth, probabilities)
+        chosen = probabilities[np.arange(len(truth)), truth] if len(truth) else np.array([])
+        log_loss = float(-np.mean(np.log(np.clip(chosen, 1e-12, 1.0)))) if len(truth) else math.nan
+        return [{**metrics, "log_loss": log_loss}]
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"type": self.type_name, "target": self.target, "classes": self.classes}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], hidden_size: int) -> ClassificationHead:
+        classes = spec.get("classes")
+        if not isinstance(classes, list) or len(classes) < 2 or not isinstance(spec.get("target"), str):
+            raise PackError("classification head spec needs 'target' and at least two 'classes'")
+        return cls(hidden_size, spec["target"], classes)

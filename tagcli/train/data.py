@@ -1,0 +1,93 @@
+"""Training data: read and split the tables, clean and encode rows, parse labels with the head.
+
+Rows with a bad input or an incomplete label are dropped and counted (the count goes into the
+pack's manifest); nothing is silently zeroed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import pyarrow as pa
+
+from tagcli.core.batching import prepare_inputs
+from tagcli.core.domains import DomainInput
+from tagcli.core.heads import Head
+from tagcli.core.prompt import EncodedRow, PromptEncoder, PromptTemplate
+from tagcli.errors import UsageError
+from tagcli.io.tables import open_table
+from tagcli.train.config import TrainConfig
+
+
+@dataclass
+class Examples:
+    """Encoded rows of one split with what their loss needs.
+
+    `targets` are the head's parsed labels (readout objective) or next-token targets, -100 where
+    no loss is taken (next-token objective: stage 1 and text answers); `labels` are the parsed
+    labels for metrics (empty in stage 1).
+    """
+
+    rows: list[EncodedRow]
+    targets: list[Any]
+    labels: list[Any]
+    dropped: int
+    template: PromptTemplate
+    inputs: dict[str, list[list[int]]]  # domain → each kept row's input tokens (what `rows` lay out)
+
+
+def read_table(path: str, limit: int | None) -> pa.Table:
+    batches, rows = [], 0
+    with open_table(path) as reader:
+        for batch in reader:
+            batches.append(batch)
+            rows += batch.num_rows
+            if limit is not None and rows >= limit:
+                break
+        table = pa.Table.from_batches(batches, schema=reader.schema)
+    return table.slice(0, limit) if limit is not None else table
+
+
+def split_tables(config: TrainConfig) -> tuple[pa.Table, pa.Table]:
+    """(train, validation): `--val` if given, else a seeded `val_fraction` of `--data`."""
+    if config.val:
+        return read_table(config.data, config.max_rows), read_table(config.val, config.max_val_rows)
+    table = read_table(config.data, config.max_rows)
+    order = np.random.default_rng(config.seed).permutation(table.num_rows)
+    n_val = max(1, int(round(table.num_rows * config.val_fraction)))
+    val = table.take(order[:n_val])
+    return table.take(np.sort(order[n_val:])), val.slice(0, config.max_val_rows) if config.max_val_rows else val
+
+
+def check_targets(config: TrainConfig, table: pa.Table, where: str) -> None:
+    missing = [c for c in config.targets if c not in table.column_names]
+    if missing:
+        raise UsageError(f"no target column '{missing[0]}' in {where} (columns: {', '.join(table.column_names)})")
+
+
+def encode_examples(
+    config: TrainConfig, encoder: PromptEncoder, template: PromptTemplate, specs: Mapping[str, DomainInput], table: pa.Table, head: Head | None
+) -> Examples:
+    """Clean, tokenize and lay out rows; rows with a bad input or a missing label are dropped and counted."""
+    errors: list[str | None] = [None] * table.num_rows
+    tokens = prepare_inputs(encoder, specs, table, config.columns, errors)
+    labels = head.parse_labels([table.column(c).to_pylist() for c in config.targets]) if head is not None else []
+    for i, label in enumerate(labels):
+        if errors[i] is None and not head.is_complete(label):  # type: ignore[union-attr]
+            errors[i] = "missing label"
+    keep = [i for i, e in enumerate(errors) if e is None]
+    inputs = {d: [tokens[d][i] for i in keep] for d in config.domains}
+    rows = encoder.encode(template, inputs)
+    kept_labels = [labels[i] for i in keep] if head is not None else []
+    if head is None:  # stage 1: predict the input's own tokens, which end the row
+        domain_tokens = inputs[config.domains[0]]
+        targets: list[Any] = [[-100] * (len(r) - len(t)) + t for r, t in zip(rows, domain_tokens)]
+    elif head.objective == "next-token":  # the answer follows the prompt; only it carries a loss
+        answers = [head.answer_tokens(label, encoder.tokenizer) for label in kept_labels]
+        targets = [[-100] * len(r) + answer for r, answer in zip(rows, answers)]
+        rows = [EncodedRow(r.token_ids + a, r.slots + [-1] * len(a), r.readout) for r, a in zip(rows, answers)]
+    else:
+        targets = kept_labels
+    return Examples(rows, targets, kept_labels, table.num_rows - len(keep), template, inputs)

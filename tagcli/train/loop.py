@@ -1,0 +1,246 @@
+"""The training loop: optimizer steps on the learned tag (and head), validation, early stopping and
+checkpoints. Only tag vectors and heads get gradients; the base model stays frozen.
+
+Checkpoints hold tensors in safetensors and counters in JSON (never pickles); `resume` continues
+from the last one exactly (same micro-batches, optimizer state and best state so far).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from tagcli.core.batching import epoch_batches, length_batches
+from tagcli.core.heads import Head
+from tagcli.core.model import TaggedModel
+from tagcli.core.prompt import EncodedRow, PromptEncoder, TaggedBatch, collate
+from tagcli.train.config import TrainConfig
+from tagcli.train.data import Examples
+from tagcli.train.features import fit_head, readouts
+from tagcli.train.methods import TrainingMethod
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+class Trainer:
+    """Optimizer steps, validation, early stopping and checkpoints for one run."""
+
+    def __init__(
+        self, config: TrainConfig, method: TrainingMethod, model: TaggedModel, encoder: PromptEncoder,
+        train_set: Examples, val_set: Examples, on_progress: Progress | None = None,
+    ) -> None:
+        self.config, self.method, self.model, self.encoder = config, method, model, encoder
+        self.train_set, self.val_set = train_set, val_set
+        self.head: Head | None = model.heads[config.tag_name] if config.tag_name in model.heads else None
+        self.on_progress = on_progress or (lambda event: None)
+        groups = [{"params": [model.tags[config.tag_name]], "lr": config.lr}] if method.tag_length else []
+        head_parameters = list(self.head.parameters()) if self.head is not None else []
+        if head_parameters:
+            groups.append({"params": head_parameters, "lr": config.head_lr})
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
+        per_epoch = math.ceil(len(train_set.rows) / (config.batch_size * config.grad_accum))
+        # A method that learns no tag (the linear probe) is done once its head is fitted.
+        self.total_steps = 0 if not method.tag_length else config.max_steps or max(1, math.ceil(per_epoch * config.epochs))
+        self.step = 0
+        self.best: dict[str, Any] = {"score": -math.inf, "metrics": None, "step": 0, "state": None}
+        self.history: list[dict[str, Any]] = []
+        self.bad_evals = 0
+        self.rows_seen = 0
+        self.checkpoint_dir = Path(str(config.out).rstrip("/") + ".ckpt")
+        self._epoch: tuple[int, list[list[int]]] | None = None  # (epoch, its micro-batches)
+
+    @property
+    def objective(self) -> str:
+        """Next-token loss for a domain tag and for heads that write text; the head's loss otherwise."""
+        return self.head.objective if self.head is not None else "next-token"
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> None:
+        if self.config.resume and (self.checkpoint_dir / "state.json").is_file():
+            self._load_checkpoint()
+        if self.step == 0:
+            self._validate()  # the initial state (closed-form head) is a candidate too
+        started = time.perf_counter()
+        while self.step < self.total_steps:
+            loss = self._optimizer_step()
+            self.step += 1
+            elapsed = time.perf_counter() - started
+            rate = self.rows_seen / elapsed if elapsed else 0.0
+            self.on_progress({"event": "step", "step": self.step, "total": self.total_steps, "loss": loss, "rows_per_second": rate})
+            stop = False
+            if self.step % self.config.eval_every == 0 or self.step == self.total_steps:
+                stop = self._validate()
+            if self.step % self.config.checkpoint_every == 0 or stop or self.step == self.total_steps:
+                self._save_checkpoint()
+            if stop:
+                break
+        if self.best["state"] is not None:
+            self._restore(self.best["state"])
+
+    def _optimizer_step(self) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for micro in range(self.config.grad_accum):
+            rows = self._micro_batch(self.step * self.config.grad_accum + micro)
+            loss = self._loss(rows) / self.config.grad_accum
+            loss.backward()
+            total += loss.item()
+            self.rows_seen += len(rows)
+        self.optimizer.step()
+        return total
+
+    def _micro_batch(self, index: int) -> list[int]:
+        """Rows of micro-batch `index`; a resumed run sees the same order."""
+        per_epoch = math.ceil(len(self.train_set.rows) / self.config.batch_size)
+        epoch, position = divmod(index, per_epoch)
+        if self._epoch is None or self._epoch[0] != epoch:
+            lengths = [len(row) for row in self.train_set.rows]
+            self._epoch = (epoch, epoch_batches(lengths, self.config.batch_size, self.config.seed * 1_000_003 + epoch))
+        return self._epoch[1][position]
+
+    def _loss(self, indices: list[int]) -> torch.Tensor:
+        rows = [self.train_set.rows[i] for i in indices]
+        targets = [self.train_set.targets[i] for i in indices]
+        if self.objective == "next-token":
+            batch = collate(rows, self.encoder.pad_id).to(self.model.lm.device)
+            return self.model.next_token_loss(batch, padded_targets(targets, batch).to(batch.input_ids.device))
+        assert self.head is not None
+        return self.head.loss(self.method.readout(self.model, rows, self.encoder.pad_id), targets)
+
+    # -- validation ------------------------------------------------------------------------
+    def _validate(self) -> bool:
+        """Score the validation split; remember the best state; True when patience runs out."""
+        if self.head is not None and self.config.refit_head and self.step > 0:
+            fit_head(self.model, self.encoder, self.head, self.train_set, self.config.init_samples, self.config.seed)
+        metrics = validation_metrics(self.model, self.encoder, self.head, self.val_set, self.config.targets)
+        select_by = self.head.select_by if self.head is not None else "loss"
+        score = -metrics[select_by]
+        score = -math.inf if score != score else score  # NaN never wins
+        self.history.append({"step": self.step, **metrics})
+        improved = score > self.best["score"]
+        if improved:
+            self.best = {"score": score, "metrics": metrics, "step": self.step, "state": self._state()}
+            self.bad_evals = 0
+        else:
+            self.bad_evals += 1
+        self.on_progress({"event": "eval", "step": self.step, "metrics": metrics, "improved": improved})
+        return self.config.patience > 0 and self.bad_evals >= self.config.patience
+
+    # -- state and checkpoints ---------------------------------------------------------------
+    def _state(self) -> dict[str, torch.Tensor]:
+        name = self.config.tag_name
+        state = {"tag": self.model.tags[name].detach().clone()} if self.method.tag_length else {}
+        if self.head is not None:
+            state |= {f"head.{k}": v.detach().clone() for k, v in self.head.state_dict().items()}
+        return state
+
+    def _restore(self, state: dict[str, torch.Tensor]) -> None:
+        if "tag" in state:
+            with torch.no_grad():
+                self.model.tags[self.config.tag_name].copy_(state["tag"])
+        if self.head is not None:
+            self.head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
+
+    def _save_checkpoint(self) -> None:
+        directory = self.checkpoint_dir
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {f"current.{k}": v for k, v in self._state().items()}
+        if self.best["state"] is not None:
+            tensors |= {f"best.{k}": v for k, v in self.best["state"].items()}
+        optimizer = self.optimizer.state_dict()
+        for index, slots in optimizer["state"].items():
+            tensors |= {f"optimizer.{index}.{k}": torch.as_tensor(v).clone() for k, v in slots.items()}
+        meta = {
+            "step": self.step, "rows_seen": self.rows_seen, "bad_evals": self.bad_evals, "history": self.history,
+            "best": {k: v for k, v in self.best.items() if k != "state"},
+            "param_groups": optimizer["param_groups"], "config": asdict(self.config),
+        }
+        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, directory / "state.safetensors.tmp")
+        (directory / "state.json.tmp").write_text(json.dumps(meta, default=str))
+        (directory / "state.safetensors.tmp").replace(directory / "state.safetensors")
+        (directory / "state.json.tmp").replace(directory / "state.json")
+
+    def _load_checkpoint(self) -> None:
+        meta = json.loads((self.checkpoint_dir / "state.json").read_text())
+        tensors = load_file(self.checkpoint_dir / "state.safetensors", device=str(self.model.lm.device))
+        self._restore({k[8:]: v for k, v in tensors.items() if k.startswith("current.")})
+        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+        self.best = {**meta["best"], "state": best or None}
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                _, index, name = key.split(".", 2)
+                state.setdefault(int(index), {})[name] = value
+        self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        self.step, self.rows_seen, self.bad_evals, self.history = meta["step"], meta["rows_seen"], meta["bad_evals"], meta["history"]
+        self.on_progress({"event": "resume", "step": self.step})
+
+
+@torch.no_grad()
+def validation_metrics(
+    model: TaggedModel, encoder: PromptEncoder, head: Head | None, examples: Examples, targets: list[str], batch_size: int = 64
+) -> dict[str, Any]:
+    """Metrics of one split: the next-token loss where that is the objective, plus the head's own
+    metrics of its decoded predictions (the same `Head.target_metrics` that `tagcli eval` reports)."""
+    metrics: dict[str, Any] = {}
+    if head is None or head.objective == "next-token":
+        metrics = next_token_metrics(model, encoder, examples, batch_size)
+    if head is None:
+        return metrics
+    predicted: dict[str, list] = {c: [None] * len(examples.rows) for c in head.output_columns()}
+    for chunk, raw in head_predictions(model, encoder, head, examples, batch_size):
+        for column, values in head.decode(raw, encoder.tokenizer).items():
+            for j, value in zip(chunk, values):
+                predicted[column][j] = value
+    per_target = dict(zip(targets, head.target_metrics(examples.labels, predicted)))
+    return {**metrics, **head.summarize(per_target)}
+
+
+def head_predictions(model: TaggedModel, encoder: PromptEncoder, head: Head, examples: Examples, batch_size: int):
+    """Raw head outputs per batch of rows: from the shared-context readout, or by generation after
+    each prompt (text answers: the rows are cut back to their prompt first)."""
+    indices = range(len(examples.rows))
+    if head.objective == "readout":
+        for chunk, hidden in readouts(model, encoder, examples, indices, batch_size):
+            yield chunk, head.predict(_Hidden(hidden))
+        return
+    prompts = [EncodedRow(r.token_ids[: r.readout + 1], r.slots[: r.readout + 1], r.readout) for r in examples.rows]
+    for chunk in length_batches([len(r) for r in prompts], batch_size, 32768):
+        batch = collate([prompts[i] for i in chunk], encoder.pad_id).to(model.lm.device)
+        yield chunk, head.predict(model.full_readout(batch))
+
+
+class _Hidden:
+    """A readout that only offers hidden states (validation of heads that do not generate)."""
+
+    def __init__(self, hidden: torch.Tensor) -> None:
+        self.hidden = hidden
+
+    def generate(self, max_new_tokens: int) -> list[list[int]]:
+        raise RuntimeError("this readout cannot generate")
+
+
+def next_token_metrics(model: TaggedModel, encoder: PromptEncoder, examples: Examples, batch_size: int) -> dict[str, Any]:
+    losses, counts = [], []
+    for chunk in length_batches([len(r) for r in examples.rows], batch_size, 32768):
+        batch = collate([examples.rows[i] for i in chunk], encoder.pad_id).to(model.lm.device)
+        targets = padded_targets([examples.targets[i] for i in chunk], batch).to(batch.input_ids.device)
+        losses.append(float(model.next_token_loss(batch, targets)) * len(chunk))
+        counts.append(len(chunk))
+    loss = sum(losses) / sum(counts)
+    return {"n": len(examples.rows), "loss": loss, "perplexity": math.exp(min(loss, 50))}
+
+
+def padded_targets(targets: list[list[int]], batch: TaggedBatch) -> torch.Tensor:
+    """Right-padded next-token targets matching a right-padded batch."""
+    out = torch.full(batch.input_ids.shape, -100, dtype=torch.long)
+    for i, row in enumerate(targets):
+        out[i, : len(row)] = torch.tensor(row)
+    return out

@@ -1,0 +1,134 @@
+"""A new head kind and a new training method plug in with one registration each.
+
+Both are defined here, in the test, and go through training, the pack format, `TagScorer`
+scoring and `evaluate_file` without any edit to the scorer, the runner or the training code.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import torch
+from torch.nn import functional as F
+
+from helpers import SMILES, domain_pack
+from tagcli.core.heads import HEADS, register_head
+from tagcli.core.heads.base import Columns, Readout
+from tagcli.core.heads.linear import LinearHead
+from tagcli.core.metrics import regression_metrics
+from tagcli.core.prompt import PromptTemplate
+from tagcli.io.runner import evaluate_file
+from tagcli.packs.format import load_pack, save_pack
+from tagcli.scorer import TagScorer
+from tagcli.train import TrainConfig, train
+from tagcli.train.methods import METHODS, register_method
+from tagcli.train.methods.tag_llm import TagLLM
+
+
+class GaussianHead(LinearHead):
+    """One real target predicted as a mean and a log-variance, trained by Gaussian NLL."""
+
+    type_name = "gaussian"
+    select_by = "nll"
+
+    def __init__(self, hidden_size: int, target: str) -> None:
+        super().__init__(hidden_size, 2)
+        self.target = target
+
+    def output_types(self) -> dict[str, pa.DataType]:
+        return {f"pred_{self.target}": pa.float64(), f"pred_{self.target}_logvar": pa.float64()}
+
+    def predict(self, readout: Readout) -> Columns:
+        mean, logvar = self(readout.hidden).unbind(dim=1)
+        return dict(zip(self.output_columns(), (mean, logvar)))
+
+    @classmethod
+    def for_training(cls, hidden_size: int, targets: list[str], label_cells: Mapping[str, list], **options: Any) -> GaussianHead:
+        return cls(hidden_size, targets[0])
+
+    def parse_labels(self, label_cells: Sequence[list]) -> list[Any]:
+        return [float(v) if v not in (None, "") else None for v in label_cells[0]]
+
+    def loss(self, hidden: torch.Tensor, labels: list) -> torch.Tensor:
+        mean, logvar = self(hidden).unbind(dim=1)
+        return F.gaussian_nll_loss(mean, torch.tensor(labels, device=hidden.device), logvar.exp())
+
+    def target_metrics(self, labels: list[Any], predicted: Mapping[str, list]) -> list[dict[str, Any]]:
+        truth = np.array(labels, dtype=float)
+        mean = np.array(predicted[f"pred_{self.target}"])
+        variance = np.exp(np.array(predicted[f"pred_{self.target}_logvar"]))
+        nll = float(np.mean(0.5 * (np.log(variance) + (truth - mean) ** 2 / variance + math.log(2 * math.pi))))
+        return [{**regression_metrics(truth, mean), "nll": nll}]
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"type": self.type_name, "target": self.target}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], hidden_size: int) -> GaussianHead:
+        return cls(hidden_size, spec["target"])
+
+
+class FunctionOnly(TagLLM):
+    """Tag-LLM without domain tags: the plain input, then the function tag."""
+
+    name = "function-only"
+
+    def default_template(self) -> PromptTemplate:
+        return PromptTemplate("".join(f"{{input:{d}}}" for d in self.config.domains) + f"{{tag:{self.config.function}}}")
+
+
+@pytest.fixture
+def registered() -> Iterator[None]:
+    register_head(GaussianHead)
+    register_method(FunctionOnly)
+    yield
+    del HEADS["gaussian"], METHODS["function-only"]
+
+
+@pytest.fixture
+def labeled(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    values = [SMILES[i % len(SMILES)] + "C" * int(rng.integers(0, 5)) for i in range(40)]
+    path = tmp_path / "train.csv"
+    pd.DataFrame({"smiles": values, "y": [len(v) + rng.normal() for v in values]}).to_csv(path, index=False)
+    return path
+
+
+def run(base, labeled: Path, out: Path, **overrides: Any):
+    values: dict[str, Any] = dict(
+        data=str(labeled), out=str(out), domains=["smiles"], function=out.name, targets=["y"], tag_length=2, max_steps=3,
+        batch_size=8, eval_every=3, patience=0, device="cpu", dtype="float32", head_lr=1e-2,
+    )
+    return train(TrainConfig(stage=2, **(values | overrides)), base)
+
+
+def test_a_new_head_kind_trains_scores_and_evaluates(base, registered, labeled: Path, tmp_path: Path) -> None:
+    save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "smiles")
+    pack = run(base, labeled, tmp_path / "noisy", task="gaussian")
+    loaded = load_pack(tmp_path / "noisy")
+    assert loaded.manifest.head == {"type": "gaussian", "target": "y"}
+    assert set(pack.manifest.metrics["val"]) >= {"nll", "pearson"}
+    scorer = TagScorer("noisy", base_model=base, pack_dirs=[str(tmp_path)])
+    out = scorer(pa.table({"smiles": SMILES[:3] + ["C1CC"]}))
+    assert out.column_names[-4:] == ["pred_y", "pred_y_logvar", "status", "error"]
+    assert out.column("status").to_pylist() == ["ok", "ok", "ok", "invalid"]
+    assert all(np.isfinite(v) for v in out.column("pred_y_logvar").to_pylist()[:3])
+    report = evaluate_file(scorer, labeled, ["y"])
+    assert report["scored"] + report["invalid"] == 40 and report["scored"] > 30 and set(report["y"]) >= {"nll", "pearson", "mse"}
+
+
+def test_a_new_method_trains_and_its_pack_scores(base, registered, labeled: Path, tmp_path: Path) -> None:
+    save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "smiles")  # how its inputs are cleaned
+    pack = run(base, labeled, tmp_path / "plain", method="function-only")
+    loaded = load_pack(tmp_path / "plain")
+    assert loaded.manifest.method == "function-only" and loaded.manifest.template == "{input:smiles}{tag:plain}"
+    assert loaded.manifest.requires == {} and loaded.tags["plain"].shape == (2, base.hidden_size)
+    assert pack.manifest.training["steps"] == 3
+    out = TagScorer("plain", base_model=base, pack_dirs=[str(tmp_path)])(pa.table({"smiles": SMILES[:4]}))
+    assert out.column("status").to_pylist() == ["ok"] * 4 and len(set(out.column("pred_y").to_pylist())) == 4
