@@ -10,7 +10,6 @@ results back in input order. Bad rows get a status and a reason; nothing is drop
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -178,16 +177,15 @@ class TagScorer:
         return columns
 
     def _collect(self, plan: FunctionPlan, raw: Columns, rows: list[int], columns: dict[str, list], errors: list[str | None], status: list[str]) -> None:
-        """Write one batch's predictions into `columns`; a non-finite value makes the row an error."""
+        """Write one batch's predictions into `columns`; a row the head finds no prediction for is an error."""
         head = plan.function.head
         decoded = head.decode(raw, self.base.tokenizer)
-        floats = [c for c, kind in head.output_types().items() if pa.types.is_floating(kind)]
         for column, values in decoded.items():
             for row, value in zip(rows, values):
                 columns[column][row] = value
-        for k, row in enumerate(rows):
-            if not all(math.isfinite(decoded[c][k]) for c in floats):
-                status[row], errors[row] = STATUS_ERROR, f"{plan.function.name}: the model produced a non-finite value"
+        for row, problem in zip(rows, head.row_problems(decoded)):
+            if problem is not None:
+                status[row], errors[row] = STATUS_ERROR, f"{plan.function.name}: {problem}"
 
 
 def group_plans(plans: Sequence[FunctionPlan]) -> list[list[FunctionPlan]]:

@@ -323,6 +323,9 @@ def _load_head(path: Path, manifest: Manifest, where: str) -> Head:
         if not torch.isfinite(value).all():
             raise PackError(f"{where}: head tensor '{key}' contains NaN or infinite values")
     head.load_state_dict(state)
+    problem = head.check_state()
+    if problem:
+        raise PackError(f"{where}: head of '{manifest.name}' refused: {problem}")
     return head.eval()
 
 

@@ -9,6 +9,7 @@ is one module and one `register_head` call (see `tagcli.core.heads`).
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Literal, Mapping, Protocol, Sequence
 
 import pyarrow as pa
@@ -50,6 +51,17 @@ class Head(nn.Module):
     def decode(self, raw: Columns, tokenizer: Any) -> dict[str, list]:
         """User-facing values per column: floats and strings, one per row."""
         return {c: v.float().cpu().tolist() if isinstance(v, torch.Tensor) else list(v) for c, v in raw.items()}
+
+    def row_problems(self, decoded: Mapping[str, list]) -> list[str | None]:
+        """Per row, why its decoded values are not a prediction (None: fine). A non-finite number never is."""
+        floats = [c for c, kind in self.output_types().items() if pa.types.is_floating(kind)]
+        n = len(next(iter(decoded.values()), []))
+        finite = [all(math.isfinite(decoded[c][k]) for c in floats) for k in range(n)]
+        return [None if ok else "the model produced a non-finite value" for ok in finite]
+
+    def check_state(self) -> str | None:
+        """Why the loaded tensors cannot come from training (None: they can). Called by the pack loader."""
+        return None
 
     # -- training --------------------------------------------------------------------------
     @classmethod

@@ -8,6 +8,11 @@ from torch import nn
 from tagcli.core.heads.base import Head
 
 
+# Ridge and gradient training on standardised features give weights below ~1; a pack whose weights
+# are orders of magnitude larger was not produced by training (tampered, or a broken export).
+MAX_WEIGHT = 1e3
+
+
 class LinearHead(Head):
     """Standardise the hidden state feature-wise, then apply a Linear layer.
 
@@ -36,6 +41,14 @@ class LinearHead(Head):
 
     def fit(self, hidden: torch.Tensor, labels: list, all_labels: list) -> None:
         self.set_feature_stats(hidden)
+
+    def check_state(self) -> str | None:
+        largest = float(max(self.linear.weight.abs().max(), self.linear.bias.abs().max()))
+        if largest > MAX_WEIGHT:
+            return f"its linear weights reach {largest:.3g}; training on standardised features gives far less (at most {MAX_WEIGHT:g})"
+        if not bool((self.feature_std > 0).all()):
+            return "feature_std must be positive"
+        return None
 
 
 def ridge(features: torch.Tensor, targets: torch.Tensor, alphas: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)) -> torch.Tensor:

@@ -17,6 +17,11 @@ from tagcli.core.metrics import regression_metrics, summarize_targets
 from tagcli.errors import PackError
 
 
+# A prediction this many training standard deviations from the training mean is not an extrapolation
+# but a broken model or input; such a row becomes an error instead of a number.
+IMPLAUSIBLE_STDS = 100
+
+
 class RegressionHead(LinearHead):
     """Predicts `pred_<target>` per target; keeps each target's mean/std to un-standardise."""
 
@@ -35,6 +40,15 @@ class RegressionHead(LinearHead):
     def predict(self, readout: Readout) -> Columns:
         values = self(readout.hidden) * self.target_std + self.target_mean
         return dict(zip(self.output_columns(), values.unbind(dim=1)))
+
+    def row_problems(self, decoded: Mapping[str, list]) -> list[str | None]:
+        """Also refuse values so far from the training targets that no extrapolation explains them."""
+        problems = super().row_problems(decoded)
+        for column, mean, std in zip(self.output_columns(), self.target_mean.tolist(), self.target_std.tolist()):
+            for k, value in enumerate(decoded[column]):
+                if problems[k] is None and abs(value - mean) > IMPLAUSIBLE_STDS * std:
+                    problems[k] = f"implausible {column} {value:.3g}: over {IMPLAUSIBLE_STDS} standard deviations from the training targets"
+        return problems
 
     # -- training --------------------------------------------------------------------------
     @classmethod
