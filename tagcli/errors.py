@@ -48,8 +48,24 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+INTERRUPTED = 130  # the shell's exit status for a process stopped by SIGINT
+
+
+def interrupted(exc: BaseException | None) -> bool:
+    """Whether `exc` is Ctrl-C, or was caused by it (transformers turns it into a RuntimeError mid-import)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def format_error(exc: BaseException) -> tuple[str, int]:
     """Map an exception to (one-line message, exit code) for the CLI."""
+    if interrupted(exc):
+        return "interrupted (hint: rerun a file run with --resume to continue it)", INTERRUPTED
     if isinstance(exc, TagcliError):
         return str(exc), exc.exit_code
     if isinstance(exc, FileNotFoundError):

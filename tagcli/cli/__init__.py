@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-INTERRUPTED = 130  # the shell's exit status for a process stopped by SIGINT
+from tagcli.errors import format_error
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,8 +17,9 @@ def main(argv: list[str] | None = None) -> None:
         from tagcli.cli.app import run
 
         run(argv)
-    except KeyboardInterrupt:
+    except (Exception, KeyboardInterrupt) as exc:  # what `run` did not report: Ctrl-C, a failed import
         if os.environ.get("TAGCLI_DEBUG"):
             raise
-        sys.stderr.write("error: interrupted (hint: rerun a file run with --resume to continue it)\n")
-        sys.exit(INTERRUPTED)
+        message, code = format_error(exc)
+        sys.stderr.write(f"error: {message}\n")
+        sys.exit(code)

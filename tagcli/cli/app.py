@@ -14,7 +14,7 @@ import typer
 from tagcli import __version__
 from tagcli.cli import eval_cmd, model_cmd, pack_cmd, predict_cmd, train_cmd
 from tagcli.cli.output import Output
-from tagcli.errors import format_error
+from tagcli.errors import INTERRUPTED, format_error
 
 try:  # typer >= 0.20 bundles its own copy of click
     from typer._click.exceptions import ClickException
@@ -45,7 +45,7 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the tagcl
 def run(argv: list[str] | None = None) -> None:
     """Run one command; any failure becomes one `error:` line and exit code 1 or 2 (usage)."""
     try:
-        # Not standalone: click would turn Ctrl-C into "Aborted!" and exit 1; `main` reports it (exit 130).
+        # Not standalone: click would turn Ctrl-C into "Aborted!" and exit 1; `format_error` says "interrupted", exit 130.
         result = app(args=argv, standalone_mode=False)
     except typer.Abort:
         raise KeyboardInterrupt from None
@@ -58,4 +58,6 @@ def run(argv: list[str] | None = None) -> None:
         message, code = format_error(exc)
         Output().error(message)
         sys.exit(code)
+    if result == INTERRUPTED:  # typer turns Ctrl-C inside a command into a silent Exit(130)
+        raise KeyboardInterrupt
     sys.exit(result if isinstance(result, int) else 0)  # --help and typer.Exit return their exit code

@@ -49,6 +49,8 @@ def predict(
     format: Format = OutputFormat.human,
 ) -> None:
     """Score every row of INPUT; writes all input columns + pred_* + status + error, in input order."""
+    if devices < 1:
+        raise UsageError(f"--devices must be at least 1, got {devices}")
     out = Output(format)
     destination = output or ("-" if input == "-" else str(default_output_path(input)))
     # Missing packs (and the domain packs they need) are pulled from the registries first, unless --offline.

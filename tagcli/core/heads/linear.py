@@ -42,6 +42,7 @@ class LinearHead(Head):
     def fit(self, hidden: torch.Tensor, labels: list, all_labels: list) -> None:
         self.set_feature_stats(hidden)
 
+    @torch.no_grad()
     def check_state(self) -> str | None:
         largest = float(max(self.linear.weight.abs().max(), self.linear.bias.abs().max()))
         if largest > MAX_WEIGHT:
