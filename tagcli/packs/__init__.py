@@ -5,6 +5,7 @@
     index       a registry's index.json and its entries
     registries  the kinds of registries (hf://, URLs, folders) and which are configured
     transport   reading URLs, resumable downloads, archive integrity checks
+    integrity   file hashes; a pulled pack's files against its install record (checked at every load)
     install     resolving, pulling and removing packs; predict's auto-pull
     listing     list, info, verify and export
 """

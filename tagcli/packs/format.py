@@ -33,6 +33,7 @@ from tagcli.core.domains import INPUT_KINDS, DomainInput
 from tagcli.errors import PackError, first_line
 from tagcli.core.heads import Head, head_from_spec
 from tagcli.home import make_readable
+from tagcli.packs.integrity import check_installed
 from tagcli.core.prompt import NAME_RE, PromptTemplate
 
 FORMAT = "tagcli.pack"
@@ -177,9 +178,16 @@ def tag_digest(vectors: torch.Tensor) -> str:
     return "sha256:" + hashlib.sha256(vectors.detach().float().contiguous().cpu().numpy().tobytes()).hexdigest()
 
 
-def load_pack(path: str | Path) -> TagPack:
-    """Load and validate a pack directory or `.tagpack` archive; any defect is one PackError line."""
+def load_pack(path: str | Path, *, check_install: bool = True) -> TagPack:
+    """Load and validate a pack directory or `.tagpack` archive; any defect is one PackError line.
+
+    A pulled pack (one with an install record) must first still match that record: a file changed,
+    missing or added since the pull refuses it (`integrity.check_installed`; `pack verify`, which
+    reports those problems itself, passes `check_install=False`).
+    """
     path = Path(path)
+    if check_install:
+        check_installed(path)
     if path.is_file():
         with tempfile.TemporaryDirectory() as tmp:
             extract_archive(path, Path(tmp))

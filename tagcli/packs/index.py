@@ -22,7 +22,7 @@ from tagcli.core.prompt import NAME_RE
 from tagcli.errors import PackError
 from tagcli.packs.format import TagPack
 from tagcli.packs.store import VERSION_RE
-from tagcli.packs.transport import sha256_file
+from tagcli.packs.integrity import sha256_file
 
 if TYPE_CHECKING:
     from tagcli.packs.registries import Registry

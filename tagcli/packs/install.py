@@ -31,8 +31,9 @@ from tagcli.home import make_readable, packs_dir
 from tagcli.packs.format import MANIFEST, TagPack, extract_archive, load_pack, read_manifest_data, short_fingerprint
 from tagcli.packs.index import IndexEntry, version_key
 from tagcli.packs.registries import ENV_REGISTRY, Registry, config_path, configured_registries
-from tagcli.packs.store import INSTALL_RECORD, PackStore, builtin_packs_dir, is_pulled, sibling_pack, split_ref
-from tagcli.packs.transport import downloads_dir, sha256_file
+from tagcli.packs.integrity import INSTALL_RECORD, file_problems, is_pulled, read_record, sha256_file
+from tagcli.packs.store import PackStore, builtin_packs_dir, is_pack_folder, sibling_pack, split_ref
+from tagcli.packs.transport import downloads_dir
 
 # --------------------------------------------------------------------------- resolving
 
@@ -213,35 +214,9 @@ def _write_record(target: Path, item: PullItem) -> None:
     (target / INSTALL_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
-def read_record(pack_dir: Path) -> dict[str, Any] | None:
-    """A pack directory's install record, or None when it has no readable one."""
-    try:
-        record = json.loads((pack_dir / INSTALL_RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def file_problems(path: Path, record: dict[str, Any]) -> list[str]:
-    """How a pulled pack's files differ from its install record (empty: untouched since the pull)."""
-    files = record.get("files")
-    if not isinstance(files, dict) or not files:
-        return ["the install record lists no files"]
-    problems = []
-    for name, digest in sorted(files.items()):
-        file = path / name
-        if not file.is_file():
-            problems.append(f"{name} is missing")
-        elif sha256_file(file) != digest:
-            problems.append(f"{name} was changed")
-    for extra in sorted(p.name for p in path.iterdir() if p.name not in files and p.name != INSTALL_RECORD):
-        problems.append(f"{extra} is not part of the pack")
-    return problems
-
-
 def _same_install(path: Path, entry: IndexEntry) -> bool:
     record = read_record(path) if is_pulled(path) else None
-    return bool(record) and record.get("archive_sha256") == entry.sha256 and not file_problems(path, record)
+    return record is not None and record.get("archive_sha256") == entry.sha256 and not file_problems(path, record)
 
 
 def _move_into_place(staged: Path, dest: Path) -> Path:
@@ -301,7 +276,7 @@ def remove(name: str) -> dict[str, Any]:
     pack_name, _ = split_ref(name)
     path = packs_dir() / pack_name
     builtin = (builtin_packs_dir() / pack_name / MANIFEST).is_file()
-    if not (path / MANIFEST).is_file():
+    if not is_pack_folder(path):
         if builtin:
             raise PackError(
                 f"'{pack_name}' is a built-in pack, not an installed one; there is nothing to remove",
@@ -310,7 +285,7 @@ def remove(name: str) -> dict[str, Any]:
         raise PackError(
             f"no installed pack named '{pack_name}' in {packs_dir()}", hint="`tagcli pack list` shows installed packs"
         )
-    version = read_manifest_data(path, strict=False).get("version")
+    version = read_manifest_data(path, strict=False).get("version") or (read_record(path) or {}).get("version")
     needed_by = sorted(
         other.name for other in packs_dir().iterdir()
         if other.name != pack_name and pack_name in (read_manifest_data(other, strict=False).get("requires") or {})

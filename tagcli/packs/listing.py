@@ -19,9 +19,10 @@ from tagcli.errors import PackError
 from tagcli.home import packs_dir, write_json_atomic
 from tagcli.packs.format import ARCHIVE_SUFFIX, MANIFEST, TagPack, load_pack, read_manifest_data, write_archive
 from tagcli.packs.index import INDEX_FILE, IndexEntry, index_document, parse_index
-from tagcli.packs.install import file_problems, find_remote, model_fingerprint, read_record
+from tagcli.packs.install import find_remote, model_fingerprint
+from tagcli.packs.integrity import INSTALL_RECORD, file_problems, is_pulled, read_record
 from tagcli.packs.registries import ENV_REGISTRY, Registry, config_path
-from tagcli.packs.store import INSTALL_RECORD, PackStore, builtin_packs_dir, is_pulled, split_ref
+from tagcli.packs.store import PackStore, builtin_packs_dir, is_pack_folder, split_ref
 
 
 @dataclass
@@ -166,25 +167,26 @@ def verify(name: str | None = None, *, pack_dirs: Sequence[str] = ()) -> list[di
     else:
         root = packs_dir()
         candidates = sorted(root.iterdir()) if root.is_dir() else []
-        paths = {p.name: p for p in candidates if NAME_RE.match(p.name) and (p / MANIFEST).is_file()}
+        paths = {p.name: p for p in candidates if NAME_RE.match(p.name) and is_pack_folder(p)}
     rows = []
     for pack_name, path in paths.items():
-        record = read_record(path) if path.is_dir() and is_pulled(path) else None
+        pulled = path.is_dir() and is_pulled(path)
+        record = read_record(path) if pulled else None
         row: dict[str, Any] = {
             "name": pack_name, "version": None, "status": "ok", "problems": [], "path": str(path),
             "origin": store.origin(path),
         }
-        if record:
-            row["version"] = record.get("version")
+        if pulled:  # the same problems a load of the pack refuses it for (integrity.check_installed)
+            row["version"] = (record or {}).get("version")
             row["problems"] = file_problems(path, record)
         try:
-            pack = load_pack(path)
+            pack = load_pack(path, check_install=False)
             row["version"] = row["version"] or pack.manifest.version
         except PackError as exc:
             row["problems"].append(exc.message)
         if row["problems"]:
             row["status"] = "failed"
-        elif not record:
+        elif not pulled:
             row["status"] = "ok (loads; no install record to compare)"
         rows.append(row)
     return rows

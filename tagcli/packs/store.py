@@ -5,7 +5,8 @@ A NAME is looked up as `DIR/NAME/` in this order:
 
   1. the `--pack-dir` folders, in the order given;
   2. packs *pulled* from a registry into `$TAGCLI_HOME/packs` (they carry an install record,
-     `.tagcli-install.json`, written by `tagcli pack pull`);
+     `.tagcli-install.json`, written by `tagcli pack pull`, and every load re-checks their files
+     against it: `tagcli.packs.integrity`);
   3. the built-in `tagpacks/`;
   4. any other pack under `$TAGCLI_HOME/packs` (copied there by hand).
 
@@ -27,9 +28,9 @@ import tagpacks
 from tagcli.errors import PackError
 from tagcli.home import packs_dir
 from tagcli.packs.format import ARCHIVE_SUFFIX, MANIFEST, TagPack, load_pack, read_manifest_data
+from tagcli.packs.integrity import is_pulled, read_record
 from tagcli.core.prompt import NAME_RE
 
-INSTALL_RECORD = ".tagcli-install.json"  # beside a pulled pack's files: where it came from, per-file sha256
 VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]*\Z")
 
 
@@ -49,9 +50,13 @@ def split_ref(ref: str) -> tuple[str, str | None]:
     return name, (version if at else None)
 
 
-def is_pulled(pack_dir: Path) -> bool:
-    """Whether a pack directory was installed by `tagcli pack pull` (it has an install record)."""
-    return (pack_dir / INSTALL_RECORD).is_file() and (pack_dir / MANIFEST).is_file()
+def is_pack_folder(path: Path) -> bool:
+    """A folder with a manifest, or a pulled one (which, missing its manifest, fails to load, saying so)."""
+    return (path / MANIFEST).is_file() or is_pulled(path)
+
+
+def _record_version(pack_dir: Path) -> str | None:
+    return (read_record(pack_dir) or {}).get("version") if is_pulled(pack_dir) else None
 
 
 def sibling_pack(beside: Path, name: str) -> Path | None:
@@ -60,7 +65,7 @@ def sibling_pack(beside: Path, name: str) -> Path | None:
     if not NAME_RE.match(name):
         return None
     sibling = beside.parent / name
-    return sibling.resolve() if (sibling / MANIFEST).is_file() else None
+    return sibling.resolve() if is_pack_folder(sibling) else None
 
 
 class PackStore:
@@ -103,11 +108,11 @@ class PackStore:
         name, version = split_ref(ref)
         seen = []
         for candidate in self.candidates(name):
-            if not (candidate / MANIFEST).is_file():
+            if not is_pack_folder(candidate):
                 continue
             if version is None:
                 return candidate.resolve()
-            found = read_manifest_data(candidate, strict=False).get("version")
+            found = read_manifest_data(candidate, strict=False).get("version") or _record_version(candidate)
             if found == version:
                 return candidate.resolve()
             seen.append(f"{found} in {candidate.parent}")
@@ -136,7 +141,7 @@ class PackStore:
             if not directory.is_dir():
                 continue
             for candidate in sorted(directory.iterdir()):
-                if candidate.name in packs or not NAME_RE.match(candidate.name) or not (candidate / MANIFEST).is_file():
+                if candidate.name in packs or not NAME_RE.match(candidate.name) or not is_pack_folder(candidate):
                     continue
                 try:
                     packs[candidate.name] = self.load(str(self.find(candidate.name)))

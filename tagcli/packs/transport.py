@@ -9,13 +9,13 @@ only (an HTTP Range request; servers without Range support send the file again f
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from tagcli.errors import PackError, first_line
 from tagcli.home import tagcli_home
 from tagcli.packs.format import ARCHIVE_SUFFIX
+from tagcli.packs.integrity import sha256_file
 
 CHUNK = 1 << 20  # bytes per read (and per Range request when resuming)
 RESUME_HINT = "run the same command again to resume it"
@@ -145,15 +145,6 @@ def _copy(url: str, part: Path, offset: int, size: int, label: str) -> None:
             written += len(chunk)
             if written > size:
                 return  # more than the index says: the size/hash check refuses it
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks (archives can be large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_archive(path: Path, size: int, sha256: str, label: str, discard: bool) -> None:

@@ -146,11 +146,20 @@ def _from_scratch(s: Setup) -> dict[str, Result]:
 
 def _predict(s: Setup) -> dict[str, Result]:
     model = ["--base-model", str(s.model), "--device", "cpu", "--dtype", "float32", "--no-progress"]
-    return {
+    runs = {
         "auto_pull": s.run("predict", "in.csv", "-F", "logp", "--registry", s.url, "-o", str(s.root / "out.csv"), *model, home="b"),
         "offline": s.run("predict", "in.csv", "-F", "logp", "--registry", s.url, "--offline", "-o", str(s.root / "never.csv"), *model, home="b2"),
         "foreign": s.run("predict", "in.csv", "-F", "alien", "--registry", s.url, "-o", str(s.root / "never.csv"), *model, home="c"),
     }
+    # the packs just pulled, copied to another home, with one bit of logp's tag vectors flipped
+    shutil.copytree(s.root / "b" / "packs", s.root / "b3" / "packs")
+    tags = s.root / "b3" / "packs" / "logp" / "tags.safetensors"
+    data = bytearray(tags.read_bytes())
+    data[-4] ^= 0x01  # the lowest bit of the last float: the file still loads, only its sha256 tells
+    tags.write_bytes(bytes(data))
+    changed_out = str(s.root / "changed.csv")
+    runs["changed"] = s.run("predict", "in.csv", "-F", "logp", "--offline", "-o", changed_out, *model, home="b3")
+    return runs
 
 
 def _hub_and_tampered(s: Setup) -> dict[str, Result]:
@@ -206,6 +215,17 @@ def test_predict_pulls_a_missing_pack(results, setup: Setup) -> None:
     assert [line for line in r.stdout.splitlines() if line.strip()][0].startswith("scored 3 rows: 2 ok, 1 invalid")
     assert pd.read_csv(setup.root / "out.csv")["status"].tolist() == ["ok", "ok", "invalid"]
     assert setup.installed("b") == ["logp", "smiles"]
+
+
+def test_predict_refuses_a_pulled_pack_whose_file_was_changed(results, setup: Setup) -> None:
+    r = get(results, "predict")["changed"]
+    assert r.returncode == 1, str(r)
+    pack = (setup.root / "b3" / "packs" / "logp").resolve()
+    assert one_error_line(r) == (
+        f"error: pack 'logp' ({pack}): tags.safetensors was changed "
+        "(hint: `tagcli pack pull logp --force` reinstalls it)"
+    )
+    assert not (setup.root / "changed.csv").exists()
 
 
 @pytest.mark.parametrize(
