@@ -6,6 +6,8 @@ exceptions) into a single `error: ...` line and an exit code (see `format_error`
 
 from __future__ import annotations
 
+import signal
+
 
 class TagcliError(Exception):
     """An error with a one-line message, an optional fix hint and a process exit code."""
@@ -51,15 +53,22 @@ def first_line(exc: BaseException) -> str:
 INTERRUPTED = 130  # the shell's exit status for a process stopped by SIGINT
 
 
-def interrupted(exc: BaseException | None) -> bool:
-    """Whether `exc` is Ctrl-C, or was caused by it (transformers turns it into a RuntimeError mid-import)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
-            return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return False
+_sigint = {"received": False}
+
+
+def watch_ctrl_c() -> None:
+    """Remember that Ctrl-C was pressed: libraries may re-raise the KeyboardInterrupt as something else
+    (transformers turns one inside its lazy imports into a ModuleNotFoundError)."""
+
+    def on_sigint(signum: int, frame: object) -> None:
+        _sigint["received"] = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+
+
+def interrupted(exc: BaseException) -> bool:
+    return isinstance(exc, KeyboardInterrupt) or _sigint["received"]
 
 
 def format_error(exc: BaseException) -> tuple[str, int]:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import sys
 
-from tagcli.errors import format_error
+from tagcli.errors import format_error, watch_ctrl_c
 
 
 def main(argv: list[str] | None = None) -> None:
+    watch_ctrl_c()
     try:
         from tagcli.cli.app import run
 
