@@ -26,7 +26,9 @@ CASES = {"qed": "qed_test", "protein-descriptors": "protein_test", "binding-affi
 
 def tagcli(*args: str) -> str:
     command = [sys.executable, "-m", "tagcli", *args]
-    return subprocess.run(command, check=True, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}).stdout
+    return subprocess.run(
+        command, check=True, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    ).stdout
 
 
 def write(out: Path, dtype: str, rows: int | None) -> None:
@@ -36,8 +38,19 @@ def write(out: Path, dtype: str, rows: int | None) -> None:
         if rows is not None:
             source = out / f"{split}.input.parquet"
             pq.write_table(pq.read_table(DATA / f"{split}.parquet").slice(0, rows), source)
-        summary = tagcli("predict", "--function", function, str(source), "-o", str(out / f"{function}.parquet"),
-                         "--dtype", dtype, "--no-progress", "--format", "json")
+        summary = tagcli(
+            "predict",
+            "--function",
+            function,
+            str(source),
+            "-o",
+            str(out / f"{function}.parquet"),
+            "--dtype",
+            dtype,
+            "--no-progress",
+            "--format",
+            "json",
+        )
         print(function, json.loads(summary)["rows"], "rows", flush=True)
     listing = json.loads(tagcli("pack", "list", "--format", "json"))
     (out / "pack-list.json").write_text(json.dumps(sorted(listing, key=lambda r: r["name"]), indent=1, sort_keys=True))

@@ -26,8 +26,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import psutil
 import pyarrow as pa
@@ -35,10 +35,10 @@ import pyarrow.parquet as pq
 import torch
 
 from tagcli.basemodel.load import load_base_model
-from tagcli.core.heads import RegressionHead
-from tagcli.packs.format import Manifest, TagPack, load_pack, save_pack
 from tagcli.core.batching import length_batches
+from tagcli.core.heads import RegressionHead
 from tagcli.core.prompt import collate
+from tagcli.packs.format import Manifest, TagPack, load_pack, save_pack
 from tagcli.scorer import TagScorer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,7 +58,9 @@ def timed(fn: Callable[[], object], repeat: int = 1) -> float:
 
 def clone_function(pack: TagPack, name: str, directory: Path) -> None:
     """The same function pack under another name (for the K-functions comparison)."""
-    manifest = dataclasses.replace(pack.manifest, name=name, template=pack.manifest.template.replace("{tag:qed}", "{tag:" + name + "}"))
+    manifest = dataclasses.replace(
+        pack.manifest, name=name, template=pack.manifest.template.replace("{tag:qed}", "{tag:" + name + "}")
+    )
     head = RegressionHead(pack.manifest.hidden_size, [{**pack.head.targets[0], "name": name}])
     head.load_state_dict(pack.head.state_dict())
     save_pack(TagPack(manifest, {name: pack.tags["qed"]}, head), directory / name)
@@ -83,7 +85,9 @@ def tagcli_token_efficiency(scorer: TagScorer, table: pa.Table) -> float:
 
     Above 1 when sharing the prefix saves more than padding costs.
     """
-    split = scorer.encoder.encode_split(scorer.plans[0].template, {"smiles": scorer.encoder.tokenize_inputs(table.column("smiles").to_pylist())})
+    split = scorer.encoder.encode_split(
+        scorer.plans[0].template, {"smiles": scorer.encoder.tokenize_inputs(table.column("smiles").to_pylist())}
+    )
     p, s = len(split.prefix), len(split.suffix)
     body = [len(r) for r in split.body]
     real = processed = 0
@@ -112,7 +116,10 @@ def bench_speed(args: argparse.Namespace, results: dict) -> None:
     t_raw = timed(raw, repeat=2)
 
     sample = scorer.encoder.tokenize_inputs(table.column("smiles").to_pylist()[: args.single_rows])
-    one_row = [torch.tensor([r.token_ids], device=base.device) for r in scorer.encoder.encode(scorer.plans[0].template, {"smiles": sample})]
+    one_row = [
+        torch.tensor([r.token_ids], device=base.device)
+        for r in scorer.encoder.encode(scorer.plans[0].template, {"smiles": sample})
+    ]
 
     @torch.inference_mode()
     def loop() -> None:
@@ -125,14 +132,27 @@ def bench_speed(args: argparse.Namespace, results: dict) -> None:
         qed = load_pack(scorer.plans[0].function.path)
         for k in (2, 3, 4):
             clone_function(qed, f"qed_{k}", Path(tmp))
-        four = TagScorer(["qed", "qed_2", "qed_3", "qed_4"], base_model=base, batch_size=args.batch_size, pack_dirs=[tmp])
+        four = TagScorer(
+            ["qed", "qed_2", "qed_3", "qed_4"], base_model=base, batch_size=args.batch_size, pack_dirs=[tmp]
+        )
         t_four = timed(lambda: four.score(table))
 
-    virtual = sum(len(t) for pack in (scorer.plans[0].function, *scorer.plans[0].domains.values()) for t in pack.tags.values())
+    virtual = sum(
+        len(t) for pack in (scorer.plans[0].function, *scorer.plans[0].domains.values()) for t in pack.tags.values()
+    )
     t_peft, peft_lengths = bench_peft(lm, base.tokenizer, table.column("smiles").to_pylist(), virtual, args.batch_size)
 
-    results["padding_efficiency"] = {"tagcli": tagcli_token_efficiency(scorer, table), "file_order": padding_efficiency(peft_lengths)}
-    results["seconds"] = {"tagcli": t_tagcli, "raw_forward": t_raw, "one_row_loop": t_loop, "peft_prompt_tuning": t_peft, "tagcli_k4": t_four}
+    results["padding_efficiency"] = {
+        "tagcli": tagcli_token_efficiency(scorer, table),
+        "file_order": padding_efficiency(peft_lengths),
+    }
+    results["seconds"] = {
+        "tagcli": t_tagcli,
+        "raw_forward": t_raw,
+        "one_row_loop": t_loop,
+        "peft_prompt_tuning": t_peft,
+        "tagcli_k4": t_four,
+    }
 
 
 def bench_peft(lm, tokenizer, smiles: list[str], virtual_tokens: int, batch_size: int) -> tuple[float, list[list[int]]]:
@@ -141,7 +161,10 @@ def bench_peft(lm, tokenizer, smiles: list[str], virtual_tokens: int, batch_size
 
     model = get_peft_model(lm, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=virtual_tokens)).eval()
     tokenizer.padding_side = "left"
-    batches = [tokenizer(smiles[i : i + batch_size], return_tensors="pt", padding=True).to(lm.device) for i in range(0, len(smiles), batch_size)]
+    batches = [
+        tokenizer(smiles[i : i + batch_size], return_tensors="pt", padding=True).to(lm.device)
+        for i in range(0, len(smiles), batch_size)
+    ]
     lengths = [[int(n) + virtual_tokens for n in b["attention_mask"].sum(1)] for b in batches]
 
     @torch.inference_mode()
@@ -163,13 +186,42 @@ def bench_rss(args: argparse.Namespace, results: dict) -> None:
         with pq.ParquetWriter(source, pa.schema([("id", pa.int64()), ("smiles", pa.string())])) as writer:
             for start in range(0, args.rss_rows, 100_000):
                 n = min(100_000, args.rss_rows - start)
-                writer.write_table(pa.table({"id": range(start, start + n), "smiles": [smiles[i % len(smiles)] for i in range(start, start + n)]}))
+                writer.write_table(
+                    pa.table(
+                        {
+                            "id": range(start, start + n),
+                            "smiles": [smiles[i % len(smiles)] for i in range(start, start + n)],
+                        }
+                    )
+                )
         # The child reports its own peak RSS at exit: VmHWM belongs to the address space made at exec
         # (ru_maxrss would also count this bench process's memory from before the fork).
-        launcher = ("import atexit, re, sys; atexit.register(lambda: print('PEAK_RSS_KB', re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read())[1], file=sys.stderr)); "
-                    "from tagcli.cli import main; main()")
-        command = [sys.executable, "-c", launcher, "predict", str(source), "-F", "fn", "--pack-dir", str(tmp / "packs"), "--base-model", str(model_dir),
-                   "--device", "cpu", "--dtype", "float32", "--no-progress", "-o", str(tmp / "out.parquet"), "--format", "json"]
+        launcher = (
+            "import atexit, re, sys; atexit.register(lambda: print('PEAK_RSS_KB', re.search(r'VmHWM:\\s*(\\d+)', open('/proc/self/status').read())[1], file=sys.stderr)); "
+            "from tagcli.cli import main; main()"
+        )
+        command = [
+            sys.executable,
+            "-c",
+            launcher,
+            "predict",
+            str(source),
+            "-F",
+            "fn",
+            "--pack-dir",
+            str(tmp / "packs"),
+            "--base-model",
+            str(model_dir),
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--no-progress",
+            "-o",
+            str(tmp / "out.parquet"),
+            "--format",
+            "json",
+        ]
         samples: list[tuple[float, int]] = []
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -182,7 +234,12 @@ def bench_rss(args: argparse.Namespace, results: dict) -> None:
         peak = int(errors.rsplit("PEAK_RSS_KB", 1)[1].split()[0]) * 1024
         summary = json.loads(output)
     quarter = [max((rss for t, rss in samples if t <= q * samples[-1][0]), default=0) for q in (0.25, 0.5, 0.75, 1.0)]
-    results["rss"] = {"rows": summary["rows"], "seconds": summary["seconds"], "peak_bytes": peak, "max_rss_by_quarter_bytes": quarter}
+    results["rss"] = {
+        "rows": summary["rows"],
+        "seconds": summary["seconds"],
+        "peak_bytes": peak,
+        "max_rss_by_quarter_bytes": quarter,
+    }
 
 
 def _sample_rss(process: subprocess.Popen, samples: list, started: float) -> None:
@@ -200,8 +257,16 @@ def tiny_model(directory: Path) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     real = load_base_model("smollm2-135m", device="cpu", dtype="float32")
-    config = LlamaConfig(vocab_size=len(real.tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=2048, pad_token_id=real.tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(real.tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        pad_token_id=real.tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     path = directory / "tiny"
     LlamaForCausalLM(config).save_pretrained(path)
@@ -209,10 +274,15 @@ def tiny_model(directory: Path) -> Path:
     tiny = load_base_model(str(path), device="cpu", dtype="float32")
     record = {"id": tiny.id, "fingerprint": tiny.fingerprint}
     common = {"version": "0.1.0", "tag_length": 10, "hidden_size": 64, "base_model": record}
-    smiles = TagPack(Manifest(name="smiles", kind="domain", input={"kind": "smiles", "max_tokens": 512}, **common), {"smiles": torch.randn(10, 64) * 0.05})
+    smiles = TagPack(
+        Manifest(name="smiles", kind="domain", input={"kind": "smiles", "max_tokens": 512}, **common),
+        {"smiles": torch.randn(10, 64) * 0.05},
+    )
     save_pack(smiles, directory / "packs" / "smiles")
     head = RegressionHead(64, [{"name": "y", "mean": 0.0, "std": 1.0}])
-    function = Manifest(name="fn", kind="function", domains=["smiles"], template="{tag:smiles}{input:smiles}{tag:fn}", **common)
+    function = Manifest(
+        name="fn", kind="function", domains=["smiles"], template="{tag:smiles}{input:smiles}{tag:fn}", **common
+    )
     save_pack(TagPack(function, {"fn": torch.randn(10, 64) * 0.05}, head), directory / "packs" / "fn")
     return path
 
@@ -237,18 +307,24 @@ def report(results: dict) -> str:
     if "rss" in results:
         r = results["rss"]
         gib = [f"{b / 2**30:.2f}" for b in r["max_rss_by_quarter_bytes"]]
-        lines.append(f"| peak RSS, `tagcli predict` on a {r['rows']:,}-row Parquet (tiny model, {r['seconds']:.0f} s) | {r['peak_bytes'] / 2**30:.2f} GiB "
-                     f"(max by quarter of the run: {', '.join(gib)}) | < 2 GiB, flat |")
+        lines.append(
+            f"| peak RSS, `tagcli predict` on a {r['rows']:,}-row Parquet (tiny model, {r['seconds']:.0f} s) | {r['peak_bytes'] / 2**30:.2f} GiB "
+            f"(max by quarter of the run: {', '.join(gib)}) | < 2 GiB, flat |"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=512, help="rows of qed_test for the speed comparisons")
-    parser.add_argument("--single-rows", type=int, default=48, help="rows timed in the one-row-per-forward loop (rate extrapolated)")
+    parser.add_argument(
+        "--single-rows", type=int, default=48, help="rows timed in the one-row-per-forward loop (rate extrapolated)"
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--rss-rows", type=int, default=1_000_000, help="rows of the generated file for the memory run (0: skip)")
+    parser.add_argument(
+        "--rss-rows", type=int, default=1_000_000, help="rows of the generated file for the memory run (0: skip)"
+    )
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     args = parser.parse_args()
     results: dict = {}

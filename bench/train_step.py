@@ -42,10 +42,16 @@ def main() -> None:
     model.tags["smiles"].requires_grad_(False)
     encoder = PromptEncoder(base.tokenizer, model.tag_table)
     smiles = pd.read_parquet(DATA, columns=["smiles"])["smiles"].head(args.rows).tolist()
-    rows = encoder.encode(PromptTemplate("{tag:smiles}{input:smiles}{tag:qed}"), {"smiles": encoder.tokenize_inputs(smiles)})
+    rows = encoder.encode(
+        PromptTemplate("{tag:smiles}{input:smiles}{tag:qed}"), {"smiles": encoder.tokenize_inputs(smiles)}
+    )
     targets = torch.randn(len(rows), 1, device=base.device)
     full = collate(rows, encoder.pad_id).to(base.device)
-    prefix = collate([EncodedRow(r.token_ids[: r.readout + 1 - p], r.slots[: r.readout + 1 - p], 0) for r in rows], encoder.pad_id, "left").to(base.device)
+    prefix = collate(
+        [EncodedRow(r.token_ids[: r.readout + 1 - p], r.slots[: r.readout + 1 - p], 0) for r in rows],
+        encoder.pad_id,
+        "left",
+    ).to(base.device)
     head = model.heads["qed"]
 
     def full_step() -> None:
@@ -63,7 +69,10 @@ def main() -> None:
             timings[name].append(time.perf_counter() - started)
     full_s, prefix_s = (statistics.median(t[1:]) for t in timings.values())
     tokens = int(full.attention_mask.sum())
-    print(f"device {base.device}, dtype {str(base.dtype).removeprefix('torch.')}, {len(rows)} rows, {tokens} tokens, p={p}, torch {torch.__version__}")
+    print(
+        f"device {base.device}, dtype {str(base.dtype).removeprefix('torch.')}, {len(rows)} rows, {tokens} tokens, "
+        f"p={p}, torch {torch.__version__}"
+    )
     print(f"full-sequence step  {full_s:.3f} s  ({len(rows) / full_s:.1f} rows/s)")
     print(f"frozen-prefix step  {prefix_s:.3f} s  ({len(rows) / prefix_s:.1f} rows/s)")
     print(f"speed-up            {full_s / prefix_s:.2f}x")

@@ -50,15 +50,72 @@ class Task:
 
 
 TASKS = [
-    Task("qed", 2, "qed", ("smiles",), ("qed",),
-         ("--max-rows", "4000", "--init-samples", "4000", "--max-steps", "60", "--eval-every", "60", "--max-val-rows", "500", "--lr", "3e-3"),
-         "Drug-likeness (RDKit QED) from SMILES"),
-    Task("protein-descriptors", 2, "protein", ("protein",), ("isoelectric_point", "gravy", "aromaticity", "instability_index", "molecular_weight_kda"),
-         ("--max-rows", "1000", "--init-samples", "1000", "--max-steps", "40", "--eval-every", "40", "--max-val-rows", "300", "--lr", "3e-3"),
-         "ProtParam descriptors of a protein sequence: pI, GRAVY, aromaticity, instability index, MW (kDa)"),
-    Task("binding-affinity", 3, "ba_kiba", ("protein", "smiles"), ("label",),
-         ("--max-rows", "600", "--init-samples", "600", "--max-steps", "20", "--eval-every", "20", "--max-val-rows", "200", "--lr", "3e-3"),
-         "KIBA drug-target binding score for a protein sequence + SMILES pair"),
+    Task(
+        "qed",
+        2,
+        "qed",
+        ("smiles",),
+        ("qed",),
+        (
+            "--max-rows",
+            "4000",
+            "--init-samples",
+            "4000",
+            "--max-steps",
+            "60",
+            "--eval-every",
+            "60",
+            "--max-val-rows",
+            "500",
+            "--lr",
+            "3e-3",
+        ),
+        "Drug-likeness (RDKit QED) from SMILES",
+    ),
+    Task(
+        "protein-descriptors",
+        2,
+        "protein",
+        ("protein",),
+        ("isoelectric_point", "gravy", "aromaticity", "instability_index", "molecular_weight_kda"),
+        (
+            "--max-rows",
+            "1000",
+            "--init-samples",
+            "1000",
+            "--max-steps",
+            "40",
+            "--eval-every",
+            "40",
+            "--max-val-rows",
+            "300",
+            "--lr",
+            "3e-3",
+        ),
+        "ProtParam descriptors of a protein sequence: pI, GRAVY, aromaticity, instability index, MW (kDa)",
+    ),
+    Task(
+        "binding-affinity",
+        3,
+        "ba_kiba",
+        ("protein", "smiles"),
+        ("label",),
+        (
+            "--max-rows",
+            "600",
+            "--init-samples",
+            "600",
+            "--max-steps",
+            "20",
+            "--eval-every",
+            "20",
+            "--max-val-rows",
+            "200",
+            "--lr",
+            "3e-3",
+        ),
+        "KIBA drug-target binding score for a protein sequence + SMILES pair",
+    ),
 ]
 METHODS = {"tag-llm": PACKS, "prompt-tuning": BASELINES, "linear-probe": BASELINES}
 
@@ -67,13 +124,64 @@ def steps(data: str) -> list[tuple[str, list[str]]]:
     """(name, tagcli arguments) in order."""
     common = ["--seed", "0"]
     out: list[tuple[str, list[str]]] = [
-        ("smiles", ["train", "stage1", "--domain", "smiles", "--data", f"{data}/smiles_unlabeled.parquet", "--max-rows", "3000", "--max-val-rows", "200",
-                    "--max-steps", "60", "--eval-every", "30", "--lr", "1e-2", "--max-tokens", "256", "--out", f"{PACKS}/smiles", *common,
-                    "--description", "SMILES domain tag (stage 1, next-token loss on MOSES SMILES)"]),
-        ("protein", ["train", "stage1", "--domain", "protein", "--data", f"{data}/protein_train.parquet",
-                     "--max-rows", "2000", "--max-val-rows", "100", "--max-steps", "20", "--batch-size", "8", "--eval-every", "20", "--lr", "1e-2",
-                     "--max-tokens", "2048", "--out", f"{PACKS}/protein", *common,
-                     "--description", "Protein-sequence domain tag (stage 1, next-token loss on UniProt sequences)"]),
+        (
+            "smiles",
+            [
+                "train",
+                "stage1",
+                "--domain",
+                "smiles",
+                "--data",
+                f"{data}/smiles_unlabeled.parquet",
+                "--max-rows",
+                "3000",
+                "--max-val-rows",
+                "200",
+                "--max-steps",
+                "60",
+                "--eval-every",
+                "30",
+                "--lr",
+                "1e-2",
+                "--max-tokens",
+                "256",
+                "--out",
+                f"{PACKS}/smiles",
+                *common,
+                "--description",
+                "SMILES domain tag (stage 1, next-token loss on MOSES SMILES)",
+            ],
+        ),
+        (
+            "protein",
+            [
+                "train",
+                "stage1",
+                "--domain",
+                "protein",
+                "--data",
+                f"{data}/protein_train.parquet",
+                "--max-rows",
+                "2000",
+                "--max-val-rows",
+                "100",
+                "--max-steps",
+                "20",
+                "--batch-size",
+                "8",
+                "--eval-every",
+                "20",
+                "--lr",
+                "1e-2",
+                "--max-tokens",
+                "2048",
+                "--out",
+                f"{PACKS}/protein",
+                *common,
+                "--description",
+                "Protein-sequence domain tag (stage 1, next-token loss on UniProt sequences)",
+            ],
+        ),
     ]
     # The shipped packs first, then the zero-shot run, then the baselines (so a cut-short run still ships packs).
     for method, folder in METHODS.items():
@@ -83,23 +191,108 @@ def steps(data: str) -> list[tuple[str, list[str]]]:
             name = task.function if method == "tag-llm" else f"{task.function}-{method}"
             domains = [arg for d in task.domains for arg in ("--domain", d)]
             targets = [arg for t in task.targets for arg in ("--target", t)]
-            out.append((name, ["train", f"stage{task.stage}", *domains, "--function", name, *targets, "--method", method,
-                               "--data", f"{data}/{task.split}_train.parquet", "--val", f"{data}/{task.split}_val.parquet", *task.budget,
-                               "--pack-dir", PACKS, "--out", f"{folder}/{name}", *common, "--description", f"{task.description} ({method})"]))
-            out.append((f"{name} test", ["eval", f"{data}/{task.split}_test.parquet", "-F", f"{folder}/{name}", *targets, *domains,
-                                         "--pack-dir", PACKS, "--record", "test", "--format", "json"]))
+            out.append(
+                (
+                    name,
+                    [
+                        "train",
+                        f"stage{task.stage}",
+                        *domains,
+                        "--function",
+                        name,
+                        *targets,
+                        "--method",
+                        method,
+                        "--data",
+                        f"{data}/{task.split}_train.parquet",
+                        "--val",
+                        f"{data}/{task.split}_val.parquet",
+                        *task.budget,
+                        "--pack-dir",
+                        PACKS,
+                        "--out",
+                        f"{folder}/{name}",
+                        *common,
+                        "--description",
+                        f"{task.description} ({method})",
+                    ],
+                )
+            )
+            out.append(
+                (
+                    f"{name} test",
+                    [
+                        "eval",
+                        f"{data}/{task.split}_test.parquet",
+                        "-F",
+                        f"{folder}/{name}",
+                        *targets,
+                        *domains,
+                        "--pack-dir",
+                        PACKS,
+                        "--record",
+                        "test",
+                        "--format",
+                        "json",
+                    ],
+                )
+            )
     return out
 
 
 def zero_shot_steps(data: str) -> list[tuple[str, list[str]]]:
     """A second SMILES domain tag that no function tag ever saw, and the qed function tag behind it."""
     return [
-        ("smiles-b", ["train", "stage1", "--domain", "smiles-b", "--input-kind", "smiles", "--data", f"{data}/smiles_unlabeled.parquet",
-                      "--max-rows", "3000", "--max-val-rows", "200", "--max-steps", "60", "--eval-every", "30",
-                      "--lr", "1e-2", "--max-tokens", "256", "--out", f"{BASELINES}/smiles-b", "--seed", "1",
-                      "--description", "A second SMILES domain tag (stage 1 only, seed 1): for the zero-shot measurement"]),
-        ("qed zero-shot", ["eval", f"{data}/qed_test.parquet", "-F", "qed", "--domain", "smiles-b", "--target", "qed",
-                           "--pack-dir", BASELINES, "--pack-dir", PACKS, "--format", "json"]),
+        (
+            "smiles-b",
+            [
+                "train",
+                "stage1",
+                "--domain",
+                "smiles-b",
+                "--input-kind",
+                "smiles",
+                "--data",
+                f"{data}/smiles_unlabeled.parquet",
+                "--max-rows",
+                "3000",
+                "--max-val-rows",
+                "200",
+                "--max-steps",
+                "60",
+                "--eval-every",
+                "30",
+                "--lr",
+                "1e-2",
+                "--max-tokens",
+                "256",
+                "--out",
+                f"{BASELINES}/smiles-b",
+                "--seed",
+                "1",
+                "--description",
+                "A second SMILES domain tag (stage 1 only, seed 1): for the zero-shot measurement",
+            ],
+        ),
+        (
+            "qed zero-shot",
+            [
+                "eval",
+                f"{data}/qed_test.parquet",
+                "-F",
+                "qed",
+                "--domain",
+                "smiles-b",
+                "--target",
+                "qed",
+                "--pack-dir",
+                BASELINES,
+                "--pack-dir",
+                PACKS,
+                "--format",
+                "json",
+            ],
+        ),
     ]
 
 
@@ -108,14 +301,18 @@ def run(only: list[str], data: str) -> None:
     timings_path = RESULTS / "recipe_timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     # The steps pass no --device, so each picks what select_device("auto") picks here.
-    machine = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(), "device": select_device("auto").type}
+    machine = {
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "device": select_device("auto").type,
+    }
     for name, args in steps(data):
         if only and not any(name.startswith(prefix) for prefix in only):
             continue
         print(f"== {name}: tagcli {' '.join(args)}", flush=True)
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "tagcli", *args],
-                              cwd=REPO, stdout=subprocess.PIPE, text=True)
+        done = subprocess.run([sys.executable, "-m", "tagcli", *args], cwd=REPO, stdout=subprocess.PIPE, text=True)
         seconds = round(time.perf_counter() - started, 1)
         if done.returncode != 0:
             raise SystemExit(f"step '{name}' failed (exit {done.returncode}) after {seconds} s")

@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,7 @@ ModelFn = Callable[[pd.DataFrame, pd.DataFrame, str], np.ndarray]
 
 # --- features -------------------------------------------------------------------------------------
 
+
 def _morgan() -> rdFingerprintGenerator.FingerprintGenerator64:
     return rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
 
@@ -59,6 +60,7 @@ DESCRIPTORS = [(name, fn) for name, fn in Descriptors._descList if name != "qed"
 
 def rdkit_descriptors(mols: Sequence[Chem.Mol]) -> np.ndarray:
     """RDKit 2D descriptors (all but `qed`, _descList order); failures and non-finite values -> 0."""
+
     def value(fn: Callable[[Chem.Mol], float], mol: Chem.Mol) -> float:
         try:
             return float(fn(mol))
@@ -84,6 +86,7 @@ def aa_composition(sequences: Sequence[str]) -> np.ndarray:
 
 
 # --- models ---------------------------------------------------------------------------------------
+
 
 def mean_model(train: pd.DataFrame, test: pd.DataFrame, target: str) -> np.ndarray:
     return np.full(len(test), train[target].mean())
@@ -133,6 +136,7 @@ def rf_morgan_aacomp(train: pd.DataFrame, test: pd.DataFrame, target: str) -> np
 
 # --- tasks ----------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Task:
     split: str  # file stem: <split>_train.parquet / <split>_test.parquet
@@ -142,14 +146,21 @@ class Task:
 
 
 TASKS: dict[str, Task] = {
-    "qed": Task("qed", ("qed",), {"mean": mean_model, "knn5-tanimoto": knn5_tanimoto,
-                                  "rf-morgan-rdkit": rf_morgan_rdkit}, parse_smiles=True),
+    "qed": Task(
+        "qed",
+        ("qed",),
+        {"mean": mean_model, "knn5-tanimoto": knn5_tanimoto, "rf-morgan-rdkit": rf_morgan_rdkit},
+        parse_smiles=True,
+    ),
     "protein-descriptors": Task(
         "protein",
         ("isoelectric_point", "gravy", "aromaticity", "instability_index", "molecular_weight_kda"),
-        {"mean": mean_model, "aa-composition-ridge": aa_composition_ridge}, parse_smiles=False),
-    "binding-affinity": Task("ba_kiba", ("label",), {"mean": mean_model, "rf-morgan-aacomp": rf_morgan_aacomp},
-                             parse_smiles=True),
+        {"mean": mean_model, "aa-composition-ridge": aa_composition_ridge},
+        parse_smiles=False,
+    ),
+    "binding-affinity": Task(
+        "ba_kiba", ("label",), {"mean": mean_model, "rf-morgan-aacomp": rf_morgan_aacomp}, parse_smiles=True
+    ),
 }
 
 
@@ -178,13 +189,23 @@ def run_task(data_dir: Path, name: str) -> list[dict]:
             seconds = time.perf_counter() - start
             metrics = regression_metrics(y_true, preds)
             variance = float(np.var(y_true))
-            records.append({"task": name, "target": target, "model": model_name, **metrics,
-                            "std_mse": metrics["mse"] / variance if variance > 0 else float("nan"),
-                            "seconds": round(seconds, 3), "unparsed": int((~test_ok).sum())})
+            records.append(
+                {
+                    "task": name,
+                    "target": target,
+                    "model": model_name,
+                    **metrics,
+                    "std_mse": metrics["mse"] / variance if variance > 0 else float("nan"),
+                    "seconds": round(seconds, 3),
+                    "unparsed": int((~test_ok).sum()),
+                }
+            )
     return records
 
 
-def run_baselines(data_dir: Path, tasks: Sequence[str] = ("qed", "protein-descriptors", "binding-affinity")) -> list[dict]:
+def run_baselines(
+    data_dir: Path, tasks: Sequence[str] = ("qed", "protein-descriptors", "binding-affinity")
+) -> list[dict]:
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; choose from {sorted(TASKS)}")
@@ -192,19 +213,25 @@ def run_baselines(data_dir: Path, tasks: Sequence[str] = ("qed", "protein-descri
 
 
 def format_table(records: Sequence[dict]) -> str:
-    head = f"{'task':<20} {'target':<21} {'model':<21} {'n':>5} {'mse':>10} {'mae':>8} {'pearson':>8} " \
-           f"{'spearman':>8} {'std_mse':>8} {'sec':>7}"
+    head = (
+        f"{'task':<20} {'target':<21} {'model':<21} {'n':>5} {'mse':>10} {'mae':>8} {'pearson':>8} "
+        f"{'spearman':>8} {'std_mse':>8} {'sec':>7}"
+    )
     lines = [head, "-" * len(head)]
     for r in records:
-        lines.append(f"{r['task']:<20} {r['target']:<21} {r['model']:<21} {r['n']:>5} {r['mse']:>10.4g} "
-                     f"{r['mae']:>8.4g} {r['pearson']:>8.4f} {r['spearman']:>8.4f} {r['std_mse']:>8.4f} "
-                     f"{r['seconds']:>7.1f}" + (f"  unparsed={r['unparsed']}" if r["unparsed"] else ""))
+        lines.append(
+            f"{r['task']:<20} {r['target']:<21} {r['model']:<21} {r['n']:>5} {r['mse']:>10.4g} "
+            f"{r['mae']:>8.4g} {r['pearson']:>8.4f} {r['spearman']:>8.4f} {r['std_mse']:>8.4f} "
+            f"{r['seconds']:>7.1f}" + (f"  unparsed={r['unparsed']}" if r["unparsed"] else "")
+        )
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder with the *_train/*_test parquet splits")
+    parser.add_argument(
+        "--data", type=Path, default=Path("../shared/data"), help="folder with the *_train/*_test parquet splits"
+    )
     parser.add_argument("--out", type=Path, default=Path("recipes/results/expert_baselines.json"))
     parser.add_argument("--task", action="append", choices=sorted(TASKS), help="repeatable; default: all tasks")
     args = parser.parse_args(argv)

@@ -47,17 +47,35 @@ def pack_rows(folder: str, name: str, method: str) -> list[dict[str, Any]]:
 
 
 def task_rows(data: Path) -> dict[str, list[dict[str, Any]]]:
-    experts = json.loads((RESULTS / "expert_baselines.json").read_text()) if (RESULTS / "expert_baselines.json").exists() else []
+    experts = (
+        json.loads((RESULTS / "expert_baselines.json").read_text())
+        if (RESULTS / "expert_baselines.json").exists()
+        else []
+    )
     tables = {}
     for task in TASKS:
-        rows = [r for method in ("tag-llm", "prompt-tuning", "linear-probe")
-                for r in pack_rows(PACKS if method == "tag-llm" else BASELINES, task.function if method == "tag-llm" else f"{task.function}-{method}", method)]
+        rows = [
+            r
+            for method in ("tag-llm", "prompt-tuning", "linear-probe")
+            for r in pack_rows(
+                PACKS if method == "tag-llm" else BASELINES,
+                task.function if method == "tag-llm" else f"{task.function}-{method}",
+                method,
+            )
+        ]
         rows += [{**r, "model": f"expert: {r['model']}"} for r in experts if r["task"] == task.function]
         test = pq.read_table(data / f"{task.split}_test.parquet", columns=list(task.targets)).to_pandas()
         for row in rows:
             row["std_mse"] = row["mse"] / float(test[row["target"]].var(ddof=0))
         order = ["tagcli tag-llm", "tagcli prompt-tuning", "tagcli linear-probe"]  # then the experts, by name
-        tables[task.function] = sorted(rows, key=lambda r: (task.targets.index(r["target"]), order.index(r["model"]) if r["model"] in order else 9, r["model"]))
+        tables[task.function] = sorted(
+            rows,
+            key=lambda r: (
+                task.targets.index(r["target"]),
+                order.index(r["model"]) if r["model"] in order else 9,
+                r["model"],
+            ),
+        )
     return tables
 
 
@@ -72,19 +90,28 @@ def fmt(value: Any) -> str:
 def markdown(tables: dict[str, list[dict[str, Any]]]) -> str:
     lines = []
     for task in TASKS:
-        lines += [f"**{task.function}** ({task.split}_test)", "",
-                  "| target | model | n | MSE | MAE | Pearson | Spearman | std. MSE |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"**{task.function}** ({task.split}_test)",
+            "",
+            "| target | model | n | MSE | MAE | Pearson | Spearman | std. MSE |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in tables[task.function]:
-            lines.append(f"| {r['target']} | {r['model']} | {fmt(r['n'])} | {fmt(r['mse'])} | {fmt(r['mae'])} | {fmt(r['pearson'])} | "
-                         f"{fmt(r['spearman'])} | {fmt(r['std_mse'])} |")
+            lines.append(
+                f"| {r['target']} | {r['model']} | {fmt(r['n'])} | {fmt(r['mse'])} | {fmt(r['mae'])} | {fmt(r['pearson'])} | "
+                f"{fmt(r['spearman'])} | {fmt(r['std_mse'])} |"
+            )
         lines.append("")
     lines.append("Targets: " + "; ".join(f"`{t}` {why}" for t, why in EXACT.items()) + ".")
     zero_shot = RESULTS / "eval" / "qed_zero-shot.json"
     if zero_shot.exists():
         z = json.loads(zero_shot.read_text())
-        lines += ["", f"Zero-shot composition: the `qed` function tag behind `smiles-b`, a SMILES domain tag trained only in stage 1 "
-                      f"(never seen by any function tag), on qed_test: Pearson {fmt(z['qed']['pearson'])}, Spearman {fmt(z['qed']['spearman'])}, "
-                      f"MSE {fmt(z['qed']['mse'])} over {fmt(z['scored'])} rows (chance: Pearson 0; the mean predictor's MSE is in the table)."]
+        lines += [
+            "",
+            f"Zero-shot composition: the `qed` function tag behind `smiles-b`, a SMILES domain tag trained only in stage 1 "
+            f"(never seen by any function tag), on qed_test: Pearson {fmt(z['qed']['pearson'])}, Spearman {fmt(z['qed']['spearman'])}, "
+            f"MSE {fmt(z['qed']['mse'])} over {fmt(z['scored'])} rows (chance: Pearson 0; the mean predictor's MSE is in the table).",
+        ]
     lines += ["", *timings()]
     return "\n".join(lines) + "\n"
 
@@ -99,12 +126,19 @@ def timings() -> list[str]:
     first = next(iter(steps.values()))
     total = sum(t["seconds"] for t in steps.values())
     cells = ", ".join(f"{name} {t['seconds'] / 60:.1f}" for name, t in steps.items())
-    return [f"Recipe time (`make packs`, {first['device']}, {first['cpus']} cores): {total / 60:.0f} min in total; per step, in minutes: {cells}."]
+    return [
+        f"Recipe time (`make packs`, {first['device']}, {first['cpus']} cores): {total / 60:.0f} min in total; per step, in minutes: {cells}."
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="folder with the public splits (for test variances)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=REPO.parent / "shared" / "data",
+        help="folder with the public splits (for test variances)",
+    )
     text = markdown(task_rows(parser.parse_args().data))
     (RESULTS / "quality.md").write_text(text)
     readme = (REPO / "README.md").read_text()

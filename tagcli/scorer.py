@@ -10,18 +10,19 @@ results back in input order. Bad rows get a status and a reason; nothing is drop
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import pandas as pd
 import pyarrow as pa
+
 from tagcli.basemodel.load import BaseModel, load_base_model
-from tagcli.errors import BadRowError, PackError, UsageError
 from tagcli.core.batching import encode_contexts, prepare_inputs
 from tagcli.core.heads import Columns
 from tagcli.core.model import TaggedModel
-from tagcli.packs.format import TagPack
 from tagcli.core.prompt import PromptEncoder, PromptTemplate, collate
+from tagcli.errors import BadRowError, PackError, UsageError
+from tagcli.packs.format import TagPack
 from tagcli.packs.store import PackStore
 
 STATUS_OK, STATUS_INVALID, STATUS_ERROR = "ok", "invalid", "error"
@@ -41,11 +42,15 @@ def plan_function(store: PackStore, function: str, domains: Sequence[str] | None
     """Resolve a function pack and its domain packs by name; check they belong together."""
     pack = store.load(function)
     if pack.manifest.kind != "function":
-        raise UsageError(f"'{function}' is a {pack.manifest.kind} pack, not a function", hint=f"use --domain {pack.name}")
+        raise UsageError(
+            f"'{function}' is a {pack.manifest.kind} pack, not a function", hint=f"use --domain {pack.name}"
+        )
     trained = list(pack.manifest.domains)
     requested = list(domains or trained)
     if len(requested) != len(trained):
-        raise UsageError(f"function '{pack.name}' takes {len(trained)} domain(s) ({', '.join(trained)}), got {', '.join(requested)}")
+        raise UsageError(
+            f"function '{pack.name}' takes {len(trained)} domain(s) ({', '.join(trained)}), got {', '.join(requested)}"
+        )
     # Same domains in any order mean no renaming; otherwise domains are swapped in by position.
     mapping = {t: t for t in trained} if set(requested) == set(trained) else dict(zip(trained, requested))
     loaded = {}
@@ -55,13 +60,17 @@ def plan_function(store: PackStore, function: str, domains: Sequence[str] | None
             raise UsageError(f"'{name}' is a {domain.manifest.kind} pack, not a domain")
         pinned = pack.manifest.requires.get(name, {}).get("sha256") if name == trained_name else None
         if pinned and pinned != domain.tag_digest():
+            pinned_version = pack.manifest.requires[name].get("version")
             raise PackError(
-                f"function '{pack.name}' was trained with a different '{name}' domain tag than the one found at {domain.path}",
-                hint=f"install the '{name}' pack version {pack.manifest.requires[name].get('version')} it was trained with",
+                f"function '{pack.name}' was trained with a different '{name}' domain tag "
+                f"than the one found at {domain.path}",
+                hint=f"install the '{name}' pack version {pinned_version} it was trained with",
             )
         loaded[name] = domain
     template = pack.manifest.prompt_template().rename(mapping)
-    return FunctionPlan(pack, {name: loaded[name] for name in template.inputs}, template, mapping != {t: t for t in trained})
+    return FunctionPlan(
+        pack, {name: loaded[name] for name in template.inputs}, template, mapping != {t: t for t in trained}
+    )
 
 
 class TagScorer:
@@ -79,18 +88,21 @@ class TagScorer:
         max_batch_tokens: int = 32768,
         columns: Mapping[str, str] | None = None,  # domain name, input kind or "*" → column
         pack_dirs: Sequence[str] = (),
+        store: PackStore | None = None,  # where packs are found (default: `pack_dirs`, then the usual places)
         strict: bool = False,
     ) -> None:
         if batch_size < 1 or max_batch_tokens < 1:
             raise UsageError("--batch-size and --max-batch-tokens must be positive")
-        store = PackStore(pack_dirs)
+        store = store or PackStore(pack_dirs)
         functions = [function] if isinstance(function, str) else list(function)
         self.plans = [plan_function(store, f, domains) for f in functions]
         self.groups = group_plans(self.plans)
         if isinstance(base_model, BaseModel):
             self.base = base_model
         else:
-            self.base = load_base_model(base_model or self.plans[0].function.manifest.base_model["id"], device=device, dtype=dtype)
+            self.base = load_base_model(
+                base_model or self.plans[0].function.manifest.base_model["id"], device=device, dtype=dtype
+            )
         packs = {p.name: p for plan in self.plans for p in (plan.function, *plan.domains.values())}
         for pack in packs.values():
             pack.check_base_model(self.base.id, self.base.fingerprint)
@@ -149,7 +161,9 @@ class TagScorer:
         if self.strict:
             bad = next((i for i, s in enumerate(status) if s != STATUS_OK), None)
             if bad is not None:
-                raise BadRowError(f"row {row_offset + bad + 1}: {errors[bad]}", hint="drop --strict to get a status per row")
+                raise BadRowError(
+                    f"row {row_offset + bad + 1}: {errors[bad]}", hint="drop --strict to get a status per row"
+                )
         for column, values in predictions.items():
             # A row that failed for any function shows no prediction at all, not a partial one.
             values = [v if s == STATUS_OK else None for v, s in zip(values, status)]
@@ -157,26 +171,42 @@ class TagScorer:
         table = table.append_column("status", pa.array(status, pa.string()))
         return table.append_column("error", pa.array(errors, pa.string()))
 
-    def _predict(self, group: list[FunctionPlan], inputs: Mapping[str, list], errors: list[str | None], status: list[str]) -> dict[str, list]:
+    def _predict(
+        self, group: list[FunctionPlan], inputs: Mapping[str, list], errors: list[str | None], status: list[str]
+    ) -> dict[str, list]:
         """Prediction columns of a group of functions over the rows still without an error.
 
         The group's functions share everything up to the end of the inputs, so each batch encodes
         the shared prefix once, the rows' inputs once, and then only each function's suffix.
         """
-        columns: dict[str, list] = {c: [None] * len(errors) for plan in group for c in plan.function.head.output_columns()}
+        columns: dict[str, list] = {
+            c: [None] * len(errors) for plan in group for c in plan.function.head.output_columns()
+        }
         ready = [i for i, e in enumerate(errors) if e is None]
         template, row_inputs = group[0].template, {d: [inputs[d][i] for i in ready] for d in group[0].domains}
         pad, device = self.encoder.pad_id, self.base.device
-        suffixes = {plan.function.name: collate([self.encoder.encode_suffix(plan.template)], pad).to(device) for plan in group}
+        suffixes = {
+            plan.function.name: collate([self.encoder.encode_suffix(plan.template)], pad).to(device) for plan in group
+        }
         suffix_tokens = max(s.input_ids.shape[1] for s in suffixes.values())
-        for chunk, context in encode_contexts(self.model, self.encoder, template, row_inputs, self.batch_size, self.max_batch_tokens, suffix_tokens):
+        for chunk, context in encode_contexts(
+            self.model, self.encoder, template, row_inputs, self.batch_size, self.max_batch_tokens, suffix_tokens
+        ):
             rows = [ready[j] for j in chunk]
             for plan in group:
                 predicted = self.model.predict_after_context(context, suffixes[plan.function.name], plan.function.name)
                 self._collect(plan, predicted, rows, columns, errors, status)
         return columns
 
-    def _collect(self, plan: FunctionPlan, raw: Columns, rows: list[int], columns: dict[str, list], errors: list[str | None], status: list[str]) -> None:
+    def _collect(
+        self,
+        plan: FunctionPlan,
+        raw: Columns,
+        rows: list[int],
+        columns: dict[str, list],
+        errors: list[str | None],
+        status: list[str],
+    ) -> None:
         """Write one batch's predictions into `columns`; a row the head finds no prediction for is an error."""
         head = plan.function.head
         decoded = head.decode(raw, self.base.tokenizer)

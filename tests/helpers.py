@@ -11,9 +11,9 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -45,7 +45,7 @@ PROTEINS = [
 ]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_base(model_dir: str | Path) -> BaseModel:
     """The tiny test model, loaded once per process in float32 on the CPU (it is frozen; sharing is safe)."""
     return load_base_model(str(model_dir), device="cpu", dtype="float32")
@@ -82,13 +82,17 @@ def domain_pack(
     return TagPack(manifest, {name: random_tag(tag_length, base.hidden_size, seed)})
 
 
-def regression_head(hidden: int, targets: Sequence[str] = ("y",), seed: int = 0, mean: float = 5.0, std: float = 2.0) -> RegressionHead:
+def regression_head(
+    hidden: int, targets: Sequence[str] = ("y",), seed: int = 0, mean: float = 5.0, std: float = 2.0
+) -> RegressionHead:
     torch.manual_seed(seed)
     head = RegressionHead(hidden, [{"name": t, "mean": mean, "std": std} for t in targets])
     return head.eval()
 
 
-def classification_head(hidden: int, target: str = "label", classes: Sequence[str] = ("active", "inactive"), seed: int = 0) -> ClassificationHead:
+def classification_head(
+    hidden: int, target: str = "label", classes: Sequence[str] = ("active", "inactive"), seed: int = 0
+) -> ClassificationHead:
     torch.manual_seed(seed)
     return ClassificationHead(hidden, target, list(classes)).eval()
 
@@ -137,9 +141,13 @@ def write_packs(directory: Path, base: BaseModel) -> dict[str, TagPack]:
         "smiles": smiles,
         "protein": protein,
         "logp": function_pack(base, "logp", [smiles], regression_head(base.hidden_size, ["y"], seed=3), seed=3),
-        "bind": function_pack(base, "bind", [protein, smiles], regression_head(base.hidden_size, ["affinity"], seed=4), seed=4),
+        "bind": function_pack(
+            base, "bind", [protein, smiles], regression_head(base.hidden_size, ["affinity"], seed=4), seed=4
+        ),
         "active": function_pack(base, "active", [smiles], classification_head(base.hidden_size, seed=5), seed=5),
-        "fold": function_pack(base, "fold", [protein], regression_head(base.hidden_size, ["stability"], seed=6), seed=6),
+        "fold": function_pack(
+            base, "fold", [protein], regression_head(base.hidden_size, ["stability"], seed=6), seed=6
+        ),
     }
     for name, pack in packs.items():
         save_pack(pack, directory / name)
@@ -164,7 +172,9 @@ class Result:
     stderr: str
 
     def __str__(self) -> str:
-        return f"tagcli {' '.join(self.args)} -> {self.returncode}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+        return (
+            f"tagcli {' '.join(self.args)} -> {self.returncode}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+        )
 
 
 TIMEOUT = 180
@@ -181,7 +191,13 @@ class Setup:
 
     def run(self, *args: str, stdin: str | None = None) -> Result:
         done = subprocess.run(
-            [tagcli_executable(), *args], input=stdin, capture_output=True, text=True, env=self.env, cwd=self.root, timeout=TIMEOUT
+            [tagcli_executable(), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.root,
+            timeout=TIMEOUT,
         )
         return Result(list(args), done.returncode, done.stdout, done.stderr)
 
@@ -189,8 +205,18 @@ class Setup:
         return ["--base-model", str(self.model), "--device", "cpu", "--dtype", "float32"]
 
     def predict(self, source: str, *extra: str, stdin: str | None = None) -> Result:
-        return self.run("predict", source, "-F", "logp", "--pack-dir", str(self.packs), *self.model_args(), "--no-progress", *extra, stdin=stdin)
-
+        return self.run(
+            "predict",
+            source,
+            "-F",
+            "logp",
+            "--pack-dir",
+            str(self.packs),
+            *self.model_args(),
+            "--no-progress",
+            *extra,
+            stdin=stdin,
+        )
 
 
 def cli_setup(root: Path, model_dir: Path) -> Setup:

@@ -14,10 +14,10 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from tagcli.basemodel.resolve import DEFAULT_BASE_MODEL, hash_weights, read_json, remember_fingerprint
 from tagcli.errors import BaseModelError, UsageError, first_line

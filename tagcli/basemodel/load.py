@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -43,9 +44,12 @@ class BaseModel:
 # --------------------------------------------------------------------------- device and dtype
 
 _DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
 }
 
 
@@ -54,7 +58,7 @@ def _mps_available() -> bool:
 
 
 def select_device(spec: str = "auto") -> torch.device:
-    """"auto" picks cuda, then mps, then cpu; explicit devices are checked to exist.
+    """ "auto" picks cuda, then mps, then cpu; explicit devices are checked to exist.
 
     Under a launcher (`accelerate launch`, `torchrun`) "auto" is this process's own GPU, LOCAL_RANK.
     """
@@ -94,7 +98,7 @@ def _cpu_has_fast_bf16() -> bool:
 
 
 def select_dtype(spec: str, device: torch.device) -> torch.dtype:
-    """"auto" is bf16 where the hardware runs it natively, else fp32; or an explicit name."""
+    """ "auto" is bf16 where the hardware runs it natively, else fp32; or an explicit name."""
     spec = spec.strip().lower()
     if spec == "auto":
         if device.type == "cuda":
@@ -151,8 +155,13 @@ def load_base_model(
         # Callers pad batches and mask the padding out, so any real token id works; eos always exists.
         tokenizer.pad_token = tokenizer.eos_token
     return BaseModel(
-        id=model_id, path=path, fingerprint=fingerprint, model=model, tokenizer=tokenizer,
-        device=torch_device, dtype=torch_dtype,
+        id=model_id,
+        path=path,
+        fingerprint=fingerprint,
+        model=model,
+        tokenizer=tokenizer,
+        device=torch_device,
+        dtype=torch_dtype,
     )
 
 

@@ -68,9 +68,9 @@ def resolve_model_dir(spec: str, offline: bool | None = None) -> tuple[str, Path
 
 def _snapshot(spec: str, offline: bool | None, embedded_names: list[str]) -> Path:
     """Download (or find in the HF cache) the safetensors files of a hub repo."""
-    from huggingface_hub import snapshot_download
     from huggingface_hub import constants as hf_constants
     from huggingface_hub import errors as hf_errors
+    from huggingface_hub import snapshot_download
 
     repo_id, revision = _split_revision(spec)
     if offline is None:

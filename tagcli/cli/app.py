@@ -45,7 +45,8 @@ def _root(version: bool = typer.Option(False, "--version", help="Print the tagcl
 def run(argv: list[str] | None = None) -> None:
     """Run one command; any failure becomes one `error:` line and exit code 1 or 2 (usage)."""
     try:
-        # Not standalone: click would turn Ctrl-C into "Aborted!" and exit 1; `format_error` says "interrupted", exit 130.
+        # Not standalone: click would turn Ctrl-C into "Aborted!" and exit 1;
+        # `format_error` says "interrupted", exit 130.
         result = app(args=argv, standalone_mode=False)
     except typer.Abort:
         raise KeyboardInterrupt from None

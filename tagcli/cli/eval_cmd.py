@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import typer
 
-from tagcli.cli.options import BaseModelOption, BatchSize, Column, Device, Domains, Dtype, Format, PackDirs, ProteinColumn, SmilesColumn, input_columns
+from tagcli.cli.options import (
+    BaseModelOption,
+    BatchSize,
+    Column,
+    Device,
+    Domains,
+    Dtype,
+    Format,
+    PackDirs,
+    ProteinColumn,
+    SmilesColumn,
+    input_columns,
+)
 from tagcli.cli.output import Output, OutputFormat
-from tagcli.packs.format import record_metrics
 from tagcli.io.runner import evaluate_file, pack_metrics
+from tagcli.packs.format import record_metrics
 from tagcli.scorer import TagScorer
 
 
@@ -23,14 +35,24 @@ def evaluate(
     device: Device = "auto",
     dtype: Dtype = "auto",
     batch_size: BatchSize = 64,
-    record: str = typer.Option(None, "--record", help="Also store the metrics in the function pack's manifest under this split name (e.g. test)."),
+    record: str = typer.Option(
+        None,
+        "--record",
+        help="Also store the metrics in the function pack's manifest under this split name (e.g. test).",
+    ),
     pack_dir: PackDirs = None,
     format: Format = OutputFormat.human,
 ) -> None:
     """Print MSE, MAE, Pearson and Spearman (classification: accuracy, ROC-AUC) per target."""
     scorer = TagScorer(
-        function, domain or None, base_model=base_model, device=device, dtype=dtype, batch_size=batch_size,
-        columns=input_columns(column, smiles_col, protein_col, domain), pack_dirs=pack_dir or (),
+        function,
+        domain or None,
+        base_model=base_model,
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+        columns=input_columns(column, smiles_col, protein_col, domain),
+        pack_dirs=pack_dir or (),
     )
     report = evaluate_file(scorer, input, target)
     out = Output(format)

@@ -2,29 +2,62 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from tagcli.cli.output import OutputFormat
 from tagcli.errors import UsageError
 
-Domains = Annotated[Optional[list[str]], typer.Option("--domain", "-D", help="Domain tag(s) in front of the input; default: those the function was trained with. Repeat for pairs (--domain protein --domain smiles).")]
-Column = Annotated[Optional[str], typer.Option("--column", "-c", help="Input column, when there is one domain.")]
-SmilesColumn = Annotated[Optional[str], typer.Option("--smiles-col", help="Column holding SMILES.")]
-ProteinColumn = Annotated[Optional[str], typer.Option("--protein-col", help="Column holding protein sequences.")]
-BaseModelOption = Annotated[Optional[str], typer.Option("--base-model", help="Base model (embedded name, HF id or local dir); default: the pack's own.")]
+Domains = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--domain",
+        "-D",
+        help="Domain tag(s) in front of the input; default: those the function was trained with. "
+        "Repeat for pairs (--domain protein --domain smiles).",
+    ),
+]
+Column = Annotated[str | None, typer.Option("--column", "-c", help="Input column, when there is one domain.")]
+SmilesColumn = Annotated[str | None, typer.Option("--smiles-col", help="Column holding SMILES.")]
+ProteinColumn = Annotated[str | None, typer.Option("--protein-col", help="Column holding protein sequences.")]
+BaseModelOption = Annotated[
+    str | None,
+    typer.Option("--base-model", help="Base model (embedded name, HF id or local dir); default: the pack's own."),
+]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.")]
 Dtype = Annotated[str, typer.Option("--dtype", help="auto (bf16 where supported), float32, bfloat16, float16.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Most rows per forward pass.")]
-PackDirs = Annotated[Optional[list[str]], typer.Option("--pack-dir", help="Extra folder to search for packs (searched first).")]
+PackDirs = Annotated[
+    list[str] | None, typer.Option("--pack-dir", help="Extra folder to search for packs (searched first).")
+]
 Format = Annotated[OutputFormat, typer.Option("--format", "-f", help="human or json.")]
-Registries = Annotated[Optional[list[str]], typer.Option("--registry", help="Pack registry: hf://ORG/REPO (optionally @REVISION), https://…/index.json, file://… or a folder. Repeat; searched in order, before TAGCLI_REGISTRY and the config file.")]
-Offline = Annotated[bool, typer.Option("--offline", help="Never download packs: use installed ones (hf:// registries: only the local Hugging Face cache).")]
-BaseModelFilter = Annotated[Optional[str], typer.Option("--base-model", help="Only packs for this base model (embedded name, HF id, local dir or sha256: fingerprint).")]
+Registries = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--registry",
+        help="Pack registry: hf://ORG/REPO (optionally @REVISION), https://…/index.json, file://… or a folder. "
+        "Repeat; searched in order, before TAGCLI_REGISTRY and the config file.",
+    ),
+]
+Offline = Annotated[
+    bool,
+    typer.Option(
+        "--offline",
+        help="Never download packs: use installed ones (hf:// registries: only the local Hugging Face cache).",
+    ),
+]
+BaseModelFilter = Annotated[
+    str | None,
+    typer.Option(
+        "--base-model", help="Only packs for this base model (embedded name, HF id, local dir or sha256: fingerprint)."
+    ),
+]
 
 
-def input_columns(column: str | None, smiles: str | None, protein: str | None, domains: list[str] | None) -> dict[str, str]:
+def input_columns(
+    column: str | None, smiles: str | None, protein: str | None, domains: list[str] | None
+) -> dict[str, str]:
     """The scorer's column mapping from the column options."""
     columns = {k: v for k, v in (("smiles", smiles), ("protein", protein)) if v}
     if column:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import typer
 from rich.text import Text
@@ -80,7 +81,7 @@ def pull(
 
 @app.command("verify")
 def verify(
-    name: Optional[str] = typer.Argument(None, help="Pack to check (default: every pack under $TAGCLI_HOME/packs)."),
+    name: str | None = typer.Argument(None, help="Pack to check (default: every pack under $TAGCLI_HOME/packs)."),
     pack_dir: PackDirs = None,
     format: Format = OutputFormat.human,
 ) -> None:

@@ -22,7 +22,11 @@ def list_row(item: ListedPack) -> dict[str, Any]:
     if isinstance(item, AvailablePack):
         e = item.entry
         row = _described(e, e.outputs) | {
-            "size": e.size, "status": "available", "source": e.source, "sha256": e.sha256, "url": e.url,
+            "size": e.size,
+            "status": "available",
+            "source": e.source,
+            "sha256": e.sha256,
+            "url": e.url,
         }
     else:
         pack = item.pack

@@ -5,28 +5,58 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from typing import Optional
 
 import torch
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
-from tagcli.cli.options import BaseModelOption, BatchSize, Column, Device, Domains, Dtype, Format, Offline, PackDirs, ProteinColumn, Registries, SmilesColumn, input_columns
+from tagcli.cli.options import (
+    BaseModelOption,
+    BatchSize,
+    Column,
+    Device,
+    Domains,
+    Dtype,
+    Format,
+    Offline,
+    PackDirs,
+    ProteinColumn,
+    Registries,
+    SmilesColumn,
+    input_columns,
+)
 from tagcli.cli.output import Output, OutputFormat
 from tagcli.errors import TagcliError, UsageError
-from tagcli.packs.install import ensure_packs
 from tagcli.io.runner import DEFAULT_UNIT_ROWS, score_file
-from tagcli.scorer import TagScorer
 from tagcli.io.tables import default_output_path
 from tagcli.io.workunits import PartDirectory, Shard
+from tagcli.packs.install import ensure_packs
+from tagcli.packs.store import PackStore
+from tagcli.scorer import TagScorer
 
 
 def predict(
     input: str = typer.Argument(..., help="CSV or Parquet file to score, or - for CSV on stdin."),
-    function: list[str] = typer.Option(..., "--function", "-F", help="Function pack (name or path), e.g. qed. Repeat to score several."),
+    function: list[str] = typer.Option(
+        ..., "--function", "-F", help="Function pack (name or path), e.g. qed. Repeat to score several."
+    ),
     domain: Domains = None,
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Output .csv or .parquet (default: INPUT.scored.EXT next to the input; stdout for stdin)."),
+    output: str | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Output .csv or .parquet (default: INPUT.scored.EXT next to the input; stdout for stdin).",
+    ),
     column: Column = None,
     smiles_col: SmilesColumn = None,
     protein_col: ProteinColumn = None,
@@ -34,14 +64,33 @@ def predict(
     device: Device = "auto",
     dtype: Dtype = "auto",
     batch_size: BatchSize = 64,
-    max_batch_tokens: int = typer.Option(32768, "--max-batch-tokens", help="Most padded tokens per forward pass (long inputs get smaller batches)."),
-    window_rows: int = typer.Option(4096, "--window-rows", help="Rows read, length-sorted and written at a time (bounds memory)."),
+    max_batch_tokens: int = typer.Option(
+        32768, "--max-batch-tokens", help="Most padded tokens per forward pass (long inputs get smaller batches)."
+    ),
+    window_rows: int = typer.Option(
+        4096, "--window-rows", help="Rows read, length-sorted and written at a time (bounds memory)."
+    ),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad row instead of marking it."),
-    shard: Optional[str] = typer.Option(None, "--shard", help="Score only shard I of N (e.g. 2/8): a disjoint share of the work units. Shards write OUTPUT.parts/; the last to finish merges."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run: skip the work units already in OUTPUT.parts/."),
-    devices: int = typer.Option(1, "--devices", help="Run N processes, one per GPU (cuda:0..N-1; with --device cpu, N CPU processes), each on its own shard."),
-    unit_rows: int = typer.Option(DEFAULT_UNIT_ROWS, "--unit-rows", help="Rows per work unit: the grain of sharding and resuming."),
-    keep_parts: bool = typer.Option(False, "--keep-parts", help="Keep OUTPUT.parts/ (one Parquet part per unit, plus its manifest) after merging."),
+    shard: str | None = typer.Option(
+        None,
+        "--shard",
+        help="Score only shard I of N (e.g. 2/8): a disjoint share of the work units. "
+        "Shards write OUTPUT.parts/; the last to finish merges.",
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue an interrupted run: skip the work units already in OUTPUT.parts/."
+    ),
+    devices: int = typer.Option(
+        1,
+        "--devices",
+        help="Run N processes, one per GPU (cuda:0..N-1; with --device cpu, N CPU processes), each on its own shard.",
+    ),
+    unit_rows: int = typer.Option(
+        DEFAULT_UNIT_ROWS, "--unit-rows", help="Rows per work unit: the grain of sharding and resuming."
+    ),
+    keep_parts: bool = typer.Option(
+        False, "--keep-parts", help="Keep OUTPUT.parts/ (one Parquet part per unit, plus its manifest) after merging."
+    ),
     pack_dir: PackDirs = None,
     registry: Registries = None,
     offline: Offline = False,
@@ -53,9 +102,16 @@ def predict(
         raise UsageError(f"--devices must be at least 1, got {devices}")
     out = Output(format)
     destination = output or ("-" if input == "-" else str(default_output_path(input)))
-    # Missing packs (and the domain packs they need) are pulled from the registries first, unless --offline.
+    # Missing packs (and the domain packs they need) are pulled from the registries first, unless --offline;
+    # the scorer then loads them from the same store.
+    store = PackStore(pack_dir or ())
     function, domain = ensure_packs(
-        function, domain or None, registries=registry or (), pack_dirs=pack_dir or (), offline=offline, base_model=base_model,
+        function,
+        domain or None,
+        registries=registry or (),
+        store=store,
+        offline=offline,
+        base_model=base_model,
         on_pull=lambda r: out.err.print(f"pulled {r['name']} {r['version']} from {r['registry']}", highlight=False),
     )
     if devices > 1:  # after ensure_packs, so the processes don't all download the same packs
@@ -65,13 +121,28 @@ def predict(
         return
     shard_of_run = Shard.parse(shard) if shard else Shard.from_launcher()
     scorer = TagScorer(
-        function, domain or None, base_model=base_model, device=device, dtype=dtype, batch_size=batch_size,
-        max_batch_tokens=max_batch_tokens, columns=input_columns(column, smiles_col, protein_col, domain), pack_dirs=pack_dir or (), strict=strict,
+        function,
+        domain or None,
+        base_model=base_model,
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+        max_batch_tokens=max_batch_tokens,
+        columns=input_columns(column, smiles_col, protein_col, domain),
+        store=store,
+        strict=strict,
     )
     with _progress(out, enabled=progress) as bar:
         task = bar.add_task("scoring", total=None)
         summary = score_file(
-            scorer, input, destination, window_rows=window_rows, unit_rows=unit_rows, shard=shard_of_run, resume=resume, keep_parts=keep_parts,
+            scorer,
+            input,
+            destination,
+            window_rows=window_rows,
+            unit_rows=unit_rows,
+            shard=shard_of_run,
+            resume=resume,
+            keep_parts=keep_parts,
             on_start=lambda total: bar.update(task, total=total),
             on_rows=lambda n: bar.advance(task, n),
         )
@@ -81,7 +152,11 @@ def predict(
     )
     if summary.skipped_units:
         line += f"; {summary.skipped_units} work unit(s) done earlier or by other shards"
-    line += f" -> {destination}" if summary.merged else f"; parts in {PartDirectory(destination).path}, merged when every shard is done"
+    line += (
+        f" -> {destination}"
+        if summary.merged
+        else f"; parts in {PartDirectory(destination).path}, merged when every shard is done"
+    )
     if destination == "-":  # stdout carries the table; the summary goes to stderr
         out.err.print(line, highlight=False)
     else:
@@ -99,22 +174,34 @@ def _run_device_processes(out: Output, count: int, device: str, destination: str
     else:
         placements = [device] * count
     argv = _without_option(sys.argv[1:], "--devices")
-    shard_args = ["--no-progress", "--keep-parts", "--format", "json"]  # the last --format wins: summaries come back as JSON
+    shard_args = [
+        "--no-progress",
+        "--keep-parts",
+        "--format",
+        "json",
+    ]  # the last --format wins: summaries come back as JSON
     children = [
-        subprocess.Popen([sys.executable, "-m", "tagcli", *argv, "--shard", f"{k + 1}/{count}", "--device", placement, *shard_args], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "tagcli", *argv, "--shard", f"{k + 1}/{count}", "--device", placement, *shard_args],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for k, placement in enumerate(placements)
     ]
     outputs = [child.communicate()[0] for child in children]  # errors went straight to stderr
     failed = [k + 1 for k, child in enumerate(children) if child.returncode != 0]
     if failed:
-        raise TagcliError(f"shard(s) {', '.join(map(str, failed))} of {count} failed (see above); rerun with --resume to finish")
+        raise TagcliError(
+            f"shard(s) {', '.join(map(str, failed))} of {count} failed (see above); rerun with --resume to finish"
+        )
     if not keep_parts:
         PartDirectory(destination).remove()
     summaries = [json.loads(text) for text in outputs]
     totals = {key: sum(s[key] for s in summaries) for key in ("rows", "ok", "invalid", "error")}
     out.record(
         {**totals, "output": destination, "processes": count, "devices": placements},
-        f"{count} processes scored {totals['rows']} rows: {totals['ok']} ok, {totals['invalid']} invalid, {totals['error']} error -> {destination}",
+        f"{count} processes scored {totals['rows']} rows: {totals['ok']} ok, {totals['invalid']} invalid, "
+        f"{totals['error']} error -> {destination}",
     )
 
 
@@ -138,7 +225,12 @@ class RowsPerSecond(ProgressColumn):
 
 def _progress(out: Output, enabled: bool) -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RowsPerSecond(),
-        TimeElapsedColumn(), TimeRemainingColumn(),
-        console=out.err, disable=not enabled,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RowsPerSecond(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=out.err,
+        disable=not enabled,
     )

@@ -10,8 +10,9 @@ import dataclasses
 import inspect
 import sys
 import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -25,13 +26,38 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-app = typer.Typer(help="Train tags: stage1 (domain), stage2 (function on one domain), stage3 (function across domains).", no_args_is_help=True)
+app = typer.Typer(
+    help="Train tags: stage1 (domain), stage2 (function on one domain), stage3 (function across domains).",
+    no_args_is_help=True,
+)
 
 # Fields every stage takes, then each stage's own.
 COMMON = [
-    "data", "out", "val", "val_fraction", "max_rows", "max_val_rows", "base_model", "template", "tag_length", "epochs",
-    "max_steps", "batch_size", "grad_accum", "lr", "seed", "device", "dtype", "eval_every", "patience",
-    "checkpoint_every", "resume", "pack_dirs", "columns", "version", "description",
+    "data",
+    "out",
+    "val",
+    "val_fraction",
+    "max_rows",
+    "max_val_rows",
+    "base_model",
+    "template",
+    "tag_length",
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "grad_accum",
+    "lr",
+    "seed",
+    "device",
+    "dtype",
+    "eval_every",
+    "patience",
+    "checkpoint_every",
+    "resume",
+    "pack_dirs",
+    "columns",
+    "version",
+    "description",
 ]
 STAGE_FIELDS = {
     1: ["domains", "input_kind", "max_tokens"],
@@ -51,11 +77,11 @@ def _option(field: dataclasses.Field) -> tuple[Any, Any]:
         return bool, typer.Option(False, flag, help=help_text)
     if field.name in FLAGS:
         extra = " (COL or DOMAIN=COL)" if field.name == "columns" else ""
-        return Optional[list[str]], typer.Option(None, flag, help=f"{help_text}{extra}; repeatable")
+        return list[str] | None, typer.Option(None, flag, help=f"{help_text}{extra}; repeatable")
     if typing.get_origin(hint) is typing.Literal:
-        return Optional[str], typer.Option(None, flag, help=f"{help_text}: {' or '.join(map(str, typing.get_args(hint)))}")
+        return str | None, typer.Option(None, flag, help=f"{help_text}: {' or '.join(map(str, typing.get_args(hint)))}")
     base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)  # X | None → X
-    return Optional[base], typer.Option(None, flag, help=help_text)
+    return base | None, typer.Option(None, flag, help=help_text)
 
 
 def _make_command(stage: int) -> Callable[..., None]:
@@ -63,14 +89,21 @@ def _make_command(stage: int) -> Callable[..., None]:
     parameters, annotations = [], {}
     for name in STAGE_FIELDS[stage] + COMMON:
         annotation, option = _option(fields[name])
-        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
+        parameters.append(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+        )
         annotations[name] = annotation
     extras = {
-        "config": (Optional[Path], typer.Option(None, "--config", help="TOML file with the same keys (command-line values win).")),
+        "config": (
+            Path | None,
+            typer.Option(None, "--config", help="TOML file with the same keys (command-line values win)."),
+        ),
         "format": (OutputFormat, typer.Option(OutputFormat.human, "--format", "-f", help="Summary format.")),
     }
     for name, (annotation, option) in extras.items():
-        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
+        parameters.append(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+        )
         annotations[name] = annotation
 
     def command(**options: Any) -> None:
@@ -96,15 +129,30 @@ def _run(stage: int, options: dict[str, Any]) -> None:
         task = bar.add_task(f"stage {stage}", total=None, loss=float("nan"), rate=0.0)
         pack = train(config, on_progress=lambda event: _show(bar, task, event))
     val = pack.manifest.metrics.get("val") or {}
-    record = {"pack": str(config.out), "name": pack.name, "kind": pack.manifest.kind, "val": val, "seconds": pack.manifest.training["seconds"]}
-    out.record(record, f"wrote {pack.manifest.kind} pack '{pack.name}' to {config.out} in {record['seconds']} s (validation: {_numbers(val)})")
+    record = {
+        "pack": str(config.out),
+        "name": pack.name,
+        "kind": pack.manifest.kind,
+        "val": val,
+        "seconds": pack.manifest.training["seconds"],
+    }
+    out.record(
+        record,
+        f"wrote {pack.manifest.kind} pack '{pack.name}' to {config.out} in {record['seconds']} s "
+        f"(validation: {_numbers(val)})",
+    )
 
 
 def _show(bar: Progress, task: Any, event: dict[str, Any]) -> None:
     if event["event"] == "step":
-        bar.update(task, completed=event["step"], total=event["total"], loss=event["loss"], rate=event["rows_per_second"])
+        bar.update(
+            task, completed=event["step"], total=event["total"], loss=event["loss"], rate=event["rows_per_second"]
+        )
     elif event["event"] == "eval":
-        bar.console.print(f"step {event['step']}: validation {_numbers(event['metrics'])}{' (best)' if event['improved'] else ''}", highlight=False)
+        bar.console.print(
+            f"step {event['step']}: validation {_numbers(event['metrics'])}{' (best)' if event['improved'] else ''}",
+            highlight=False,
+        )
     elif event["event"] == "resume":
         bar.console.print(f"resumed from checkpoint at step {event['step']}", highlight=False)
 
@@ -115,8 +163,14 @@ def _numbers(metrics: dict[str, Any]) -> str:
 
 def _progress(out: Output) -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
-        TextColumn("{task.fields[rate]:.1f} rows/s"), TimeElapsedColumn(), TimeRemainingColumn(), console=out.err,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[rate]:.1f} rows/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=out.err,
     )
 
 

@@ -10,7 +10,7 @@ Training uses the same path for its readouts (so its features are the scorer's f
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import pyarrow as pa
 import torch
@@ -32,11 +32,18 @@ def find_input_column(names: Sequence[str], domain: str, kind: str, columns: Map
     for candidate in (domain, *INPUT_KINDS[kind].column_names):
         if candidate in by_lower:
             return by_lower[candidate]
-    raise UsageError(f"cannot find the {domain} input column among {', '.join(names)}", hint=f"pass --{kind}-col NAME (or --column NAME)")
+    raise UsageError(
+        f"cannot find the {domain} input column among {', '.join(names)}",
+        hint=f"pass --{kind}-col NAME (or --column NAME)",
+    )
 
 
 def prepare_inputs(
-    encoder: PromptEncoder, domains: Mapping[str, DomainInput], table: pa.Table, columns: Mapping[str, str], errors: list[str | None]
+    encoder: PromptEncoder,
+    domains: Mapping[str, DomainInput],
+    table: pa.Table,
+    columns: Mapping[str, str],
+    errors: list[str | None],
 ) -> dict[str, list[list[int] | None]]:
     """Token ids per domain per row (None where the row is invalid); records why in `errors`."""
     tokens: dict[str, list[list[int] | None]] = {}
@@ -58,7 +65,9 @@ def prepare_inputs(
     return tokens
 
 
-def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int, groups: Sequence[object] | None = None) -> Iterator[list[int]]:
+def length_batches(
+    lengths: Sequence[int], batch_size: int, max_tokens: int, groups: Sequence[object] | None = None
+) -> Iterator[list[int]]:
     """Row indices sorted by length, cut into batches within the row and padded-token budgets.
 
     With `groups`, rows of a group stay together and groups go in order of their shortest row
@@ -68,7 +77,10 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int, gro
     for key, length in zip(groups or (), lengths):
         shortest[key] = min(shortest.get(key, length), length)
     first_seen = {key: k for k, key in enumerate(shortest)}
-    order = sorted(range(len(lengths)), key=lambda i: (shortest[groups[i]], first_seen[groups[i]], lengths[i]) if groups else lengths[i])
+    order = sorted(
+        range(len(lengths)),
+        key=lambda i: (shortest[groups[i]], first_seen[groups[i]], lengths[i]) if groups else lengths[i],
+    )
     chunk: list[int] = []
     width = 0
     for i in order:
@@ -83,8 +95,13 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int, gro
 
 
 def encode_contexts(
-    model: TaggedModel, encoder: PromptEncoder, template: PromptTemplate, inputs: Mapping[str, Sequence[list[int]]],
-    batch_size: int, max_tokens: int, suffix_tokens: int = 0,
+    model: TaggedModel,
+    encoder: PromptEncoder,
+    template: PromptTemplate,
+    inputs: Mapping[str, Sequence[list[int]]],
+    batch_size: int,
+    max_tokens: int,
+    suffix_tokens: int = 0,
 ) -> Iterator[tuple[list[int], SharedContext]]:
     """Rows of `template` in length-sorted batches: each batch's row indices and its KV context.
 
@@ -104,7 +121,12 @@ def encode_contexts(
             first = {groups[j]: j for j in reversed(chunk)}
             lead_batch = collate([leads[first[key]] for key in distinct], pad).to(device)
             lead_of_row = torch.tensor([distinct[groups[j]] for j in chunk], device=device)
-            yield chunk, model.encode_shared_leads(prefix, lead_batch, lead_of_row, collate([rests[j] for j in chunk], pad).to(device))
+            yield (
+                chunk,
+                model.encode_shared_leads(
+                    prefix, lead_batch, lead_of_row, collate([rests[j] for j in chunk], pad).to(device)
+                ),
+            )
         else:
             yield chunk, model.encode_context(prefix, collate([split.body[j] for j in chunk], pad).to(device))
 
@@ -116,6 +138,8 @@ def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, window: in
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(lengths), generator=generator).tolist()
     span = window * batch_size
-    order = [i for start in range(0, len(order), span) for i in sorted(order[start : start + span], key=lambda i: lengths[i])]
+    order = [
+        i for start in range(0, len(order), span) for i in sorted(order[start : start + span], key=lambda i: lengths[i])
+    ]
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     return [batches[k] for k in torch.randperm(len(batches), generator=generator).tolist()]

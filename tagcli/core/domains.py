@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 from rdkit import Chem, RDLogger, rdBase
 
@@ -101,7 +101,11 @@ INPUT_KINDS: dict[str, InputKind] = {
     kind.name: kind
     for kind in (
         InputKind("smiles", clean_smiles, ("smiles", "canonical_smiles", "isomeric_smiles", "ligand_smiles", "mol")),
-        InputKind("protein", clean_protein, ("sequence", "protein", "protein_sequence", "target_sequence", "seq", "aa_sequence")),
+        InputKind(
+            "protein",
+            clean_protein,
+            ("sequence", "protein", "protein_sequence", "target_sequence", "seq", "aa_sequence"),
+        ),
         InputKind("text", clean_text, ("text",)),
     )
 }

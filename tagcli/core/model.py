@@ -13,26 +13,31 @@ its own readout index, so padding (left or right) and rows with different tags c
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
 from tagcli.core.heads import Columns, Head
-from tagcli.core.prompt import TagTable, TaggedBatch
+from tagcli.core.prompt import TaggedBatch, TagTable
 
 
 class TaggedModel(nn.Module):
-    def __init__(self, lm: PreTrainedModel, tags: Mapping[str, torch.Tensor], heads: Mapping[str, Head] | None = None) -> None:
+    def __init__(
+        self, lm: PreTrainedModel, tags: Mapping[str, torch.Tensor], heads: Mapping[str, Head] | None = None
+    ) -> None:
         super().__init__()
         self.lm = lm.requires_grad_(False)
         # Tags live in float32 whatever the LM's dtype: they are what training updates.
         self.tags = nn.ParameterDict({name: nn.Parameter(t.detach().float().clone()) for name, t in tags.items()})
         self.heads = nn.ModuleDict(dict(heads or {}))
         # transformers 5.x renamed `past_key_values` to `cache`; speak whichever this model takes.
-        self._cache_kw = "cache" if "cache" in inspect.signature(self.lm.base_model.forward).parameters else "past_key_values"
+        self._cache_kw = (
+            "cache" if "cache" in inspect.signature(self.lm.base_model.forward).parameters else "past_key_values"
+        )
 
     @property
     def hidden_size(self) -> int:
@@ -67,13 +72,18 @@ class TaggedModel(nn.Module):
         hidden = self.hidden_states(batch)
         return hidden[torch.arange(len(hidden), device=hidden.device), batch.readout]
 
-    def _extend(self, embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache: Any = None) -> tuple[torch.Tensor, Any]:
+    def _extend(
+        self, embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache: Any = None
+    ) -> tuple[torch.Tensor, Any]:
         """Run `embeds` on top of `cache` (None: from scratch); `attention_mask` covers cache + new.
 
         Returns the new positions' final hidden states and the grown KV cache.
         """
         output = self.lm.base_model(
-            inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
             **({self._cache_kw: cache} if cache is not None else {}),  # named .cache or .past_key_values
         )
         return output.last_hidden_state, output[1]
@@ -91,7 +101,9 @@ class TaggedModel(nn.Module):
         dtype = self.lm.get_input_embeddings().weight.dtype
         tag = self.tags[function].to(dtype).unsqueeze(0).expand(n, -1, -1)
         mask = torch.cat([prefix.attention_mask, prefix.attention_mask.new_ones(n, p)], dim=1)
-        hidden, _ = self._extend(tag, mask, prefix.attention_mask.sum(1, keepdim=True) + torch.arange(p, device=tag.device), cache)
+        hidden, _ = self._extend(
+            tag, mask, prefix.attention_mask.sum(1, keepdim=True) + torch.arange(p, device=tag.device), cache
+        )
         return hidden[:, -1]
 
     @torch.inference_mode()
@@ -112,7 +124,9 @@ class TaggedModel(nn.Module):
         return SharedContext(cache, mask, p + body.attention_mask.sum(1, keepdim=True), hidden[rows, body.readout])
 
     @torch.inference_mode()
-    def encode_shared_leads(self, prefix: TaggedBatch, leads: TaggedBatch, lead_of_row: torch.Tensor, rest: TaggedBatch) -> SharedContext:
+    def encode_shared_leads(
+        self, prefix: TaggedBatch, leads: TaggedBatch, lead_of_row: torch.Tensor, rest: TaggedBatch
+    ) -> SharedContext:
         """`encode_context` for rows whose bodies start with one of a few shared *leads* (one
         protein scored against many ligands): each distinct lead runs once, its KV cache is copied
         to the rows that use it (`lead_of_row`), and only each row's rest (e.g. its SMILES) runs."""
@@ -126,7 +140,9 @@ class TaggedModel(nn.Module):
         return SharedContext(cache, mask, start + rest.attention_mask.sum(1, keepdim=True), hidden[rows, rest.readout])
 
     @torch.inference_mode()
-    def readout_after_context(self, context: SharedContext, suffix: TaggedBatch) -> tuple[torch.Tensor, Any, torch.Tensor]:
+    def readout_after_context(
+        self, context: SharedContext, suffix: TaggedBatch
+    ) -> tuple[torch.Tensor, Any, torch.Tensor]:
         """Hidden state at the end of context + `suffix` (one shared row, e.g. the function tag).
 
         Returns it with the extended cache and mask (for generation). The caller crops the cache
@@ -173,14 +189,18 @@ class TaggedModel(nn.Module):
         """The readout of whole prompts, kept with their KV cache so a head may generate from it."""
         hidden, cache = self._extend(self.embed(batch), batch.attention_mask, batch.position_ids)
         rows = torch.arange(len(hidden), device=hidden.device)
-        return BatchReadout(self, hidden[rows, batch.readout], cache, batch.attention_mask, batch.attention_mask.sum(1, keepdim=True))
+        return BatchReadout(
+            self, hidden[rows, batch.readout], cache, batch.attention_mask, batch.attention_mask.sum(1, keepdim=True)
+        )
 
     @torch.inference_mode()
     def generate(self, batch: TaggedBatch, max_new_tokens: int) -> list[list[int]]:
         """Greedy answers after each row's prompt, all rows at once with a KV cache; stops at EOS."""
         return self.full_readout(batch).generate(max_new_tokens)
 
-    def greedy(self, hidden: torch.Tensor, cache: Any, mask: torch.Tensor, next_position: torch.Tensor, max_new_tokens: int) -> list[list[int]]:
+    def greedy(
+        self, hidden: torch.Tensor, cache: Any, mask: torch.Tensor, next_position: torch.Tensor, max_new_tokens: int
+    ) -> list[list[int]]:
         """Greedy decoding from each row's last hidden state; new tokens go after the cache."""
         eos = self.lm.config.eos_token_id
         eos = eos[0] if isinstance(eos, list) else eos

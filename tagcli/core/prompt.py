@@ -19,9 +19,10 @@ flat table of tag vectors (`TagTable`). Every other position has slot -1.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal, Mapping, Sequence
+from typing import Literal
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -79,7 +80,9 @@ class PromptTemplate:
     def validate(self) -> None:
         """Raise PackError unless every placeholder is well formed and there is an input."""
         if "{" in PLACEHOLDER.sub("", self.text):
-            raise PackError(f"prompt template {self.text!r} has a malformed placeholder: use {{tag:NAME}} or {{input:NAME}}")
+            raise PackError(
+                f"prompt template {self.text!r} has a malformed placeholder: use {{tag:NAME}} or {{input:NAME}}"
+            )
         if not self.inputs:
             raise PackError(f"prompt template {self.text!r} has no {{input:NAME}} placeholder")
 
@@ -124,7 +127,9 @@ class TaggedBatch:
     readout: torch.Tensor  # [n] long; per-row index of each prompt's last position
 
     def to(self, device: torch.device) -> TaggedBatch:
-        return TaggedBatch(*(t.to(device) for t in (self.input_ids, self.slots, self.attention_mask, self.position_ids, self.readout)))
+        return TaggedBatch(
+            *(t.to(device) for t in (self.input_ids, self.slots, self.attention_mask, self.position_ids, self.readout))
+        )
 
 
 class PromptEncoder:
@@ -154,7 +159,9 @@ class PromptEncoder:
             return []
         return self.tokenizer(list(values), add_special_tokens=False).input_ids
 
-    def _lay_out(self, segments: Sequence[Segment], inputs: Mapping[str, Sequence[list[int]]], i: int) -> tuple[list[int], list[int]]:
+    def _lay_out(
+        self, segments: Sequence[Segment], inputs: Mapping[str, Sequence[list[int]]], i: int
+    ) -> tuple[list[int], list[int]]:
         """Token ids and slots of `segments` for row i."""
         ids: list[int] = []
         slots: list[int] = []
@@ -169,7 +176,9 @@ class PromptEncoder:
                 slots += [-1] * len(piece)
         return ids, slots
 
-    def _row(self, segments: Sequence[Segment], inputs: Mapping[str, Sequence[list[int]]], i: int, bos: bool) -> EncodedRow:
+    def _row(
+        self, segments: Sequence[Segment], inputs: Mapping[str, Sequence[list[int]]], i: int, bos: bool
+    ) -> EncodedRow:
         ids, slots = self._lay_out(segments, inputs, i)
         if bos:
             ids, slots = self.prefix_ids + ids, [-1] * len(self.prefix_ids) + slots
@@ -191,7 +200,9 @@ class PromptEncoder:
             suffix=self.encode_suffix(template),
         )
 
-    def encode_lead_rest(self, template: PromptTemplate, inputs: Mapping[str, Sequence[list[int]]]) -> tuple[list[EncodedRow], list[EncodedRow]]:
+    def encode_lead_rest(
+        self, template: PromptTemplate, inputs: Mapping[str, Sequence[list[int]]]
+    ) -> tuple[list[EncodedRow], list[EncodedRow]]:
         """The body of a template with several inputs, cut at its second input: per row, the
         *lead* (first input and what follows it up to the second input, e.g. protein + SMILES tag)
         and the *rest*. Rows that share a lead (one protein, many ligands) can share its KV cache."""

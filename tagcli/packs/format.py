@@ -30,11 +30,11 @@ from safetensors.torch import load_file, save_file
 
 from tagcli import __version__
 from tagcli.core.domains import INPUT_KINDS, DomainInput
-from tagcli.errors import PackError, first_line
 from tagcli.core.heads import Head, head_from_spec
+from tagcli.core.prompt import NAME_RE, PromptTemplate
+from tagcli.errors import PackError, first_line
 from tagcli.home import make_readable
 from tagcli.packs.integrity import check_installed
-from tagcli.core.prompt import NAME_RE, PromptTemplate
 
 FORMAT = "tagcli.pack"
 FORMAT_VERSION = 1
@@ -109,14 +109,26 @@ class Manifest:
             if not ok:
                 raise PackError(f"{where}: {what}")
 
-        need(isinstance(self.name, str) and bool(NAME_RE.match(self.name)), f"bad pack name {self.name!r} (lowercase letters, digits, - and _)")
+        need(
+            isinstance(self.name, str) and bool(NAME_RE.match(self.name)),
+            f"bad pack name {self.name!r} (lowercase letters, digits, - and _)",
+        )
         need(self.kind in ("domain", "function"), f"kind must be 'domain' or 'function', not {self.kind!r}")
         need(isinstance(self.method, str) and bool(NAME_RE.match(self.method)), f"bad method name {self.method!r}")
-        need(isinstance(self.tag_length, int) and self.tag_length >= (1 if self.kind == "domain" else 0), "tag_length must be a positive integer")
+        need(
+            isinstance(self.tag_length, int) and self.tag_length >= (1 if self.kind == "domain" else 0),
+            "tag_length must be a positive integer",
+        )
         need(isinstance(self.hidden_size, int) and self.hidden_size > 0, "hidden_size must be a positive integer")
-        need(isinstance(self.base_model, dict) and str(self.base_model.get("fingerprint", "")).startswith("sha256:"), "base_model needs an id and a sha256: fingerprint")
+        need(
+            isinstance(self.base_model, dict) and str(self.base_model.get("fingerprint", "")).startswith("sha256:"),
+            "base_model needs an id and a sha256: fingerprint",
+        )
         if self.kind == "domain":
-            need(isinstance(self.input, dict) and self.input.get("kind") in INPUT_KINDS, f"domain pack needs input.kind, one of {', '.join(INPUT_KINDS)}")
+            need(
+                isinstance(self.input, dict) and self.input.get("kind") in INPUT_KINDS,
+                f"domain pack needs input.kind, one of {', '.join(INPUT_KINDS)}",
+            )
             try:
                 self.domain_input()
             except TypeError as exc:
@@ -126,7 +138,8 @@ class Manifest:
         check_template(self.prompt_template(), self.name, self.domains, has_tag=self.tag_length > 0)
         need(isinstance(self.head, dict), "function pack needs a head spec")
         need(
-            isinstance(self.requires, dict) and all(isinstance(v, dict) and isinstance(v.get("sha256"), str) for v in self.requires.values()),
+            isinstance(self.requires, dict)
+            and all(isinstance(v, dict) and isinstance(v.get("sha256"), str) for v in self.requires.values()),
             "requires must map domain names to {version, sha256}",
         )
 
@@ -142,7 +155,8 @@ def check_template(template: PromptTemplate, name: str, domains: list[str], has_
     elif not set(template.tags) <= set(domains) | {name}:
         problem = f"it uses tags that are neither its domains' nor its own {{tag:{name}}}"
     elif has_tag != (name in template.tags):
-        problem = f"the pack {'has' if has_tag else 'has no'} tag vectors but its template {'lacks' if has_tag else 'uses'} {{tag:{name}}}"
+        vectors, usage = ("has", "lacks") if has_tag else ("has no", "uses")
+        problem = f"the pack {vectors} tag vectors but its template {usage} {{tag:{name}}}"
     if problem:
         raise PackError(f"prompt template {template.text!r} does not fit: {problem}")
 

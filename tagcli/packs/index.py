@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from packaging.version import InvalidVersion, Version
 
 from tagcli.core.prompt import NAME_RE
 from tagcli.errors import PackError
 from tagcli.packs.format import TagPack
-from tagcli.packs.store import VERSION_RE
 from tagcli.packs.integrity import sha256_file
+from tagcli.packs.store import VERSION_RE
 
 if TYPE_CHECKING:
     from tagcli.packs.registries import Registry
@@ -54,8 +55,19 @@ class IndexEntry:
     registry: Registry | None = field(default=None, compare=False, repr=False)
 
     KEYS = (
-        "name", "version", "kind", "description", "method", "domains", "outputs", "requires", "base_model",
-        "metrics", "size", "sha256", "url",
+        "name",
+        "version",
+        "kind",
+        "description",
+        "method",
+        "domains",
+        "outputs",
+        "requires",
+        "base_model",
+        "metrics",
+        "size",
+        "sha256",
+        "url",
     )
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,11 +115,19 @@ class IndexEntry:
         for key, kind in typed:
             need(data.get(key) is None or isinstance(data[key], kind), f"{key} must be a {kind.__name__}")
         return cls(
-            name=data["name"], version=data["version"], kind=data["kind"], sha256=sha, size=data["size"],
-            url=data["url"], base_model={"id": str(base.get("id", "")), "fingerprint": base["fingerprint"]},
-            description=data.get("description") or "", method=data.get("method") or "tag-llm",
-            domains=list(data.get("domains") or []), outputs=list(data.get("outputs") or []),
-            requires={k: dict(v) for k, v in requires.items()}, metrics=dict(data.get("metrics") or {}),
+            name=data["name"],
+            version=data["version"],
+            kind=data["kind"],
+            sha256=sha,
+            size=data["size"],
+            url=data["url"],
+            base_model={"id": str(base.get("id", "")), "fingerprint": base["fingerprint"]},
+            description=data.get("description") or "",
+            method=data.get("method") or "tag-llm",
+            domains=list(data.get("domains") or []),
+            outputs=list(data.get("outputs") or []),
+            requires={k: dict(v) for k, v in requires.items()},
+            metrics=dict(data.get("metrics") or {}),
         )
 
     @classmethod
@@ -115,10 +135,19 @@ class IndexEntry:
         """The entry describing `archive`, the `.tagpack` of `pack`, published at `url`."""
         m = pack.manifest
         return cls(
-            name=m.name, version=m.version, kind=m.kind, sha256=sha256_file(archive), size=archive.stat().st_size,
-            url=url, base_model=dict(m.base_model), description=m.description, method=m.method,
-            domains=list(m.domains), outputs=pack.head.output_columns() if pack.head else [],
-            requires=dict(m.requires), metrics=dict(m.metrics),
+            name=m.name,
+            version=m.version,
+            kind=m.kind,
+            sha256=sha256_file(archive),
+            size=archive.stat().st_size,
+            url=url,
+            base_model=dict(m.base_model),
+            description=m.description,
+            method=m.method,
+            domains=list(m.domains),
+            outputs=pack.head.output_columns() if pack.head else [],
+            requires=dict(m.requires),
+            metrics=dict(m.metrics),
         )
 
 

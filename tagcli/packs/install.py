@@ -19,9 +19,10 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from tagcli import __version__
 from tagcli.basemodel.resolve import fingerprint_model_dir, resolve_model_dir
@@ -30,8 +31,8 @@ from tagcli.errors import PackError, UsageError
 from tagcli.home import make_readable, packs_dir
 from tagcli.packs.format import MANIFEST, TagPack, extract_archive, load_pack, read_manifest_data, short_fingerprint
 from tagcli.packs.index import IndexEntry, version_key
-from tagcli.packs.registries import ENV_REGISTRY, Registry, config_path, configured_registries
 from tagcli.packs.integrity import INSTALL_RECORD, file_problems, is_pulled, read_record, sha256_file
+from tagcli.packs.registries import ENV_REGISTRY, Registry, config_path, configured_registries
 from tagcli.packs.store import PackStore, builtin_packs_dir, is_pack_folder, sibling_pack, split_ref
 from tagcli.packs.transport import downloads_dir
 
@@ -164,7 +165,11 @@ def install(items: Sequence[PullItem], offline: bool = False, force: bool = Fals
 
 
 def pull(
-    refs: Sequence[str], registries: Sequence[Registry], *, pack_dirs: Sequence[str] = (), offline: bool = False,
+    refs: Sequence[str],
+    registries: Sequence[Registry],
+    *,
+    pack_dirs: Sequence[str] = (),
+    offline: bool = False,
     force: bool = False,
 ) -> list[dict[str, Any]]:
     """`tagcli pack pull`: install the registry copies of `refs` (and missing domain packs) under $TAGCLI_HOME."""
@@ -266,8 +271,15 @@ def _pid_alive(pid: int) -> bool:
 def _result(item: PullItem, path: Path, status: str) -> dict[str, Any]:
     e = item.entry
     return {
-        "name": e.name, "version": e.version, "kind": e.kind, "status": status, "registry": e.source,
-        "sha256": e.sha256, "size": e.size, "wanted_by": item.wanted_by, "path": str(path),
+        "name": e.name,
+        "version": e.version,
+        "kind": e.kind,
+        "status": status,
+        "registry": e.source,
+        "sha256": e.sha256,
+        "size": e.size,
+        "wanted_by": item.wanted_by,
+        "path": str(path),
     }
 
 
@@ -287,14 +299,19 @@ def remove(name: str) -> dict[str, Any]:
         )
     version = read_manifest_data(path, strict=False).get("version") or (read_record(path) or {}).get("version")
     needed_by = sorted(
-        other.name for other in packs_dir().iterdir()
+        other.name
+        for other in packs_dir().iterdir()
         if other.name != pack_name and pack_name in (read_manifest_data(other, strict=False).get("requires") or {})
     )
     trash = path.parent / f".removing-{os.getpid()}-{os.urandom(4).hex()}"
     os.replace(path, trash)  # gone from the store at once, even if deleting the files is interrupted
     _delete(trash)
     return {
-        "name": pack_name, "version": version, "path": str(path), "needed_by": needed_by, "builtin_now_used": builtin,
+        "name": pack_name,
+        "version": version,
+        "path": str(path),
+        "needed_by": needed_by,
+        "builtin_now_used": builtin,
     }
 
 
@@ -306,7 +323,7 @@ def ensure_packs(
     domains: Sequence[str] | None,
     *,
     registries: Sequence[str] = (),
-    pack_dirs: Sequence[str] = (),
+    store: PackStore | None = None,
     offline: bool = False,
     base_model: str | None = None,
     on_pull: Callable[[dict[str, Any]], None] | None = None,
@@ -318,9 +335,10 @@ def ensure_packs(
     and the configured ones are read only when something is missing. A local function pack whose domain
     packs are nowhere to be found gets the pinned versions pulled. Pulled packs must fit the base
     model the run will use (`base_model`, else the first function's own, as the scorer does): one
-    that does not is refused before anything is installed.
+    that does not is refused before anything is installed. Pass the `store` the scorer will use, so
+    that packs are looked up (and loaded) once.
     """
-    store = PackStore(pack_dirs)
+    store = store or PackStore()
     wanted: list[str] = []
     local: dict[str, Path] = {}
     for ref in functions:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from tagcli.basemodel.resolve import DEFAULT_BASE_MODEL
 from tagcli.core.prompt import NAME_RE
@@ -173,7 +174,11 @@ def verify(name: str | None = None, *, pack_dirs: Sequence[str] = ()) -> list[di
         pulled = path.is_dir() and is_pulled(path)
         record = read_record(path) if pulled else None
         row: dict[str, Any] = {
-            "name": pack_name, "version": None, "status": "ok", "problems": [], "path": str(path),
+            "name": pack_name,
+            "version": None,
+            "status": "ok",
+            "problems": [],
+            "path": str(path),
             "origin": store.origin(path),
         }
         if pulled:  # the same problems a load of the pack refuses it for (integrity.check_installed)

@@ -24,8 +24,9 @@ import inspect
 import os
 import posixpath
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 from urllib.parse import urljoin
 
 import platformdirs
@@ -178,8 +179,12 @@ class HubRegistry(Registry):
         try:
             return Path(
                 hf_hub_download(
-                    self.repo_id, filename, repo_type=self.repo_type, revision=revision,
-                    local_files_only=offline, **options,
+                    self.repo_id,
+                    filename,
+                    repo_type=self.repo_type,
+                    revision=revision,
+                    local_files_only=offline,
+                    **options,
                 )
             )
         except hf_errors.LocalEntryNotFoundError:
@@ -231,14 +236,12 @@ def parse_registry(spec: str, base_dir: Path | None = None) -> Registry:
     """A registry from its spec: hf://ORG/REPO[@REV], a URL (of index.json or its folder), or a local folder."""
     text = spec.strip()
     if not text:
-        raise UsageError(
-            "empty registry", hint="hf://ORG/REPO[@REVISION], https://…/index.json, file://… or a folder"
-        )
+        raise UsageError("empty registry", hint="hf://ORG/REPO[@REVISION], https://…/index.json, file://… or a folder")
     if text.startswith("hf://"):
-        rest, repo_type = text[len("hf://"):], "model"
+        rest, repo_type = text[len("hf://") :], "model"
         for prefix, kind in (("datasets/", "dataset"), ("models/", "model")):
             if rest.startswith(prefix):
-                rest, repo_type = rest[len(prefix):], kind
+                rest, repo_type = rest[len(prefix) :], kind
         repo_id, at, revision = rest.partition("@")
         parts = repo_id.strip("/").split("/")
         if len(parts) != 2 or not all(parts) or (at and not revision):

@@ -67,7 +67,10 @@ def train(config: TrainConfig, base: BaseModel | None = None, on_progress: Progr
     assert not any(p.requires_grad for p in model.lm.parameters()), "the base model must stay frozen"
 
     encoder = PromptEncoder(base.tokenizer, model.tag_table)
-    specs = {d: domain_packs[d].manifest.domain_input() if d in domain_packs else _stage1_input(config) for d in config.domains}
+    specs = {
+        d: domain_packs[d].manifest.domain_input() if d in domain_packs else _stage1_input(config)
+        for d in config.domains
+    }
     train_set = encode_examples(config, encoder, template, specs, train_table, head)
     val_set = encode_examples(config, encoder, template, specs, val_table, head)
     if not train_set.rows or not val_set.rows:
@@ -86,7 +89,9 @@ def _new_head(config: TrainConfig, hidden_size: int, train_table, val_table) -> 
     check_targets(config, train_table, config.data)
     check_targets(config, val_table, config.val or config.data)
     cells = {c: train_table.column(c).to_pylist() for c in config.targets}
-    return HEADS[config.task].for_training(hidden_size, config.targets, cells, max_answer_tokens=config.max_answer_tokens)
+    return HEADS[config.task].for_training(
+        hidden_size, config.targets, cells, max_answer_tokens=config.max_answer_tokens
+    )
 
 
 def _stage1_input(config: TrainConfig) -> DomainInput:

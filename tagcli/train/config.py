@@ -24,7 +24,13 @@ class Stage:
 STAGES = {
     1: Stage(1, "domain", 1, 1, "Learn a domain tag by next-token prediction on unlabeled domain text."),
     2: Stage(2, "function", 1, 1, "Learn a function tag + head on labeled rows of one domain (domain tag frozen)."),
-    3: Stage(3, "function", 1, None, "Learn a function tag + head on rows with several domains, e.g. --domain protein --domain smiles."),
+    3: Stage(
+        3,
+        "function",
+        1,
+        None,
+        "Learn a function tag + head on rows with several domains, e.g. --domain protein --domain smiles.",
+    ),
 }
 
 
@@ -40,7 +46,9 @@ class TrainConfig:
     targets: list[str] = field(default_factory=list, metadata={"help": "label column(s)"})
     task: str = field(
         default="regression",
-        metadata={"help": "head kind: regression, classification or text (the LM writes the answer after the function tag)"},
+        metadata={
+            "help": "head kind: regression, classification or text (the LM writes the answer after the function tag)"
+        },
     )
     max_answer_tokens: int = field(default=32, metadata={"help": "text task: longest answer generated, in tokens"})
     method: str = field(
@@ -51,7 +59,9 @@ class TrainConfig:
         },
     )
     columns: dict[str, str] = field(default_factory=dict, metadata={"help": "domain or input kind → input column"})
-    input_kind: str | None = field(default=None, metadata={"help": "stage 1: smiles, protein or text (default: the domain name if known)"})
+    input_kind: str | None = field(
+        default=None, metadata={"help": "stage 1: smiles, protein or text (default: the domain name if known)"}
+    )
     max_tokens: int = field(default=512, metadata={"help": "stage 1: longest input in tokens the domain accepts"})
     val: str | None = field(default=None, metadata={"help": "validation table; default: a split of --data"})
     val_fraction: float = field(default=0.1, metadata={"help": "share of --data held out when --val is not given"})
@@ -85,8 +95,14 @@ class TrainConfig:
         stage = self.stage_info
         if not self.domains:
             raise UsageError("name at least one --domain")
-        if len(self.domains) < stage.min_domains or (stage.max_domains is not None and len(self.domains) > stage.max_domains):
-            raise UsageError("stage 1 trains one domain tag at a time" if stage.trains == "domain" else "stage 2 has one domain; use stage 3 for several")
+        if len(self.domains) < stage.min_domains or (
+            stage.max_domains is not None and len(self.domains) > stage.max_domains
+        ):
+            raise UsageError(
+                "stage 1 trains one domain tag at a time"
+                if stage.trains == "domain"
+                else "stage 2 has one domain; use stage 3 for several"
+            )
         if stage.trains == "function" and (not self.function or not self.targets):
             raise UsageError(f"stage {self.stage} needs --function and --target")
         if stage.trains == "domain" and self.method != "tag-llm":

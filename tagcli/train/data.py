@@ -6,8 +6,9 @@ pack's manifest); nothing is silently zeroed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -68,7 +69,12 @@ def check_targets(config: TrainConfig, table: pa.Table, where: str) -> None:
 
 
 def encode_examples(
-    config: TrainConfig, encoder: PromptEncoder, template: PromptTemplate, specs: Mapping[str, DomainInput], table: pa.Table, head: Head | None
+    config: TrainConfig,
+    encoder: PromptEncoder,
+    template: PromptTemplate,
+    specs: Mapping[str, DomainInput],
+    table: pa.Table,
+    head: Head | None,
 ) -> Examples:
     """Clean, tokenize and lay out rows; rows with a bad input or a missing label are dropped and counted."""
     errors: list[str | None] = [None] * table.num_rows

@@ -7,7 +7,7 @@ same numbers at scoring time.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -30,7 +30,9 @@ def readouts(
 
 
 @torch.no_grad()
-def fit_head(model: TaggedModel, encoder: PromptEncoder, head: Head, examples: Examples, samples: int, seed: int) -> None:
+def fit_head(
+    model: TaggedModel, encoder: PromptEncoder, head: Head, examples: Examples, samples: int, seed: int
+) -> None:
     """Fit the head in closed form on the readouts of a seeded sample of training rows.
 
     Every step of the tag moves all features, so a head fitted to the old tag soon mismatches;

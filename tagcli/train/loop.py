@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -33,8 +34,14 @@ class Trainer:
     """Optimizer steps, validation, early stopping and checkpoints for one run."""
 
     def __init__(
-        self, config: TrainConfig, method: TrainingMethod, model: TaggedModel, encoder: PromptEncoder,
-        train_set: Examples, val_set: Examples, on_progress: Progress | None = None,
+        self,
+        config: TrainConfig,
+        method: TrainingMethod,
+        model: TaggedModel,
+        encoder: PromptEncoder,
+        train_set: Examples,
+        val_set: Examples,
+        on_progress: Progress | None = None,
     ) -> None:
         self.config, self.method, self.model, self.encoder = config, method, model, encoder
         self.train_set, self.val_set = train_set, val_set
@@ -47,7 +54,9 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
         per_epoch = math.ceil(len(train_set.rows) / (config.batch_size * config.grad_accum))
         # A method that learns no tag (the linear probe) is done once its head is fitted.
-        self.total_steps = 0 if not method.tag_length else config.max_steps or max(1, math.ceil(per_epoch * config.epochs))
+        self.total_steps = (
+            0 if not method.tag_length else config.max_steps or max(1, math.ceil(per_epoch * config.epochs))
+        )
         self.step = 0
         self.best: dict[str, Any] = {"score": -math.inf, "metrics": None, "step": 0, "state": None}
         self.history: list[dict[str, Any]] = []
@@ -73,7 +82,9 @@ class Trainer:
             self.step += 1
             elapsed = time.perf_counter() - started
             rate = self.rows_seen / elapsed if elapsed else 0.0
-            self.on_progress({"event": "step", "step": self.step, "total": self.total_steps, "loss": loss, "rows_per_second": rate})
+            self.on_progress(
+                {"event": "step", "step": self.step, "total": self.total_steps, "loss": loss, "rows_per_second": rate}
+            )
             stop = False
             if self.step % self.config.eval_every == 0 or self.step == self.total_steps:
                 stop = self._validate()
@@ -158,9 +169,13 @@ class Trainer:
         for index, slots in optimizer["state"].items():
             tensors |= {f"optimizer.{index}.{k}": torch.as_tensor(v).clone() for k, v in slots.items()}
         meta = {
-            "step": self.step, "rows_seen": self.rows_seen, "bad_evals": self.bad_evals, "history": self.history,
+            "step": self.step,
+            "rows_seen": self.rows_seen,
+            "bad_evals": self.bad_evals,
+            "history": self.history,
             "best": {k: v for k, v in self.best.items() if k != "state"},
-            "param_groups": optimizer["param_groups"], "config": asdict(self.config),
+            "param_groups": optimizer["param_groups"],
+            "config": asdict(self.config),
         }
         save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, directory / "state.safetensors.tmp")
         (directory / "state.json.tmp").write_text(json.dumps(meta, default=str))
@@ -179,13 +194,23 @@ class Trainer:
                 _, index, name = key.split(".", 2)
                 state.setdefault(int(index), {})[name] = value
         self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-        self.step, self.rows_seen, self.bad_evals, self.history = meta["step"], meta["rows_seen"], meta["bad_evals"], meta["history"]
+        self.step, self.rows_seen, self.bad_evals, self.history = (
+            meta["step"],
+            meta["rows_seen"],
+            meta["bad_evals"],
+            meta["history"],
+        )
         self.on_progress({"event": "resume", "step": self.step})
 
 
 @torch.no_grad()
 def validation_metrics(
-    model: TaggedModel, encoder: PromptEncoder, head: Head | None, examples: Examples, targets: list[str], batch_size: int = 64
+    model: TaggedModel,
+    encoder: PromptEncoder,
+    head: Head | None,
+    examples: Examples,
+    targets: list[str],
+    batch_size: int = 64,
 ) -> dict[str, Any]:
     """Metrics of one split: the next-token loss where that is the objective, plus the head's own
     metrics of its decoded predictions (the same `Head.target_metrics` that `tagcli eval` reports)."""
@@ -227,7 +252,9 @@ class _Hidden:
         raise RuntimeError("this readout cannot generate")
 
 
-def next_token_metrics(model: TaggedModel, encoder: PromptEncoder, examples: Examples, batch_size: int) -> dict[str, Any]:
+def next_token_metrics(
+    model: TaggedModel, encoder: PromptEncoder, examples: Examples, batch_size: int
+) -> dict[str, Any]:
     losses, counts = [], []
     for chunk in length_batches([len(r) for r in examples.rows], batch_size, 32768):
         batch = collate([examples.rows[i] for i in chunk], encoder.pad_id).to(model.lm.device)

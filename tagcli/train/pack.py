@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Mapping
 
 from tagcli.basemodel.load import BaseModel
 from tagcli.core.domains import DomainInput
@@ -14,8 +14,13 @@ from tagcli.train.loop import Trainer
 
 
 def make_pack(
-    config: TrainConfig, base: BaseModel, trainer: Trainer, template: PromptTemplate, specs: Mapping[str, DomainInput],
-    domain_packs: Mapping[str, TagPack], seconds: float,
+    config: TrainConfig,
+    base: BaseModel,
+    trainer: Trainer,
+    template: PromptTemplate,
+    specs: Mapping[str, DomainInput],
+    domain_packs: Mapping[str, TagPack],
+    seconds: float,
 ) -> TagPack:
     """The trained tag (and head) as a pack, with everything needed to reproduce and trust it."""
     model, train_set, val_set = trainer.model, trainer.train_set, trainer.val_set
@@ -31,12 +36,38 @@ def make_pack(
         domains=list(config.domains) if config.trains_function else [],
         input=None if config.trains_function else asdict(specs[name]),
         template=template.text if config.trains_function else None,
-        requires={d: {"version": p.manifest.version, "sha256": tag_digest(p.tags[d])} for d, p in domain_packs.items() if d in template.tags},
+        requires={
+            d: {"version": p.manifest.version, "sha256": tag_digest(p.tags[d])}
+            for d, p in domain_packs.items()
+            if d in template.tags
+        },
         method=config.method,
         training={
             "stage": config.stage,
-            "data": {"train": config.data, "val": config.val or f"{config.val_fraction:.0%} of train", "train_rows": len(train_set.rows), "val_rows": len(val_set.rows), "dropped_rows": train_set.dropped + val_set.dropped, "targets": config.targets},
-            "hyperparameters": {k: getattr(config, k) for k in ("method", "tag_length", "epochs", "max_steps", "batch_size", "grad_accum", "lr", "head_lr", "init_samples", "eval_every", "patience")},
+            "data": {
+                "train": config.data,
+                "val": config.val or f"{config.val_fraction:.0%} of train",
+                "train_rows": len(train_set.rows),
+                "val_rows": len(val_set.rows),
+                "dropped_rows": train_set.dropped + val_set.dropped,
+                "targets": config.targets,
+            },
+            "hyperparameters": {
+                k: getattr(config, k)
+                for k in (
+                    "method",
+                    "tag_length",
+                    "epochs",
+                    "max_steps",
+                    "batch_size",
+                    "grad_accum",
+                    "lr",
+                    "head_lr",
+                    "init_samples",
+                    "eval_every",
+                    "patience",
+                )
+            },
             "seed": config.seed,
             "steps": trainer.step,
             "best_step": trainer.best["step"],

@@ -23,7 +23,6 @@ from tagcli import __version__
 OTHER_FINGERPRINT = "sha256:" + "cd" * 32
 
 
-
 SCORE_ROWS = ["CCO", "c1ccccc1", "CC(=O)Oc1ccccc1C(=O)O", "C1CCC", "CCN(CC)CC"]
 
 
@@ -37,7 +36,9 @@ def setup(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Set
         manifest = json.loads((root / "foreign" / name / "manifest.json").read_text())
         manifest["base_model"] = {"id": "some/other-model", "fingerprint": OTHER_FINGERPRINT}
         (root / "foreign" / name / "manifest.json").write_text(json.dumps(manifest))
-    pd.DataFrame({"name": [f"m{i}" for i in range(len(SCORE_ROWS))], "smiles": SCORE_ROWS}).to_csv(root / "in.csv", index=False)
+    pd.DataFrame({"name": [f"m{i}" for i in range(len(SCORE_ROWS))], "smiles": SCORE_ROWS}).to_csv(
+        root / "in.csv", index=False
+    )
     values = SMILES * 3
     pd.DataFrame({"smiles": values, "y": [float(len(v)) for v in values]}).to_csv(root / "train.csv", index=False)
     return s
@@ -45,14 +46,43 @@ def setup(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Set
 
 def _train_chain(s: Setup) -> dict[str, Result]:
     work = s.root / "trained"
-    common = ["--data", str(s.root / "train.csv"), "--base-model", str(s.model), "--max-steps", "2", "--tag-length", "2",
-              "--batch-size", "8", "--device", "cpu", "--dtype", "float32"]
+    common = [
+        "--data",
+        str(s.root / "train.csv"),
+        "--base-model",
+        str(s.model),
+        "--max-steps",
+        "2",
+        "--tag-length",
+        "2",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+    ]
     out = {"stage1": s.run("train", "stage1", "--domain", "smiles", "--out", str(work / "smiles"), *common)}
     if out["stage1"].returncode == 0:
-        out["stage2"] = s.run("train", "stage2", "--domain", "smiles", "--function", "len", "--target", "y",
-                              "--out", str(work / "len"), "--format", "json", *common)
+        out["stage2"] = s.run(
+            "train",
+            "stage2",
+            "--domain",
+            "smiles",
+            "--function",
+            "len",
+            "--target",
+            "y",
+            "--out",
+            str(work / "len"),
+            "--format",
+            "json",
+            *common,
+        )
     if out.get("stage2") and out["stage2"].returncode == 0:
-        out["eval"] = s.run("eval", str(s.root / "train.csv"), "-F", str(work / "len"), "-t", "y", *s.model_args(), "--format", "json")
+        out["eval"] = s.run(
+            "eval", str(s.root / "train.csv"), "-F", str(work / "len"), "-t", "y", *s.model_args(), "--format", "json"
+        )
     return out
 
 
@@ -66,7 +96,9 @@ def results(setup: Setup) -> dict[str, Future]:
         "predict_json": lambda: s.predict("in.csv", "-o", str(s.root / "out.parquet"), "--format", "json"),
         "unknown_option": lambda: s.predict("in.csv", "--no-such-option"),
         "missing_input": lambda: s.predict(str(s.root / "missing.csv"), "-o", str(s.root / "never.csv")),
-        "foreign": lambda: s.run("predict", "in.csv", "-F", str(s.root / "foreign" / "logp"), *s.model_args(), "-o", str(s.root / "f.csv")),
+        "foreign": lambda: s.run(
+            "predict", "in.csv", "-F", str(s.root / "foreign" / "logp"), *s.model_args(), "-o", str(s.root / "f.csv")
+        ),
         "strict": lambda: s.predict("-", "--strict", stdin=bad),
         "stdin": lambda: s.predict("-", stdin=(s.root / "in.csv").read_text()),
         "pack_list": lambda: s.run("pack", "list", "--pack-dir", str(s.packs), "--format", "json"),

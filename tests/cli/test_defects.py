@@ -32,7 +32,9 @@ def scale_head(s: Setup, name: str, factor: float) -> Path:
     pack = folder / name
     pack.mkdir(parents=True)
     manifest = json.loads((s.packs / "logp" / "manifest.json").read_text())
-    (pack / "manifest.json").write_text(json.dumps(manifest | {"name": name, "template": manifest["template"].replace("logp", name)}))
+    (pack / "manifest.json").write_text(
+        json.dumps(manifest | {"name": name, "template": manifest["template"].replace("logp", name)})
+    )
     tags = load_file(s.packs / "logp" / "tags.safetensors")
     save_file({name: tags["logp"]}, pack / "tags.safetensors")
     heads = {k.replace("logp.", f"{name}."): v for k, v in load_file(s.packs / "logp" / "heads.safetensors").items()}
@@ -44,7 +46,19 @@ def scale_head(s: Setup, name: str, factor: float) -> Path:
 
 def predict(s: Setup, function: str, folder: Path, *extra: str):
     out = s.root / f"{function}{len(extra)}.out.csv"
-    return s.run("predict", "in.csv", "-F", function, "--pack-dir", str(folder), *s.model_args(), "--no-progress", "-o", str(out), *extra), out
+    return s.run(
+        "predict",
+        "in.csv",
+        "-F",
+        function,
+        "--pack-dir",
+        str(folder),
+        *s.model_args(),
+        "--no-progress",
+        "-o",
+        str(out),
+        *extra,
+    ), out
 
 
 def test_head_weights_training_cannot_produce_are_refused_at_load(setup: Setup) -> None:
@@ -84,14 +98,31 @@ def test_devices_below_one_is_a_usage_error(setup: Setup, devices: str) -> None:
 def test_ctrl_c_during_start_up_is_one_line_and_exit_130(setup: Setup) -> None:
     out = setup.root / "interrupted.csv"
     process = subprocess.Popen(
-        [tagcli_executable(), "predict", "in.csv", "-F", "logp", "--pack-dir", str(setup.packs), *setup.model_args(), "-o", str(out)],
-        cwd=setup.root, env=setup.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            tagcli_executable(),
+            "predict",
+            "in.csv",
+            "-F",
+            "logp",
+            "--pack-dir",
+            str(setup.packs),
+            *setup.model_args(),
+            "-o",
+            str(out),
+        ],
+        cwd=setup.root,
+        env=setup.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     time.sleep(0.3)  # inside the imports of torch/transformers
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
-    assert "Traceback" not in stderr and stderr.strip().splitlines() == ["error: interrupted (hint: rerun a file run with --resume to continue it)"]
+    assert "Traceback" not in stderr and stderr.strip().splitlines() == [
+        "error: interrupted (hint: rerun a file run with --resume to continue it)"
+    ]
     assert not out.exists() and not any(p.name.startswith(".interrupted") for p in setup.root.iterdir())
 
 
@@ -99,8 +130,21 @@ def test_ctrl_c_while_scoring_is_one_line_and_exit_130(setup: Setup) -> None:
     big = setup.root / "big.csv"
     pd.DataFrame({"smiles": SMILES * 4000}).to_csv(big, index=False)
     out = setup.root / "big.out.csv"
-    args = ["predict", str(big), "-F", "logp", "--pack-dir", str(setup.packs), *setup.model_args(), "-o", str(out), "--no-progress"]
-    process = subprocess.Popen([tagcli_executable(), *args], cwd=setup.root, env=setup.env, stderr=subprocess.PIPE, text=True)
+    args = [
+        "predict",
+        str(big),
+        "-F",
+        "logp",
+        "--pack-dir",
+        str(setup.packs),
+        *setup.model_args(),
+        "-o",
+        str(out),
+        "--no-progress",
+    ]
+    process = subprocess.Popen(
+        [tagcli_executable(), *args], cwd=setup.root, env=setup.env, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 120
     parts = Path(str(out) + ".parts")
     while not parts.exists() and time.time() < deadline:  # scoring has started

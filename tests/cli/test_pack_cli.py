@@ -89,7 +89,11 @@ class Setup:
 
     def run(self, *args: str, home: str, **env: str) -> Result:
         done = subprocess.run(
-            [tagcli_executable(), *args], capture_output=True, text=True, cwd=self.root, timeout=TIMEOUT,
+            [tagcli_executable(), *args],
+            capture_output=True,
+            text=True,
+            cwd=self.root,
+            timeout=TIMEOUT,
             env=self.env | {"TAGCLI_HOME": str(self.root / home)} | env,
         )
         return Result(list(args), done.returncode, done.stdout, done.stderr)
@@ -124,10 +128,19 @@ def setup(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     env = dict(os.environ)
     env.pop("TAGCLI_DEBUG", None)
     env.pop("TAGCLI_REGISTRY", None)
-    env.update(TAGCLI_CONFIG=str(root / "no-config.toml"), HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(root / "hf"), OMP_NUM_THREADS="1")
+    env.update(
+        TAGCLI_CONFIG=str(root / "no-config.toml"),
+        HF_HUB_OFFLINE="1",
+        HF_HUB_CACHE=str(root / "hf"),
+        OMP_NUM_THREADS="1",
+    )
     port = static.server_address[1]
     yield Setup(
-        root, tiny_model_dir, env, f"http://127.0.0.1:{port}/reg/index.json", f"http://127.0.0.1:{port}/bad/",
+        root,
+        tiny_model_dir,
+        env,
+        f"http://127.0.0.1:{port}/reg/index.json",
+        f"http://127.0.0.1:{port}/bad/",
         f"http://127.0.0.1:{hub.server_address[1]}",
     )
     for server in (static, hub):
@@ -147,9 +160,25 @@ def _from_scratch(s: Setup) -> dict[str, Result]:
 def _predict(s: Setup) -> dict[str, Result]:
     model = ["--base-model", str(s.model), "--device", "cpu", "--dtype", "float32", "--no-progress"]
     runs = {
-        "auto_pull": s.run("predict", "in.csv", "-F", "logp", "--registry", s.url, "-o", str(s.root / "out.csv"), *model, home="b"),
-        "offline": s.run("predict", "in.csv", "-F", "logp", "--registry", s.url, "--offline", "-o", str(s.root / "never.csv"), *model, home="b2"),
-        "foreign": s.run("predict", "in.csv", "-F", "alien", "--registry", s.url, "-o", str(s.root / "never.csv"), *model, home="c"),
+        "auto_pull": s.run(
+            "predict", "in.csv", "-F", "logp", "--registry", s.url, "-o", str(s.root / "out.csv"), *model, home="b"
+        ),
+        "offline": s.run(
+            "predict",
+            "in.csv",
+            "-F",
+            "logp",
+            "--registry",
+            s.url,
+            "--offline",
+            "-o",
+            str(s.root / "never.csv"),
+            *model,
+            home="b2",
+        ),
+        "foreign": s.run(
+            "predict", "in.csv", "-F", "alien", "--registry", s.url, "-o", str(s.root / "never.csv"), *model, home="c"
+        ),
     }
     # the packs just pulled, copied to another home, with one bit of logp's tag vectors flipped
     shutil.copytree(s.root / "b" / "packs", s.root / "b3" / "packs")
@@ -165,7 +194,9 @@ def _predict(s: Setup) -> dict[str, Result]:
 def _hub_and_tampered(s: Setup) -> dict[str, Result]:
     # (reading the same repo back from the HF cache with HF_HUB_OFFLINE=1 is tested in tests/unit/test_registry.py)
     return {
-        "online": s.run("pack", "pull", "logp", "--registry", "hf://org/packs", home="d", HF_HUB_OFFLINE="0", HF_ENDPOINT=s.hub),
+        "online": s.run(
+            "pack", "pull", "logp", "--registry", "hf://org/packs", home="d", HF_HUB_OFFLINE="0", HF_ENDPOINT=s.hub
+        ),
         "tampered": s.run("pack", "pull", "logp", "--registry", s.bad_url, home="c2"),
     }
 
@@ -173,7 +204,10 @@ def _hub_and_tampered(s: Setup) -> dict[str, Result]:
 @pytest.fixture(scope="module")
 def results(setup: Setup):
     pool = ThreadPoolExecutor(max_workers=3)
-    futures = {name: pool.submit(job, setup) for name, job in (("scratch", _from_scratch), ("predict", _predict), ("hub", _hub_and_tampered))}
+    futures = {
+        name: pool.submit(job, setup)
+        for name, job in (("scratch", _from_scratch), ("predict", _predict), ("hub", _hub_and_tampered))
+    }
     yield futures
     pool.shutdown(wait=True)
 
@@ -189,7 +223,13 @@ def test_list_available_json(results, setup: Setup) -> None:
     r = get(results, "scratch")["available"]
     assert r.returncode == 0, str(r)
     rows = {(row["name"], row["status"]): row for row in json.loads(r.stdout)}
-    assert {("logp", "available"), ("smiles", "available"), ("alien", "available"), ("qed", "built-in"), ("smiles", "built-in")} <= set(rows)
+    assert {
+        ("logp", "available"),
+        ("smiles", "available"),
+        ("alien", "available"),
+        ("qed", "built-in"),
+        ("smiles", "built-in"),
+    } <= set(rows)
     logp = rows[("logp", "available")]
     assert logp["kind"] == "function" and logp["domains"] == ["smiles"] and logp["outputs"] == ["pred_y"]
     assert logp["source"] == setup.url and logp["version"] == "0.1.0" and logp["size"] > 0 and len(logp["sha256"]) == 64
@@ -241,7 +281,9 @@ def test_failures_are_one_line_and_change_nothing(results, setup: Setup, name: s
     assert r.returncode == 1, str(r)
     line = one_error_line(r)
     assert line.startswith(expected), line
-    assert {"foreign": "trained for base model some/other-model", "tampered": "failed its integrity check"}.get(name, "") in line
+    assert {"foreign": "trained for base model some/other-model", "tampered": "failed its integrity check"}.get(
+        name, ""
+    ) in line
     assert setup.installed(home) == []
     assert not (setup.root / "never.csv").exists()
 

@@ -26,12 +26,27 @@ UNIT_OPTIONS = ["--unit-rows", "60", "--window-rows", "30", "--batch-size", "8"]
 def setup(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Setup:
     s = cli_setup(tmp_path_factory.mktemp("scale"), tiny_model_dir)
     values = [SMILES[i % len(SMILES)] + "C" * (i % 7) for i in range(ROWS)] + ["C1CC"]  # one invalid row
-    pq.write_table(pa.table({"id": list(range(len(values))), "smiles": values}), s.root / "mols.parquet", row_group_size=500)
+    pq.write_table(
+        pa.table({"id": list(range(len(values))), "smiles": values}), s.root / "mols.parquet", row_group_size=500
+    )
     return s
 
 
 def predict_args(s: Setup, output: str, *extra: str) -> list[str]:
-    return ["predict", "mols.parquet", "-F", "logp", "--pack-dir", str(s.packs), *s.model_args(), "--no-progress", "-o", output, *UNIT_OPTIONS, *extra]
+    return [
+        "predict",
+        "mols.parquet",
+        "-F",
+        "logp",
+        "--pack-dir",
+        str(s.packs),
+        *s.model_args(),
+        "--no-progress",
+        "-o",
+        output,
+        *UNIT_OPTIONS,
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +59,14 @@ def reference(setup: Setup) -> pa.Table:
 
 
 def start(s: Setup, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([tagcli_executable(), *args], env=s.env, cwd=s.root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [tagcli_executable(), *args],
+        env=s.env,
+        cwd=s.root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def kill_when(process: subprocess.Popen, parts: PartDirectory, done_units: int) -> None:
@@ -94,14 +116,35 @@ def test_devices_runs_one_process_per_device(setup: Setup, reference: pa.Table) 
 
 def test_accelerate_launch_gives_each_process_its_shard(setup: Setup, reference: pa.Table) -> None:
     accelerate = Path(sys.executable).parent / "accelerate"
-    launch = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch = [
+        str(accelerate),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
     # --multi_gpu only selects accelerate's torchrun launcher; with --device cpu the processes stay on the CPU.
-    done = subprocess.run([*launch, "-m", "tagcli", *predict_args(setup, "accelerate.parquet")], capture_output=True, text=True, env=setup.env, cwd=setup.root, timeout=TIMEOUT)
+    done = subprocess.run(
+        [*launch, "-m", "tagcli", *predict_args(setup, "accelerate.parquet")],
+        capture_output=True,
+        text=True,
+        env=setup.env,
+        cwd=setup.root,
+        timeout=TIMEOUT,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "-> accelerate.parquet" in done.stdout  # whichever process finished last merged
     assert pq.read_table(setup.root / "accelerate.parquet").equals(reference)
 
 
 def test_python_dash_m_tagcli(setup: Setup) -> None:
-    done = subprocess.run([sys.executable, "-m", "tagcli", "--version"], capture_output=True, text=True, env=setup.env, timeout=TIMEOUT)
+    done = subprocess.run(
+        [sys.executable, "-m", "tagcli", "--version"], capture_output=True, text=True, env=setup.env, timeout=TIMEOUT
+    )
     assert done.returncode == 0 and done.stdout.startswith("tagcli ")

@@ -33,13 +33,23 @@ def test_tag_scorer_in_ray_data_map_batches(local_ray, base, tiny_model_dir: Pat
     values = [SMILES[i % len(SMILES)] + "C" * (i % 5) for i in range(200)] + ["C1CC", ""]
     source = tmp_path / "mols.parquet"
     pq.write_table(pa.table({"id": list(range(len(values))), "smiles": values}), source, row_group_size=50)
-    options = {"function": ["logp", "active"], "base_model": str(tiny_model_dir), "device": "cpu", "dtype": "float32", "pack_dirs": [str(packs)]}
+    options = {
+        "function": ["logp", "active"],
+        "base_model": str(tiny_model_dir),
+        "device": "cpu",
+        "dtype": "float32",
+        "pack_dirs": [str(packs)],
+    }
 
     scored = (
         local_ray.data.read_parquet(str(source))
         .map_batches(
-            TagScorer, fn_constructor_kwargs=options, compute=local_ray.data.ActorPoolStrategy(size=2),  # `concurrency=2` in Ray < 2.51
-            num_cpus=1, batch_size=64, batch_format="pyarrow",  # on GPUs: num_gpus=1 per actor, device="cuda"
+            TagScorer,
+            fn_constructor_kwargs=options,
+            compute=local_ray.data.ActorPoolStrategy(size=2),  # `concurrency=2` in Ray < 2.51
+            num_cpus=1,
+            batch_size=64,
+            batch_format="pyarrow",  # on GPUs: num_gpus=1 per actor, device="cuda"
         )
         .to_pandas()
         .sort_values("id", ignore_index=True)
@@ -49,7 +59,10 @@ def test_tag_scorer_in_ray_data_map_batches(local_ray, base, tiny_model_dir: Pat
     assert list(scored.columns) == list(expected.columns)
     assert scored["id"].tolist() == list(range(len(values)))  # every row once
     assert scored["status"].tolist() == expected["status"].tolist()
-    assert scored["status"].tail(2).tolist() == ["invalid", "invalid"] and scored.loc[scored["status"] == "invalid", "pred_y"].isna().all()
+    assert (
+        scored["status"].tail(2).tolist() == ["invalid", "invalid"]
+        and scored.loc[scored["status"] == "invalid", "pred_y"].isna().all()
+    )
     for column in ("pred_y", "prob_active"):
         ok = expected["status"] == "ok"
         assert scored.loc[ok, column].to_numpy() == pytest.approx(expected.loc[ok, column].to_numpy(), abs=1e-5)

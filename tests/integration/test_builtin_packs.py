@@ -36,10 +36,24 @@ def test_every_builtin_pack_loads_and_names_the_embedded_model() -> None:
 def test_predict_qed_keeps_every_row_in_order(tmp_path: Path, isolated_home: Path) -> None:
     source = tmp_path / "mols.parquet"
     rows = pd.read_parquet(DATA / "qed_test.parquet").head(200)
-    bad = pd.DataFrame({"id": ["bad-1", "bad-2", "bad-3", "bad-4"], "smiles": ["C1CC", "", "C" * 10_000, "not a smiles"]})
+    bad = pd.DataFrame(
+        {"id": ["bad-1", "bad-2", "bad-3", "bad-4"], "smiles": ["C1CC", "", "C" * 10_000, "not a smiles"]}
+    )
     mixed = pd.concat([rows.iloc[:50], bad, rows.iloc[50:]], ignore_index=True)
     mixed.to_parquet(source)
-    result = run("predict", "--domain", "smiles", "--function", "qed", str(source), "-o", str(tmp_path / "out.parquet"), "--format", "json", home=isolated_home)
+    result = run(
+        "predict",
+        "--domain",
+        "smiles",
+        "--function",
+        "qed",
+        str(source),
+        "-o",
+        str(tmp_path / "out.parquet"),
+        "--format",
+        "json",
+        home=isolated_home,
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["rows"] == len(mixed) and summary["invalid"] == 4 and summary["ok"] == len(mixed) - 4
@@ -55,7 +69,10 @@ def test_predict_qed_keeps_every_row_in_order(tmp_path: Path, isolated_home: Pat
 
 FUNCTIONS = {  # built-in function pack → (test split, its label columns)
     "qed": ("qed_test", ["qed"]),
-    "protein-descriptors": ("protein_test", ["isoelectric_point", "gravy", "aromaticity", "instability_index", "molecular_weight_kda"]),
+    "protein-descriptors": (
+        "protein_test",
+        ["isoelectric_point", "gravy", "aromaticity", "instability_index", "molecular_weight_kda"],
+    ),
     "binding-affinity": ("ba_kiba_test", ["label"]),
 }
 
@@ -76,7 +93,17 @@ def test_predict_with_each_default_function(function: str, tmp_path: Path, isola
     split, labels = FUNCTIONS[function]
     source = tmp_path / "rows.parquet"
     pd.read_parquet(DATA / f"{split}.parquet").head(12).to_parquet(source)
-    result = run("predict", "--function", function, str(source), "-o", str(tmp_path / "out.parquet"), "--format", "json", home=isolated_home)
+    result = run(
+        "predict",
+        "--function",
+        function,
+        str(source),
+        "-o",
+        str(tmp_path / "out.parquet"),
+        "--format",
+        "json",
+        home=isolated_home,
+    )
     assert result.returncode == 0, result.stderr
     scored = pd.read_parquet(tmp_path / "out.parquet")
     assert (scored["status"] == "ok").all() and len(scored) == 12

@@ -14,29 +14,69 @@ from rdkit.Chem import QED
 
 from recipes.expert_baselines import AMINO_ACIDS, DESCRIPTORS, TASKS, main, rdkit_descriptors, run_baselines
 
-SMILES = ["CCO", "c1ccccc1O", "CC(=O)Oc1ccccc1C(=O)O", "CN1C=NC2=C1C(=O)N(C(=O)N2C)C", "CC(C)Cc1ccc(C)cc1",
-          "O=C(O)c1ccccc1", "CCN(CC)CCNC(=O)c1ccc(N)cc1", "c1ccc2ccccc2c1", "CC(C)NCC(O)COc1cccc2ccccc12",
-          "OC1CCCCC1", "Clc1ccc(Cl)cc1", "NC(=O)c1cccnc1"]
+SMILES = [
+    "CCO",
+    "c1ccccc1O",
+    "CC(=O)Oc1ccccc1C(=O)O",
+    "CN1C=NC2=C1C(=O)N(C(=O)N2C)C",
+    "CC(C)Cc1ccc(C)cc1",
+    "O=C(O)c1ccccc1",
+    "CCN(CC)CCNC(=O)c1ccc(N)cc1",
+    "c1ccc2ccccc2c1",
+    "CC(C)NCC(O)COc1cccc2ccccc12",
+    "OC1CCCCC1",
+    "Clc1ccc(Cl)cc1",
+    "NC(=O)c1cccnc1",
+]
 BAD = "not_a_smiles(("
 # Kyte-Doolittle hydropathy: GRAVY is exactly their composition-weighted mean, i.e. linear in composition.
-KD = dict(zip(AMINO_ACIDS, [1.8, 2.5, -3.5, -3.5, 2.8, -0.4, -3.2, 4.5, -3.9, 3.8, 1.9, -3.5, -1.6, -3.5, -4.5,
-                            -0.8, -0.7, 4.2, -0.9, -1.3]))
+KD = dict(
+    zip(
+        AMINO_ACIDS,
+        [
+            1.8,
+            2.5,
+            -3.5,
+            -3.5,
+            2.8,
+            -0.4,
+            -3.2,
+            4.5,
+            -3.9,
+            3.8,
+            1.9,
+            -3.5,
+            -1.6,
+            -3.5,
+            -4.5,
+            -0.8,
+            -0.7,
+            4.2,
+            -0.9,
+            -1.3,
+        ],
+    )
+)
 N_TRAIN, N_TEST = 60, 20
 
 
 def _proteins(rng: np.random.Generator, n: int) -> pd.DataFrame:
     # Skewed per-sequence residue probabilities so composition varies enough to learn from.
-    seqs = ["".join(rng.choice(list(AMINO_ACIDS), size=rng.integers(40, 300), p=rng.dirichlet(np.ones(20))))
-            for _ in range(n)]
+    seqs = [
+        "".join(rng.choice(list(AMINO_ACIDS), size=rng.integers(40, 300), p=rng.dirichlet(np.ones(20))))
+        for _ in range(n)
+    ]
     frac = lambda s, aas: sum(s.count(a) for a in aas) / len(s)  # noqa: E731
-    return pd.DataFrame({
-        "sequence": seqs,
-        "gravy": [sum(KD[a] for a in s) / len(s) for s in seqs],
-        "aromaticity": [frac(s, "FWY") for s in seqs],
-        "molecular_weight_kda": [0.11 * len(s) for s in seqs],
-        "isoelectric_point": [7 + 3 * np.tanh(5 * (frac(s, "KR") - frac(s, "DE"))) for s in seqs],  # non-linear
-        "instability_index": [40 + 100 * frac(s, "P") ** 2 for s in seqs],
-    })
+    return pd.DataFrame(
+        {
+            "sequence": seqs,
+            "gravy": [sum(KD[a] for a in s) / len(s) for s in seqs],
+            "aromaticity": [frac(s, "FWY") for s in seqs],
+            "molecular_weight_kda": [0.11 * len(s) for s in seqs],
+            "isoelectric_point": [7 + 3 * np.tanh(5 * (frac(s, "KR") - frac(s, "DE"))) for s in seqs],  # non-linear
+            "instability_index": [40 + 100 * frac(s, "P") ** 2 for s in seqs],
+        }
+    )
 
 
 def _molecules(n: int, bad: bool) -> pd.DataFrame:
@@ -68,7 +108,9 @@ def records(data_dir: Path) -> list[dict]:
 
 
 def test_every_task_target_and_model_is_reported(records: list[dict]) -> None:
-    expected = {(name, target, model) for name, task in TASKS.items() for target in task.targets for model in task.models}
+    expected = {
+        (name, target, model) for name, task in TASKS.items() for target in task.targets for model in task.models
+    }
     assert {(r["task"], r["target"], r["model"]) for r in records} == expected
 
 

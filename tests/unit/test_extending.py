@@ -7,8 +7,9 @@ scoring and `evaluate_file` without any edit to the scorer, the runner or the tr
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,7 +50,9 @@ class GaussianHead(LinearHead):
         return dict(zip(self.output_columns(), (mean, logvar)))
 
     @classmethod
-    def for_training(cls, hidden_size: int, targets: list[str], label_cells: Mapping[str, list], **options: Any) -> GaussianHead:
+    def for_training(
+        cls, hidden_size: int, targets: list[str], label_cells: Mapping[str, list], **options: Any
+    ) -> GaussianHead:
         return cls(hidden_size, targets[0])
 
     def parse_labels(self, label_cells: Sequence[list]) -> list[Any]:
@@ -80,7 +83,9 @@ class FunctionOnly(TagLLM):
     name = "function-only"
 
     def default_template(self) -> PromptTemplate:
-        return PromptTemplate("".join(f"{{input:{d}}}" for d in self.config.domains) + f"{{tag:{self.config.function}}}")
+        return PromptTemplate(
+            "".join(f"{{input:{d}}}" for d in self.config.domains) + f"{{tag:{self.config.function}}}"
+        )
 
 
 @pytest.fixture
@@ -102,8 +107,19 @@ def labeled(tmp_path: Path) -> Path:
 
 def run(base, labeled: Path, out: Path, **overrides: Any):
     values: dict[str, Any] = dict(
-        data=str(labeled), out=str(out), domains=["smiles"], function=out.name, targets=["y"], tag_length=2, max_steps=3,
-        batch_size=8, eval_every=3, patience=0, device="cpu", dtype="float32", head_lr=1e-2,
+        data=str(labeled),
+        out=str(out),
+        domains=["smiles"],
+        function=out.name,
+        targets=["y"],
+        tag_length=2,
+        max_steps=3,
+        batch_size=8,
+        eval_every=3,
+        patience=0,
+        device="cpu",
+        dtype="float32",
+        head_lr=1e-2,
     )
     return train(TrainConfig(stage=2, **(values | overrides)), base)
 
@@ -120,7 +136,11 @@ def test_a_new_head_kind_trains_scores_and_evaluates(base, registered, labeled: 
     assert out.column("status").to_pylist() == ["ok", "ok", "ok", "invalid"]
     assert all(np.isfinite(v) for v in out.column("pred_y_logvar").to_pylist()[:3])
     report = evaluate_file(scorer, labeled, ["y"])
-    assert report["scored"] + report["invalid"] == 40 and report["scored"] > 30 and set(report["y"]) >= {"nll", "pearson", "mse"}
+    assert (
+        report["scored"] + report["invalid"] == 40
+        and report["scored"] > 30
+        and set(report["y"]) >= {"nll", "pearson", "mse"}
+    )
 
 
 def test_a_new_method_trains_and_its_pack_scores(base, registered, labeled: Path, tmp_path: Path) -> None:

@@ -140,9 +140,7 @@ def test_an_unreadable_install_record_refuses_the_pack(logp: Path) -> None:
     assert listing.verify("logp")[0]["status"] == "failed"
 
 
-def test_the_digest_cache_saves_rehashing_but_not_a_later_change(
-    logp: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_digest_cache_saves_rehashing_but_not_a_later_change(logp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hashed: list[str] = []
     real = integrity.hashlib.sha256
 

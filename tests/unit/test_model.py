@@ -98,9 +98,13 @@ def test_tags_change_the_readout(model, encoder) -> None:
 def test_rows_with_different_tags_share_a_batch(model, encoder) -> None:
     qed = smiles_rows(encoder, SMILES[:3])
     aff = encoder.encode(AFF, {"protein": encoder.tokenize_inputs(PROTEINS[:2])})
-    bind = encoder.encode(BIND, {"protein": encoder.tokenize_inputs(PROTEINS[2:4]), "smiles": encoder.tokenize_inputs(SMILES[3:5])})
+    bind = encoder.encode(
+        BIND, {"protein": encoder.tokenize_inputs(PROTEINS[2:4]), "smiles": encoder.tokenize_inputs(SMILES[3:5])}
+    )
     # Same smiles as qed[0] behind another function tag: the readout must differ.
-    other = encoder.encode(PromptTemplate("{tag:smiles}{input:smiles}{tag:bind}"), {"smiles": encoder.tokenize_inputs(SMILES[:1])})
+    other = encoder.encode(
+        PromptTemplate("{tag:smiles}{input:smiles}{tag:bind}"), {"smiles": encoder.tokenize_inputs(SMILES[:1])}
+    )
     rows = [qed[0], aff[0], bind[0], qed[1], other[0], aff[1], bind[1], qed[2]]
     separate = alone(model, encoder, rows)
     for side in ("left", "right"):
@@ -135,7 +139,9 @@ def test_readout_after_prefix_matches_readout_in_value_and_gradient(model, encod
 
 
 def test_readout_after_prefix_with_two_domains(model, encoder) -> None:
-    rows = encoder.encode(BIND, {"protein": encoder.tokenize_inputs(PROTEINS), "smiles": encoder.tokenize_inputs(SMILES[:4])})
+    rows = encoder.encode(
+        BIND, {"protein": encoder.tokenize_inputs(PROTEINS), "smiles": encoder.tokenize_inputs(SMILES[:4])}
+    )
     with torch.no_grad():
         full = model.readout(collate(rows, encoder.pad_id))
         cached = model.readout_after_prefix(collate(_prefixes(rows, 2), encoder.pad_id, "left"), "bind")
@@ -161,8 +167,12 @@ def test_next_token_loss_uses_only_positions_with_targets(model, encoder) -> Non
         targets[i, 3 : len(row)] = torch.tensor(row.token_ids[3:])
     with torch.no_grad():
         loss = model.next_token_loss(batch, targets)
-        logits = model.lm(inputs_embeds=model.embed(batch), attention_mask=batch.attention_mask, position_ids=batch.position_ids).logits
-        expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets[:, 1:].reshape(-1), ignore_index=-100)
+        logits = model.lm(
+            inputs_embeds=model.embed(batch), attention_mask=batch.attention_mask, position_ids=batch.position_ids
+        ).logits
+        expected = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), targets[:, 1:].reshape(-1), ignore_index=-100
+        )
     torch.testing.assert_close(loss, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -183,7 +193,11 @@ def test_forward_and_predict_use_the_named_head(model, encoder) -> None:
 TEXT_QED = PromptTemplate("Molecule: {tag:smiles}{input:smiles}. Its drug-likeness {tag:qed} is")
 
 
-@pytest.mark.parametrize("template", [QED, TEXT_QED, BIND, PromptTemplate("{input:smiles}")], ids=["tags", "text", "pair", "no-prefix-no-suffix"])
+@pytest.mark.parametrize(
+    "template",
+    [QED, TEXT_QED, BIND, PromptTemplate("{input:smiles}")],
+    ids=["tags", "text", "pair", "no-prefix-no-suffix"],
+)
 def test_shared_context_readout_matches_the_full_prompt(model, encoder, template: PromptTemplate) -> None:
     inputs = {"smiles": encoder.tokenize_inputs(SMILES[:4])}
     if "protein" in template.inputs:
@@ -219,7 +233,11 @@ def test_shared_leads_match_the_full_prompt(model, encoder) -> None:
     split = encoder.encode_split(BIND, inputs)
     leads, rests = encoder.encode_lead_rest(BIND, inputs)
     distinct = [leads[0], leads[1], leads[3]]
-    context = model.encode_shared_leads(collate([split.prefix], encoder.pad_id), collate(distinct, encoder.pad_id),
-                                        torch.tensor([0, 1, 0, 2, 1, 0]), collate(rests, encoder.pad_id))
+    context = model.encode_shared_leads(
+        collate([split.prefix], encoder.pad_id),
+        collate(distinct, encoder.pad_id),
+        torch.tensor([0, 1, 0, 2, 1, 0]),
+        collate(rests, encoder.pad_id),
+    )
     shared, _, _ = model.readout_after_context(context, collate([split.suffix], encoder.pad_id))
     torch.testing.assert_close(shared, full, atol=ATOL, rtol=1e-4)

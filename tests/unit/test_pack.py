@@ -5,22 +5,29 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from helpers import classification_head, domain_pack, function_pack, regression_head
+from tagcli.core.prompt import PromptTemplate
 from tagcli.errors import PackError
 from tagcli.packs.format import (
-    FORMAT_VERSION, Manifest, check_template, load_pack, read_manifest_data, save_pack, tag_digest, write_archive,
+    FORMAT_VERSION,
+    Manifest,
+    check_template,
+    load_pack,
+    read_manifest_data,
+    save_pack,
+    tag_digest,
+    write_archive,
 )
-from tagcli.core.prompt import PromptTemplate
-from tagcli.scorer import TagScorer
 from tagcli.packs.store import PackStore, sibling_pack
+from tagcli.scorer import TagScorer
 
 OTHER_FINGERPRINT = "sha256:" + "ab" * 32
 
@@ -30,7 +37,10 @@ def packs(base, tmp_path: Path) -> dict[str, Path]:
     """A domain pack and a function pack on disk (siblings, as installed)."""
     smiles = domain_pack(base, "smiles", seed=1)
     logp = function_pack(base, "logp", [smiles], regression_head(base.hidden_size, ["y"], seed=2), seed=2)
-    return {"smiles": save_pack(smiles, tmp_path / "packs" / "smiles"), "logp": save_pack(logp, tmp_path / "packs" / "logp")}
+    return {
+        "smiles": save_pack(smiles, tmp_path / "packs" / "smiles"),
+        "logp": save_pack(logp, tmp_path / "packs" / "logp"),
+    }
 
 
 def hidden_of(base) -> torch.Tensor:
@@ -68,7 +78,10 @@ def test_function_pack_round_trip_keeps_head_outputs(base, tmp_path: Path) -> No
     assert torch.equal(loaded.tags["multi"], pack.tags["multi"])
     hidden = hidden_of(base)
     with torch.no_grad():
-        expected, got = head.predict(SimpleNamespace(hidden=hidden)), loaded.head.predict(SimpleNamespace(hidden=hidden))
+        expected, got = (
+            head.predict(SimpleNamespace(hidden=hidden)),
+            loaded.head.predict(SimpleNamespace(hidden=hidden)),
+        )
     assert list(got) == ["pred_a", "pred_b"]
     for column in expected:
         torch.testing.assert_close(got[column], expected[column], atol=0, rtol=0)
@@ -86,7 +99,10 @@ def test_classification_pack_round_trip(base, tmp_path: Path) -> None:
     loaded = load_pack(save_pack(function_pack(base, "tox", [smiles], head), tmp_path / "tox"))
     hidden = hidden_of(base)
     with torch.no_grad():
-        got, expected = loaded.head.predict(SimpleNamespace(hidden=hidden)), head.predict(SimpleNamespace(hidden=hidden))
+        got, expected = (
+            loaded.head.predict(SimpleNamespace(hidden=hidden)),
+            head.predict(SimpleNamespace(hidden=hidden)),
+        )
     assert got["pred_label"] == expected["pred_label"]
     torch.testing.assert_close(got["prob_c"], expected["prob_c"], atol=0, rtol=0)
     torch.testing.assert_close(sum(got[f"prob_{c}"] for c in "abc"), torch.ones(5))
@@ -275,7 +291,9 @@ def test_unknown_head_type(packs: dict[str, Path]) -> None:
 
 
 def test_bad_head_spec(packs: dict[str, Path]) -> None:
-    edit_manifest(packs["logp"], lambda m: m.update(head={"type": "classification", "target": "x", "classes": ["only"]}))
+    edit_manifest(
+        packs["logp"], lambda m: m.update(head={"type": "classification", "target": "x", "classes": ["only"]})
+    )
     refused(packs["logp"], "at least two 'classes'")
 
 

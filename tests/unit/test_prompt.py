@@ -10,9 +10,9 @@ import torch
 from tokenizers import processors
 from transformers import AutoTokenizer
 
-from tagcli.errors import PackError
 from tagcli.core.batching import length_batches
 from tagcli.core.prompt import EncodedRow, PromptEncoder, PromptTemplate, TagTable, collate
+from tagcli.errors import PackError
 
 QED = PromptTemplate("{tag:smiles}{input:smiles}{tag:qed}")
 
@@ -26,7 +26,9 @@ def tokenizer(tiny_model_dir: Path):
 def bos_tokenizer(tiny_model_dir: Path):
     """The tiny tokenizer made to prepend <s> by default, like Llama-2's."""
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.bos_token_id)])
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.bos_token_id)]
+    )
     assert tok("x").input_ids[0] == tok.bos_token_id
     return tok
 
@@ -41,7 +43,12 @@ def test_template_segments_tags_inputs_and_function_tag() -> None:
     template = PromptTemplate("Molecule {tag:smiles}{input:smiles} has {tag:qed}.")
     kinds = [(s.kind, s.value) for s in template.segments]
     assert kinds == [
-        ("text", "Molecule "), ("tag", "smiles"), ("input", "smiles"), ("text", " has "), ("tag", "qed"), ("text", "."),
+        ("text", "Molecule "),
+        ("tag", "smiles"),
+        ("input", "smiles"),
+        ("text", " has "),
+        ("tag", "qed"),
+        ("text", "."),
     ]
     assert template.tags == ["smiles", "qed"]
     assert template.inputs == ["smiles"]
@@ -79,7 +86,9 @@ def test_rename_swaps_domain_tags_and_inputs_but_not_the_function() -> None:
     assert renamed.text == "{tag:protein}{input:protein}{tag:qed}"
     assert renamed.ends_with_tag == "qed"
     # Plain text that spells a domain name is left alone.
-    assert PromptTemplate("smiles: {input:smiles}{tag:qed}").rename({"smiles": "x"}).text == "smiles: {input:x}{tag:qed}"
+    assert (
+        PromptTemplate("smiles: {input:smiles}{tag:qed}").rename({"smiles": "x"}).text == "smiles: {input:x}{tag:qed}"
+    )
 
 
 def test_tag_table_offsets_are_contiguous() -> None:
@@ -141,7 +150,13 @@ def test_collate_keeps_slots_ids_and_positions_under_padding(tokenizer, side: st
     encoder, rows = _rows(tokenizer)
     batch = collate(rows, encoder.pad_id, side)
     width = max(len(r) for r in rows)
-    assert batch.input_ids.shape == batch.slots.shape == batch.attention_mask.shape == batch.position_ids.shape == (4, width)
+    assert (
+        batch.input_ids.shape
+        == batch.slots.shape
+        == batch.attention_mask.shape
+        == batch.position_ids.shape
+        == (4, width)
+    )
     for i, row in enumerate(rows):
         start = width - len(row) if side == "left" else 0
         span = slice(start, start + len(row))
@@ -174,7 +189,9 @@ def test_readout_follows_each_rows_own_function_tag(tokenizer) -> None:
     encoder = PromptEncoder(tokenizer, TABLE)
     qed_rows = encoder.encode(QED, {"smiles": encoder.tokenize_inputs(["CCO", "c1ccccc1"])})
     bind = PromptTemplate("{tag:protein}{input:protein}{tag:smiles}{input:smiles}{tag:bind}")
-    bind_rows = encoder.encode(bind, {"protein": encoder.tokenize_inputs(["MKTAYIAK"]), "smiles": encoder.tokenize_inputs(["CCO"])})
+    bind_rows = encoder.encode(
+        bind, {"protein": encoder.tokenize_inputs(["MKTAYIAK"]), "smiles": encoder.tokenize_inputs(["CCO"])}
+    )
     rows = [qed_rows[0], bind_rows[0], qed_rows[1]]
     for side in ("left", "right"):
         batch = collate(rows, encoder.pad_id, side)

@@ -14,25 +14,25 @@ import re
 import tarfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pytest
 
 from helpers import domain_pack, function_pack, regression_head
+from tagcli.cli.pack_rows import list_row
 from tagcli.errors import PackError, UsageError
 from tagcli.home import packs_dir
-from tagcli.cli.pack_rows import list_row
 from tagcli.packs import listing
 from tagcli.packs.format import save_pack
 from tagcli.packs.install import ensure_packs, pull, remove
 from tagcli.packs.registries import configured_registries, parse_registry
+from tagcli.packs.store import PackStore, builtin_packs_dir
 from tagcli.packs.transport import sha256_file
 from tagcli.scorer import TagScorer
-from tagcli.packs.store import PackStore, builtin_packs_dir
 
 OTHER_FINGERPRINT = "sha256:" + "cd" * 32
 
@@ -131,7 +131,10 @@ def installed() -> dict[str, str]:
     root = packs_dir()
     if not root.is_dir():
         return {}
-    return {p.name: json.loads((p / "manifest.json").read_text())["version"] if (p / "manifest.json").is_file() else "?" for p in root.iterdir()}
+    return {
+        p.name: json.loads((p / "manifest.json").read_text())["version"] if (p / "manifest.json").is_file() else "?"
+        for p in root.iterdir()
+    }
 
 
 def entry_of(folder: Path, name: str) -> dict:
@@ -153,7 +156,8 @@ def test_pull_installs_the_pack_and_the_domain_pack_it_needs(reg: Path, base) ->
     with serve(reg) as server:
         results = pull(["logp"], [parse_registry(index_url(server))])
     assert [(r["name"], r["version"], r["status"], r["wanted_by"]) for r in results] == [
-        ("logp", "0.1.0", "installed", None), ("smiles", "0.2.0", "installed", "logp")
+        ("logp", "0.1.0", "installed", None),
+        ("smiles", "0.2.0", "installed", "logp"),
     ]
     assert installed() == {"logp": "0.1.0", "smiles": "0.2.0"}
     record = json.loads((packs_dir() / "logp" / ".tagcli-install.json").read_text())
@@ -186,7 +190,9 @@ def test_a_pulled_pack_replaces_the_builtin_of_that_name_and_versions_reach_eith
     assert store.find("smiles") == (packs_dir() / "smiles").resolve()
     assert store.find("smiles@0.2.0") == (packs_dir() / "smiles").resolve()
     assert store.find("smiles@0.1.0") == builtin.resolve()
-    with pytest.raises(PackError, match=r"no version 9\.9 of tag pack 'smiles' is installed \(found 0\.2\.0 in .*0\.1\.0 in "):
+    with pytest.raises(
+        PackError, match=r"no version 9\.9 of tag pack 'smiles' is installed \(found 0\.2\.0 in .*0\.1\.0 in "
+    ):
         store.find("smiles@9.9")
     assert PackStore().installed()["smiles"].path == (packs_dir() / "smiles").resolve()
     assert remove("smiles")["builtin_now_used"]
@@ -197,7 +203,9 @@ def test_unknown_version_names_the_ones_there(reg: Path) -> None:
     with serve(reg) as server:
         with pytest.raises(PackError) as info:
             pull(["logp@9.9.9"], [parse_registry(index_url(server))])
-    assert info.value.message == f"no version 9.9.9 of pack 'logp' in any registry (there: 0.1.0 in {index_url(server)})"
+    assert (
+        info.value.message == f"no version 9.9.9 of pack 'logp' in any registry (there: 0.1.0 in {index_url(server)})"
+    )
     assert installed() == {}
 
 
@@ -248,9 +256,13 @@ def test_truncated_download_resumes_with_a_range_request(reg: Path, how: str) ->
             pull(["logp"], [parse_registry(index_url(server))])
         message = info.value.message
         if how == "short":
-            assert message == f"download of logp 0.1.0 from {index_url(server)} ended early at 3000 of {size} bytes", message
+            assert message == f"download of logp 0.1.0 from {index_url(server)} ended early at 3000 of {size} bytes", (
+                message
+            )
         else:
-            assert re.fullmatch(rf"download of logp 0\.1\.0 from \S+ stopped at \d+ of {size} bytes \(.+\)", message), message
+            assert re.fullmatch(rf"download of logp 0\.1\.0 from \S+ stopped at \d+ of {size} bytes \(.+\)", message), (
+                message
+            )
         assert "run the same command again" in info.value.hint
         assert installed() == {}
         kept = part.stat().st_size
@@ -291,7 +303,9 @@ def test_unsafe_archives_are_refused(reg: Path, tmp_path: Path, kind: str) -> No
         member = tarfile.TarInfo("tags.safetensors.link")
         member.type, member.linkname = tarfile.SYMTYPE, "/etc/passwd"
     else:
-        member = tarfile.TarInfo({"dotdot": "../../evil.txt", "absolute": str(tmp_path / "evil.txt"), "extra": "run.py"}[kind])
+        member = tarfile.TarInfo(
+            {"dotdot": "../../evil.txt", "absolute": str(tmp_path / "evil.txt"), "extra": "run.py"}[kind]
+        )
         member.size = 1
     _evil_archive(reg, member)
     with serve(reg) as server:
@@ -302,7 +316,13 @@ def test_unsafe_archives_are_refused(reg: Path, tmp_path: Path, kind: str) -> No
 
 
 def test_an_archive_that_is_not_what_its_entry_says_is_refused(reg: Path) -> None:
-    set_entry(reg, "protein", url=entry_of(reg, "smiles")["url"], size=entry_of(reg, "smiles")["size"], sha256=entry_of(reg, "smiles")["sha256"])
+    set_entry(
+        reg,
+        "protein",
+        url=entry_of(reg, "smiles")["url"],
+        size=entry_of(reg, "smiles")["size"],
+        sha256=entry_of(reg, "smiles")["sha256"],
+    )
     with pytest.raises(PackError, match=r"holds pack 'smiles' 0\.2\.0, not what its index entry says"):
         pull(["protein"], [parse_registry(str(reg))])
     assert installed() == {}
@@ -327,7 +347,9 @@ def test_interrupted_installs_leave_no_pack_behind(reg: Path) -> None:
     stale.mkdir(parents=True)
     (stale / "manifest.json").write_text("{}")
     found = PackStore().installed().values()
-    assert all(stale.parent not in Path(getattr(p, "path", "/")).parents for p in found)  # a staging folder is never a pack
+    assert all(
+        stale.parent not in Path(getattr(p, "path", "/")).parents for p in found
+    )  # a staging folder is never a pack
     pull(["protein"], [parse_registry(str(reg))])
     assert installed() == {"protein": "0.1.0"}  # and it is cleaned up by the next pull
 
@@ -338,13 +360,20 @@ def test_interrupted_installs_leave_no_pack_behind(reg: Path) -> None:
 def test_predict_pulls_what_is_missing(reg: Path, base, tiny_model_dir: Path) -> None:
     pulled = []
     with serve(reg) as server:
-        functions, domains = ensure_packs(["logp"], None, registries=[index_url(server)], base_model=str(tiny_model_dir), on_pull=pulled.append)
+        functions, domains = ensure_packs(
+            ["logp"], None, registries=[index_url(server)], base_model=str(tiny_model_dir), on_pull=pulled.append
+        )
         assert (functions, domains) == (["logp"], None)
         assert [r["name"] for r in pulled] == ["logp", "smiles"]
         pulled.clear()
-        assert ensure_packs(["logp@0.1.0"], ["smiles"], registries=[index_url(server)]) == ([str((packs_dir() / "logp").resolve())], ["smiles"])
+        assert ensure_packs(["logp@0.1.0"], ["smiles"], registries=[index_url(server)]) == (
+            [str((packs_dir() / "logp").resolve())],
+            ["smiles"],
+        )
     assert pulled == []
-    assert TagScorer(functions, base_model=base)(pa.table({"smiles": ["CCO", "C1CC"]})).column("status").to_pylist() == ["ok", "invalid"]
+    assert TagScorer(functions, base_model=base)(pa.table({"smiles": ["CCO", "C1CC"]})).column(
+        "status"
+    ).to_pylist() == ["ok", "invalid"]
 
 
 def test_offline_never_pulls(reg: Path, tiny_model_dir: Path) -> None:
@@ -399,7 +428,13 @@ def test_registries_come_from_options_env_and_config(tmp_path: Path, monkeypatch
     monkeypatch.setenv("TAGCLI_CONFIG", str(config))
     monkeypatch.setenv("TAGCLI_REGISTRY", "file:///srv/reg/index.json, hf://datasets/org/more")
     found = configured_registries(["https://example.org/reg/"])
-    assert [type(r).__name__ for r in found] == ["UrlRegistry", "UrlRegistry", "HubRegistry", "FolderRegistry", "HubRegistry"]
+    assert [type(r).__name__ for r in found] == [
+        "UrlRegistry",
+        "UrlRegistry",
+        "HubRegistry",
+        "FolderRegistry",
+        "HubRegistry",
+    ]
     assert found[0].index_url == "https://example.org/reg/index.json"
     assert (found[2].repo_id, found[2].repo_type) == ("org/more", "dataset")
     assert found[3].folder == (config.parent / "packs").resolve()
@@ -411,7 +446,9 @@ def test_registries_come_from_options_env_and_config(tmp_path: Path, monkeypatch
         parse_registry("hf://just-a-name")
 
 
-def test_export_updates_the_index_and_a_folder_without_one_still_works(reg: Path, sources: Path, tmp_path: Path) -> None:
+def test_export_updates_the_index_and_a_folder_without_one_still_works(
+    reg: Path, sources: Path, tmp_path: Path
+) -> None:
     before = json.loads((reg / "index.json").read_text())["packs"]
     listing.export(str(sources / "logp"), reg)  # the same name and version: replaced, not added
     after = json.loads((reg / "index.json").read_text())["packs"]
@@ -434,7 +471,9 @@ def _hub_cache(root: Path, reg: Path, repo: str = "models--org--packs") -> str:
     return commit
 
 
-def test_hub_registry_reads_the_hugging_face_cache_offline(reg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hub_registry_reads_the_hugging_face_cache_offline(
+    reg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
@@ -444,7 +483,10 @@ def test_hub_registry_reads_the_hugging_face_cache_offline(reg: Path, tmp_path: 
     assert all(row["status"] == "ok" for row in listing.verify())
     with pytest.raises(PackError) as info:
         pull(["logp"], [parse_registry("hf://org/elsewhere")])
-    assert "registry hf://org/elsewhere: index.json is not in the local Hugging Face cache and downloads are off" in info.value.message
+    assert (
+        "registry hf://org/elsewhere: index.json is not in the local Hugging Face cache and downloads are off"
+        in info.value.message
+    )
 
 
 # --------------------------------------------------------------------------- verify, rm, info
@@ -495,14 +537,34 @@ def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
     return done.value.code or 0, out, err
 
 
-def test_pack_commands(reg: Path, sources: Path, tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture) -> None:
-    code, out, _ = cli(capsys, "pack", "export", str(sources / "protein"), "--to", str(tmp_path / "mine"), "--format", "json")
+def test_pack_commands(
+    reg: Path, sources: Path, tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code, out, _ = cli(
+        capsys, "pack", "export", str(sources / "protein"), "--to", str(tmp_path / "mine"), "--format", "json"
+    )
     assert code == 0 and json.loads(out)["url"] == "protein-0.1.0.tagpack"
     assert [e["name"] for e in json.loads((tmp_path / "mine" / "index.json").read_text())["packs"]] == ["protein"]
-    code, out, _ = cli(capsys, "pack", "list", "--available", "--registry", str(reg), "--base-model", str(tiny_model_dir), "--format", "json")
+    code, out, _ = cli(
+        capsys,
+        "pack",
+        "list",
+        "--available",
+        "--registry",
+        str(reg),
+        "--base-model",
+        str(tiny_model_dir),
+        "--format",
+        "json",
+    )
     assert code == 0 and sorted(r["name"] for r in json.loads(out)) == ["logp", "protein", "smiles"]
     code, out, err = cli(capsys, "pack", "pull", "logp@9.9", "--registry", str(reg))
-    assert (code, out) == (1, "") and err.strip() == f"error: no version 9.9 of pack 'logp' in any registry (there: 0.1.0 in {reg}) (hint: `tagcli pack pull logp` takes the newest)"
+    assert (
+        (code, out) == (1, "")
+        and err.strip()
+        == f"error: no version 9.9 of pack 'logp' in any registry (there: 0.1.0 in {reg}) "
+        "(hint: `tagcli pack pull logp` takes the newest)"
+    )
     code, out, _ = cli(capsys, "pack", "pull", "protein", "--registry", str(tmp_path / "mine"))
     assert code == 0 and out.startswith("installed protein 0.1.0 from ")
     code, out, _ = cli(capsys, "pack", "info", "protein", "--format", "json")

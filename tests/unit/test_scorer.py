@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from helpers import PROTEINS, SMILES, domain_pack, function_pack, regression_head, write_packs
-from tagcli.errors import BadRowError, PackError, UsageError
 from tagcli.core.model import TaggedModel
-from tagcli.packs.format import save_pack
 from tagcli.core.prompt import PromptEncoder, collate
+from tagcli.errors import BadRowError, PackError, UsageError
 from tagcli.io.runner import evaluate_file, score_file
+from tagcli.packs.format import save_pack
 from tagcli.scorer import TagScorer
 
 
@@ -54,7 +54,9 @@ def reference_predictions(scorer: TagScorer, values: list[str], domain: str = "s
 
 def test_dataframe_in_dataframe_out(scorer) -> None:
     s = scorer()
-    frame = pd.DataFrame({"name": [f"m{i}" for i in range(len(SMILES))], "smiles": SMILES, "weight": np.arange(len(SMILES)) * 1.5})
+    frame = pd.DataFrame(
+        {"name": [f"m{i}" for i in range(len(SMILES))], "smiles": SMILES, "weight": np.arange(len(SMILES)) * 1.5}
+    )
     out = s(frame)
     assert isinstance(out, pd.DataFrame)
     assert list(out.columns) == ["name", "smiles", "weight", "pred_y", "status", "error"]
@@ -113,7 +115,17 @@ def test_bad_smiles_rows_are_marked_not_zeroed(scorer) -> None:
     frame = pd.DataFrame({"smiles": values})
     out = scorer()(frame)
     assert len(out) == len(values)
-    assert out["status"].tolist() == ["ok", "invalid", "invalid", "invalid", "invalid", "invalid", "invalid", "invalid", "ok"]
+    assert out["status"].tolist() == [
+        "ok",
+        "invalid",
+        "invalid",
+        "invalid",
+        "invalid",
+        "invalid",
+        "invalid",
+        "invalid",
+        "ok",
+    ]
     bad = out[out["status"] == "invalid"]
     assert bad["pred_y"].isna().all()  # null, never 0.0
     assert out.loc[[0, 8], "pred_y"].notna().all() and out.loc[[0, 8], "error"].isna().all()
@@ -171,9 +183,13 @@ def test_canonicalizing_domain_scores_equivalent_smiles_alike(base, tmp_path: Pa
         save_pack(smiles, tmp_path / str(canonicalize) / "smiles")
         save_pack(function_pack(base, "logp", [smiles]), tmp_path / str(canonicalize) / "logp")
     table = pa.table({"smiles": ["CCO", "OCC", "C(O)C"]})
-    canonical = TagScorer("logp", base_model=base, pack_dirs=[str(tmp_path / "True")])(table).column("pred_y").to_pylist()
+    canonical = (
+        TagScorer("logp", base_model=base, pack_dirs=[str(tmp_path / "True")])(table).column("pred_y").to_pylist()
+    )
     raw = TagScorer("logp", base_model=base, pack_dirs=[str(tmp_path / "False")])(table).column("pred_y").to_pylist()
-    assert canonical[1] == pytest.approx(canonical[0], abs=1e-6) and canonical[2] == pytest.approx(canonical[0], abs=1e-6)
+    assert canonical[1] == pytest.approx(canonical[0], abs=1e-6) and canonical[2] == pytest.approx(
+        canonical[0], abs=1e-6
+    )
     assert raw[1] != pytest.approx(raw[0], abs=1e-4)  # without canonicalization the spelling matters
 
 
@@ -273,7 +289,9 @@ def test_pair_function_scores_a_pair_table(scorer) -> None:
     s = scorer("bind")
     assert list(s.plans[0].domains) == ["protein", "smiles"]
     assert not s.plans[0].zero_shot
-    table = pd.DataFrame({"sequence": PROTEINS + ["MKT1AY"], "ligand": SMILES[:4] + ["CCO"], "smiles": SMILES[4:8] + ["CCO"]})
+    table = pd.DataFrame(
+        {"sequence": PROTEINS + ["MKT1AY"], "ligand": SMILES[:4] + ["CCO"], "smiles": SMILES[4:8] + ["CCO"]}
+    )
     out = s(table)
     assert out["status"].tolist() == ["ok"] * 4 + ["invalid"]
     assert out["error"][4].startswith("protein: not a protein sequence")
@@ -297,7 +315,9 @@ def test_pairs_sharing_a_protein_match_one_row_at_a_time(scorer) -> None:
     tags = {name: pack.tags[name] for pack in (plan.function, *plan.domains.values()) for name in pack.tags}
     model = TaggedModel(s.base.model, tags, {plan.function.name: plan.function.head}).eval()
     encoder = PromptEncoder(s.base.tokenizer, model.tag_table)
-    rows = encoder.encode(plan.template, {"protein": encoder.tokenize_inputs(proteins), "smiles": encoder.tokenize_inputs(ligands)})
+    rows = encoder.encode(
+        plan.template, {"protein": encoder.tokenize_inputs(proteins), "smiles": encoder.tokenize_inputs(ligands)}
+    )
     expected = [float(model.predict(collate([r], encoder.pad_id), "bind")["pred_affinity"][0]) for r in rows]
     np.testing.assert_allclose(out.column("pred_affinity").to_pylist(), expected, atol=1e-5, rtol=0)
 
@@ -315,7 +335,9 @@ def test_zero_shot_behind_another_domain(scorer) -> None:
     assert list(plan.domains) == ["protein"]
     out = s(pa.table({"sequence": PROTEINS}))
     assert out.column("status").to_pylist() == ["ok"] * len(PROTEINS)
-    np.testing.assert_allclose(out.column("pred_y").to_pylist(), reference_predictions(s, PROTEINS, "protein"), atol=1e-5)
+    np.testing.assert_allclose(
+        out.column("pred_y").to_pylist(), reference_predictions(s, PROTEINS, "protein"), atol=1e-5
+    )
     assert not scorer("logp").plans[0].zero_shot
 
 
@@ -363,7 +385,9 @@ def test_base_model_by_path(base, pack_dir: Path) -> None:
     by_path = TagScorer("logp", base_model=str(base.path), pack_dirs=[str(pack_dir)], device="cpu", dtype="float32")
     by_object = TagScorer("logp", base_model=base, pack_dirs=[str(pack_dir)])
     table = pa.table({"smiles": SMILES})
-    np.testing.assert_allclose(by_path(table).column("pred_y").to_pylist(), by_object(table).column("pred_y").to_pylist(), atol=1e-6)
+    np.testing.assert_allclose(
+        by_path(table).column("pred_y").to_pylist(), by_object(table).column("pred_y").to_pylist(), atol=1e-6
+    )
 
 
 # --------------------------------------------------------------------------- runner
@@ -380,7 +404,9 @@ def test_score_file_csv_to_parquet(scorer, tmp_path: Path) -> None:
     source = tmp_path / "in.csv"
     frame.to_csv(source, index=False)
     events: list = []
-    summary = score_file(scorer(), source, tmp_path / "out.parquet", window_rows=5, on_start=events.append, on_rows=events.append)
+    summary = score_file(
+        scorer(), source, tmp_path / "out.parquet", window_rows=5, on_start=events.append, on_rows=events.append
+    )
     out = pq.read_table(tmp_path / "out.parquet").to_pandas()
     assert out.columns.tolist() == ["id", "smiles", "y", "pred_y", "status", "error"]
     assert out["id"].tolist() == frame["id"].tolist()
@@ -391,7 +417,9 @@ def test_score_file_csv_to_parquet(scorer, tmp_path: Path) -> None:
     assert summary.as_dict()["rows"] == 12 and summary.output == str(tmp_path / "out.parquet")
     # windows do not change the numbers
     whole = scorer()(frame[["id", "smiles", "y"]].astype({"y": str}))
-    np.testing.assert_allclose(out["pred_y"].to_numpy(float), whole["pred_y"].to_numpy(float), atol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(
+        out["pred_y"].to_numpy(float), whole["pred_y"].to_numpy(float), atol=1e-5, equal_nan=True
+    )
 
 
 def test_score_file_parquet_to_csv(scorer, tmp_path: Path) -> None:
@@ -448,14 +476,18 @@ def test_the_scorer_is_the_package_api() -> None:
 
 
 def test_eval_metrics_recorded_in_the_pack(scorer, tmp_path: Path) -> None:
-    from tagcli.packs.format import load_pack, record_metrics
     from tagcli.io.runner import pack_metrics
+    from tagcli.packs.format import load_pack, record_metrics
 
     s = scorer("logp")
     labeled = tmp_path / "labeled.parquet"
     pq.write_table(pa.table({"smiles": SMILES + ["C1CC"], "y": [float(len(v)) for v in SMILES] + [1.0]}), labeled)
     metrics = pack_metrics(evaluate_file(s, labeled, ["y"]), ["y"], s.plans[0].function.head)
-    assert metrics["rows"] == len(SMILES) + 1 and metrics["scored"] == metrics["n"] == len(SMILES) and metrics["invalid"] == 1
+    assert (
+        metrics["rows"] == len(SMILES) + 1
+        and metrics["scored"] == metrics["n"] == len(SMILES)
+        and metrics["invalid"] == 1
+    )
     assert metrics["standardized_mse"] == pytest.approx(metrics["mse"] / 2.0**2)  # the head's target std is 2
     copy = tmp_path / "logp"
     save_pack(s.plans[0].function, copy)

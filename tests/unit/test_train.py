@@ -16,12 +16,12 @@ from safetensors.torch import load_file
 
 import tagcli.train as train_module
 from helpers import PROTEINS, SMILES, domain_pack
-from tagcli.errors import UsageError
+from tagcli.core.batching import epoch_batches
 from tagcli.core.model import TaggedModel
+from tagcli.core.prompt import PromptEncoder, PromptTemplate, collate
+from tagcli.errors import UsageError
 from tagcli.packs.format import load_pack, save_pack, tag_digest
 from tagcli.scorer import TagScorer
-from tagcli.core.prompt import PromptEncoder, PromptTemplate, collate
-from tagcli.core.batching import epoch_batches
 from tagcli.train import TrainConfig, init_tag, train
 from tagcli.train.data import Examples
 from tagcli.train.features import readouts
@@ -30,7 +30,9 @@ from tagcli.train.methods import method_for
 
 def molecules(n: int = 40, seed: int = 0) -> list[str]:
     rng = np.random.default_rng(seed)
-    return ["C" * int(rng.integers(1, 12)) + str(rng.choice(["O", "N", "Cl", "c1ccccc1", "", "C(=O)O"])) for _ in range(n)]
+    return [
+        "C" * int(rng.integers(1, 12)) + str(rng.choice(["O", "N", "Cl", "c1ccccc1", "", "C(=O)O"])) for _ in range(n)
+    ]
 
 
 @pytest.fixture
@@ -52,8 +54,19 @@ def data(tmp_path: Path) -> Path:
 
 def config(stage: int, data: Path, out: Path, **overrides: Any) -> TrainConfig:
     values: dict[str, Any] = dict(
-        data=str(data), out=str(out), domains=["smiles"], tag_length=2, max_steps=4, batch_size=8,
-        eval_every=2, checkpoint_every=2, patience=0, device="cpu", dtype="float32", lr=1e-3, head_lr=1e-3,
+        data=str(data),
+        out=str(out),
+        domains=["smiles"],
+        tag_length=2,
+        max_steps=4,
+        batch_size=8,
+        eval_every=2,
+        checkpoint_every=2,
+        patience=0,
+        device="cpu",
+        dtype="float32",
+        lr=1e-3,
+        head_lr=1e-3,
     )
     if stage > 1:
         values.update(function="fn", targets=["y"])
@@ -139,7 +152,9 @@ def test_config_errors(tmp_path: Path, stage: int, overrides: dict, message: str
     ],
 )
 def test_templates_must_fit_the_method(tmp_path: Path, method: str, template: str, fits: bool) -> None:
-    check = lambda: method_for(config(2, tmp_path / "x.csv", tmp_path / "fn", method=method, template=template)).template()  # noqa: E731
+    def check():
+        return method_for(config(2, tmp_path / "x.csv", tmp_path / "fn", method=method, template=template)).template()  # noqa: E731
+
     if fits:
         assert check().text == template
     else:
@@ -161,7 +176,9 @@ def test_missing_target_column(base, data: Path, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- stage 1
 
 
-def test_stage1_targets_are_the_input_tokens_only(base, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stage1_targets_are_the_input_tokens_only(
+    base, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     recorder = Recorder(monkeypatch)
     template = "SMILES {tag:smiles} is {input:smiles}"
     train(config(1, data, tmp_path / "smiles", template=template, tag_length=3, max_steps=2, eval_every=100), base)
@@ -186,12 +203,16 @@ def test_stage1_targets_are_the_input_tokens_only(base, data: Path, tmp_path: Pa
     assert base.tokenizer.decode(row) in set(molecules())
 
 
-def test_stage1_loss_decreases_and_only_the_tag_changes(base, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stage1_loss_decreases_and_only_the_tag_changes(
+    base, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     recorder = Recorder(monkeypatch)
     backbone = {k: v.clone() for k, v in base.model.state_dict().items()}
     events: list[dict] = []
     # One batch holds every training row, so every step's loss is on the same rows.
-    pack = train(config(1, data, tmp_path / "smiles", max_steps=12, batch_size=64, lr=1e-2, eval_every=4), base, events.append)
+    pack = train(
+        config(1, data, tmp_path / "smiles", max_steps=12, batch_size=64, lr=1e-2, eval_every=4), base, events.append
+    )
     losses = step_losses(events)
     assert len(losses) == 12
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.05
@@ -215,7 +236,9 @@ def test_stage1_loss_decreases_and_only_the_tag_changes(base, data: Path, tmp_pa
 # --------------------------------------------------------------------------- stage 2
 
 
-def test_stage2_trains_only_the_function_tag_and_head(base, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stage2_trains_only_the_function_tag_and_head(
+    base, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     domain = domain_pack(base, "smiles", seed=3)
     save_pack(domain, tmp_path / "packs" / "smiles")
     recorder = Recorder(monkeypatch)
@@ -226,9 +249,15 @@ def test_stage2_trains_only_the_function_tag_and_head(base, data: Path, tmp_path
         if event["event"] == "step":
             snapshots.append({name: t.detach().clone() for name, t in recorder.model.tags.items()})
 
-    pack = train(config(2, data, tmp_path / "out" / "fn", pack_dirs=[str(tmp_path / "packs")], max_steps=3), base, on_progress)
+    pack = train(
+        config(2, data, tmp_path / "out" / "fn", pack_dirs=[str(tmp_path / "packs")], max_steps=3), base, on_progress
+    )
     model = recorder.model
-    assert {n for n, p in model.named_parameters() if p.requires_grad} == {"tags.fn", "heads.fn.linear.weight", "heads.fn.linear.bias"}
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+        "tags.fn",
+        "heads.fn.linear.weight",
+        "heads.fn.linear.bias",
+    }
     start = init_tag(base.model, 2)
     assert len(snapshots) == 3
     for snapshot in snapshots:
@@ -256,7 +285,17 @@ def test_stage2_loss_decreases_on_a_learnable_target(base, tmp_path: Path) -> No
     noise = np.random.default_rng(1).normal(size=len(values))
     pd.DataFrame({"smiles": values, "noise": noise}).to_csv(tmp_path / "d.csv", index=False)
     events: list[dict] = []
-    cfg = config(2, tmp_path / "d.csv", tmp_path / "fn", targets=["noise"], batch_size=64, max_steps=12, lr=1e-4, head_lr=1e-2, eval_every=100)
+    cfg = config(
+        2,
+        tmp_path / "d.csv",
+        tmp_path / "fn",
+        targets=["noise"],
+        batch_size=64,
+        max_steps=12,
+        lr=1e-4,
+        head_lr=1e-2,
+        eval_every=100,
+    )
     train(cfg, base, events.append)
     losses = step_losses(events)
     assert len(losses) == 12
@@ -282,7 +321,9 @@ def test_stage2_pack_loads_and_scores(base, data: Path, tmp_path: Path) -> None:
 
 def test_classification_training(base, data: Path, tmp_path: Path) -> None:
     save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "smiles")
-    pack = train(config(2, data, tmp_path / "oxy", function="oxy", targets=["label"], task="classification", max_steps=3), base)
+    pack = train(
+        config(2, data, tmp_path / "oxy", function="oxy", targets=["label"], task="classification", max_steps=3), base
+    )
     loaded = load_pack(tmp_path / "oxy")
     assert loaded.manifest.head == {"type": "classification", "target": "label", "classes": ["none", "oxygen"]}
     assert set(loaded.manifest.metrics["val"]) >= {"accuracy", "roc_auc", "log_loss"}
@@ -320,7 +361,12 @@ def test_rows_with_bad_inputs_or_missing_labels_are_dropped(base, tmp_path: Path
     pack = train(config(2, data, tmp_path / "fn", val=data, max_steps=1), base)
     counts = pack.manifest.training["data"]
     assert (counts["train_rows"], counts["val_rows"], counts["dropped_rows"]) == (18, 18, 4)
-    pack = train(config(2, data, tmp_path / "cls", function="cls", targets=["label"], task="classification", val=data, max_steps=1), base)
+    pack = train(
+        config(
+            2, data, tmp_path / "cls", function="cls", targets=["label"], task="classification", val=data, max_steps=1
+        ),
+        base,
+    )
     assert pack.head.classes == ["a", "b"]
     assert pack.manifest.training["data"]["dropped_rows"] == 4
 
@@ -335,7 +381,12 @@ def test_blank_regression_label_in_csv_is_dropped(base, tmp_path: Path) -> None:
 def test_blank_class_label_in_csv_is_not_a_class(base, tmp_path: Path) -> None:
     _data_with_bad_rows(base, tmp_path).to_csv(tmp_path / "d.csv", index=False)
     data = str(tmp_path / "d.csv")
-    pack = train(config(2, data, tmp_path / "cls", function="cls", targets=["label"], task="classification", val=data, max_steps=1), base)
+    pack = train(
+        config(
+            2, data, tmp_path / "cls", function="cls", targets=["label"], task="classification", val=data, max_steps=1
+        ),
+        base,
+    )
     assert pack.head.classes == ["a", "b"]
 
 
@@ -343,9 +394,20 @@ def test_stage3_pairs(base, tmp_path: Path) -> None:
     save_pack(domain_pack(base, "smiles", seed=1), tmp_path / "smiles")
     save_pack(domain_pack(base, "protein", seed=2), tmp_path / "protein")
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"sequence": [PROTEINS[i % 4] for i in range(16)], "smiles": [SMILES[i % 8] for i in range(16)], "kd": rng.normal(size=16)})
+    frame = pd.DataFrame(
+        {
+            "sequence": [PROTEINS[i % 4] for i in range(16)],
+            "smiles": [SMILES[i % 8] for i in range(16)],
+            "kd": rng.normal(size=16),
+        }
+    )
     frame.to_csv(tmp_path / "pairs.csv", index=False)
-    train(config(3, tmp_path / "pairs.csv", tmp_path / "bind", domains=["protein", "smiles"], function="bind", targets=["kd"]), base)
+    train(
+        config(
+            3, tmp_path / "pairs.csv", tmp_path / "bind", domains=["protein", "smiles"], function="bind", targets=["kd"]
+        ),
+        base,
+    )
     loaded = load_pack(tmp_path / "bind")
     assert loaded.manifest.template == "{tag:protein}{input:protein}{tag:smiles}{input:smiles}{tag:bind}"
     assert set(loaded.manifest.requires) == {"protein", "smiles"}
@@ -353,13 +415,32 @@ def test_stage3_pairs(base, tmp_path: Path) -> None:
     assert (out["status"] == "ok").all() and out["pred_kd"].notna().all()
 
 
-def test_prompt_tuning_baseline_has_the_tag_budget_in_front(base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prompt_tuning_baseline_has_the_tag_budget_in_front(
+    base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     save_pack(domain_pack(base, "smiles", seed=1), tmp_path / "smiles")
     save_pack(domain_pack(base, "protein", seed=2), tmp_path / "protein")
-    frame = pd.DataFrame({"sequence": [PROTEINS[i % 4] for i in range(16)], "smiles": [SMILES[i % 8] for i in range(16)], "kd": np.arange(16.0)})
+    frame = pd.DataFrame(
+        {
+            "sequence": [PROTEINS[i % 4] for i in range(16)],
+            "smiles": [SMILES[i % 8] for i in range(16)],
+            "kd": np.arange(16.0),
+        }
+    )
     frame.to_csv(tmp_path / "pairs.csv", index=False)
     recorder = Recorder(monkeypatch)
-    train(config(3, tmp_path / "pairs.csv", tmp_path / "pt", domains=["protein", "smiles"], function="pt", targets=["kd"], method="prompt-tuning"), base)
+    train(
+        config(
+            3,
+            tmp_path / "pairs.csv",
+            tmp_path / "pt",
+            domains=["protein", "smiles"],
+            function="pt",
+            targets=["kd"],
+            method="prompt-tuning",
+        ),
+        base,
+    )
     loaded = load_pack(tmp_path / "pt")
     # k = 3 tags (two domains + function) of p = 2 vectors each, all in one soft prompt in front.
     assert loaded.tags["pt"].shape == (6, base.hidden_size) and loaded.manifest.tag_length == 6
@@ -396,7 +477,15 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(base, data: Path, tmp_path: Path) -> None:
     save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "packs" / "smiles")
-    common = dict(pack_dirs=[str(tmp_path / "packs")], max_steps=6, batch_size=8, checkpoint_every=2, eval_every=2, lr=3e-3, head_lr=3e-3)
+    common = dict(
+        pack_dirs=[str(tmp_path / "packs")],
+        max_steps=6,
+        batch_size=8,
+        checkpoint_every=2,
+        eval_every=2,
+        lr=3e-3,
+        head_lr=3e-3,
+    )
 
     straight: list[dict] = []
     train(config(2, data, tmp_path / "a" / "fn", **common), base, straight.append)
@@ -452,10 +541,14 @@ def test_checkpoints_hold_no_pickles(base, data: Path, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- text answers
 
 
-def test_text_function_trains_on_the_answer_and_generates(base, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_text_function_trains_on_the_answer_and_generates(
+    base, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "smiles")
     recorder = Recorder(monkeypatch)
-    train(config(2, data, tmp_path / "says", function="says", targets=["label"], task="text", max_answer_tokens=4), base)
+    train(
+        config(2, data, tmp_path / "says", function="says", targets=["label"], task="text", max_answer_tokens=4), base
+    )
     # Only the answer tokens (and EOS) carry a loss: the prompt, tags and padding never do.
     batch, targets = recorder.losses[0]
     for row in range(len(targets)):
@@ -474,9 +567,13 @@ def test_batched_generation_equals_one_row_at_a_time(base) -> None:
     from helpers import domain_pack as make_domain
     from tagcli.core.prompt import PromptEncoder, PromptTemplate, collate
 
-    model = TaggedModel(base.model, {"smiles": make_domain(base, "smiles", seed=1).tags["smiles"], "says": init_tag(base.model, 2)})
+    model = TaggedModel(
+        base.model, {"smiles": make_domain(base, "smiles", seed=1).tags["smiles"], "says": init_tag(base.model, 2)}
+    )
     encoder = PromptEncoder(base.tokenizer, model.tag_table)
-    rows = encoder.encode(PromptTemplate("{tag:smiles}{input:smiles}{tag:says}"), {"smiles": encoder.tokenize_inputs(SMILES[:5])})
+    rows = encoder.encode(
+        PromptTemplate("{tag:smiles}{input:smiles}{tag:says}"), {"smiles": encoder.tokenize_inputs(SMILES[:5])}
+    )
     alone = [model.generate(collate([r], encoder.pad_id), 6)[0] for r in rows]
     for side in ("right", "left"):
         assert model.generate(collate(rows, encoder.pad_id, side), 6) == alone

@@ -40,4 +40,14 @@ def head_from_spec(spec: dict[str, Any], hidden_size: int) -> Head:
     return HEADS[head_type].from_spec(spec, hidden_size)
 
 
-__all__ = ["HEADS", "ClassificationHead", "Columns", "Head", "Readout", "RegressionHead", "TextHead", "head_from_spec", "register_head"]
+__all__ = [
+    "HEADS",
+    "ClassificationHead",
+    "Columns",
+    "Head",
+    "Readout",
+    "RegressionHead",
+    "TextHead",
+    "head_from_spec",
+    "register_head",
+]

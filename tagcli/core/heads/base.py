@@ -10,7 +10,8 @@ is one module and one `register_head` call (see `tagcli.core.heads`).
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Literal, Mapping, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal, Protocol
 
 import pyarrow as pa
 import torch
@@ -65,7 +66,9 @@ class Head(nn.Module):
 
     # -- training --------------------------------------------------------------------------
     @classmethod
-    def for_training(cls, hidden_size: int, targets: list[str], label_cells: Mapping[str, list], **options: Any) -> Head:
+    def for_training(
+        cls, hidden_size: int, targets: list[str], label_cells: Mapping[str, list], **options: Any
+    ) -> Head:
         """A new, untrained head for `targets` (label columns), given the training rows' label cells."""
         raise NotImplementedError
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -42,7 +43,9 @@ class ClassificationHead(LinearHead):
         return columns
 
     @classmethod
-    def for_training(cls, hidden_size: int, targets: list[str], label_cells: Mapping[str, list], **options: Any) -> ClassificationHead:
+    def for_training(
+        cls, hidden_size: int, targets: list[str], label_cells: Mapping[str, list], **options: Any
+    ) -> ClassificationHead:
         if len(targets) != 1:
             raise UsageError("a classification function has one --target column")
         classes = sorted({label for v in label_cells[targets[0]] if (label := class_label(v)) is not None})

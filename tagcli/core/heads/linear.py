@@ -7,7 +7,6 @@ from torch import nn
 
 from tagcli.core.heads.base import Head
 
-
 # Ridge and gradient training on standardised features give weights below ~1; a pack whose weights
 # are orders of magnitude larger was not produced by training (tampered, or a broken export).
 MAX_WEIGHT = 1e3
@@ -46,13 +45,18 @@ class LinearHead(Head):
     def check_state(self) -> str | None:
         largest = float(max(self.linear.weight.abs().max(), self.linear.bias.abs().max()))
         if largest > MAX_WEIGHT:
-            return f"its linear weights reach {largest:.3g}; training on standardised features gives far less (at most {MAX_WEIGHT:g})"
+            return (
+                f"its linear weights reach {largest:.3g}; "
+                f"training on standardised features gives far less (at most {MAX_WEIGHT:g})"
+            )
         if not bool((self.feature_std > 0).all()):
             return "feature_std must be positive"
         return None
 
 
-def ridge(features: torch.Tensor, targets: torch.Tensor, alphas: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)) -> torch.Tensor:
+def ridge(
+    features: torch.Tensor, targets: torch.Tensor, alphas: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
+) -> torch.Tensor:
     """Ridge weights [d, k] (no intercept: inputs are standardised), penalty picked on a 20% holdout."""
     x, y = features.double(), targets.double()
 

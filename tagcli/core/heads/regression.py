@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,6 @@ from tagcli.core.heads.base import Columns, Readout
 from tagcli.core.heads.linear import LinearHead, ridge
 from tagcli.core.metrics import regression_metrics, summarize_targets
 from tagcli.errors import PackError
-
 
 # A prediction this many training standard deviations from the training mean is not an extrapolation
 # but a broken model or input; such a row becomes an error instead of a number.
@@ -47,12 +47,17 @@ class RegressionHead(LinearHead):
         for column, mean, std in zip(self.output_columns(), self.target_mean.tolist(), self.target_std.tolist()):
             for k, value in enumerate(decoded[column]):
                 if problems[k] is None and abs(value - mean) > IMPLAUSIBLE_STDS * std:
-                    problems[k] = f"implausible {column} {value:.3g}: over {IMPLAUSIBLE_STDS} standard deviations from the training targets"
+                    problems[k] = (
+                        f"implausible {column} {value:.3g}: "
+                        f"over {IMPLAUSIBLE_STDS} standard deviations from the training targets"
+                    )
         return problems
 
     # -- training --------------------------------------------------------------------------
     @classmethod
-    def for_training(cls, hidden_size: int, targets: list[str], label_cells: Mapping[str, list], **options: Any) -> RegressionHead:
+    def for_training(
+        cls, hidden_size: int, targets: list[str], label_cells: Mapping[str, list], **options: Any
+    ) -> RegressionHead:
         return cls(hidden_size, [{"name": t} for t in targets])
 
     @property
@@ -61,7 +66,9 @@ class RegressionHead(LinearHead):
 
     def parse_labels(self, label_cells: Sequence[list]) -> list[Any]:
         # CSV cells arrive as text: blanks and non-numbers become NaN, i.e. "missing".
-        matrix = np.column_stack([pd.to_numeric(pd.Series(cells, dtype=object), errors="coerce").to_numpy(float) for cells in label_cells])
+        matrix = np.column_stack(
+            [pd.to_numeric(pd.Series(cells, dtype=object), errors="coerce").to_numpy(float) for cells in label_cells]
+        )
         return [row.tolist() if np.isfinite(row).any() else None for row in matrix]
 
     def is_complete(self, label: Any) -> bool:
@@ -111,11 +118,14 @@ class RegressionHead(LinearHead):
     @classmethod
     def from_spec(cls, spec: dict[str, Any], hidden_size: int) -> RegressionHead:
         targets = spec.get("targets")
-        if not isinstance(targets, list) or not targets or not all(isinstance(t, dict) and "name" in t for t in targets):
+        if (
+            not isinstance(targets, list)
+            or not targets
+            or not all(isinstance(t, dict) and "name" in t for t in targets)
+        ):
             raise PackError("regression head spec needs a non-empty 'targets' list of {name, mean, std}")
         for target in targets:
             mean, std = target.get("mean", 0.0), target.get("std", 1.0)
             if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (mean, std)) or std <= 0:
                 raise PackError(f"regression target {target['name']!r} needs a finite mean and a positive std")
         return cls(hidden_size, targets)
-

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pyarrow as pa
 
@@ -33,7 +34,9 @@ class TextHead(Head):
         return {c: tokenizer.batch_decode(ids, skip_special_tokens=True) for c, ids in raw.items()}
 
     @classmethod
-    def for_training(cls, hidden_size: int, targets: list[str], label_cells: Mapping[str, list], **options: Any) -> TextHead:
+    def for_training(
+        cls, hidden_size: int, targets: list[str], label_cells: Mapping[str, list], **options: Any
+    ) -> TextHead:
         if len(targets) != 1:
             raise UsageError("a text function has one --target column (the answer)")
         return cls(targets[0], options.get("max_answer_tokens", 32))
@@ -46,7 +49,11 @@ class TextHead(Head):
         return tokenizer(label, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
 
     def target_metrics(self, labels: list[Any], predicted: Mapping[str, list]) -> list[dict[str, Any]]:
-        pairs = [(label, str(answer).strip()) for label, answer in zip(labels, predicted[f"pred_{self.target}"]) if label is not None]
+        pairs = [
+            (label, str(answer).strip())
+            for label, answer in zip(labels, predicted[f"pred_{self.target}"])
+            if label is not None
+        ]
         exact = sum(label == answer for label, answer in pairs) / len(pairs) if pairs else float("nan")
         return [{"n": len(pairs), "exact_match": exact}]
 

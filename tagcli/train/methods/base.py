@@ -42,7 +42,10 @@ class TrainingMethod:
         template = PromptTemplate(self.config.template) if self.config.template else self.default_template()
         template.validate()
         if sorted(set(template.inputs)) != sorted(set(self.config.domains)):
-            raise UsageError(f"prompt template {template.text!r} does not fit: its inputs {template.inputs} differ from the domains {self.config.domains}")
+            raise UsageError(
+                f"prompt template {template.text!r} does not fit: "
+                f"its inputs {template.inputs} differ from the domains {self.config.domains}"
+            )
         self.check_template(template)
         return template
 

@@ -24,4 +24,5 @@ class PromptTuning(TrainingMethod):
     def check_template(self, template: PromptTemplate) -> None:
         if template.tags != [self.config.function]:
             self.refuse(template, f"it has exactly one tag, {{tag:{self.config.function}}}")
+
     # The soft prompt is in front: gradients flow through the whole row (the base class readout).
