@@ -30,6 +30,8 @@ demo: install
 	$(BIN)/python -c "import pandas as pd; pd.set_option('display.width', 200); print(pd.read_csv('out/molecules.scored.csv', keep_default_na=False).to_string(index=False))"
 
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 # Rebuild every default pack from the public splits, evaluate each once on its test split, and train the

@@ -87,6 +87,33 @@ def test_ordinary_packs_still_score_ok(setup: Setup) -> None:
     assert set(pd.read_csv(out)["status"]) == {"ok"}
 
 
+def test_a_validation_file_without_the_target_names_the_file_and_column(setup: Setup) -> None:
+    pd.DataFrame({"smiles": SMILES, "y": range(len(SMILES))}).to_csv(setup.root / "train.csv", index=False)
+    pd.DataFrame({"smiles": SMILES}).to_csv(setup.root / "val.csv", index=False)
+    result = setup.run(
+        "train",
+        "stage2",
+        "--domain",
+        "smiles",
+        "--function",
+        "len",
+        "--target",
+        "y",
+        "--data",
+        "train.csv",
+        "--val",
+        "val.csv",
+        "--out",
+        "len",
+        "--pack-dir",
+        str(setup.packs),
+        *setup.model_args(),
+    )
+    assert result.returncode == 2, result
+    assert result.stderr.strip().splitlines()[-1] == "error: no target column 'y' in val.csv (columns: smiles)"
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("devices", ["0", "-1"])
 def test_devices_below_one_is_a_usage_error(setup: Setup, devices: str) -> None:
     result, out = predict(setup, "logp", setup.packs, "--devices", devices, "--device", "cpu")
