@@ -17,11 +17,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tagcli import __version__
-from tagcli.errors import InputFileError, UsageError
+from tagcli.errors import UsageError
 from tagcli.core.heads import Head
 from tagcli.scorer import STATUS_ERROR, STATUS_INVALID, STATUS_OK, TagScorer
-from tagcli.io.tables import STDIO, TableReader, TableWriter, open_table
-from tagcli.io.workunits import PartDirectory, Shard, WorkUnit, plan_units
+from tagcli.io.tables import STDIO, TableReader, TableWriter, check_destination, open_table
+from tagcli.io.workunits import InputPlan, PartDirectory, Shard, WorkUnit, plan_units
 
 
 DEFAULT_UNIT_ROWS = 8192
@@ -121,6 +121,7 @@ def _score_units(
     units = plan.units
     # Scoring no rows checks the columns up front and gives the output schema every part shares.
     schema = scorer.score(plan.schema.empty_table()).schema
+    check_destination(destination, schema)  # a column CSV cannot hold, a read-only folder: say so before scoring
     parts = PartDirectory(destination)
     parts.open(_run_manifest(scorer, source, units, unit_rows, window_rows, schema), join=resume or shard.count > 1)
     mine = [u for u in units if shard.owns(u)]
@@ -130,7 +131,7 @@ def _score_units(
         on_start(sum(u.num_rows for u in todo))
     try:
         for unit in todo:
-            _score_unit(scorer, source, unit, parts, schema, window_rows, summary, on_rows)
+            _score_unit(scorer, plan, unit, parts, schema, window_rows, summary, on_rows)
     except BaseException:
         if shard.count == 1 and not any(parts.is_done(u) for u in units):
             parts.remove()  # nothing to resume (e.g. --strict hit a bad row in the first unit)
@@ -143,17 +144,16 @@ def _score_units(
 
 
 def _score_unit(
-    scorer: TagScorer, source: str | Path, unit: WorkUnit, parts: PartDirectory, schema: pa.Schema, window_rows: int, summary: ScoreSummary, on_rows: OnRows
+    scorer: TagScorer, plan: InputPlan, unit: WorkUnit, parts: PartDirectory, schema: pa.Schema, window_rows: int, summary: ScoreSummary, on_rows: OnRows
 ) -> None:
     """Score one unit into its part file, then record it as done."""
     counts, started = ScoreSummary(), time.perf_counter()
-    with open_table(source, batch_rows=window_rows, unit=unit) as reader, parts.writer(unit, schema) as writer:
+    with open_table(plan.path, batch_rows=window_rows, unit=unit) as reader, parts.writer(unit, schema) as writer:
         for scored in _scored_batches(scorer, reader, counts, first_row=unit.first_row):
             writer.write(scored)
             if on_rows:
                 on_rows(scored.num_rows)
-    if counts.rows != unit.num_rows:
-        raise InputFileError(f"{source} changed while it was scored: unit {unit.index} has {counts.rows} rows, expected {unit.num_rows}")
+    plan.check_unit_rows(unit, counts.rows)  # "changed while it was scored" only if it did
     parts.mark_done(unit, {**counts.counts(), "seconds": round(time.perf_counter() - started, 3)})
     summary.add_counts(counts)
     summary.units += 1

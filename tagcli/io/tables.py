@@ -10,6 +10,7 @@ over it only when the whole table was written.
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import io
 import os
@@ -269,7 +270,9 @@ class TableWriter:
 
     def _open(self, schema: pa.Schema) -> None:
         self._schema = schema
-        with _write_errors(self.name):
+        if self.format == "csv":
+            check_csv_columns(schema, self.path)
+        with write_errors(self.name):
             if self.format == "parquet":
                 self._writer = pq.ParquetWriter(str(self._tmp), schema, compression="zstd")
             elif self._tmp is None:
@@ -286,7 +289,7 @@ class TableWriter:
         # Casting makes every batch match the file's schema; null-typed columns (a
         # batch where every value is missing) cast safely to any type.
         data = batch.cast(self._schema)
-        with _write_errors(self.name):
+        with write_errors(self.name):
             self._writer.write(data)
 
     def close(self) -> None:
@@ -297,7 +300,7 @@ class TableWriter:
             if self._writer is None:  # nothing written and no schema: a table of no columns
                 self._open(pa.schema([]))
             assert self._writer is not None
-            with _write_errors(self.name):
+            with write_errors(self.name):
                 self._writer.close()
                 if self._sink is not None:
                     self._sink.close()
@@ -338,6 +341,40 @@ class TableWriter:
             self.close()
         else:
             self.abort()
+
+
+def check_destination(path: str | Path, schema: pa.Schema) -> None:
+    """Fail now, before any work, if a table of `schema` cannot be written to `path`: a column CSV
+    cannot hold, or a folder where no file can be created (read-only, no permission, missing)."""
+    if table_format(path) == "csv":
+        check_csv_columns(schema, str(path))
+    if str(path) != STDIO:
+        _reserve_temp(Path(path)).unlink()
+
+
+def check_csv_columns(schema: pa.Schema, path: str) -> None:
+    """Raise unless pyarrow's CSV writer can write every column of `schema` (it cannot write nested
+    values: structs, lists, maps, unions, and a few others), naming the columns it cannot."""
+    bad = [f for f in schema if not _csv_can_write(f.type)]
+    if not bad:
+        return
+    columns = ", ".join(f"{f.name!r} ({_cut(str(f.type), 60)})" for f in bad[:3]) + (", ..." if bad[3:] else "")
+    raise InputFileError(
+        f"cannot write {'stdout' if path == STDIO else path}: CSV cannot hold column{'s' if bad[1:] else ''} {columns}",
+        hint=f"write Parquet instead, e.g. -o {'FILE.parquet' if path == STDIO else _parquet_name(path)}",
+    )
+
+
+def _csv_can_write(type_: pa.DataType) -> bool:
+    try:  # ask pyarrow itself: what it refuses differs between versions
+        pa_csv.write_csv(pa.table({"x": pa.nulls(1, type_)}), pa.BufferOutputStream())
+    except (pa.ArrowException, TypeError, ValueError):
+        return False
+    return True
+
+
+def _parquet_name(path: str) -> str:
+    return str(Path(path).with_name(Path(path).name[: -len(_SUFFIXES[_suffix_index(path)][0])] + ".parquet"))
 
 
 def _check_is_file(path: Path) -> None:
@@ -415,8 +452,11 @@ def _estimate_csv_rows(path: str, header_lines: int) -> int:
 
 
 def _reason(exc: BaseException) -> str:
-    text = first_line(exc)
-    return text if len(text) <= _MAX_REASON_CHARS else text[:_MAX_REASON_CHARS] + "..."
+    return _cut(first_line(exc), _MAX_REASON_CHARS)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _nulls_as_strings(schema: pa.Schema) -> pa.Schema:
@@ -437,16 +477,24 @@ def _reserve_temp(dest: Path) -> Path:
             hint="create the directory first, or choose another output path",
         )
     tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.tmp")
-    with _write_errors(str(dest)):
+    with write_errors(str(dest)):
         # O_EXCL: never clobber another file; mode 0o666 lets the umask apply, so the
         # result gets normal permissions (mkstemp would make it 0600).
         os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     return tmp
 
 
+_FOLDER_ERRORS = (errno.EROFS, errno.EACCES, errno.EPERM)  # no file can be created or replaced there
+
+
 @contextmanager
-def _write_errors(name: str) -> Iterator[None]:
+def write_errors(name: str) -> Iterator[None]:
+    """Turn an OSError while writing `name` into one line; a folder that takes no files says so."""
     try:
         yield
     except OSError as exc:
+        if exc.errno in _FOLDER_ERRORS:
+            folder = Path(exc.filename or name).absolute().parent
+            reason = (exc.strerror or os.strerror(exc.errno)).lower()
+            raise InputFileError(f"cannot write {name}: the folder {folder} is not writable ({reason})") from exc
         raise InputFileError(f"cannot write {name}: {exc.strerror or _reason(exc)}") from exc

@@ -33,10 +33,10 @@ import pyarrow.parquet as pq
 
 from tagcli.errors import InputFileError, UsageError
 from tagcli.home import write_json_atomic
-from tagcli.io.tables import TableWriter, csv_schema, open_bytes, read_csv_header, table_format
+from tagcli.io.tables import TableWriter, csv_schema, open_bytes, read_csv_header, table_format, write_errors
 
 SCAN_BYTES = 16 << 20  # CSV boundary scan chunk
-_QUOTE, _NEWLINE, _CR = ord('"'), ord("\n"), ord("\r")
+_QUOTE, _NEWLINE, _CR, _COMMA = ord('"'), ord("\n"), ord("\r"), ord(",")
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,27 @@ class InputPlan:
 
     units: list[WorkUnit]
     schema: pa.Schema
+    path: str = ""
+    stamp: tuple[int, int] | None = None  # the input's (size, mtime_ns) before it was planned
+
+    def check_unit_rows(self, unit: WorkUnit, rows: int) -> None:
+        """Fail if `unit` read as `rows` rows when `unit.num_rows` were planned.
+
+        Only a file that changed (size or mtime) is said to have changed. Otherwise the planner and
+        the reader disagree about where records end: with one unit (the whole file) no row can be
+        lost or read twice, so the rows read stand; with several units that is an error.
+        """
+        if rows == unit.num_rows:
+            return
+        where = f"unit {unit.index} has {rows} rows, expected {unit.num_rows}"
+        if _stamp(self.path) != self.stamp:
+            raise InputFileError(f"{self.path} changed while it was scored: {where}")
+        if len(self.units) > 1:
+            total = sum(u.num_rows for u in self.units)
+            raise InputFileError(
+                f"cannot split {self.path} into work units: {where}, though the file did not change",
+                hint=f"score it as one unit with --unit-rows {max(total, rows)}, and report this as a tagcli bug",
+            )
 
 
 @dataclass(frozen=True)
@@ -99,20 +120,36 @@ def plan_units(path: str | Path, unit_rows: int) -> InputPlan:
     """
     if unit_rows < 1:
         raise UsageError(f"--unit-rows must be at least 1, got {unit_rows}")
-    if table_format(path) == "parquet":
-        try:
-            with pq.ParquetFile(path) as footer:
-                total, schema = footer.metadata.num_rows, footer.schema_arrow
-        except (pa.ArrowException, OSError) as exc:
-            raise InputFileError(f"cannot read {path} as Parquet: {exc}") from exc
-        starts = range(0, total, unit_rows)
-        units = [WorkUnit(k, start, min(unit_rows, total - start)) for k, start in enumerate(starts)]
-        return InputPlan(units or [WorkUnit(0, 0, 0)], schema)
+    stamp = _stamp(path)  # before reading: a change from now on shows as a different stamp
+    units, schema = _plan_parquet(path, unit_rows) if table_format(path) == "parquet" else _plan_csv(path, unit_rows)
+    return InputPlan(units, schema, str(path), stamp)
+
+
+def _stamp(path: str | Path) -> tuple[int, int] | None:
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _plan_parquet(path: str | Path, unit_rows: int) -> tuple[list[WorkUnit], pa.Schema]:
+    try:
+        with pq.ParquetFile(path) as footer:
+            total, schema = footer.metadata.num_rows, footer.schema_arrow
+    except (pa.ArrowException, OSError) as exc:
+        raise InputFileError(f"cannot read {path} as Parquet: {exc}") from exc
+    starts = range(0, total, unit_rows)
+    units = [WorkUnit(k, start, min(unit_rows, total - start)) for k, start in enumerate(starts)]
+    return units or [WorkUnit(0, 0, 0)], schema
+
+
+def _plan_csv(path: str | Path, unit_rows: int) -> tuple[list[WorkUnit], pa.Schema]:
     if str(path).lower().endswith(".gz"):
         with gzip.open(path, "rb") as stream:
             names, _ = read_csv_header(stream, str(path))  # type: ignore[arg-type]
             _, total = _scan_csv(stream, stream.tell(), every=1 << 62)
-        return InputPlan([WorkUnit(0, 0, total)], csv_schema(names))
+        return [WorkUnit(0, 0, total)], csv_schema(names)
     with open_bytes(str(path)) as stream:
         names, _ = read_csv_header(stream, str(path))
         data_start, size = stream.tell(), Path(path).stat().st_size
@@ -120,37 +157,81 @@ def plan_units(path: str | Path, unit_rows: int) -> InputPlan:
     ends = [offset for _, offset in row_starts[1:]] + [size]
     rows = [row for row, _ in row_starts[1:]] + [total]
     units = [WorkUnit(k, row, rows[k] - row, (offset, ends[k])) for k, (row, offset) in enumerate(row_starts)]
-    return InputPlan(units or [WorkUnit(0, 0, 0, (data_start, size))], csv_schema(names))
+    return units or [WorkUnit(0, 0, 0, (data_start, size))], csv_schema(names)
 
 
 def _scan_csv(stream: Any, offset: int, every: int) -> tuple[list[tuple[int, int]], int]:
     """(row index, byte offset) of every `every`-th non-empty CSV record from `offset` on, and the row count.
 
-    A newline ends a record when an even number of quote characters precede it (RFC 4180: an
-    escaped quote is doubled, so parity is unchanged); blank lines are skipped, as pyarrow does.
+    Records end where pyarrow's CSV parser ends them (see `_line_ends`); blank lines are skipped, as
+    pyarrow does. The stream is read in chunks; quotes or a CR at the end of a chunk wait for the
+    next one, since the byte after them decides what they mean.
     """
     found: list[tuple[int, int]] = []
-    quotes, previous, row, record_start = 0, _NEWLINE, 0, offset
-    while chunk := stream.read(SCAN_BYTES):
-        data = np.frombuffer(chunk, dtype=np.uint8)
-        quotes_so_far = np.cumsum(data == _QUOTE) + quotes
-        parity = quotes_so_far & 1
-        ends = np.flatnonzero((data == _NEWLINE) & (parity == 0))
-        before = np.concatenate([[previous], data])[ends]  # the byte before each newline
-        starts = np.concatenate([[record_start], offset + ends[:-1] + 1])[: len(ends)]
-        lengths = offset + ends - starts
-        real = starts[(lengths > 1) | ((lengths == 1) & (before != _CR))]
-        found += [(row + int(k), int(real[k])) for k in np.flatnonzero((row + np.arange(len(real))) % every == 0)]
-        row += len(real)
-        if len(ends):
-            record_start = offset + int(ends[-1]) + 1
-        quotes, previous, offset = int(quotes_so_far[-1]), int(data[-1]), offset + len(chunk)
-    # A last record without a trailing newline.
-    if offset > record_start and not (offset - record_start == 1 and previous == _CR):
+    row, record_start, quoted, previous, carry = 0, offset, False, _NEWLINE, b""
+    while True:
+        chunk = stream.read(SCAN_BYTES)
+        data = carry + chunk if carry else chunk
+        block = np.frombuffer(data, dtype=np.uint8, count=len(data) - (_undecided_tail(data) if chunk else 0))
+        carry = data[len(block) :]
+        if len(block):
+            ends, quoted = _line_ends(block, quoted, previous)
+            starts = np.concatenate([[record_start - offset], ends[:-1] + 1])[: len(ends)]
+            crlf = (block[ends] == _NEWLINE) & (np.where(ends > 0, block[ends - 1], previous) == _CR)
+            real = starts[ends - starts - crlf > 0] + offset  # blank lines (CRLF ones too) hold no record
+            found += [(row + int(k), int(real[k])) for k in range((-row) % every, len(real), every)]
+            row += len(real)
+            if len(ends):
+                record_start = offset + int(ends[-1]) + 1
+            previous, offset = int(block[-1]), offset + len(block)
+        if not chunk:
+            break
+    if offset > record_start:  # a last record without a line end
         if row % every == 0:
             found.append((row, record_start))
         row += 1
     return found, row
+
+
+def _undecided_tail(data: bytes) -> int:
+    """How many bytes at the end of `data` mean nothing until the next byte is known: a run of
+    quotes (one more quote changes what the run does) or a CR (a LF after it is the same line end)."""
+    if data.endswith(b"\r"):
+        return 1
+    return len(data) - len(data.rstrip(b'"'))
+
+
+def _line_ends(block: np.ndarray, quoted: bool, previous: int) -> tuple[np.ndarray, bool]:
+    """Offsets in `block` of the bytes that end a CSV line, and whether the block ends inside quotes.
+
+    pyarrow's rules (arrow/csv/parser.cc): a quote opens a quoted field only at the start of a field
+    (after a comma or a line end); anywhere else it is a plain character. Inside quotes, two quotes
+    are one literal quote and a single quote ends the quoting (the field goes on unquoted). Outside
+    quotes, LF, CRLF and a lone CR end a line. `quoted` and `previous` (the byte before the block)
+    carry the state over; a block may end in quotes or a CR only if it is the file's last.
+
+    Vectorized over runs of quotes. A run of k quotes acts on the quoted state like this:
+    k odd at a field start: flip (outside: opens, k - 1 escaped; inside: k - 1 escaped, then closes);
+    k odd elsewhere: 0 (a plain character outside; inside, the close); k even: no change. So the
+    state after a run is the parity of the flips since the last reset to 0.
+    """
+    before = np.empty_like(block)
+    before[0], before[1:] = previous, block[:-1]
+    after = np.empty_like(block)
+    after[:-1], after[-1] = block[1:], 0
+    is_quote = block == _QUOTE
+    run_starts = np.flatnonzero(is_quote & (before != _QUOTE))
+    run_ends = np.flatnonzero(is_quote & (after != _QUOTE))
+    odd = (run_ends - run_starts) % 2 == 0  # a run is run_ends - run_starts + 1 quotes long
+    opener = before[run_starts]
+    field_start = (opener == _COMMA) | (opener == _NEWLINE) | (opener == _CR)
+    flips = np.cumsum(odd & field_start)
+    last_reset = np.maximum.accumulate(np.where(odd & ~field_start, np.arange(len(odd)), -1))
+    state = np.where(last_reset >= 0, flips - flips[np.maximum(last_reset, 0)], flips + quoted) % 2
+    state = np.concatenate([[int(quoted)], state])  # state[j]: quoted after the first j runs
+    candidates = np.flatnonzero((block == _NEWLINE) | ((block == _CR) & (after != _NEWLINE)))
+    inside = state[np.searchsorted(run_ends, candidates)]  # runs that end before each candidate
+    return candidates[inside == 0], bool(state[-1])
 
 
 class PartDirectory:
@@ -178,17 +259,20 @@ class PartDirectory:
         manifest = json.loads(json.dumps(manifest))  # as it reads back from disk
         existing = self._read_manifest()
         if existing is None:
-            (self.path / self.RECORDS).mkdir(parents=True, exist_ok=True)
-            if self._create_manifest(manifest):
-                return
+            with write_errors(str(self.path)):
+                (self.path / self.RECORDS).mkdir(parents=True, exist_ok=True)
+                if self._create_manifest(manifest):
+                    return
             existing = self._read_manifest() or {}
         elif not join:
-            raise UsageError(f"{self.path} holds the parts of an unfinished run", hint="pass --resume to continue it, or delete the folder")
+            hint = "pass --resume to continue it, or delete the folder"
+            raise UsageError(f"{self.path} holds the parts of an unfinished run", hint=hint)
         different = sorted(k for k in manifest.keys() | existing.keys() if manifest.get(k) != existing.get(k))
         if different:
             key = different[0]
+            there, now = json.dumps(existing.get(key)), json.dumps(manifest.get(key))
             raise UsageError(
-                f"{self.path} belongs to a different run ({key}: {json.dumps(existing.get(key))} there, {json.dumps(manifest.get(key))} now)",
+                f"{self.path} belongs to a different run ({key}: {there} there, {now} now)",
                 hint="use the same input, packs and settings, or delete the folder",
             )
 
@@ -218,7 +302,8 @@ class PartDirectory:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            raise InputFileError(f"cannot read {self.path / self.MANIFEST}: {exc}", hint="delete the folder and start again") from exc
+            hint = "delete the folder and start again"
+            raise InputFileError(f"cannot read {self.path / self.MANIFEST}: {exc}", hint=hint) from exc
 
     def is_done(self, unit: WorkUnit) -> bool:
         return self._record(unit).is_file() and self.part(unit).is_file()
@@ -230,7 +315,8 @@ class PartDirectory:
         return TableWriter(self.part(unit), schema)
 
     def mark_done(self, unit: WorkUnit, record: dict[str, Any]) -> None:
-        write_json_atomic(self._record(unit), {"unit": unit.index, "first_row": unit.first_row, **record})
+        with write_errors(str(self._record(unit))):
+            write_json_atomic(self._record(unit), {"unit": unit.index, "first_row": unit.first_row, **record})
 
     def merge(self, units: list[WorkUnit], destination: str | Path, schema: pa.Schema) -> None:
         """Concatenate every unit's part, in unit order, into `destination` (atomically)."""
