@@ -69,6 +69,8 @@ TASKS = [
             "500",
             "--lr",
             "3e-3",
+            "--target-range",
+            "0,1",
         ),
         "Drug-likeness (RDKit QED) from SMILES",
     ),

@@ -90,6 +90,7 @@ class TagScorer:
         pack_dirs: Sequence[str] = (),
         store: PackStore | None = None,  # where packs are found (default: `pack_dirs`, then the usual places)
         strict: bool = False,
+        clip: bool = True,  # bound predictions to the valid ranges targets declare
     ) -> None:
         if batch_size < 1 or max_batch_tokens < 1:
             raise UsageError("--batch-size and --max-batch-tokens must be positive")
@@ -113,6 +114,7 @@ class TagScorer:
         self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
         self.columns = dict(columns or {})
         self.strict = strict
+        self.clip = clip
 
     def describe(self) -> dict:
         """Everything that decides the numbers this scorer writes (recorded with sharded runs)."""
@@ -126,6 +128,7 @@ class TagScorer:
             "batch_size": self.batch_size,
             "max_batch_tokens": self.max_batch_tokens,
             "columns": self.columns,
+            "clip": self.clip,
         }
 
     @property
@@ -210,10 +213,13 @@ class TagScorer:
         """Write one batch's predictions into `columns`; a row the head finds no prediction for is an error."""
         head = plan.function.head
         decoded = head.decode(raw, self.base.tokenizer)
+        problems = head.row_problems(decoded)  # judged on the raw values, before any clipping
+        if self.clip:
+            decoded = head.clip(decoded)
         for column, values in decoded.items():
             for row, value in zip(rows, values):
                 columns[column][row] = value
-        for row, problem in zip(rows, head.row_problems(decoded)):
+        for row, problem in zip(rows, problems):
             if problem is not None:
                 status[row], errors[row] = STATUS_ERROR, f"{plan.function.name}: {problem}"
 

@@ -71,6 +71,12 @@ def predict(
         4096, "--window-rows", help="Rows read, length-sorted and written at a time (bounds memory)."
     ),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad row instead of marking it."),
+    clip: bool = typer.Option(
+        True,
+        "--clip/--no-clip",
+        help="Bound predictions to a target's valid range (e.g. QED to [0, 1]); "
+        "pred_*_out_of_range flags them either way.",
+    ),
     shard: str | None = typer.Option(
         None,
         "--shard",
@@ -131,6 +137,7 @@ def predict(
         columns=input_columns(column, smiles_col, protein_col, domain),
         store=store,
         strict=strict,
+        clip=clip,
     )
     with _progress(out, enabled=progress) as bar:
         task = bar.add_task("scoring", total=None)

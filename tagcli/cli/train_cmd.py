@@ -61,11 +61,37 @@ COMMON = [
 ]
 STAGE_FIELDS = {
     1: ["domains", "input_kind", "max_tokens"],
-    2: ["domains", "function", "targets", "task", "method", "head_lr", "init_samples", "max_answer_tokens"],
-    3: ["domains", "function", "targets", "task", "method", "head_lr", "init_samples", "max_answer_tokens"],
+    2: [
+        "domains",
+        "function",
+        "targets",
+        "target_ranges",
+        "task",
+        "method",
+        "head_lr",
+        "init_samples",
+        "max_answer_tokens",
+    ],
+    3: [
+        "domains",
+        "function",
+        "targets",
+        "target_ranges",
+        "task",
+        "method",
+        "head_lr",
+        "init_samples",
+        "max_answer_tokens",
+    ],
 }
 # Plural fields are repeatable singular flags.
-FLAGS = {"domains": "--domain", "targets": "--target", "pack_dirs": "--pack-dir", "columns": "--column"}
+FLAGS = {
+    "domains": "--domain",
+    "targets": "--target",
+    "pack_dirs": "--pack-dir",
+    "columns": "--column",
+    "target_ranges": "--target-range",
+}
 
 
 def _option(field: dataclasses.Field) -> tuple[Any, Any]:
@@ -76,7 +102,9 @@ def _option(field: dataclasses.Field) -> tuple[Any, Any]:
     if hint is bool:
         return bool, typer.Option(False, flag, help=help_text)
     if field.name in FLAGS:
-        extra = " (COL or DOMAIN=COL)" if field.name == "columns" else ""
+        extra = {"columns": " (COL or DOMAIN=COL)", "target_ranges": " (LOW,HIGH or TARGET=LOW,HIGH)"}.get(
+            field.name, ""
+        )
         return list[str] | None, typer.Option(None, flag, help=f"{help_text}{extra}; repeatable")
     if typing.get_origin(hint) is typing.Literal:
         return str | None, typer.Option(None, flag, help=f"{help_text}: {' or '.join(map(str, typing.get_args(hint)))}")
@@ -118,8 +146,9 @@ def _make_command(stage: int) -> Callable[..., None]:
 def _run(stage: int, options: dict[str, Any]) -> None:
     out = Output(options.pop("format"))
     values = _load_toml(options.pop("config"))
-    if options.get("columns"):
-        options["columns"] = _columns(options["columns"])
+    for name in ("columns", "target_ranges"):
+        if options.get(name):
+            options[name] = _keyed(options[name])
     values.update({k: v for k, v in options.items() if v not in (None, False, [])})
     for required in ("data", "out"):
         if not values.get(required):
@@ -189,8 +218,8 @@ def _load_toml(path: Path | None) -> dict[str, Any]:
     return values
 
 
-def _columns(specs: list[str]) -> dict[str, str]:
-    """`--column COL` (any domain) or `--column DOMAIN=COL`."""
+def _keyed(specs: list[str]) -> dict[str, str]:
+    """`--column COL` (any domain) or `--column DOMAIN=COL`; likewise `--target-range [TARGET=]LOW,HIGH`."""
     return dict(spec.split("=", 1) if "=" in spec else ("*", spec) for spec in specs)
 
 

@@ -89,9 +89,8 @@ def _new_head(config: TrainConfig, hidden_size: int, train_table, val_table) -> 
     check_targets(config, train_table, config.data)
     check_targets(config, val_table, config.val or config.data)
     cells = {c: train_table.column(c).to_pylist() for c in config.targets}
-    return HEADS[config.task].for_training(
-        hidden_size, config.targets, cells, max_answer_tokens=config.max_answer_tokens
-    )
+    options = {"max_answer_tokens": config.max_answer_tokens, "ranges": config.ranges()}
+    return HEADS[config.task].for_training(hidden_size, config.targets, cells, **options)
 
 
 def _stage1_input(config: TrainConfig) -> DomainInput:

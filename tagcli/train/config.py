@@ -44,6 +44,12 @@ class TrainConfig:
     domains: list[str] = field(default_factory=list, metadata={"help": "domain tags, in prompt order"})
     function: str | None = field(default=None, metadata={"help": "function tag name (stages 2 and 3)"})
     targets: list[str] = field(default_factory=list, metadata={"help": "label column(s)"})
+    target_ranges: dict[str, str] = field(
+        default_factory=dict,
+        metadata={
+            "help": "a target's valid range, e.g. 0,1 for QED (either side may be empty); predictions are clipped to it"
+        },
+    )
     task: str = field(
         default="regression",
         metadata={
@@ -109,6 +115,20 @@ class TrainConfig:
             raise UsageError("baselines (--method) are for stages 2 and 3")
         if min(self.batch_size, self.grad_accum, self.tag_length, self.eval_every, self.checkpoint_every) < 1:
             raise UsageError("batch size, grad accumulation, tag length and step intervals must be positive")
+
+    def ranges(self) -> dict[str, list[float | None]]:
+        """`target_ranges` as [low, high] per target ("*": the only target), each side None when open."""
+        ranges = {}
+        for name, text in self.target_ranges.items():
+            target = self.targets[0] if name == "*" and len(self.targets) == 1 else name
+            try:
+                low, high = (float(v) if v.strip() else None for v in str(text).split(","))
+            except ValueError:
+                raise UsageError(f"--target-range takes LOW,HIGH (or TARGET=LOW,HIGH), not {text!r}") from None
+            if low is not None and high is not None and not low < high:
+                raise UsageError(f"--target-range {text}: LOW must be below HIGH")
+            ranges[target] = [low, high]
+        return ranges
 
     @property
     def stage_info(self) -> Stage:

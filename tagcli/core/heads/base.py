@@ -53,6 +53,10 @@ class Head(nn.Module):
         """User-facing values per column: floats and strings, one per row."""
         return {c: v.float().cpu().tolist() if isinstance(v, torch.Tensor) else list(v) for c, v in raw.items()}
 
+    def clip(self, decoded: dict[str, list]) -> dict[str, list]:
+        """Bound decoded values to the valid ranges the head declares (default: none declared)."""
+        return decoded
+
     def row_problems(self, decoded: Mapping[str, list]) -> list[str | None]:
         """Per row, why its decoded values are not a prediction (None: fine). A non-finite number never is."""
         floats = [c for c, kind in self.output_types().items() if pa.types.is_floating(kind)]

@@ -15,11 +15,25 @@ from torch.nn import functional as F
 from tagcli.core.heads.base import Columns, Readout
 from tagcli.core.heads.linear import LinearHead, ridge
 from tagcli.core.metrics import regression_metrics, summarize_targets
-from tagcli.errors import PackError
+from tagcli.errors import PackError, UsageError
 
 # A prediction this many training standard deviations from the training mean is not an extrapolation
 # but a broken model or input; such a row becomes an error instead of a number.
 IMPLAUSIBLE_STDS = 100
+
+
+def bounds(spec: Any) -> tuple[float, float]:
+    """A valid range [low, high] (either may be null: open on that side) as two floats; ValueError if bad."""
+    if not isinstance(spec, (list, tuple)) or len(spec) != 2:
+        raise ValueError(f"a range is [low, high], not {spec!r}")
+    if not all(
+        v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)) for v in spec
+    ):
+        raise ValueError(f"range bounds must be finite numbers or null, not {spec!r}")
+    low, high = (-math.inf if spec[0] is None else float(spec[0])), (math.inf if spec[1] is None else float(spec[1]))
+    if not low < high:
+        raise ValueError(f"range {spec!r} is empty: low must be below high")
+    return low, high
 
 
 class RegressionHead(LinearHead):
@@ -34,17 +48,39 @@ class RegressionHead(LinearHead):
         self.register_buffer("target_mean", torch.tensor([float(t.get("mean", 0.0)) for t in targets]))
         self.register_buffer("target_std", torch.tensor([float(t.get("std", 1.0)) for t in targets]))
 
+    def value_columns(self) -> list[str]:
+        return [f"pred_{t['name']}" for t in self.targets]
+
+    def ranged(self) -> list[tuple[str, float, float]]:
+        """(value column, low, high) of each target with a declared valid range."""
+        return [(f"pred_{t['name']}", *bounds(t["range"])) for t in self.targets if t.get("range")]
+
     def output_types(self) -> dict[str, pa.DataType]:
-        return {f"pred_{t['name']}": pa.float64() for t in self.targets}
+        flags = {f"{column}_out_of_range": pa.bool_() for column, _, _ in self.ranged()}
+        return {column: pa.float64() for column in self.value_columns()} | flags
 
     def predict(self, readout: Readout) -> Columns:
         values = self(readout.hidden) * self.target_std + self.target_mean
-        return dict(zip(self.output_columns(), values.unbind(dim=1)))
+        return dict(zip(self.value_columns(), values.unbind(dim=1)))
+
+    def decode(self, raw: Columns, tokenizer: Any) -> dict[str, list]:
+        """Values, and for a target with a valid range whether the raw value lies outside it."""
+        decoded = super().decode(raw, tokenizer)
+        for column, low, high in self.ranged():
+            decoded[f"{column}_out_of_range"] = [not low <= value <= high for value in decoded[column]]
+        return decoded
+
+    def clip(self, decoded: dict[str, list]) -> dict[str, list]:
+        for column, low, high in self.ranged():
+            decoded[column] = [
+                min(max(value, low), high) if math.isfinite(value) else value for value in decoded[column]
+            ]
+        return decoded
 
     def row_problems(self, decoded: Mapping[str, list]) -> list[str | None]:
         """Also refuse values so far from the training targets that no extrapolation explains them."""
         problems = super().row_problems(decoded)
-        for column, mean, std in zip(self.output_columns(), self.target_mean.tolist(), self.target_std.tolist()):
+        for column, mean, std in zip(self.value_columns(), self.target_mean.tolist(), self.target_std.tolist()):
             for k, value in enumerate(decoded[column]):
                 if problems[k] is None and abs(value - mean) > IMPLAUSIBLE_STDS * std:
                     problems[k] = (
@@ -58,7 +94,11 @@ class RegressionHead(LinearHead):
     def for_training(
         cls, hidden_size: int, targets: list[str], label_cells: Mapping[str, list], **options: Any
     ) -> RegressionHead:
-        return cls(hidden_size, [{"name": t} for t in targets])
+        ranges = options.get("ranges") or {}
+        unknown = sorted(set(ranges) - set(targets))
+        if unknown:
+            raise UsageError(f"--target-range names {', '.join(unknown)}, which is not a --target")
+        return cls(hidden_size, [{"name": t} | ({"range": list(ranges[t])} if t in ranges else {}) for t in targets])
 
     @property
     def n_labels(self) -> int:
@@ -101,7 +141,7 @@ class RegressionHead(LinearHead):
         truth = np.array([label if label is not None else [np.nan] * self.n_labels for label in labels], dtype=float)
         truth = truth.reshape(len(labels), self.n_labels)
         metrics = []
-        for k, column in enumerate(self.output_columns()):
+        for k, column in enumerate(self.value_columns()):
             values = np.asarray(predicted[column], dtype=float)
             labeled = np.isfinite(truth[:, k])  # each target on its own labeled rows
             metrics.append(regression_metrics(truth[labeled, k], values[labeled]))
@@ -128,4 +168,9 @@ class RegressionHead(LinearHead):
             mean, std = target.get("mean", 0.0), target.get("std", 1.0)
             if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (mean, std)) or std <= 0:
                 raise PackError(f"regression target {target['name']!r} needs a finite mean and a positive std")
+            if target.get("range") is not None:
+                try:
+                    bounds(target["range"])
+                except ValueError as exc:
+                    raise PackError(f"regression target {target['name']!r}: {exc}") from None
         return cls(hidden_size, targets)
