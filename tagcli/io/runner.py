@@ -9,20 +9,20 @@ work; the parts are merged into the destination once every unit is done.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tagcli import __version__
-from tagcli.errors import UsageError
 from tagcli.core.heads import Head
-from tagcli.scorer import STATUS_ERROR, STATUS_INVALID, STATUS_OK, TagScorer
+from tagcli.errors import UsageError
 from tagcli.io.tables import STDIO, TableReader, TableWriter, check_destination, open_table
 from tagcli.io.workunits import InputPlan, PartDirectory, Shard, WorkUnit, plan_units
-
+from tagcli.scorer import STATUS_ERROR, STATUS_INVALID, STATUS_OK, TagScorer
 
 DEFAULT_UNIT_ROWS = 8192
 OnStart = Callable[[int | None], None] | None
@@ -59,10 +59,14 @@ class ScoreSummary:
         return {"rows": self.rows, "ok": self.ok, "invalid": self.invalid, "error": self.error}
 
     def add_counts(self, other: ScoreSummary) -> None:
-        self.rows, self.ok, self.invalid, self.error = (a + b for a, b in zip(self.counts().values(), other.counts().values()))
+        self.rows, self.ok, self.invalid, self.error = (
+            a + b for a, b in zip(self.counts().values(), other.counts().values())
+        )
 
 
-def _scored_batches(scorer: TagScorer, reader: TableReader, summary: ScoreSummary, first_row: int = 0) -> Iterator[pa.Table]:
+def _scored_batches(
+    scorer: TagScorer, reader: TableReader, summary: ScoreSummary, first_row: int = 0
+) -> Iterator[pa.Table]:
     """Each window of `reader`, scored, with its statuses counted into `summary`."""
     for batch in reader:
         scored = scorer.score(pa.Table.from_batches([batch], schema=reader.schema), row_offset=first_row + summary.rows)
@@ -94,13 +98,31 @@ def score_file(
             raise UsageError("--shard and --resume need an input file and an output file, not stdin/stdout")
         _score_stream(scorer, source, destination, window_rows, summary, on_start, on_rows)
     else:
-        _score_units(scorer, source, destination, window_rows, unit_rows, shard or Shard(), resume, keep_parts, summary, on_start, on_rows)
+        _score_units(
+            scorer,
+            source,
+            destination,
+            window_rows,
+            unit_rows,
+            shard or Shard(),
+            resume,
+            keep_parts,
+            summary,
+            on_start,
+            on_rows,
+        )
     summary.seconds = time.perf_counter() - started
     return summary
 
 
 def _score_stream(
-    scorer: TagScorer, source: str | Path, destination: str | Path, window_rows: int, summary: ScoreSummary, on_start: OnStart, on_rows: OnRows
+    scorer: TagScorer,
+    source: str | Path,
+    destination: str | Path,
+    window_rows: int,
+    summary: ScoreSummary,
+    on_start: OnStart,
+    on_rows: OnRows,
 ) -> None:
     with open_table(source, batch_rows=window_rows) as reader:
         if on_start:
@@ -114,8 +136,17 @@ def _score_stream(
 
 
 def _score_units(
-    scorer: TagScorer, source: str | Path, destination: str | Path, window_rows: int, unit_rows: int, shard: Shard,
-    resume: bool, keep_parts: bool, summary: ScoreSummary, on_start: OnStart, on_rows: OnRows,
+    scorer: TagScorer,
+    source: str | Path,
+    destination: str | Path,
+    window_rows: int,
+    unit_rows: int,
+    shard: Shard,
+    resume: bool,
+    keep_parts: bool,
+    summary: ScoreSummary,
+    on_start: OnStart,
+    on_rows: OnRows,
 ) -> None:
     plan = plan_units(source, unit_rows)
     units = plan.units
@@ -144,7 +175,14 @@ def _score_units(
 
 
 def _score_unit(
-    scorer: TagScorer, plan: InputPlan, unit: WorkUnit, parts: PartDirectory, schema: pa.Schema, window_rows: int, summary: ScoreSummary, on_rows: OnRows
+    scorer: TagScorer,
+    plan: InputPlan,
+    unit: WorkUnit,
+    parts: PartDirectory,
+    schema: pa.Schema,
+    window_rows: int,
+    summary: ScoreSummary,
+    on_rows: OnRows,
 ) -> None:
     """Score one unit into its part file, then record it as done."""
     counts, started = ScoreSummary(), time.perf_counter()
@@ -159,7 +197,9 @@ def _score_unit(
     summary.units += 1
 
 
-def _run_manifest(scorer: TagScorer, source: str | Path, units: list[WorkUnit], unit_rows: int, window_rows: int, schema: pa.Schema) -> dict[str, Any]:
+def _run_manifest(
+    scorer: TagScorer, source: str | Path, units: list[WorkUnit], unit_rows: int, window_rows: int, schema: pa.Schema
+) -> dict[str, Any]:
     """What a resumed run or another shard must share with this one for the parts to fit together."""
     stat = Path(source).stat()
     return {
@@ -186,7 +226,10 @@ def evaluate_file(scorer: TagScorer, source: str | Path, targets: list[str], win
     head = function.head
     if len(targets) != head.n_labels:
         outputs = ", ".join(head.output_columns())
-        raise UsageError(f"function '{function.name}' ({head.type_name}: {outputs}) takes {head.n_labels} --target column(s), got {len(targets)}")
+        raise UsageError(
+            f"function '{function.name}' ({head.type_name}: {outputs}) "
+            f"takes {head.n_labels} --target column(s), got {len(targets)}"
+        )
     outputs = head.output_columns()
     labels: list[Any] = []
     predicted: dict[str, list] = {c: [] for c in outputs}
@@ -201,7 +244,13 @@ def evaluate_file(scorer: TagScorer, source: str | Path, targets: list[str], win
             for column in outputs:
                 predicted[column] += ok.column(column).to_pylist()
     per_target = dict(zip(targets, head.target_metrics(labels, predicted)))
-    return {"rows": summary.rows, "scored": len(labels), "invalid": summary.invalid, "error": summary.error, **per_target}
+    return {
+        "rows": summary.rows,
+        "scored": len(labels),
+        "invalid": summary.invalid,
+        "error": summary.error,
+        **per_target,
+    }
 
 
 def pack_metrics(report: dict[str, Any], targets: list[str], head: Head) -> dict[str, Any]:

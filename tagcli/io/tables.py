@@ -123,9 +123,7 @@ class TableReader:
             raise self._read_error(exc) from exc
         schema = self._parquet.schema_arrow
         _check_columns(schema.names, self._columns, self.name)
-        self.schema: pa.Schema = (
-            pa.schema([schema.field(c) for c in self._columns]) if self._columns else schema
-        )
+        self.schema: pa.Schema = pa.schema([schema.field(c) for c in self._columns]) if self._columns else schema
         self._batches: Iterator[pa.RecordBatch] = (
             self._parquet.iter_batches(batch_size=self._batch_rows, columns=self._columns)
             if self._unit is None
@@ -387,9 +385,7 @@ def _check_is_file(path: Path) -> None:
 def _check_columns(available: list[str], wanted: list[str] | None, name: str) -> None:
     missing = [c for c in wanted or [] if c not in available]
     if missing:
-        raise UsageError(
-            f"{name} has no column {missing[0]!r}", hint=f"its columns are: {', '.join(available)}"
-        )
+        raise UsageError(f"{name} has no column {missing[0]!r}", hint=f"its columns are: {', '.join(available)}")
 
 
 def open_bytes(path: str) -> BinaryIO:

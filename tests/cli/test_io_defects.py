@@ -67,6 +67,7 @@ def _predict(s: Setup, source: str, output: str, *extra: str) -> Result:
 @pytest.fixture(scope="module")
 def results(setup: Setup):
     s = setup
+
     def units(source: str, output: str, n: int):
         return lambda: _predict(s, source, output, "--unit-rows", str(n))
 

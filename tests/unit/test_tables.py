@@ -28,17 +28,27 @@ def fake_stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
 
 def molecules(n: int) -> pd.DataFrame:
     return pd.DataFrame(
-        {"id": [f"m{i:05d}" for i in range(n)], "smiles": ["C" * (1 + i % 7) for i in range(n)],
-         "weight": [i * 0.5 for i in range(n)]}
+        {
+            "id": [f"m{i:05d}" for i in range(n)],
+            "smiles": ["C" * (1 + i % 7) for i in range(n)],
+            "weight": [i * 0.5 for i in range(n)],
+        }
     )
 
 
 # --- formats and paths -------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("path", "fmt"),
-    [("a.csv", "csv"), ("A.CSV", "csv"), ("a.csv.gz", "csv"), ("-", "csv"),
-     ("a.parquet", "parquet"), ("dir/a.pq", "parquet")],
+    [
+        ("a.csv", "csv"),
+        ("A.CSV", "csv"),
+        ("a.csv.gz", "csv"),
+        ("-", "csv"),
+        ("a.parquet", "parquet"),
+        ("dir/a.pq", "parquet"),
+    ],
 )
 def test_table_format(path: str, fmt: str) -> None:
     assert table_format(path) == fmt
@@ -61,14 +71,17 @@ def test_default_output_path() -> None:
 
 # --- reading -----------------------------------------------------------------------
 
+
 def test_csv_round_trip_reads_every_column_as_string(tmp_path: Path) -> None:
     path = tmp_path / "mols.csv"
     path.write_text("id,smiles,weight,code\nm1,CCO,46.07,007\nm2,c1ccccc1,78.11,1e5\n")
     table = read_all(path)
     assert table.schema == pa.schema([(c, pa.string()) for c in ["id", "smiles", "weight", "code"]])
     assert table.to_pydict() == {
-        "id": ["m1", "m2"], "smiles": ["CCO", "c1ccccc1"],
-        "weight": ["46.07", "78.11"], "code": ["007", "1e5"],
+        "id": ["m1", "m2"],
+        "smiles": ["CCO", "c1ccccc1"],
+        "weight": ["46.07", "78.11"],
+        "code": ["007", "1e5"],
     }
 
 
@@ -161,8 +174,7 @@ def test_quoted_fields_with_commas_and_newlines(tmp_path: Path) -> None:
     path.write_text('name,"multi\nline header"\n"a, b","first\nsecond"\n"say ""hi""",x\n')
     table = read_all(path)
     assert table.column_names == ["name", "multi\nline header"]
-    assert table.to_pydict() == {"name": ["a, b", 'say "hi"'],
-                                 "multi\nline header": ["first\nsecond", "x"]}
+    assert table.to_pydict() == {"name": ["a, b", 'say "hi"'], "multi\nline header": ["first\nsecond", "x"]}
 
 
 def test_empty_cells_stay_empty_strings(tmp_path: Path) -> None:
@@ -243,6 +255,7 @@ def test_invalid_utf8_names_the_file(tmp_path: Path) -> None:
 
 
 # --- writing -----------------------------------------------------------------------
+
 
 def test_parquet_writer_streams_batches(tmp_path: Path) -> None:
     frame = molecules(3000)

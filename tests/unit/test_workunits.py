@@ -14,11 +14,13 @@ import pytest
 from helpers import SMILES, write_packs
 from tagcli.errors import BadRowError, UsageError
 from tagcli.io.runner import score_file
-from tagcli.scorer import TagScorer
 from tagcli.io.tables import open_table
 from tagcli.io.workunits import PartDirectory, Shard, plan_units
+from tagcli.scorer import TagScorer
 
-TRICKY_CSV = 'id,smiles\n1,CCO\n\n2,"C\nC"\r\n3,"a""b,\n"\n\r\n4,x\n5,y'  # quoted newlines, blank lines, CRLF, no final newline
+TRICKY_CSV = (
+    'id,smiles\n1,CCO\n\n2,"C\nC"\r\n3,"a""b,\n"\n\r\n4,x\n5,y'  # quoted newlines, blank lines, CRLF, no final newline
+)
 
 
 def read_rows(path: Path, unit=None) -> list[dict]:
@@ -138,7 +140,9 @@ def crash_after(rows: int):
 
 
 @pytest.mark.parametrize("crash_at", [1, 7, 20, 49])
-def test_resume_after_a_crash_gives_the_uninterrupted_output(scorer, source: Path, tmp_path: Path, crash_at: int) -> None:
+def test_resume_after_a_crash_gives_the_uninterrupted_output(
+    scorer, source: Path, tmp_path: Path, crash_at: int
+) -> None:
     expected = reference(scorer, source, tmp_path)
     out = tmp_path / "out.parquet"
     s = scorer()
@@ -181,7 +185,7 @@ def test_shards_together_give_one_run(scorer, source: Path, tmp_path: Path) -> N
 
 def test_csv_to_csv_through_units_matches_one_window(scorer, tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
-    path.write_bytes(TRICKY_CSV.replace("a\"\"b,\n", "CCN").encode())
+    path.write_bytes(TRICKY_CSV.replace('a""b,\n', "CCN").encode())
     one, units = tmp_path / "one.csv", tmp_path / "units.csv"
     score_file(scorer(), path, one, window_rows=4, unit_rows=100)
     score_file(scorer(), path, units, window_rows=1, unit_rows=1)
@@ -197,7 +201,16 @@ def test_empty_input_gives_an_empty_output_with_the_columns(scorer, tmp_path: Pa
     out = tmp_path / "out.parquet"
     summary = score_file(scorer(), path, out)
     assert summary.rows == 0 and summary.merged
-    assert pq.read_table(out).column_names == ["id", "smiles", "pred_y", "pred_label", "prob_active", "prob_inactive", "status", "error"]
+    assert pq.read_table(out).column_names == [
+        "id",
+        "smiles",
+        "pred_y",
+        "pred_label",
+        "prob_active",
+        "prob_inactive",
+        "status",
+        "error",
+    ]
 
 
 def test_a_failure_before_any_unit_is_done_leaves_nothing_behind(scorer, source: Path, tmp_path: Path) -> None:
