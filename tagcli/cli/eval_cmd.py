@@ -18,7 +18,7 @@ from tagcli.cli.options import (
     input_columns,
 )
 from tagcli.cli.output import Output, OutputFormat
-from tagcli.io.runner import evaluate_file, pack_metrics
+from tagcli.io.evaluation import evaluate_file, pack_metrics
 from tagcli.packs.format import record_metrics
 from tagcli.scorer import TagScorer
 

@@ -15,10 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from tagcli import __version__
-from tagcli.core.heads import Head
 from tagcli.errors import UsageError
 from tagcli.io.tables import STDIO, TableReader, TableWriter, check_destination, open_table
 from tagcli.io.workunits import InputPlan, PartDirectory, Shard, WorkUnit, plan_units
@@ -64,7 +62,7 @@ class ScoreSummary:
         )
 
 
-def _scored_batches(
+def scored_batches(
     scorer: TagScorer, reader: TableReader, summary: ScoreSummary, first_row: int = 0
 ) -> Iterator[pa.Table]:
     """Each window of `reader`, scored, with its statuses counted into `summary`."""
@@ -128,7 +126,7 @@ def _score_stream(
         if on_start:
             on_start(reader.total_rows)
         with TableWriter(destination) as writer:
-            for scored in _scored_batches(scorer, reader, summary):
+            for scored in scored_batches(scorer, reader, summary):
                 writer.write(scored)
                 if on_rows:
                     on_rows(scored.num_rows)
@@ -187,7 +185,7 @@ def _score_unit(
     """Score one unit into its part file, then record it as done."""
     counts, started = ScoreSummary(), time.perf_counter()
     with open_table(plan.path, batch_rows=window_rows, unit=unit) as reader, parts.writer(unit, schema) as writer:
-        for scored in _scored_batches(scorer, reader, counts, first_row=unit.first_row):
+        for scored in scored_batches(scorer, reader, counts, first_row=unit.first_row):
             writer.write(scored)
             if on_rows:
                 on_rows(scored.num_rows)
@@ -212,49 +210,3 @@ def _run_manifest(
         "scorer": scorer.describe(),
         "tagcli": __version__,
     }
-
-
-def evaluate_file(scorer: TagScorer, source: str | Path, targets: list[str], window_rows: int = 4096) -> dict[str, Any]:
-    """Score a labeled file and compare with its label columns (as many as the head takes, in order).
-
-    Rows the model could not score are counted, not silently dropped from the report. The metrics
-    are the head's own (`Head.target_metrics`), the same code training validates with.
-    """
-    if len(scorer.plans) != 1:
-        raise UsageError("evaluate one function at a time")
-    function = scorer.plans[0].function
-    head = function.head
-    if len(targets) != head.n_labels:
-        outputs = ", ".join(head.output_columns())
-        raise UsageError(
-            f"function '{function.name}' ({head.type_name}: {outputs}) "
-            f"takes {head.n_labels} --target column(s), got {len(targets)}"
-        )
-    outputs = head.output_columns()
-    labels: list[Any] = []
-    predicted: dict[str, list] = {c: [] for c in outputs}
-    summary = ScoreSummary(output=str(source))
-    with open_table(source, batch_rows=window_rows) as reader:
-        missing = [t for t in targets if t not in reader.schema.names]
-        if missing:
-            raise UsageError(f"no target column(s) {', '.join(missing)} in {source}")
-        for scored in _scored_batches(scorer, reader, summary):
-            ok = scored.filter(pc.equal(scored.column("status"), STATUS_OK))
-            labels += head.parse_labels([ok.column(t).to_pylist() for t in targets])
-            for column in outputs:
-                predicted[column] += ok.column(column).to_pylist()
-    per_target = dict(zip(targets, head.target_metrics(labels, predicted)))
-    return {
-        "rows": summary.rows,
-        "scored": len(labels),
-        "invalid": summary.invalid,
-        "error": summary.error,
-        **per_target,
-    }
-
-
-def pack_metrics(report: dict[str, Any], targets: list[str], head: Head) -> dict[str, Any]:
-    """An `evaluate_file` report in the shape training records in a manifest (`Manifest.metrics[split]`):
-    the row counts plus the head's summary of its per-target metrics."""
-    counts = {k: report[k] for k in ("rows", "scored", "invalid", "error")}
-    return {**counts, **head.summarize({t: report[t] for t in targets})}

@@ -24,7 +24,7 @@ from tagcli.core.heads.base import Columns, Readout
 from tagcli.core.heads.linear import LinearHead
 from tagcli.core.metrics import regression_metrics
 from tagcli.core.prompt import PromptTemplate
-from tagcli.io.runner import evaluate_file
+from tagcli.io.evaluation import evaluate_file
 from tagcli.packs.format import load_pack, save_pack
 from tagcli.scorer import TagScorer
 from tagcli.train import TrainConfig, train

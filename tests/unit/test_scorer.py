@@ -17,7 +17,8 @@ from helpers import PROTEINS, SMILES, domain_pack, function_pack, regression_hea
 from tagcli.core.model import TaggedModel
 from tagcli.core.prompt import PromptEncoder, collate
 from tagcli.errors import BadRowError, PackError, UsageError
-from tagcli.io.runner import evaluate_file, score_file
+from tagcli.io.evaluation import evaluate_file
+from tagcli.io.runner import score_file
 from tagcli.packs.format import save_pack
 from tagcli.scorer import TagScorer
 
@@ -476,7 +477,7 @@ def test_the_scorer_is_the_package_api() -> None:
 
 
 def test_eval_metrics_recorded_in_the_pack(scorer, tmp_path: Path) -> None:
-    from tagcli.io.runner import pack_metrics
+    from tagcli.io.evaluation import pack_metrics
     from tagcli.packs.format import load_pack, record_metrics
 
     s = scorer("logp")
