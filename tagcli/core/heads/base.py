@@ -37,6 +37,8 @@ class Head(nn.Module):
     objective: ClassVar[Literal["readout", "next-token"]] = "readout"
     # The validation metric (lower is better) that picks the best training step.
     select_by: ClassVar[str]
+    # The picture of an evaluation that fits this kind (`tagcli.plots`), or None.
+    plot_kind: ClassVar[str | None] = None
 
     # -- outputs ---------------------------------------------------------------------------
     def output_columns(self) -> list[str]:

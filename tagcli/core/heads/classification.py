@@ -27,6 +27,7 @@ def class_label(value: Any) -> str | None:
 class ClassificationHead(LinearHead):
     type_name = "classification"
     select_by = "log_loss"
+    plot_kind = "roc"
 
     def __init__(self, hidden_size: int, target: str, classes: list[str]) -> None:
         super().__init__(hidden_size, len(classes))

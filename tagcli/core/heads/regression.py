@@ -41,6 +41,7 @@ class RegressionHead(LinearHead):
 
     type_name = "regression"
     select_by = "standardized_mse"  # Pearson alone would happily pick a badly calibrated head
+    plot_kind = "parity"
 
     def __init__(self, hidden_size: int, targets: list[dict[str, Any]]) -> None:
         super().__init__(hidden_size, len(targets))
