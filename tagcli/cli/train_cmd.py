@@ -59,31 +59,13 @@ COMMON = [
     "version",
     "description",
 ]
-STAGE_FIELDS = {
-    1: ["domains", "input_kind", "max_tokens"],
-    2: [
-        "domains",
-        "function",
-        "targets",
-        "target_ranges",
-        "task",
-        "method",
-        "head_lr",
-        "init_samples",
-        "max_answer_tokens",
-    ],
-    3: [
-        "domains",
-        "function",
-        "targets",
-        "target_ranges",
-        "task",
-        "method",
-        "head_lr",
-        "init_samples",
-        "max_answer_tokens",
-    ],
+# Each stage's own fields: a domain stage's, or a function stage's.
+OWN_FIELDS = {
+    "domain": ["domains", "input_kind", "max_tokens"],
+    "function": ["domains", "function", "targets", "target_ranges", "task", "method"]
+    + ["head_lr", "init_samples", "max_answer_tokens"],
 }
+STAGE_FIELDS = {number: OWN_FIELDS[stage.trains] for number, stage in STAGES.items()}
 # Plural fields are repeatable singular flags.
 FLAGS = {
     "domains": "--domain",
