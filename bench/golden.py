@@ -67,7 +67,7 @@ def _cpu_bf16() -> bool:
 
 def _listing(folder: Path) -> object:
     """The pack listing with checkout-specific folders cut down to the part after the repository."""
-    return json.loads(re.sub(r'"[^"]*/(tagpacks|recipes)/', r'"\1/', (folder / "pack-list.json").read_text()))
+    return json.loads(re.sub(r'"[^"]*/(tagpacks|recipes)(?=[/"])', r'"\1', (folder / "pack-list.json").read_text()))
 
 
 def compare(a: Path, b: Path) -> int:
