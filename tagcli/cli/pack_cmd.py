@@ -10,9 +10,10 @@ from rich.text import Text
 
 from tagcli.cli.options import BaseModelFilter, Format, Offline, PackDirs, Registries
 from tagcli.cli.output import Output, OutputFormat
-from tagcli.cli.pack_rows import human_row, list_row, size_text
+from tagcli.cli.pack_rows import human_row, list_block, list_row, size_text
 from tagcli.errors import PackError
 from tagcli.packs import install, listing
+from tagcli.packs.card import model_card
 from tagcli.packs.registries import configured_registries
 
 app = typer.Typer(help="Tag packs: domain and function tags with their heads.", no_args_is_help=True)
@@ -38,10 +39,14 @@ def list_packs(
     out = Output(format)
     for warning in warnings:
         out.warn(warning)
-    # People get the headline columns; JSON gets every field, path and fingerprint included.
+    # People get the headline columns (a block per pack where the table would not fit); JSON gets every
+    # field, path and fingerprint included.
     columns = ["pack", "kind", "status", "domains", "outputs", "base_model", "compatible", "size", "metrics"]
     columns += ["error"] if any("error" in r for r in rows) else []
-    out.table(rows if format is OutputFormat.json else [human_row(r) for r in rows], columns, title="tag packs")
+    if format is OutputFormat.json:
+        out.table(rows, columns, title="tag packs")
+    else:
+        out.table([human_row(r) for r in rows], columns, title="tag packs", blocks=[list_block(r) for r in rows])
 
 
 @app.command("info")
@@ -52,14 +57,14 @@ def info(
     pack_dir: PackDirs = None,
     format: Format = OutputFormat.human,
 ) -> None:
-    """Show one pack's manifest: template, head, training data, metrics, and where it came from."""
+    """Show one pack's model card (what it predicts, from what, training, metrics, limits) and where it is;
+    --format json: its whole manifest."""
     details = listing.pack_info(name, configured_registries(registry_ or ()), pack_dirs=pack_dir or (), offline=offline)
     out = Output(format)
     if format is OutputFormat.json:
         out.json(details)
     else:
-        fields = [{"field": k, "value": v} for k, v in details.items()]
-        out.table(fields, ["field", "value"], title=f"pack {details.get('name')}")
+        out.markdown(model_card(details) + "\n" + _where(details))
 
 
 @app.command("pull")
@@ -124,16 +129,33 @@ def export(
     pack_dir: PackDirs = None,
     format: Format = OutputFormat.human,
 ) -> None:
-    """Write a pack's single-file archive into a folder and add it to the folder's index.json."""
+    """Write a pack's single-file archive and its model card (NAME-VERSION.md) into a folder, and add the
+    pack to the folder's index.json."""
     result = listing.export(name, to, pack_dirs=pack_dir or ())
     line = (
         f"exported {result['name']} {result['version']} -> {result['archive']} ({size_text(result['size'])}, "
-        f"sha256 {result['sha256'][:12]}…); index {result['index']}"
+        f"sha256 {result['sha256'][:12]}…); model card {result['card']}; index {result['index']}"
     )
     Output(format).record(result, line)
 
 
-# --------------------------------------------------------------------------- pull's lines
+# --------------------------------------------------------------------------- info's and pull's lines
+
+
+def _where(details: dict[str, Any]) -> str:
+    """The Markdown section under `pack info`'s card: this copy of the pack, not the pack itself."""
+    lines = ["## This copy", "", f"- **Status:** {details.get('status')}"]
+    if details.get("path"):
+        lines.append(f"- **Path:** `{details['path']}`")
+    installed = details.get("installed_from") or {}
+    if installed.get("registry"):
+        lines.append(f"- **Pulled from:** {installed['registry']} at {installed.get('installed_at')}")
+    if details.get("registry") and details.get("status") == "available":
+        lines.append(f"- **Offered by:** {details['registry']} ({size_text(details.get('size') or 0)})")
+        lines.append(f"- **Install it:** `tagcli pack pull {details.get('name')}@{details.get('version')}`")
+    if details.get("tag_sha256"):
+        lines.append(f"- **Tag sha256:** `{details['tag_sha256']}`")
+    return "\n".join(lines) + "\n"
 
 
 def _lines(out: Output, records: Sequence[dict[str, Any]], lines: Sequence[str]) -> None:

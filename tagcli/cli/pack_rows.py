@@ -1,13 +1,15 @@
 """How `tagcli pack list` shows packs: one JSON row per listed pack, and the same row made readable.
 
 JSON rows carry every field (path, fingerprint, sha256); people get headline columns with sizes in
-kB/MB. The library (`tagcli.packs.listing`) returns records; only this module decides the row shape.
+kB/MB: a table on a wide terminal, else one stacked block per pack (`list_block`) whose pack name is
+never cut. The library (`tagcli.packs.listing`) returns records; only this module decides the row shape.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from tagcli.cli.output import Block
 from tagcli.packs.format import Manifest
 from tagcli.packs.index import IndexEntry
 from tagcli.packs.listing import AvailablePack, BrokenPack, ListedPack
@@ -51,7 +53,40 @@ def human_row(row: dict[str, Any]) -> dict[str, Any]:
         shown["compatible"] = "yes" if row["compatible"] else "no"
     if row.get("status") == "available":
         shown["status"] = f"available ({row['source']})"
+    if isinstance(row.get("metrics"), dict):
+        shown["metrics"] = metrics_text(row["metrics"], separator=None)
     return shown
+
+
+def list_block(row: dict[str, Any]) -> Block:
+    """A JSON row as a stacked block for a narrow terminal: "NAME VERSION  kind, status", then key: value lines."""
+    heading = f"{row['name']} {row.get('version') or ''}".strip()
+    if row.get("status") == "broken":
+        return Block(heading, "broken", [("error", str(row.get("error", "")))])
+    domain = row.get("kind") == "domain"
+    base = str(row.get("base_model") or "?")
+    if "compatible" in row:
+        base += ", compatible" if row["compatible"] else ", incompatible"
+    fields = [
+        ("domain" if domain else "domains", ", ".join(row.get("domains") or [])),
+        ("outputs", ", ".join(row.get("outputs") or [])),
+        ("method", row["method"] if row.get("method") not in (None, "tag-llm") else ""),
+        ("metrics", metrics_text(row.get("metrics") or {})),
+        ("base model", base),
+        ("size", size_text(row["size"]) if isinstance(row.get("size"), int) else ""),
+        ("from", str(row.get("source") or "") if row.get("status") == "available" else ""),
+    ]
+    return Block(heading, f"{row.get('kind')}, {row.get('status')}", fields)
+
+
+def metrics_text(headline: dict[str, Any], separator: str | None = ", ") -> Any:
+    """Headline metrics for people: "pearson 0.5772, mse 0.0061 (test)"; with no separator, a list of lines."""
+    values = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in headline.items() if k != "split"]
+    if not values:
+        return "" if separator is not None else []
+    if separator is None:
+        return [f"{headline.get('split', '')}:", *values]
+    return f"{separator.join(values)} ({headline.get('split')})"
 
 
 def headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -198,7 +198,10 @@ def verify(name: str | None = None, *, pack_dirs: Sequence[str] = ()) -> list[di
 
 
 def export(ref: str, to_dir: str | Path, *, pack_dirs: Sequence[str] = ()) -> dict[str, Any]:
-    """Write a pack's `.tagpack` into `to_dir` and add (or replace) its entry in `to_dir/index.json`."""
+    """Write a pack's `.tagpack` and its model card (`NAME-VERSION.md`, `card.model_card`) into `to_dir`,
+    and add (or replace) its entry in `to_dir/index.json` (which does not mention the card)."""
+    from tagcli.packs.card import CARD_SUFFIX, write_card
+
     pack = PackStore(pack_dirs).load(ref)
     assert pack.path is not None
     to_dir = Path(to_dir).expanduser()
@@ -221,6 +224,8 @@ def export(ref: str, to_dir: str | Path, *, pack_dirs: Sequence[str] = ()) -> di
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    card = to_dir / f"{m.name}-{m.version}{CARD_SUFFIX}"
+    write_card(card, vars(m) | {"outputs": entry.outputs})
     entries = [e for e in entries if (e.name, e.version) != (m.name, m.version)] + [entry]
     write_json_atomic(index_path, index_document(entries))
-    return entry.to_dict() | {"archive": str(to_dir / filename), "index": str(index_path)}
+    return entry.to_dict() | {"archive": str(to_dir / filename), "card": str(card), "index": str(index_path)}
