@@ -9,7 +9,10 @@ A *domain* pack holds one domain tag (e.g. `smiles`) and says how its inputs are
 A *function* pack holds one function tag and its head, the prompt template, and the domain
 tags it was trained with, by name and sha256 (`requires`), so the loader can find them in any
 order of installation. Packs record the base model's fingerprint and refuse any other model.
-Everything is JSON or safetensors: nothing is ever unpickled.
+Everything is JSON or safetensors: nothing is ever unpickled, and files other than these three
+are never opened. Every size a pack's files could make the loader spend is capped before it is
+spent (the `MAX_*` limits below): a manifest is read only if small, a safetensors header only if
+its length is plausible, an archive member is extracted only if it is a small-enough plain file.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +46,20 @@ FORMAT_VERSION = 1
 MANIFEST, TAGS_FILE, HEADS_FILE = "manifest.json", "tags.safetensors", "heads.safetensors"
 PACK_FILES = (MANIFEST, TAGS_FILE, HEADS_FILE)
 ARCHIVE_SUFFIX = ".tagpack"
+VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}\Z")
+MAX_NAME_LENGTH = 64
+
+# Limits on what a pack may make tagcli read, allocate or write; real packs are far below them.
+MIB = 1 << 20
+MAX_MANIFEST_BYTES = MIB  # metadata only: a few KB
+MAX_TENSOR_FILE_BYTES = 256 * MIB  # tags.safetensors, heads.safetensors (a tag is tag_length x hidden floats)
+MAX_TENSOR_HEADER_BYTES = MIB  # the JSON header of a safetensors file: names, dtypes, shapes of a few tensors
+MAX_FILE_BYTES = {MANIFEST: MAX_MANIFEST_BYTES, TAGS_FILE: MAX_TENSOR_FILE_BYTES, HEADS_FILE: MAX_TENSOR_FILE_BYTES}
+MAX_ARCHIVE_BYTES = sum(MAX_FILE_BYTES.values()) + MIB  # the three files, tar headers and padding
+MAX_JSON_DEPTH = 32  # of a manifest or index (a head spec nests 4 levels)
+MAX_TAG_LENGTH = 1 << 16
+MAX_HIDDEN_SIZE = 1 << 17
+MAX_INPUT_TOKENS = 1 << 20
 
 
 @dataclass
@@ -81,12 +100,14 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Manifest:
+        """A validated manifest from its JSON object. Unknown top-level keys are ignored (a newer tagcli
+        may add fields); known ones must have the right types and values."""
         if not isinstance(data, dict):
             raise PackError(f"{where}: manifest must be a JSON object")
         if data.get("format") != FORMAT:
-            raise PackError(f"{where}: not a tagcli pack manifest (format is {data.get('format')!r})")
+            raise PackError(f"{where}: not a tagcli pack manifest (format is {brief(data.get('format'))})")
         version = data.get("format_version")
-        if not isinstance(version, int):
+        if not is_int(version):
             raise PackError(f"{where}: manifest lacks an integer format_version")
         if version > FORMAT_VERSION:
             raise PackError(
@@ -109,26 +130,46 @@ class Manifest:
             if not ok:
                 raise PackError(f"{where}: {what}")
 
+        need(is_name(self.name), f"bad pack name {brief(self.name)} (lowercase letters, digits, - and _)")
+        need(self.kind in ("domain", "function"), f"kind must be 'domain' or 'function', not {brief(self.kind)}")
         need(
-            isinstance(self.name, str) and bool(NAME_RE.match(self.name)),
-            f"bad pack name {self.name!r} (lowercase letters, digits, - and _)",
+            isinstance(self.version, str) and bool(VERSION_RE.match(self.version)),
+            f"bad version {brief(self.version)} (up to 64 letters, digits, '.', '+', '_' and '-')",
         )
-        need(self.kind in ("domain", "function"), f"kind must be 'domain' or 'function', not {self.kind!r}")
-        need(isinstance(self.method, str) and bool(NAME_RE.match(self.method)), f"bad method name {self.method!r}")
+        need(is_name(self.method), f"bad method name {brief(self.method)}")
         need(
-            isinstance(self.tag_length, int) and self.tag_length >= (1 if self.kind == "domain" else 0),
-            "tag_length must be a positive integer",
+            is_int(self.tag_length, 1 if self.kind == "domain" else 0, MAX_TAG_LENGTH),
+            f"tag_length must be a positive integer up to {MAX_TAG_LENGTH}, not {brief(self.tag_length)}",
         )
-        need(isinstance(self.hidden_size, int) and self.hidden_size > 0, "hidden_size must be a positive integer")
         need(
-            isinstance(self.base_model, dict) and str(self.base_model.get("fingerprint", "")).startswith("sha256:"),
+            is_int(self.hidden_size, 1, MAX_HIDDEN_SIZE),
+            f"hidden_size must be a positive integer up to {MAX_HIDDEN_SIZE}, not {brief(self.hidden_size)}",
+        )
+        need(
+            isinstance(self.base_model, dict)
+            and isinstance(self.base_model.get("id"), str)
+            and isinstance(self.base_model.get("fingerprint"), str)
+            and self.base_model["fingerprint"].startswith("sha256:"),
             "base_model needs an id and a sha256: fingerprint",
         )
+        for key, kind in (("description", str), ("training", dict), ("metrics", dict)):
+            need(isinstance(getattr(self, key), kind), f"{key} must be a {kind.__name__}")
+        need(
+            isinstance(self.domains, list) and all(is_name(d) for d in self.domains),
+            "domains must be a list of pack names",
+        )
         if self.kind == "domain":
+            spec = self.input
             need(
-                isinstance(self.input, dict) and self.input.get("kind") in INPUT_KINDS,
+                isinstance(spec, dict) and spec.get("kind") in INPUT_KINDS,
                 f"domain pack needs input.kind, one of {', '.join(INPUT_KINDS)}",
             )
+            assert isinstance(spec, dict)
+            need(
+                is_int(spec.get("max_tokens"), 1, MAX_INPUT_TOKENS),
+                f"input.max_tokens must be a positive integer up to {MAX_INPUT_TOKENS}",
+            )
+            need(isinstance(spec.get("canonicalize", False), bool), "input.canonicalize must be true or false")
             try:
                 self.domain_input()
             except TypeError as exc:
@@ -139,9 +180,41 @@ class Manifest:
         need(isinstance(self.head, dict), "function pack needs a head spec")
         need(
             isinstance(self.requires, dict)
-            and all(isinstance(v, dict) and isinstance(v.get("sha256"), str) for v in self.requires.values()),
+            and all(
+                is_name(k) and isinstance(v, dict) and isinstance(v.get("sha256"), str)
+                for k, v in self.requires.items()
+            ),
             "requires must map domain names to {version, sha256}",
         )
+
+
+def is_int(value: Any, low: int | None = None, high: int | None = None) -> bool:
+    """An integer (JSON true/false are not) within [low, high]."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return False
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
+def is_name(value: Any) -> bool:
+    """A pack (or method) name: lowercase letters, digits, - and _, at most MAX_NAME_LENGTH characters."""
+    return isinstance(value, str) and len(value) <= MAX_NAME_LENGTH and bool(NAME_RE.match(value))
+
+
+def brief(value: Any, width: int = 40) -> str:
+    """repr(value) cut to `width` characters: messages quote untrusted values in one short line."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an integer too long to print, or a structure too deep
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def brief_names(names: Iterable[Any], shown: int = 6) -> str:
+    """A sorted list of names for a message: the first few, and how many there are in all."""
+    items = sorted(str(n) for n in names)
+    if len(items) <= shown:
+        return "[" + ", ".join(brief(n) for n in items) + "]"
+    return "[" + ", ".join(brief(n) for n in items[:shown]) + f", … ({len(items)} in all)]"
 
 
 def check_template(template: PromptTemplate, name: str, domains: list[str], has_tag: bool) -> None:
@@ -212,7 +285,7 @@ def load_pack(path: str | Path, *, check_install: bool = True) -> TagPack:
     manifest = Manifest.from_dict(read_manifest_data(path), where)
     tags = _load_tensors(path / TAGS_FILE, where)
     if sorted(tags) != manifest.tags:
-        raise PackError(f"{where}: {TAGS_FILE} holds {sorted(tags)}, manifest says {manifest.tags}")
+        raise PackError(f"{where}: {TAGS_FILE} holds {brief_names(tags)}, manifest says {manifest.tags}")
     for name, vectors in tags.items():
         _check_tag(name, vectors, manifest, where)
     head = _load_head(path, manifest, where) if manifest.kind == "function" else None
@@ -223,31 +296,95 @@ def read_manifest_data(path: str | Path, *, strict: bool = True) -> dict[str, An
     """The raw JSON object of a pack's manifest (pack directory or `.tagpack` archive), not validated.
 
     The one place a manifest file is read: `load_pack` validates what it returns, and lookups that only
-    peek at a version, base model or `requires` pass `strict=False`. A missing, unreadable or non-object
-    manifest is a one-line PackError, or with `strict=False` an empty dict.
+    peek at a version, base model or `requires` pass `strict=False`. A missing, unreadable, oversized
+    (over MAX_MANIFEST_BYTES), too deeply nested or non-object manifest is a one-line PackError, or with
+    `strict=False` an empty dict; with `strict=False` the fields peeked at are also dropped where they
+    have the wrong type (a broken pack then fails when it is loaded, saying why).
     """
     path = Path(path)
     where, file = f"pack {path}", path / MANIFEST
     try:
         if path.is_file():
             with tempfile.TemporaryDirectory() as tmp:
-                extract_archive(path, Path(tmp))
-                return read_manifest_data(tmp)
+                extract_archive(path, Path(tmp), only=(MANIFEST,))
+                return read_manifest_data(tmp, strict=strict)
         if not file.is_file():
             raise PackError(f"{where}: no {MANIFEST} (is this a tag pack?)")
         try:
-            data = json.loads(file.read_bytes().decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PackError(f"{where}: {MANIFEST} is not valid JSON: {exc}") from None
+            check_file_size(file, where)
+            with open(file, "rb") as f:
+                raw = f.read(MAX_MANIFEST_BYTES + 1)  # the file may have grown since
         except OSError as exc:
             raise PackError(f"{where}: cannot read {MANIFEST}: {first_line(exc)}") from None
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise PackError(too_big(where, MANIFEST, len(raw)))
+        data = parse_json(raw, where, MANIFEST)
         if not isinstance(data, dict):
             raise PackError(f"{where}: manifest must be a JSON object")
-        return data
+        return data if strict else _peekable(data)
     except PackError:
         if strict:
             raise
         return {}
+
+
+def parse_json(raw: bytes, where: str, name: str) -> Any:
+    """JSON from bytes; invalid UTF-8 or JSON, or nesting deeper than MAX_JSON_DEPTH, is one PackError line."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except RecursionError:  # the parser's own limit, for "[[[[…" far deeper than ours
+        data, too_deep = None, True
+    except ValueError as exc:  # also UnicodeDecodeError, and integers too long to convert
+        reason = first_line(exc).split(";")[0]
+        raise PackError(f"{where}: {name} is not valid JSON ({reason})") from None
+    else:
+        too_deep = json_depth(data) > MAX_JSON_DEPTH
+    if too_deep:
+        raise PackError(f"{where}: {name} nests deeper than {MAX_JSON_DEPTH} levels; refusing it")
+    return data
+
+
+def json_depth(value: Any) -> int:
+    """How deeply lists and objects nest in parsed JSON (without recursion; stops once past MAX_JSON_DEPTH)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            if level > MAX_JSON_DEPTH:
+                break
+            stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _peekable(data: dict[str, Any]) -> dict[str, Any]:
+    """A manifest's fields as lax readers peek at them: names and versions only if strings, `base_model`
+    only its string values, `requires` only its well-formed pins (so a peek never trips on a bad type)."""
+    out = {k: v for k, v in data.items() if not (k in ("name", "version", "kind") and not isinstance(v, str))}
+    base = out.pop("base_model", None)
+    if isinstance(base, dict):
+        out["base_model"] = {k: v for k, v in base.items() if isinstance(v, str)}
+    requires = out.pop("requires", None)
+    if isinstance(requires, dict):
+        out["requires"] = {
+            k: {f: x for f, x in pin.items() if isinstance(x, str)}
+            for k, pin in requires.items()
+            if is_name(k) and isinstance(pin, dict)
+        }
+    return out
+
+
+def too_big(where: str, name: str, size: int) -> str:
+    cap = MAX_FILE_BYTES.get(name, MAX_TENSOR_FILE_BYTES)
+    return f"{where}: {name} is {size:,} bytes, more than the {cap // MIB} MiB it may be; refusing to read it"
+
+
+def check_file_size(file: Path, where: str) -> int:
+    """The size of a pack file, refused (one PackError line) when over its MAX_FILE_BYTES limit."""
+    size = file.stat().st_size
+    if size > MAX_FILE_BYTES.get(file.name, MAX_TENSOR_FILE_BYTES):
+        raise PackError(too_big(where, file.name, size))
+    return size
 
 
 def save_pack(pack: TagPack, path: str | Path) -> Path:
@@ -294,27 +431,127 @@ def write_archive(pack_dir: str | Path, archive: str | Path) -> Path:
     return archive
 
 
-def extract_archive(archive: Path, dest: Path) -> None:
-    """Extract a `.tagpack`, refusing links, directories, paths and unexpected members."""
+COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
+MAX_EXTENDED_HEADER_BYTES = 8 << 10  # a pax or GNU long-name header: a path and a time stamp
+MAX_EXTENDED_HEADERS = 16
+KINDS = {
+    tarfile.SYMTYPE: "a symbolic link",
+    tarfile.LNKTYPE: "a hard link",
+    tarfile.DIRTYPE: "a directory",
+    tarfile.FIFOTYPE: "a FIFO",
+    tarfile.CHRTYPE: "a device",
+    tarfile.BLKTYPE: "a device",
+    tarfile.CONTTYPE: "a contiguous file",
+}
+
+
+class _Refused(tarfile.TarError):
+    """A member refused while its header is read (its data is never read)."""
+
+
+class _CheckedTarInfo(tarfile.TarInfo):
+    """Refuses, before tarfile reads them, the headers whose data tarfile would hold in memory or loop
+    over: oversized or too many pax / GNU long-name headers, and sparse members (GNU or pax), whose maps
+    let a small archive expand into a huge file. (tarfile's `_proc_member` hook, Python 3.8 to 3.13.)"""
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise _Refused(f"member {brief(self.name)} is a sparse file")
+        if self.type in (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, *tarfile.GNU_TYPES):
+            seen = getattr(tar, "_tagcli_extended", 0) + 1
+            tar._tagcli_extended = seen  # type: ignore[attr-defined]
+            if seen > MAX_EXTENDED_HEADERS:
+                raise _Refused(f"more than {MAX_EXTENDED_HEADERS} extended tar headers")
+            if self.size > MAX_EXTENDED_HEADER_BYTES:
+                raise _Refused(f"an extended tar header of {self.size:,} bytes (at most {MAX_EXTENDED_HEADER_BYTES:,})")
+            if self.type not in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK):
+                fileobj = tar.fileobj
+                assert fileobj is not None
+                start = fileobj.tell()
+                data = fileobj.read(self.size)
+                fileobj.seek(start)
+                if b"GNU.sparse" in data:
+                    raise _Refused("a sparse member (pax GNU.sparse header)")
+        return super()._proc_member(tar)  # type: ignore[misc]
+
+
+def _member_problem(member: tarfile.TarInfo, seen: Collection[str]) -> str | None:
+    """Why a `.tagpack` member may not be extracted (None: it may): only the pack's files, as plain files,
+    once each, each within its size limit."""
+    if member.name not in PACK_FILES:
+        return f"unexpected member {brief(member.name)} (a pack holds only {', '.join(PACK_FILES)})"
+    if member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+        return f"unexpected member {member.name!r} ({KINDS.get(member.type, 'not a plain file')})"
+    if member.name in seen:
+        return f"member {member.name!r} appears twice"
+    if member.size > MAX_FILE_BYTES[member.name]:
+        cap = MAX_FILE_BYTES[member.name] // MIB
+        return f"member {member.name!r} is {member.size:,} bytes, more than the {cap} MiB it may be"
+    return None
+
+
+def extract_archive(archive: Path, dest: Path, only: Collection[str] = PACK_FILES, *, label: str | None = None) -> None:
+    """Extract a `.tagpack` (an uncompressed tar) into `dest`; `only`: just these of its files.
+
+    Every header is checked before anything is written: a member that is not one of the pack's files,
+    not a plain file (a link, directory, device or sparse file), there twice, or larger than its
+    MAX_FILE_BYTES limit refuses the whole archive, as does a compressed one (nothing is decompressed).
+    Refusals name the archive as `label` (default: "pack archive PATH").
+    """
+    where = label or f"pack archive {archive}"
     try:
-        with tarfile.open(archive, "r") as tar:
-            members = tar.getmembers()
-            for member in members:
-                if member.name not in PACK_FILES or not member.isfile():
-                    raise PackError(f"pack archive {archive}: unexpected member {member.name!r}; refusing to extract")
-            tar.extractall(dest, members=members, filter="data")
-    except tarfile.TarError as exc:
-        reason = (str(exc).strip().splitlines() or ["unknown error"])[0]
-        raise PackError(f"pack archive {archive} is not a readable tar file ({reason})") from None
+        with open(archive, "rb") as f:
+            magic = f.read(8)
+    except OSError as exc:
+        raise PackError(f"cannot read {where}: {first_line(exc)}") from None
+    for prefix, kind in COMPRESSED.items():
+        if magic.startswith(prefix):
+            raise PackError(
+                f"{where} is {kind}-compressed; a .tagpack is a plain tar file",
+                hint="re-create it with `tagcli pack export`",
+            )
+    try:
+        with tarfile.open(archive, "r:", tarinfo=_CheckedTarInfo) as tar:
+            members: dict[str, tarfile.TarInfo] = {}
+            while (member := tar.next()) is not None:
+                problem = _member_problem(member, members)
+                if problem:
+                    raise PackError(f"{where}: {problem}; refusing to extract")
+                members[member.name] = member
+            wanted = [m for name, m in members.items() if name in only]
+            tar.extractall(dest, members=wanted, filter="data")
+    except _Refused as exc:
+        raise PackError(f"{where}: {exc}; refusing to extract") from None
+    except (tarfile.TarError, ValueError, EOFError, RecursionError, UnicodeError) as exc:
+        # tarfile raises more than TarError on crafted headers (a ValueError from a bad sparse map, …)
+        raise PackError(f"{where} is not a readable tar file ({first_line(exc)})") from None
 
 
 def _load_tensors(path: Path, where: str) -> dict[str, torch.Tensor]:
+    """A pack's safetensors file, its size and header length checked before safetensors parses it."""
     if not path.is_file():
         raise PackError(f"{where}: missing {path.name}")
+    unreadable = f"{where}: {path.name} is not a readable safetensors file"
+    try:
+        size = check_file_size(path, where)
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise PackError(f"{unreadable}: {first_line(exc)}") from None
+    if head.startswith(b"PK\x03\x04"):
+        raise PackError(
+            f"{unreadable}: it is a zip file, as torch.save writes (a pickle inside); tagcli never unpickles",
+            hint="convert it with safetensors.torch.save_file",
+        )
+    declared = int.from_bytes(head, "little") if len(head) == 8 else None
+    if declared is None or declared > min(MAX_TENSOR_HEADER_BYTES, size - 8):
+        what = "it is too short" if declared is None else f"its header length field says {declared:,} bytes"
+        limit = f"the file has {size:,} bytes; a header may have {MAX_TENSOR_HEADER_BYTES:,}"
+        raise PackError(f"{unreadable}: {what} ({limit})")
     try:
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as exc:
-        raise PackError(f"{where}: {path.name} is not a readable safetensors file: {first_line(exc)}") from None
+        raise PackError(f"{unreadable}: {first_line(exc)}") from None
 
 
 def _check_tag(name: str, vectors: torch.Tensor, manifest: Manifest, where: str) -> None:
@@ -329,22 +566,27 @@ def _check_tag(name: str, vectors: torch.Tensor, manifest: Manifest, where: str)
 
 def _load_head(path: Path, manifest: Manifest, where: str) -> Head:
     assert manifest.head is not None
-    head = head_from_spec(manifest.head, manifest.hidden_size)
+    try:
+        with torch.device("meta"):  # shapes only: a manifest alone must not make tagcli allocate (hidden x targets)
+            spec_head = head_from_spec(manifest.head, manifest.hidden_size)
+    except PackError as exc:
+        raise PackError(f"{where}: {exc.message}", hint=exc.hint) from None
+    expected = {k: tuple(v.shape) for k, v in spec_head.state_dict().items()}
     tensors = _load_tensors(path / HEADS_FILE, where)
     prefix = f"{manifest.name}."
-    state = {k[len(prefix) :]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
-    expected = head.state_dict()
+    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     if sorted(state) != sorted(expected):
-        wanted = sorted(prefix + k for k in expected)
-        raise PackError(f"{where}: {HEADS_FILE} holds {sorted(tensors)}, expected {wanted}")
+        wanted = brief_names(prefix + k for k in expected)
+        raise PackError(f"{where}: {HEADS_FILE} holds {brief_names(tensors)}, expected {wanted}")
     for key, value in state.items():
-        if value.shape != expected[key].shape:
-            raise PackError(
-                f"{where}: head tensor '{key}' has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}"
-            )
+        if tuple(value.shape) != expected[key]:
+            raise PackError(f"{where}: head tensor '{key}' has shape {tuple(value.shape)}, expected {expected[key]}")
+        if not value.is_floating_point():
+            raise PackError(f"{where}: head tensor '{key}' has dtype {value.dtype}, expected a float type")
         if not torch.isfinite(value).all():
             raise PackError(f"{where}: head tensor '{key}' contains NaN or infinite values")
-    head.load_state_dict(state)
+    head = head_from_spec(manifest.head, manifest.hidden_size)
+    head.load_state_dict({k: v.float() for k, v in state.items()})
     problem = head.check_state()
     if problem:
         raise PackError(f"{where}: head of '{manifest.name}' refused: {problem}")

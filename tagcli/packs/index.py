@@ -5,12 +5,15 @@
                 "base_model": {"id", "fingerprint"}, "metrics", "size", "sha256", "url"}, ...]}
 
 `url` is relative to the index (or absolute); `sha256` and `size` are those of the `.tagpack` archive.
-One malformed entry makes the whole index unusable: a pull never guesses what an entry meant.
+One malformed entry makes the whole index unusable: a pull never guesses what an entry meant. A
+relative `url` must stay inside the registry (no `..`, no leading `/`, no scheme); an absolute one must
+be a network URL (http, https, or an object store), never file:// or a local path. An index is read
+only up to MAX_INDEX_BYTES, and lists at most MAX_INDEX_ENTRIES packs.
 """
 
 from __future__ import annotations
 
-import json
+import posixpath
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,11 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from packaging.version import InvalidVersion, Version
 
-from tagcli.core.prompt import NAME_RE
 from tagcli.errors import PackError
-from tagcli.packs.format import TagPack
+from tagcli.packs.format import MAX_ARCHIVE_BYTES, MIB, VERSION_RE, TagPack, brief, is_int, is_name, parse_json
 from tagcli.packs.integrity import sha256_file
-from tagcli.packs.store import VERSION_RE
 
 if TYPE_CHECKING:
     from tagcli.packs.registries import Registry
@@ -33,6 +34,10 @@ INDEX_FORMAT_VERSION = 1
 INDEX_FILE = "index.json"
 SHA256_RE = re.compile(r"[0-9a-f]{64}\Z")
 FIX_HINT = "fix the index, or re-create it with `tagcli pack export`"
+MAX_INDEX_BYTES = 4 * MIB  # an entry is about 1 KB
+MAX_INDEX_ENTRIES = 10_000
+MAX_INDEX_CONTAINERS = 20 * MAX_INDEX_ENTRIES  # JSON objects and lists, counted before parsing ({} costs 64 bytes)
+NETWORK_PROTOCOLS = ("http", "https", "s3", "gs", "gcs", "az", "abfs", "abfss")
 
 
 @dataclass
@@ -84,30 +89,39 @@ class IndexEntry:
         """Validate one JSON entry; any defect is a one-line PackError naming the entry."""
         if not isinstance(data, dict):
             raise PackError(f"{where}: a pack entry is not a JSON object")
-        label = f"{where}: entry {data.get('name')!r} {data.get('version')!r}"
+        label = f"{where}: entry {brief(data.get('name'))} {brief(data.get('version'))}"
 
         def need(ok: bool, what: str) -> None:
             if not ok:
                 raise PackError(f"{label}: {what}", hint=FIX_HINT)
 
-        need(isinstance(data.get("name"), str) and bool(NAME_RE.match(data["name"])), "bad or missing name")
+        need(is_name(data.get("name")), "bad or missing name")
         need(isinstance(data.get("version"), str) and bool(VERSION_RE.match(data["version"])), "bad or missing version")
         need(data.get("kind") in ("domain", "function"), "kind must be 'domain' or 'function'")
-        sha = str(data.get("sha256", "")).removeprefix("sha256:").lower()
+        sha = data.get("sha256")
+        sha = sha.removeprefix("sha256:").lower() if isinstance(sha, str) else ""
         need(bool(SHA256_RE.match(sha)), "sha256 must be 64 hex digits")
-        need(isinstance(data.get("size"), int) and data["size"] > 0, "size must be a positive integer")
+        need(is_int(data.get("size"), 1), "size must be a positive integer")
+        need(
+            data["size"] <= MAX_ARCHIVE_BYTES,
+            f"size {data['size']:,} is more than a pack archive may be ({MAX_ARCHIVE_BYTES // MIB} MiB)",
+        )
         need(isinstance(data.get("url"), str) and bool(data["url"]), "missing url")
+        problem = url_problem(data["url"])
+        need(problem is None, f"url {brief(data['url'], 60)} {problem}")
         base = data.get("base_model")
         need(
-            isinstance(base, dict) and str(base.get("fingerprint", "")).startswith("sha256:"),
+            isinstance(base, dict)
+            and isinstance(base.get("id", ""), str)
+            and isinstance(base.get("fingerprint"), str)
+            and base["fingerprint"].startswith("sha256:"),
             "base_model needs an id and a sha256: fingerprint",
         )
         requires = data.get("requires") or {}
         need(
             isinstance(requires, dict)
             and all(
-                NAME_RE.match(str(k)) and isinstance(v, dict) and isinstance(v.get("sha256"), str)
-                for k, v in requires.items()
+                is_name(k) and isinstance(v, dict) and isinstance(v.get("sha256"), str) for k, v in requires.items()
             ),
             "requires must map domain names to {version, sha256}",
         )
@@ -151,23 +165,54 @@ class IndexEntry:
         )
 
 
+def url_problem(url: str) -> str | None:
+    """Why an entry's archive url is not acceptable (None: it is): see the module docstring."""
+    if any(ord(c) < 32 for c in url) or "\\" in url or "::" in url:
+        return "holds a control character, a backslash or '::'"
+    if "://" in url:
+        protocol = url.split("://", 1)[0].lower()
+        if protocol not in NETWORK_PROTOCOLS:
+            return f"points outside the registry (a {protocol[:12]}:// URL, not http(s) or an object store)"
+        return None
+    if url.startswith("/") or re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", url):
+        return "points outside the registry (an absolute path or a URL scheme)"
+    normal = posixpath.normpath(url)
+    if normal == ".." or normal.startswith("../") or normal == ".":
+        return "points outside the registry ('..')"
+    return None
+
+
 def parse_index(raw: bytes, where: str) -> list[IndexEntry]:
-    """The entries of an index.json's bytes; a format this tagcli does not read is refused, not guessed at."""
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PackError(f"{where}: {INDEX_FILE} is not valid JSON ({exc})") from None
+    """The entries of an index.json's bytes; a format this tagcli does not read is refused, not guessed at.
+
+    Bounded before parsing: at most MAX_INDEX_BYTES, and MAX_INDEX_CONTAINERS JSON objects and lists
+    (brackets counted, inside strings too), so parsing cannot take much more memory than that.
+    """
+    if len(raw) > MAX_INDEX_BYTES:
+        raise PackError(
+            f"{where}: {INDEX_FILE} is more than {MAX_INDEX_BYTES // MIB} MiB; refusing to read it",
+            hint="a registry that large should be split",
+        )
+    if raw.count(b"{") + raw.count(b"[") > MAX_INDEX_CONTAINERS:
+        many = f"more than {MAX_INDEX_CONTAINERS:,} JSON objects and lists"
+        raise PackError(f"{where}: {INDEX_FILE} holds {many}; refusing to parse it")
+    data = parse_json(raw, where, INDEX_FILE)
     if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT:
         found = data.get("format") if isinstance(data, dict) else None
-        raise PackError(f"{where}: not a tagcli pack index (format is {found!r})")
+        raise PackError(f"{where}: not a tagcli pack index (format is {brief(found)})")
     version = data.get("format_version")
-    if not isinstance(version, int) or version > INDEX_FORMAT_VERSION:
+    if not is_int(version) or version > INDEX_FORMAT_VERSION:
         raise PackError(
-            f"{where}: index format_version {version!r} is not one this tagcli reads ({INDEX_FORMAT_VERSION})",
+            f"{where}: index format_version {brief(version)} is not one this tagcli reads ({INDEX_FORMAT_VERSION})",
             hint="upgrade tagcli",
         )
     if not isinstance(data.get("packs"), list):
         raise PackError(f"{where}: index has no 'packs' list")
+    if len(data["packs"]) > MAX_INDEX_ENTRIES:
+        raise PackError(
+            f"{where}: index lists {len(data['packs']):,} packs, more than the {MAX_INDEX_ENTRIES:,} tagcli reads",
+            hint="a registry that large should be split",
+        )
     return [IndexEntry.from_dict(item, where) for item in data["packs"]]
 
 

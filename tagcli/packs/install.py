@@ -2,8 +2,9 @@
 
 Installing is all-or-nothing: every archive of a pull (the pack and the domain packs it needs) is
 downloaded to `$TAGCLI_HOME/downloads/SHA256.tagpack.part`, checked against the index's size and
-sha256, extracted into a staging folder inside `$TAGCLI_HOME/packs` (the extractor refuses links,
-absolute paths, `..` and unexpected members), loaded and validated, matched against its index entry
+sha256, extracted into a staging folder inside `$TAGCLI_HOME/packs` (the extractor refuses, before
+writing anything, members other than the pack's three files, links, devices, sparse or duplicate
+members and members over their size limit), loaded and validated, matched against its index entry
 (name, version, base model fingerprint, and the domain tag digests a function pins), and only then
 renamed into place as `$TAGCLI_HOME/packs/NAME/` with an install record (`.tagcli-install.json`:
 source, version, archive sha256, per-file sha256) that `pack verify` re-hashes against. A failure at
@@ -147,7 +148,7 @@ def install(items: Sequence[PullItem], offline: bool = False, force: bool = Fals
                 downloaded.append(archive)
             target = staging / entry.name
             target.mkdir()
-            extract_archive(archive, target)
+            extract_archive(archive, target, label=f"archive of {entry.name} {entry.version} from {entry.source}")
             pack = load_pack(target)
             _check_matches(pack, entry)
             _write_record(target, item)

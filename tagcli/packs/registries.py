@@ -34,7 +34,7 @@ import platformdirs
 from tagcli.errors import PackError, UsageError, first_line
 from tagcli.home import env_true
 from tagcli.packs.format import ARCHIVE_SUFFIX, load_pack
-from tagcli.packs.index import INDEX_FILE, IndexEntry, parse_index
+from tagcli.packs.index import INDEX_FILE, MAX_INDEX_BYTES, IndexEntry, parse_index
 from tagcli.packs.transport import check_archive, download, read_url, url_protocol
 
 ENV_REGISTRY = "TAGCLI_REGISTRY"
@@ -94,7 +94,8 @@ class UrlRegistry(Registry):
     def _load_entries(self, offline: bool) -> list[IndexEntry]:
         if offline and self.remote:
             self._refuse_offline("reading its index")
-        return parse_index(read_url(self.index_url, f"registry {self.spec}"), f"registry {self.spec}")
+        where = f"registry {self.spec}"
+        return parse_index(read_url(self.index_url, where, MAX_INDEX_BYTES), where)
 
     def archive_url(self, entry: IndexEntry) -> str:
         """Where an entry's archive is: its own URL if absolute, else beside the index."""
@@ -143,7 +144,8 @@ class HubRegistry(Registry):
         path = self._download(INDEX_FILE, offline, self.revision)
         if re.fullmatch(r"[0-9a-f]{40}", path.parent.name) and path.parent.parent.name == "snapshots":
             self._commit = path.parent.name
-        return parse_index(path.read_bytes(), f"registry {self.spec}")
+        where = f"registry {self.spec}"
+        return parse_index(read_url(str(path), where, MAX_INDEX_BYTES), where)
 
     def fetch(self, entry: IndexEntry, offline: bool = False) -> Path:
         label = f"{entry.name} {entry.version} from {self.spec}"

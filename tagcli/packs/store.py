@@ -20,7 +20,6 @@ next to it first (`sibling_pack`), so a pulled function runs with the domain pac
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -28,10 +27,8 @@ import tagpacks
 from tagcli.core.prompt import NAME_RE
 from tagcli.errors import PackError
 from tagcli.home import packs_dir
-from tagcli.packs.format import ARCHIVE_SUFFIX, MANIFEST, TagPack, load_pack, read_manifest_data
+from tagcli.packs.format import ARCHIVE_SUFFIX, MANIFEST, VERSION_RE, TagPack, load_pack, read_manifest_data
 from tagcli.packs.integrity import is_pulled, read_record
-
-VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]*\Z")
 
 
 def builtin_packs_dir() -> Path:

@@ -5,14 +5,21 @@ one code path reads http(s) (through aiohttp, its `fsspec[http]` extra), file://
 and other object stores; it does ranged reads, which is what resuming needs. An interrupted download
 keeps its `$TAGCLI_HOME/downloads/SHA256.tagpack.part`, and the next pull asks for the remaining bytes
 only (an HTTP Range request; servers without Range support send the file again from the start).
+
+Nothing a server sends is trusted to be bounded: an index is read up to the caller's limit, an archive
+up to one byte past the size its index entry declares (more is refused and discarded), and a server
+that stays silent for `$TAGCLI_NETWORK_TIMEOUT` seconds (default: 30 to connect, 120 between reads)
+is given up on.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from tagcli.errors import PackError, first_line
+from tagcli.errors import PackError, UsageError, first_line
 from tagcli.home import tagcli_home
 from tagcli.packs.format import ARCHIVE_SUFFIX
 from tagcli.packs.integrity import sha256_file
@@ -20,6 +27,8 @@ from tagcli.packs.integrity import sha256_file
 CHUNK = 1 << 20  # bytes per read (and per Range request when resuming)
 RESUME_HINT = "run the same command again to resume it"
 NETWORK_HINT = "check the address and the network"
+MISMATCH_HINT = "the archive differs from the one its index entry describes; re-export the registry or ask its owner"
+ENV_TIMEOUT = "TAGCLI_NETWORK_TIMEOUT"
 
 
 class _NoRanges(Exception):
@@ -36,6 +45,20 @@ def url_protocol(url: str) -> str:
     return url.split("://", 1)[0].lower() if "://" in url else "local"
 
 
+def network_timeouts() -> tuple[float, float]:
+    """(connect, read) seconds a registry server may stay silent: $TAGCLI_NETWORK_TIMEOUT for both, else 30, 120."""
+    text = os.environ.get(ENV_TIMEOUT, "").strip()
+    if not text:
+        return 30.0, 120.0
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise UsageError(f"{ENV_TIMEOUT} must be a positive number of seconds, not {text[:20]!r}")
+    return seconds, seconds
+
+
 def _filesystem(url: str) -> tuple[Any, str]:
     try:
         from fsspec.core import url_to_fs
@@ -48,7 +71,8 @@ def _filesystem(url: str) -> tuple[Any, str]:
         except ImportError:
             raise PackError(f"cannot read {url}: aiohttp is not installed", hint="pip install 'fsspec[http]'") from None
         # No overall limit (archives can be large), but never hang on a dead connection; honour HTTP(S)_PROXY.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
+        connect, read = network_timeouts()
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
         options["client_kwargs"] = {"timeout": timeout, "trust_env": True}
     try:
         return url_to_fs(url, **options)
@@ -58,11 +82,24 @@ def _filesystem(url: str) -> tuple[Any, str]:
         ) from None
 
 
-def read_url(url: str, where: str) -> bytes:
-    """The whole content of a (small) file at a URL or path, e.g. an index."""
+def read_url(url: str, where: str, max_bytes: int) -> bytes:
+    """The content of a small file at a URL or path (an index), but at most `max_bytes` + 1 bytes of it:
+    enough for the caller to tell that it is too big, without ever holding more."""
     fs, path = _filesystem(url)
     try:
-        return fs.cat_file(path)
+        if url_protocol(url) in ("http", "https"):
+            source = fs.open(path, "rb", block_size=0, size=max_bytes + 1)  # one streamed GET
+        else:
+            source = fs.open(path, "rb")
+        chunks, got = [], 0
+        with source:
+            while got <= max_bytes:
+                chunk = source.read(min(CHUNK, max_bytes + 1 - got))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+        return b"".join(chunks)
     except FileNotFoundError:
         raise PackError(
             f"{where}: {url} not found",
@@ -124,14 +161,16 @@ def _open_at(url: str, offset: int, size: int, label: str) -> BinaryIO:
 
 
 def _copy(url: str, part: Path, offset: int, size: int, label: str) -> None:
-    """Append the bytes of `url` from `offset` to `part`, stopping once past `size`."""
+    """Append the bytes of `url` from `offset` to `part`; a source longer than `size` is refused as soon
+    as one byte more has come (`part` is then discarded), so no server can make it grow past size + 1."""
     ranged = url_protocol(url) in ("http", "https") and offset > 0
     written = offset
     with _open_at(url, offset, size, label) as source, open(part, "ab") as out:
         first = True
-        while True:
+        while written <= size:
             try:
-                chunk = source.read(max(1, min(CHUNK, size - written)) if ranged else CHUNK)
+                # a ranged read stops at `size` by itself; a streamed one is asked for one byte more, to notice it
+                chunk = source.read(max(1, min(CHUNK, size - written)) if ranged else min(CHUNK, size + 1 - written))
             except Exception as exc:
                 if first and offset and isinstance(exc, ValueError):
                     raise _NoRanges() from exc
@@ -143,8 +182,12 @@ def _copy(url: str, part: Path, offset: int, size: int, label: str) -> None:
             out.write(chunk)
             out.flush()
             written += len(chunk)
-            if written > size:
-                return  # more than the index says: the size/hash check refuses it
+    part.unlink(missing_ok=True)
+    raise PackError(
+        f"download of {label}: the server sent more than the {size:,} bytes its index entry says; "
+        "discarded, nothing was installed",
+        hint=MISMATCH_HINT,
+    )
 
 
 def check_archive(path: Path, size: int, sha256: str, label: str, discard: bool) -> None:
@@ -161,10 +204,12 @@ def check_archive(path: Path, size: int, sha256: str, label: str, discard: bool)
     discarded = "discarded, " if discard else ""
     raise PackError(
         f"archive of {label} failed its integrity check ({what}); {discarded}nothing was installed",
-        hint="the archive differs from the one its index entry describes; re-export the registry or ask its owner",
+        hint=MISMATCH_HINT,
     )
 
 
 def _describe(exc: BaseException) -> str:
+    if "Timeout" in type(exc).__name__ or isinstance(exc, TimeoutError):
+        return f"no data for {network_timeouts()[1]:g} s, the ${ENV_TIMEOUT} limit"
     text = (str(exc).strip().splitlines() or [""])[0]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
