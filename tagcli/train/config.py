@@ -8,6 +8,7 @@ from typing import Literal
 
 from tagcli.basemodel.resolve import DEFAULT_BASE_MODEL
 from tagcli.errors import UsageError
+from tagcli.packs.format import VERSION_RE
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,8 @@ class TrainConfig:
             raise UsageError(f"stage {self.stage} needs --function and --target")
         if stage.trains == "domain" and self.method != "tag-llm":
             raise UsageError("baselines (--method) are for stages 2 and 3")
+        if not VERSION_RE.match(str(self.version)):
+            raise UsageError(f"bad --version {self.version!r}: up to 64 letters, digits, '.', '+', '_' and '-'")
         if min(self.batch_size, self.grad_accum, self.tag_length, self.eval_every, self.checkpoint_every) < 1:
             raise UsageError("batch size, grad accumulation, tag length and step intervals must be positive")
 

@@ -131,6 +131,7 @@ def test_init_tag_is_the_mean_embedding_at_the_mean_norm(base) -> None:
         (2, {"tag_length": 0}, "must be positive"),
         (1, {"method": "prompt-tuning"}, "stages 2 and 3"),
         (2, {"method": "linear-probe", "task": "text"}, "no text output"),
+        (2, {"version": "../../evil"}, "bad --version"),
     ],
 )
 def test_config_errors(tmp_path: Path, stage: int, overrides: dict, message: str) -> None:

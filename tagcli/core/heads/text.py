@@ -11,6 +11,8 @@ from tagcli.core.heads.base import Columns, Head, Readout
 from tagcli.core.heads.classification import class_label
 from tagcli.errors import PackError, UsageError
 
+MAX_ANSWER_TOKENS = 4096  # a longer answer is no prediction; a larger limit in a pack is a broken spec
+
 
 class TextHead(Head):
     """A text answer generated greedily by the LM's own head after the function tag."""
@@ -39,7 +41,10 @@ class TextHead(Head):
     ) -> TextHead:
         if len(targets) != 1:
             raise UsageError("a text function has one --target column (the answer)")
-        return cls(targets[0], options.get("max_answer_tokens", 32))
+        limit = options.get("max_answer_tokens", 32)
+        if not 1 <= limit <= MAX_ANSWER_TOKENS:
+            raise UsageError(f"--max-answer-tokens must be from 1 to {MAX_ANSWER_TOKENS}, got {limit}")
+        return cls(targets[0], limit)
 
     def parse_labels(self, label_cells: Sequence[list]) -> list[Any]:
         return [class_label(v) for v in label_cells[0]]
@@ -63,6 +68,6 @@ class TextHead(Head):
     @classmethod
     def from_spec(cls, spec: dict[str, Any], hidden_size: int) -> TextHead:
         limit = spec.get("max_new_tokens", 32)
-        if not isinstance(spec.get("target"), str) or not isinstance(limit, int) or limit < 1:
-            raise PackError("text head spec needs 'target' and a positive 'max_new_tokens'")
+        if not isinstance(spec.get("target"), str) or type(limit) is not int or not 1 <= limit <= MAX_ANSWER_TOKENS:
+            raise PackError(f"text head spec needs 'target' and a 'max_new_tokens' from 1 to {MAX_ANSWER_TOKENS}")
         return cls(spec["target"], limit)
