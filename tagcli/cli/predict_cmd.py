@@ -37,7 +37,7 @@ from tagcli.cli.options import (
 )
 from tagcli.cli.output import Output, OutputFormat
 from tagcli.errors import TagcliError, UsageError
-from tagcli.io.runner import DEFAULT_UNIT_ROWS, score_file
+from tagcli.io.runner import DEFAULT_UNIT_ROWS, check_run, score_file
 from tagcli.io.tables import default_output_path
 from tagcli.io.workunits import PartDirectory, Shard
 from tagcli.packs.install import ensure_packs
@@ -108,6 +108,8 @@ def predict(
         raise UsageError(f"--devices must be at least 1, got {devices}")
     out = Output(format)
     destination = output or ("-" if input == "-" else str(default_output_path(input)))
+    shard_of_run = Shard.parse(shard) if shard else Shard.from_launcher()
+    check_run(input, destination, shard_of_run)  # the input as output, a live run on it: say so before any work
     # Missing packs (and the domain packs they need) are pulled from the registries first, unless --offline;
     # the scorer then loads them from the same store.
     store = PackStore(pack_dir or ())
@@ -125,7 +127,6 @@ def predict(
             raise UsageError("--devices starts its own shards; drop --shard")
         _run_device_processes(out, devices, device, destination, keep_parts)
         return
-    shard_of_run = Shard.parse(shard) if shard else Shard.from_launcher()
     scorer = TagScorer(
         function,
         domain or None,

@@ -8,6 +8,7 @@ work; the parts are merged into the destination once every unit is done.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -18,7 +19,7 @@ import pyarrow as pa
 
 from tagcli import __version__
 from tagcli.errors import UsageError
-from tagcli.io.tables import STDIO, TableReader, TableWriter, check_destination, open_table
+from tagcli.io.tables import STDIO, TableReader, TableWriter, check_destination, default_output_path, open_table
 from tagcli.io.workunits import InputPlan, PartDirectory, Shard, WorkUnit, plan_units
 from tagcli.scorer import STATUS_ERROR, STATUS_INVALID, STATUS_OK, TagScorer
 
@@ -91,6 +92,7 @@ def score_file(
     """
     summary = ScoreSummary(output=str(destination))
     started = time.perf_counter()
+    check_run(source, destination, shard)
     if STDIO in (str(source), str(destination)):
         if resume or shard is not None:
             raise UsageError("--shard and --resume need an input file and an output file, not stdin/stdout")
@@ -111,6 +113,47 @@ def score_file(
         )
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def check_run(source: str | Path, destination: str | Path, shard: Shard | None = None) -> None:
+    """Fail before any work if `destination` would overwrite `source` (UsageError), or if a live
+    run is writing `destination` and the units of `shard` (RunLockedError). Takes no lock: the run
+    takes it when it opens the part directory."""
+    if STDIO in (str(source), str(destination)):
+        return
+    check_not_input(source, destination)
+    PartDirectory(destination).check_free(shard)
+
+
+def check_not_input(source: str | Path, destination: str | Path) -> None:
+    """Refuse an output that is the input itself (same path, a hard link or a symlink to it), an
+    existing folder, or a path whose part directory holds the input."""
+    source_path, dest_path = Path(source), Path(destination)
+    if not source_path.exists():
+        return  # reading it says what is wrong
+    try:
+        same = dest_path.exists() and os.path.samefile(source_path, dest_path)
+    except OSError:
+        same = False
+    if same:
+        how = "" if os.path.abspath(source) == os.path.abspath(destination) else " (a link to it)"
+        hint = f"choose another -o, {_example(source)}"
+        raise UsageError(f"the output {destination} is the input file{how}", hint=hint)
+    if dest_path.is_dir():
+        raise UsageError(f"the output {destination} is a folder", hint=f"name a file, {_example(source)}")
+    parts = PartDirectory(destination).path.resolve()
+    if parts in source_path.resolve().parents:
+        raise UsageError(
+            f"the input {source} is inside {PartDirectory(destination).path}, the part folder of the output",
+            hint=f"choose another -o, {_example(source)}",
+        )
+
+
+def _example(source: str | Path) -> str:
+    try:
+        return f"e.g. -o {default_output_path(source)}"
+    except UsageError:
+        return "e.g. -o scores.parquet"
 
 
 def _score_stream(
@@ -152,24 +195,25 @@ def _score_units(
     schema = scorer.score(plan.schema.empty_table()).schema
     check_destination(destination, schema)  # a column CSV cannot hold, a read-only folder: say so before scoring
     parts = PartDirectory(destination)
-    parts.open(_run_manifest(scorer, source, units, unit_rows, window_rows, schema), join=resume or shard.count > 1)
-    mine = [u for u in units if shard.owns(u)]
-    todo = [u for u in mine if not (resume and parts.is_done(u))]
-    summary.skipped_units = len(units) - len(todo)
-    if on_start:
-        on_start(sum(u.num_rows for u in todo))
-    try:
-        for unit in todo:
-            _score_unit(scorer, plan, unit, parts, schema, window_rows, summary, on_rows)
-    except BaseException:
-        if shard.count == 1 and not any(parts.is_done(u) for u in units):
-            parts.remove()  # nothing to resume (e.g. --strict hit a bad row in the first unit)
-        raise
-    if all(parts.is_done(u) for u in units):
-        parts.merge(units, destination, schema)
-        summary.merged = True
-        if shard.count == 1 and not keep_parts:
-            parts.remove()
+    manifest = _run_manifest(scorer, source, units, unit_rows, window_rows, schema)
+    with parts.open(manifest, join=resume or shard.count > 1, shard=shard):  # this shard's lock, held to the end
+        mine = [u for u in units if shard.owns(u)]
+        todo = [u for u in mine if not (resume and parts.is_done(u))]
+        summary.skipped_units = len(units) - len(todo)
+        if on_start:
+            on_start(sum(u.num_rows for u in todo))
+        try:
+            for unit in todo:
+                _score_unit(scorer, plan, unit, parts, schema, window_rows, summary, on_rows)
+        except BaseException:
+            if shard.count == 1 and not any(parts.is_done(u) for u in units):
+                parts.remove()  # nothing to resume (e.g. --strict hit a bad row in the first unit)
+            raise
+        if all(parts.is_done(u) for u in units):
+            parts.merge(units, destination, schema)
+            summary.merged = True
+            if shard.count == 1 and not keep_parts:
+                parts.remove()
 
 
 def _score_unit(

@@ -5,6 +5,7 @@
                   --shard I/N ─▶ units with index % N == I           (disjoint; together: all of them)
     out.parquet.parts/
         _manifest.json           what makes the run reproducible: input, packs, base model, settings
+        _locks/shard-1-of-1.json which live process writes which units (lock.py)
         part-000003.parquet      unit 3's scored rows, written atomically (temp file + rename)
         _units/000003.json       written after the part: unit 3 is done (rows, ok/invalid/error)
 
@@ -31,8 +32,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tagcli.errors import InputFileError, UsageError
+from tagcli.errors import InputFileError, UsageError, first_line
 from tagcli.home import write_json_atomic
+from tagcli.io.lock import RunLock, StaleLock
 from tagcli.io.tables import TableWriter, csv_schema, open_bytes, read_csv_header, table_format, write_errors
 
 SCAN_BYTES = 16 << 20  # CSV boundary scan chunk
@@ -239,8 +241,10 @@ class PartDirectory:
 
     MANIFEST = "_manifest.json"
     RECORDS = "_units"
+    LOCKS = "_locks"  # one lock file per shard of each live process (lock.py)
 
     def __init__(self, destination: str | Path) -> None:
+        self.destination = str(destination)
         destination = Path(destination)
         self.path = destination.with_name(destination.name + ".parts")
 
@@ -250,14 +254,46 @@ class PartDirectory:
     def _record(self, unit: WorkUnit) -> Path:
         return self.path / self.RECORDS / f"{unit.index:06d}.json"
 
-    def open(self, manifest: dict[str, Any], join: bool) -> None:
-        """Start the directory with `manifest`, or join the run already there if it is the same run.
+    def open(self, manifest: dict[str, Any], join: bool, shard: Shard | None = None) -> RunLock:
+        """Lock `shard` (default: the whole run) here, then start the directory with `manifest`, or
+        join the run already there if it is the same run. Returns the held lock: release it (or use
+        it as a `with` block) when the process is done; it is released here if opening fails.
 
-        Shards start at the same moment, so the manifest is created without clobbering (link) and
-        whoever comes second checks that it describes the same run.
+        A live process writing the same units stops this one (RunLockedError); a stale lock (its
+        process is gone) is taken over when `join`, or when there is no manifest yet. Shards start
+        at the same moment, so the manifest is created without clobbering (link) and whoever comes
+        second checks that it describes the same run.
         """
         manifest = json.loads(json.dumps(manifest))  # as it reads back from disk
         existing = self._read_manifest()
+        lock = self._lock(shard or Shard())
+        try:
+            lock.acquire(takeover=join or existing is None)
+        except StaleLock as stale:
+            raise self._unfinished(f"; its process ({stale.holder}) is gone") from None
+        except OSError as exc:
+            raise InputFileError(f"cannot write {self.path}: {first_line(exc)}") from exc
+        try:
+            self._join(manifest, existing, join)
+        except BaseException:
+            lock.release()
+            raise
+        return lock
+
+    def check_free(self, shard: Shard | None = None) -> None:
+        """Raise RunLockedError if a live process is writing units of `shard` here (locks nothing)."""
+        self._lock(shard or Shard()).check()
+
+    def _lock(self, shard: Shard) -> RunLock:
+        return RunLock(self.path / self.LOCKS, shard.index, shard.count, self.destination)
+
+    def _unfinished(self, detail: str = "") -> UsageError:
+        hint = "pass --resume to continue it, or delete the folder"
+        return UsageError(f"{self.path} holds the parts of an unfinished run{detail}", hint=hint)
+
+    def _join(self, manifest: dict[str, Any], existing: dict[str, Any] | None, join: bool) -> None:
+        if existing is None:
+            existing = self._read_manifest()  # a shard started meanwhile
         if existing is None:
             with write_errors(str(self.path)):
                 (self.path / self.RECORDS).mkdir(parents=True, exist_ok=True)
@@ -265,8 +301,7 @@ class PartDirectory:
                     return
             existing = self._read_manifest() or {}
         elif not join:
-            hint = "pass --resume to continue it, or delete the folder"
-            raise UsageError(f"{self.path} holds the parts of an unfinished run", hint=hint)
+            raise self._unfinished()
         different = sorted(k for k in manifest.keys() | existing.keys() if manifest.get(k) != existing.get(k))
         if different:
             key = different[0]
