@@ -18,7 +18,7 @@ import torch
 from tagcli.core.domains import INPUT_KINDS, DomainInput
 from tagcli.core.model import SharedContext, TaggedModel
 from tagcli.core.prompt import PromptEncoder, PromptTemplate, collate
-from tagcli.errors import UsageError
+from tagcli.errors import InputFileError, UsageError
 
 
 def find_input_column(names: Sequence[str], domain: str, kind: str, columns: Mapping[str, str]) -> str:
@@ -26,16 +26,21 @@ def find_input_column(names: Sequence[str], domain: str, kind: str, columns: Map
     explicit = columns.get(domain) or columns.get(kind) or columns.get("*")
     if explicit:
         if explicit not in names:
-            raise UsageError(f"no column '{explicit}' in the input (columns: {', '.join(names)})")
+            raise UsageError(f"no column '{explicit}' in the input (columns: {_names(names)})")
         return explicit
     by_lower = {name.lower(): name for name in names}
     for candidate in (domain, *INPUT_KINDS[kind].column_names):
         if candidate in by_lower:
             return by_lower[candidate]
     raise UsageError(
-        f"cannot find the {domain} input column among {', '.join(names)}",
+        f"cannot find the {domain} input column among {_names(names)}",
         hint=f"pass --{kind}-col NAME (or --column NAME)",
     )
+
+
+def _names(names: Sequence[str]) -> str:
+    """Column names for a one-line message: a name with a line break or control character is quoted."""
+    return ", ".join(name if name.isprintable() else repr(name) for name in names)
 
 
 def prepare_inputs(
@@ -49,6 +54,11 @@ def prepare_inputs(
     tokens: dict[str, list[list[int] | None]] = {}
     for domain, spec in domains.items():
         column = find_input_column(table.column_names, domain, spec.kind, columns)
+        if table.column_names.count(column) > 1:  # Parquet allows it; which one would be the input?
+            raise InputFileError(
+                f"the input has {table.column_names.count(column)} columns named {column!r}",
+                hint="rename the columns so that each name is unique",
+            )
         cleaned = spec.clean(table.column(column).to_pylist())
         label = f"{domain}: " if len(domains) > 1 else ""
         valid = [i for i, (text, _) in enumerate(cleaned) if text is not None]

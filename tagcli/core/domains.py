@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +25,16 @@ MAX_CHARS_PER_TOKEN = 16
 Cleaned = tuple[str | None, str | None]  # (clean text, error) — exactly one is None
 
 
+# SMILES is printable ASCII without spaces. RDKit would read "CCO name" as CCO (the rest is a name),
+# skip a leading non-ASCII character ("éCCO" is CCO) and stop at a NUL: reject those cells instead.
+_NOT_SMILES = re.compile(r"[^\x21-\x7e]")
+
+
 def clean_smiles(value: str, canonicalize: bool) -> Cleaned:
+    stray = _NOT_SMILES.search(value)
+    if stray:
+        where = f"{_quote(stray[0])} at position {stray.start() + 1}"
+        return None, f"invalid SMILES {_preview(value)}: {where} cannot appear in SMILES"
     mol = Chem.MolFromSmiles(value, sanitize=False)
     if mol is None:
         return None, f"invalid SMILES {_preview(value)}: {smiles_parse_error(value)}"
@@ -78,12 +88,18 @@ AMINO_ACIDS = frozenset("ACDEFGHIKLMNPQRSTVWY")
 EXTRA_RESIDUES = frozenset("BJOUXZ")
 
 
+# Checked before upper-casing: str.upper() maps some non-ASCII letters to ASCII ones ("ß" to "SS").
+_RESIDUES = "".join(sorted(AMINO_ACIDS | EXTRA_RESIDUES))
+RESIDUE_LETTERS = frozenset(_RESIDUES + _RESIDUES.lower())
+
+
 def clean_protein(value: str, canonicalize: bool) -> Cleaned:
-    sequence = "".join(value.split()).upper()
-    bad = sorted(set(sequence) - AMINO_ACIDS - EXTRA_RESIDUES)
+    sequence = "".join(value.split())  # whitespace is layout (FASTA lines), not residues
+    bad = sorted(set(sequence) - RESIDUE_LETTERS)
     if bad:
-        return None, f"not a protein sequence: {''.join(bad)!r} are not amino-acid letters"
-    return sequence, None
+        shown = _quote("".join(bad[:10])) + ("..." if bad[10:] else "")
+        return None, f"not a protein sequence: {shown} are not amino-acid letters"
+    return sequence.upper(), None
 
 
 def clean_text(value: str, canonicalize: bool) -> Cleaned:
@@ -122,15 +138,25 @@ class DomainInput:
     def clean(self, values: Sequence[object]) -> list[Cleaned]:
         """Clean a column of cells; None, NaN and blank cells are invalid rows."""
         kind = INPUT_KINDS[self.kind]
+        limit = self.max_tokens * MAX_CHARS_PER_TOKEN
         out: list[Cleaned] = []
         for value in values:
+            if isinstance(value, bytes):  # a binary column: older Parquet writers store text so
+                if len(value) > 4 * limit:  # (UTF-8 takes up to 4 bytes a character)
+                    out.append((None, f"input too long: {len(value)} bytes (limit {self.max_tokens} tokens)"))
+                    continue
+                try:
+                    value = value.decode("utf-8")
+                except UnicodeDecodeError:
+                    out.append((None, f"expected text, got bytes that are not UTF-8: {_cut(repr(value), 40)}"))
+                    continue
             if value is None or (isinstance(value, float) and value != value):
                 out.append((None, "empty cell"))
             elif not isinstance(value, str):
-                out.append((None, f"expected text, got {type(value).__name__} {value!r}"))
+                out.append((None, f"expected text, got {type(value).__name__} {_cut(repr(value), 40)}"))
             elif not value.strip():
                 out.append((None, "empty cell"))
-            elif len(value) > self.max_tokens * MAX_CHARS_PER_TOKEN:
+            elif len(value) > limit:
                 out.append((None, f"input too long: {len(value)} characters (limit {self.max_tokens} tokens)"))
             else:
                 out.append(kind.clean_value(value.strip(), self.canonicalize))
@@ -138,4 +164,14 @@ class DomainInput:
 
 
 def _preview(value: str, width: int = 40) -> str:
-    return repr(value if len(value) <= width else value[: width - 3] + "...")
+    return _quote(value if len(value) <= width else value[: width - 3] + "...")
+
+
+def _quote(text: str) -> str:
+    """`text` quoted for a message: repr() escapes controls and invisible marks; this escapes combining
+    marks too, which would otherwise land on the quote."""
+    return "".join(ascii(c)[1:-1] if unicodedata.category(c).startswith("M") else c for c in repr(text))
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."

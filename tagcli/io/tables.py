@@ -12,8 +12,8 @@ from __future__ import annotations
 import csv
 import errno
 import gzip
-import io
 import os
+import re
 import secrets
 import sys
 from collections.abc import Iterator
@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
@@ -43,9 +44,11 @@ _SUFFIXES: tuple[tuple[str, TableFormat], ...] = (
     (".parquet", "parquet"),
     (".pq", "parquet"),
 )
-# CSV is parsed in blocks of this many bytes: it bounds memory, and a single row
-# (quoted newlines included) must fit in one block.
+# CSV is read and parsed in chunks of about this many bytes (whole records: a longer record makes a
+# longer chunk); it bounds memory.
 CSV_BLOCK_BYTES = 4 << 20
+MAX_HEADER_BYTES = 8 << 20  # a longer "header" is a file without line ends, not a table
+MAX_RECORD_BYTES = 64 << 20  # longest CSV record (row); held in memory whole while it is parsed
 _MAX_REASON_CHARS = 200  # pyarrow quotes the offending row, which may be huge
 # Errors that mean "this file can't be read": pyarrow's own, I/O, and truncated gzip.
 _READ_ERRORS = (pa.ArrowException, OSError, EOFError)
@@ -104,7 +107,6 @@ class TableReader:
         self._unit = unit  # read only these rows (see workunits.py); None: the whole table
         self._parquet: pq.ParquetFile | None = None
         self._stream: BinaryIO | None = None  # a file we opened (never stdin)
-        self._csv: pa_csv.CSVStreamingReader | None = None
         if self.path != STDIO:
             _check_is_file(Path(path))
         try:
@@ -160,32 +162,52 @@ class TableReader:
         else:
             stream = self._stream = open_bytes(self.path)
         names, self._header_lines = read_csv_header(stream, self.name)
+        limit = None
         if self._unit is not None and self._unit.byte_range is not None:
             # A work unit of a plain CSV file: just its bytes, parsed with the header's names.
             begin, end = self._unit.byte_range
             stream.seek(begin)
-            stream = io.BytesIO(stream.read(end - begin))
+            limit = end - begin
         _check_columns(names, self._columns, self.name)
         self.schema = csv_schema(self._columns or names)
-        try:
-            # The header is already consumed, so pass its names instead of letting
-            # pyarrow read them: that way stdin needs no rewinding.
-            self._csv = pa_csv.open_csv(
-                stream,
-                read_options=pa_csv.ReadOptions(column_names=names, block_size=CSV_BLOCK_BYTES),
-                parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-                convert_options=pa_csv.ConvertOptions(
-                    column_types={n: pa.string() for n in names},
-                    include_columns=self._columns or [],
-                    # An empty cell is the empty string, never null, quoted or not.
-                    strings_can_be_null=False,
-                    quoted_strings_can_be_null=False,
-                ),
-            )
-        except _READ_ERRORS as exc:
-            if "Empty CSV file" not in str(exc):  # a header with no rows is a valid table
-                raise self._read_error(exc) from exc
-        self._batches = iter(self._csv) if self._csv is not None else iter(())
+        self._batches = self._csv_batches(stream, names, limit)
+
+    def _csv_batches(self, stream: BinaryIO, names: list[str], limit: int | None) -> Iterator[pa.RecordBatch]:
+        row = self._unit.first_row if self._unit is not None else 0  # data rows before this chunk
+        for chunk in csv_record_chunks(stream, self.name, limit):
+            try:
+                batches = self._parse(chunk, names)
+            except pa.ArrowInvalid as exc:
+                raise self._csv_error(exc, names, row) from exc
+            row += sum(b.num_rows for b in batches)
+            yield from batches
+
+    def _csv_error(self, exc: pa.ArrowInvalid, names: list[str], row: int) -> InputFileError:
+        """pyarrow's reason, with the row counted from the top of the table (pyarrow counts from the
+        chunk's) and the column named."""
+        reason = _reason(exc).removeprefix("CSV parse error: ")
+        column = re.match(r"In CSV column #(\d+): (.*)", reason)
+        if column and int(column[1]) < len(names):
+            reason = column[2].replace("CSV conversion error to string: ", "")
+        reason = re.sub(r"^Row #(\d+):", lambda m: f"row {row + int(m[1])}:", reason)
+        if column and int(column[1]) < len(names):
+            reason = f"column {names[int(column[1])]!r}, {reason}"
+        hint = "save the file as UTF-8 text" if "UTF8" in reason else None
+        return InputFileError(f"cannot read {self.name} as CSV: {reason}", hint=hint)
+
+    def _parse(self, chunk: bytearray, names: list[str]) -> list[pa.RecordBatch]:
+        # The header is already consumed, so pass its names instead of letting pyarrow read them:
+        # that way stdin needs no rewinding. One block per chunk: a chunk holds whole records.
+        read = pa_csv.ReadOptions(column_names=names, use_threads=False, block_size=len(chunk) + 1)
+        convert = pa_csv.ConvertOptions(
+            column_types={n: pa.string() for n in names},
+            include_columns=self._columns or [],
+            # An empty cell is the empty string, never null, quoted or not.
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        )
+        parse = pa_csv.ParseOptions(newlines_in_values=True)
+        return pa_csv.read_csv(pa.py_buffer(chunk), read, parse, convert).to_batches()
 
     @cached_property
     def total_rows(self) -> int | None:
@@ -200,15 +222,30 @@ class TableReader:
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         try:
             for batch in self._batches:
+                if self._parquet is not None:
+                    self._check_parquet_batch(batch)
                 # CSV blocks are sized in bytes, not rows: re-slice to the promised size.
                 for start in range(0, batch.num_rows, self._batch_rows):
                     yield batch.slice(start, self._batch_rows)
         except _READ_ERRORS as exc:
             raise self._read_error(exc) from exc
 
+    def _check_parquet_batch(self, batch: pa.RecordBatch) -> None:
+        """Fail on invalid values pyarrow does not check when it reads Parquet: string columns that hold
+        bytes which are not UTF-8 (other writers store them; Python could not read them as text)."""
+        try:
+            batch.validate(full=True)
+        except pa.ArrowInvalid as exc:
+            index = re.match(r"In column (\d+): (?:Invalid: )?(.*)", _reason(exc))
+            if not index or int(index[1]) >= batch.num_columns:
+                raise
+            raise InputFileError(
+                f"cannot read {self.name} as Parquet: column {batch.schema.names[int(index[1])]!r}: {index[2]}",
+                hint="store text columns as UTF-8 strings" if "UTF8" in index[2] else None,
+            ) from exc
+
     def close(self) -> None:
-        if self._csv is not None:
-            self._csv.close()  # stop pyarrow's read-ahead before closing its file
+        self._batches = iter(())
         if self._stream is not None:
             self._stream.close()
         if self._parquet is not None:
@@ -288,7 +325,14 @@ class TableWriter:
         # batch where every value is missing) cast safely to any type.
         data = batch.cast(self._schema)
         with write_errors(self.name):
-            self._writer.write(data)
+            try:
+                self._writer.write(data)
+            except pa.ArrowInvalid as exc:  # e.g. bytes that are not UTF-8 in a binary column, to CSV
+                reason = _reason(exc)
+                if self.format == "csv" and "UTF8" in reason:
+                    reason = "CSV cannot hold bytes that are not UTF-8 text (a binary column)"
+                hint = f"write Parquet instead, e.g. -o {_parquet_name(self.path)}" if self.format == "csv" else None
+                raise InputFileError(f"cannot write {self.name}: {reason}", hint=hint) from exc
 
     def close(self) -> None:
         """Finish the file and move it into place; does nothing after close or abort."""
@@ -385,7 +429,8 @@ def _check_is_file(path: Path) -> None:
 def _check_columns(available: list[str], wanted: list[str] | None, name: str) -> None:
     missing = [c for c in wanted or [] if c not in available]
     if missing:
-        raise UsageError(f"{name} has no column {missing[0]!r}", hint=f"its columns are: {', '.join(available)}")
+        columns = ", ".join(c if c.isprintable() else repr(c) for c in available)  # one line, whatever the names
+        raise UsageError(f"{name} has no column {missing[0]!r}", hint=f"its columns are: {columns}")
 
 
 def open_bytes(path: str) -> BinaryIO:
@@ -396,6 +441,26 @@ def open_bytes(path: str) -> BinaryIO:
     return open(path, "rb")
 
 
+def _read_line(stream: BinaryIO) -> bytes:
+    """One line of `stream`, ended by LF, CRLF or a lone CR as pyarrow ends lines (at most
+    MAX_HEADER_BYTES). A stream that cannot peek is read a byte at a time, so nothing past the line is
+    consumed; a CRLF there ends at the CR, and pyarrow skips the empty line that the LF then starts."""
+    peek = getattr(stream, "peek", None)
+    line = bytearray()
+    while len(line) <= MAX_HEADER_BYTES:
+        ahead = peek(1 << 16) if peek else stream.read(1)
+        if not ahead:
+            break
+        cr, lf = ahead.find(b"\r"), ahead.find(b"\n")
+        end = min(i for i in (cr, lf, len(ahead) - 1) if i >= 0)
+        line += stream.read(end + 1) if peek else ahead
+        if line[-1:] == b"\r" and peek and peek(1)[:1] == b"\n":
+            line += stream.read(1)
+        if line[-1:] in (b"\r", b"\n"):
+            break
+    return bytes(line)
+
+
 def read_csv_header(stream: BinaryIO, name: str) -> tuple[list[str], int]:
     """Read the header row, leaving `stream` at the first data row.
 
@@ -403,19 +468,26 @@ def read_csv_header(stream: BinaryIO, name: str) -> tuple[list[str], int]:
     contain a newline).
     """
     lines_read = 0
+    size = 0
 
     def lines() -> Iterator[str]:
-        nonlocal lines_read
+        nonlocal lines_read, size
         # csv.reader pulls lines one at a time and stops at the end of the first
         # record, so nothing past the header is consumed.
-        while line := stream.readline():
+        while line := _read_line(stream):
             lines_read += 1
+            size += len(line)
+            if size > MAX_HEADER_BYTES:
+                limit = f"{MAX_HEADER_BYTES >> 20} MiB"
+                raise InputFileError(f"cannot read {name} as CSV: the header row is longer than {limit}")
             yield line.decode("utf-8-sig" if lines_read == 1 else "utf-8")
 
     try:
         header = next(csv.reader(lines(), strict=True), None)
     except UnicodeDecodeError as exc:
-        raise InputFileError(f"cannot read {name} as CSV: the header row is not UTF-8 text") from exc
+        raise InputFileError(
+            f"cannot read {name} as CSV: the header row is not UTF-8 text", hint="save the file as UTF-8"
+        ) from exc
     except csv.Error as exc:
         raise InputFileError(f"cannot read {name} as CSV: bad header row ({exc})") from exc
     if header is None:
@@ -431,6 +503,53 @@ def read_csv_header(stream: BinaryIO, name: str) -> tuple[list[str], int]:
     return header, lines_read
 
 
+def csv_record_chunks(stream: BinaryIO, name: str, limit: int | None = None) -> Iterator[bytearray]:
+    """The rest of `stream` (at most `limit` bytes) in chunks of about CSV_BLOCK_BYTES that end where
+    CSV records end, so pyarrow can parse each one on its own.
+
+    Records end where pyarrow's parser ends them (workunits.py finds them the same way). Reading and
+    parsing happen here, in the caller's thread: pyarrow's streaming reader reads ahead on a thread of
+    its own, which has to take the GIL to read a Python stream such as stdin, and a process that fails
+    while that thread is reading aborts at exit. A record may span chunks, up to MAX_RECORD_BYTES.
+    """
+    from tagcli.io.workunits import _line_ends, _undecided_tail  # workunits imports this module
+
+    # The chunk being gathered: a bytearray grows in place, so a long record is not held twice. Each
+    # starts with an empty line (pyarrow skips it): pyarrow drops a BOM at the start of what it parses,
+    # and a cell may well start with U+FEFF.
+    pending, quoted, previous, carry = bytearray(b"\n"), False, ord("\n"), b""
+    while True:
+        size = CSV_BLOCK_BYTES if limit is None else min(CSV_BLOCK_BYTES, limit)
+        piece = stream.read(size) if size else b""
+        if limit is not None:
+            limit -= len(piece)
+        data = carry + piece if carry else piece
+        # Quotes or a CR at the end mean nothing until the next byte is known: keep them for later.
+        keep = _undecided_tail(data) if piece else 0
+        data, carry = data[: len(data) - keep], data[len(data) - keep :]
+        if data:
+            if quoted or b'"' in data:
+                ends, quoted = _line_ends(np.frombuffer(data, dtype=np.uint8), quoted, previous)
+                cut = int(ends[-1]) + 1 if len(ends) else 0
+            else:  # no quotes: every line end ends a record (most files; much faster)
+                cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
+            previous = data[-1]
+            pending += memoryview(data)[:cut]
+            if cut:
+                yield pending
+                pending = bytearray(b"\n")
+            pending += memoryview(data)[cut:]
+        if len(pending) + len(carry) > MAX_RECORD_BYTES:
+            raise InputFileError(
+                f"cannot read {name} as CSV: a record is longer than {MAX_RECORD_BYTES >> 20} MiB",
+                hint="a quote that opens a field and never closes makes the rest of the file one record",
+            )
+        if not piece:
+            break
+    if len(pending) > 1:
+        yield pending
+
+
 def csv_schema(names: list[str]) -> pa.Schema:
     """The schema of CSV columns `names`: every cell is read as a string."""
     return pa.schema([(n, pa.string()) for n in names])
@@ -439,16 +558,19 @@ def csv_schema(names: list[str]) -> pa.Schema:
 def _estimate_csv_rows(path: str, header_lines: int) -> int:
     # A plain byte scan for newlines is fast; quoted newlines and blank lines make it
     # an overestimate, which is fine for a progress bar.
-    newlines, last = 0, b"\n"
+    newlines, returns, last = 0, 0, b"\n"
     with open_bytes(path) as stream:
         while chunk := stream.read(1 << 20):
             newlines += chunk.count(b"\n")
+            returns += chunk.count(b"\r")  # old Mac files end lines with a lone CR
             last = chunk[-1:]
-    return max(0, newlines + (last != b"\n") - header_lines)
+    return max(0, max(newlines, returns) + (last not in b"\r\n") - header_lines)
 
 
 def _reason(exc: BaseException) -> str:
-    return _cut(first_line(exc), _MAX_REASON_CHARS)
+    # pyarrow quotes the offending row: escape what a terminal would act on (ESC, NUL, ...).
+    text = "".join(c if c.isprintable() or c == "\t" else ascii(c)[1:-1] for c in first_line(exc))
+    return _cut(text, _MAX_REASON_CHARS)
 
 
 def _cut(text: str, limit: int) -> str:
