@@ -23,12 +23,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, BinaryIO, Literal
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from tagcli.errors import InputFileError, UsageError, first_line
+from tagcli.io.csv_records import csv_record_chunks
 
 if TYPE_CHECKING:  # workunits.py imports this module; readers only take a planned unit
     from tagcli.io.workunits import WorkUnit
@@ -44,11 +44,7 @@ _SUFFIXES: tuple[tuple[str, TableFormat], ...] = (
     (".parquet", "parquet"),
     (".pq", "parquet"),
 )
-# CSV is read and parsed in chunks of about this many bytes (whole records: a longer record makes a
-# longer chunk); it bounds memory.
-CSV_BLOCK_BYTES = 4 << 20
 MAX_HEADER_BYTES = 8 << 20  # a longer "header" is a file without line ends, not a table
-MAX_RECORD_BYTES = 64 << 20  # longest CSV record (row); held in memory whole while it is parsed
 _MAX_REASON_CHARS = 200  # pyarrow quotes the offending row, which may be huge
 # Errors that mean "this file can't be read": pyarrow's own, I/O, and truncated gzip.
 _READ_ERRORS = (pa.ArrowException, OSError, EOFError)
@@ -501,53 +497,6 @@ def read_csv_header(stream: BinaryIO, name: str) -> tuple[list[str], int]:
             hint="rename the columns so that each name is unique",
         )
     return header, lines_read
-
-
-def csv_record_chunks(stream: BinaryIO, name: str, limit: int | None = None) -> Iterator[bytearray]:
-    """The rest of `stream` (at most `limit` bytes) in chunks of about CSV_BLOCK_BYTES that end where
-    CSV records end, so pyarrow can parse each one on its own.
-
-    Records end where pyarrow's parser ends them (workunits.py finds them the same way). Reading and
-    parsing happen here, in the caller's thread: pyarrow's streaming reader reads ahead on a thread of
-    its own, which has to take the GIL to read a Python stream such as stdin, and a process that fails
-    while that thread is reading aborts at exit. A record may span chunks, up to MAX_RECORD_BYTES.
-    """
-    from tagcli.io.workunits import _line_ends, _undecided_tail  # workunits imports this module
-
-    # The chunk being gathered: a bytearray grows in place, so a long record is not held twice. Each
-    # starts with an empty line (pyarrow skips it): pyarrow drops a BOM at the start of what it parses,
-    # and a cell may well start with U+FEFF.
-    pending, quoted, previous, carry = bytearray(b"\n"), False, ord("\n"), b""
-    while True:
-        size = CSV_BLOCK_BYTES if limit is None else min(CSV_BLOCK_BYTES, limit)
-        piece = stream.read(size) if size else b""
-        if limit is not None:
-            limit -= len(piece)
-        data = carry + piece if carry else piece
-        # Quotes or a CR at the end mean nothing until the next byte is known: keep them for later.
-        keep = _undecided_tail(data) if piece else 0
-        data, carry = data[: len(data) - keep], data[len(data) - keep :]
-        if data:
-            if quoted or b'"' in data:
-                ends, quoted = _line_ends(np.frombuffer(data, dtype=np.uint8), quoted, previous)
-                cut = int(ends[-1]) + 1 if len(ends) else 0
-            else:  # no quotes: every line end ends a record (most files; much faster)
-                cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
-            previous = data[-1]
-            pending += memoryview(data)[:cut]
-            if cut:
-                yield pending
-                pending = bytearray(b"\n")
-            pending += memoryview(data)[cut:]
-        if len(pending) + len(carry) > MAX_RECORD_BYTES:
-            raise InputFileError(
-                f"cannot read {name} as CSV: a record is longer than {MAX_RECORD_BYTES >> 20} MiB",
-                hint="a quote that opens a field and never closes makes the rest of the file one record",
-            )
-        if not piece:
-            break
-    if len(pending) > 1:
-        yield pending
 
 
 def csv_schema(names: list[str]) -> pa.Schema:

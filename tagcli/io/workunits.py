@@ -28,17 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tagcli.errors import InputFileError, UsageError, first_line
 from tagcli.home import write_json_atomic
+from tagcli.io.csv_records import scan_csv
 from tagcli.io.lock import RunLock, StaleLock
 from tagcli.io.tables import TableWriter, csv_schema, open_bytes, read_csv_header, table_format, write_errors
-
-SCAN_BYTES = 16 << 20  # CSV boundary scan chunk
-_QUOTE, _NEWLINE, _CR, _COMMA = ord('"'), ord("\n"), ord("\r"), ord(",")
 
 
 @dataclass(frozen=True)
@@ -150,90 +147,16 @@ def _plan_csv(path: str | Path, unit_rows: int) -> tuple[list[WorkUnit], pa.Sche
     if str(path).lower().endswith(".gz"):
         with gzip.open(path, "rb") as stream:
             names, _ = read_csv_header(stream, str(path))  # type: ignore[arg-type]
-            _, total = _scan_csv(stream, stream.tell(), every=1 << 62)
+            _, total = scan_csv(stream, stream.tell(), every=1 << 62)
         return [WorkUnit(0, 0, total)], csv_schema(names)
     with open_bytes(str(path)) as stream:
         names, _ = read_csv_header(stream, str(path))
         data_start, size = stream.tell(), Path(path).stat().st_size
-        row_starts, total = _scan_csv(stream, data_start, every=unit_rows)
+        row_starts, total = scan_csv(stream, data_start, every=unit_rows)
     ends = [offset for _, offset in row_starts[1:]] + [size]
     rows = [row for row, _ in row_starts[1:]] + [total]
     units = [WorkUnit(k, row, rows[k] - row, (offset, ends[k])) for k, (row, offset) in enumerate(row_starts)]
     return units or [WorkUnit(0, 0, 0, (data_start, size))], csv_schema(names)
-
-
-def _scan_csv(stream: Any, offset: int, every: int) -> tuple[list[tuple[int, int]], int]:
-    """(row index, byte offset) of every `every`-th non-empty CSV record from `offset` on, and the row count.
-
-    Records end where pyarrow's CSV parser ends them (see `_line_ends`); blank lines are skipped, as
-    pyarrow does. The stream is read in chunks; quotes or a CR at the end of a chunk wait for the
-    next one, since the byte after them decides what they mean.
-    """
-    found: list[tuple[int, int]] = []
-    row, record_start, quoted, previous, carry = 0, offset, False, _NEWLINE, b""
-    while True:
-        chunk = stream.read(SCAN_BYTES)
-        data = carry + chunk if carry else chunk
-        block = np.frombuffer(data, dtype=np.uint8, count=len(data) - (_undecided_tail(data) if chunk else 0))
-        carry = data[len(block) :]
-        if len(block):
-            ends, quoted = _line_ends(block, quoted, previous)
-            starts = np.concatenate([[record_start - offset], ends[:-1] + 1])[: len(ends)]
-            crlf = (block[ends] == _NEWLINE) & (np.where(ends > 0, block[ends - 1], previous) == _CR)
-            real = starts[ends - starts - crlf > 0] + offset  # blank lines (CRLF ones too) hold no record
-            found += [(row + int(k), int(real[k])) for k in range((-row) % every, len(real), every)]
-            row += len(real)
-            if len(ends):
-                record_start = offset + int(ends[-1]) + 1
-            previous, offset = int(block[-1]), offset + len(block)
-        if not chunk:
-            break
-    if offset > record_start:  # a last record without a line end
-        if row % every == 0:
-            found.append((row, record_start))
-        row += 1
-    return found, row
-
-
-def _undecided_tail(data: bytes) -> int:
-    """How many bytes at the end of `data` mean nothing until the next byte is known: a run of
-    quotes (one more quote changes what the run does) or a CR (a LF after it is the same line end)."""
-    if data.endswith(b"\r"):
-        return 1
-    return len(data) - len(data.rstrip(b'"'))
-
-
-def _line_ends(block: np.ndarray, quoted: bool, previous: int) -> tuple[np.ndarray, bool]:
-    """Offsets in `block` of the bytes that end a CSV line, and whether the block ends inside quotes.
-
-    pyarrow's rules (arrow/csv/parser.cc): a quote opens a quoted field only at the start of a field
-    (after a comma or a line end); anywhere else it is a plain character. Inside quotes, two quotes
-    are one literal quote and a single quote ends the quoting (the field goes on unquoted). Outside
-    quotes, LF, CRLF and a lone CR end a line. `quoted` and `previous` (the byte before the block)
-    carry the state over; a block may end in quotes or a CR only if it is the file's last.
-
-    Vectorized over runs of quotes. A run of k quotes acts on the quoted state like this:
-    k odd at a field start: flip (outside: opens, k - 1 escaped; inside: k - 1 escaped, then closes);
-    k odd elsewhere: 0 (a plain character outside; inside, the close); k even: no change. So the
-    state after a run is the parity of the flips since the last reset to 0.
-    """
-    before = np.empty_like(block)
-    before[0], before[1:] = previous, block[:-1]
-    after = np.empty_like(block)
-    after[:-1], after[-1] = block[1:], 0
-    is_quote = block == _QUOTE
-    run_starts = np.flatnonzero(is_quote & (before != _QUOTE))
-    run_ends = np.flatnonzero(is_quote & (after != _QUOTE))
-    odd = (run_ends - run_starts) % 2 == 0  # a run is run_ends - run_starts + 1 quotes long
-    opener = before[run_starts]
-    field_start = (opener == _COMMA) | (opener == _NEWLINE) | (opener == _CR)
-    flips = np.cumsum(odd & field_start)
-    last_reset = np.maximum.accumulate(np.where(odd & ~field_start, np.arange(len(odd)), -1))
-    state = np.where(last_reset >= 0, flips - flips[np.maximum(last_reset, 0)], flips + quoted) % 2
-    state = np.concatenate([[int(quoted)], state])  # state[j]: quoted after the first j runs
-    candidates = np.flatnonzero((block == _NEWLINE) | ((block == _CR) & (after != _NEWLINE)))
-    inside = state[np.searchsorted(run_ends, candidates)]  # runs that end before each candidate
-    return candidates[inside == 0], bool(state[-1])
 
 
 class PartDirectory:

@@ -24,7 +24,7 @@ import pytest
 
 from helpers import TIMEOUT, Result, Setup, cli_setup
 from tagcli.errors import InputFileError
-from tagcli.io import workunits
+from tagcli.io import csv_records
 from tagcli.io.workunits import plan_units
 
 STRAY_QUOTE = b'smiles,id\nab"c,1\nCCN,2\n'  # the probe's file
@@ -143,7 +143,7 @@ def test_units_end_where_pyarrow_ends_records(tmp_path: Path, monkeypatch: pytes
         path.write_bytes(b"h\n" + body)
         expected = _pyarrow_records(b"h\n" + body)
         for scan_bytes in (1, 3, 1 << 20):
-            monkeypatch.setattr(workunits, "SCAN_BYTES", scan_bytes)
+            monkeypatch.setattr(csv_records, "SCAN_BYTES", scan_bytes)
             units = plan_units(path, 1).units
             assert sum(u.num_rows for u in units) == expected, body
             pieces = [b"h\n" + body[u.byte_range[0] - 2 : u.byte_range[1] - 2] for u in units if u.num_rows]

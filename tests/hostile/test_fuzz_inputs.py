@@ -40,7 +40,7 @@ from hypothesis import strategies as st
 from helpers import PROTEINS, SMILES, TIMEOUT, Result, Setup, cli_setup, tiny_base, write_packs
 from tagcli.core.domains import DomainInput
 from tagcli.errors import TagcliError
-from tagcli.io import tables
+from tagcli.io import csv_records
 from tagcli.io.runner import score_file
 from tagcli.io.tables import open_table
 from tagcli.scorer import TagScorer
@@ -245,14 +245,14 @@ def pyarrow_reads(data: bytes) -> dict[str, list[str]] | None:
     data=csv_files(),
     out_suffix=st.sampled_from([".parquet", ".csv"]),
     units=st.integers(1, 4),
-    block=st.sampled_from([16, 256, 4096, tables.CSV_BLOCK_BYTES]),
+    block=st.sampled_from([16, 256, 4096, csv_records.CSV_BLOCK_BYTES]),
 )
 def test_csv_bytes_score_every_row_or_fail_with_one_error(
     scorers: dict[str, TagScorer], data: bytes, out_suffix: str, units: int, block: int
 ) -> None:
     """`block`: the reader's chunk size, small enough here that records and quotes span chunks."""
     with workdir() as folder, pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tables, "CSV_BLOCK_BYTES", block)
+        patch.setattr(csv_records, "CSV_BLOCK_BYTES", block)
         source = folder / "in.csv"
         source.write_bytes(data)
         scored = score(scorers["smiles"], source, folder / f"out{out_suffix}", unit_rows=units, window_rows=3)
