@@ -178,6 +178,7 @@ class Result:
 
 
 TIMEOUT = 180
+SMALL_UNITS = ["--unit-rows", "60", "--window-rows", "30", "--batch-size", "8"]
 
 
 @dataclass
@@ -203,6 +204,16 @@ class Setup:
 
     def model_args(self) -> list[str]:
         return ["--base-model", str(self.model), "--device", "cpu", "--dtype", "float32"]
+
+    def start(self, *args: str, stdout: int = subprocess.PIPE) -> subprocess.Popen:
+        """`tagcli ARGS` in the background (stderr captured): runs a test kills or runs side by side."""
+        command = [tagcli_executable(), *args]
+        return subprocess.Popen(command, env=self.env, cwd=self.root, stdout=stdout, stderr=subprocess.PIPE, text=True)
+
+    def unit_predict_args(self, output: str, *extra: str, source: str = "mols.parquet") -> list[str]:
+        """`predict` of SOURCE with `logp` in small work units (60 rows), as the scale-out tests run it."""
+        args = ["predict", source, "-F", "logp", "--pack-dir", str(self.packs), *self.model_args(), "--no-progress"]
+        return [*args, "-o", output, *SMALL_UNITS, *extra]
 
     def predict(self, source: str, *extra: str, stdin: str | None = None) -> Result:
         return self.run(

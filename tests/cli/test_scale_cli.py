@@ -15,11 +15,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import SMILES, TIMEOUT, Setup, cli_setup, tagcli_executable
+from helpers import SMILES, TIMEOUT, Setup, cli_setup
 from tagcli.io.workunits import PartDirectory
 
 ROWS = 3000
-UNIT_OPTIONS = ["--unit-rows", "60", "--window-rows", "30", "--batch-size", "8"]
 
 
 @pytest.fixture(scope="module")
@@ -32,41 +31,13 @@ def setup(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Set
     return s
 
 
-def predict_args(s: Setup, output: str, *extra: str) -> list[str]:
-    return [
-        "predict",
-        "mols.parquet",
-        "-F",
-        "logp",
-        "--pack-dir",
-        str(s.packs),
-        *s.model_args(),
-        "--no-progress",
-        "-o",
-        output,
-        *UNIT_OPTIONS,
-        *extra,
-    ]
-
-
 @pytest.fixture(scope="module")
 def reference(setup: Setup) -> pa.Table:
-    result = setup.run(*predict_args(setup, "reference.parquet"))
+    result = setup.run(*setup.unit_predict_args("reference.parquet"))
     assert result.returncode == 0, result
     table = pq.read_table(setup.root / "reference.parquet")
     assert table.num_rows == ROWS + 1
     return table
-
-
-def start(s: Setup, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [tagcli_executable(), *args],
-        env=s.env,
-        cwd=s.root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def kill_when(process: subprocess.Popen, parts: PartDirectory, done_units: int) -> None:
@@ -85,9 +56,11 @@ def kill_when(process: subprocess.Popen, parts: PartDirectory, done_units: int) 
 
 def test_kill_9_then_resume_gives_the_uninterrupted_output(setup: Setup, reference: pa.Table) -> None:
     parts = PartDirectory(setup.root / "killed.parquet")
-    args = predict_args(setup, "killed.parquet")
+    args = setup.unit_predict_args("killed.parquet")
     for done_units in (0, 3, 9):  # killed at start, early, and again in the middle of a resumed run
-        kill_when(start(setup, *args, *(["--resume"] if done_units else [])), parts, done_units)
+        kill_when(
+            setup.start(*args, *(["--resume"] if done_units else []), stdout=subprocess.DEVNULL), parts, done_units
+        )
         assert not (setup.root / "killed.parquet").exists()
     result = setup.run(*args, "--resume", "--format", "json")
     assert result.returncode == 0, result
@@ -97,7 +70,10 @@ def test_kill_9_then_resume_gives_the_uninterrupted_output(setup: Setup, referen
 
 
 def test_concurrent_shards_together_give_one_run(setup: Setup, reference: pa.Table) -> None:
-    processes = [start(setup, *predict_args(setup, "sharded.parquet", "--shard", f"{k}/3")) for k in (1, 2, 3)]
+    processes = [
+        setup.start(*setup.unit_predict_args("sharded.parquet", "--shard", f"{k}/3"), stdout=subprocess.DEVNULL)
+        for k in (1, 2, 3)
+    ]
     errors = [p.communicate(timeout=TIMEOUT)[1] for p in processes]
     assert [p.returncode for p in processes] == [0, 0, 0], errors
     assert pq.read_table(setup.root / "sharded.parquet").equals(reference)
@@ -106,7 +82,7 @@ def test_concurrent_shards_together_give_one_run(setup: Setup, reference: pa.Tab
 
 
 def test_devices_runs_one_process_per_device(setup: Setup, reference: pa.Table) -> None:
-    result = setup.run(*predict_args(setup, "devices.parquet", "--devices", "2"))
+    result = setup.run(*setup.unit_predict_args("devices.parquet", "--devices", "2"))
     assert result.returncode == 0, result
     ok = reference.column("status").to_pylist().count("ok")
     assert f"2 processes scored {ROWS + 1} rows: {ok} ok, {ROWS + 1 - ok} invalid, 0 error" in result.stdout
@@ -131,7 +107,7 @@ def test_accelerate_launch_gives_each_process_its_shard(setup: Setup, reference:
     ]
     # --multi_gpu only selects accelerate's torchrun launcher; with --device cpu the processes stay on the CPU.
     done = subprocess.run(
-        [*launch, "-m", "tagcli", *predict_args(setup, "accelerate.parquet")],
+        [*launch, "-m", "tagcli", *setup.unit_predict_args("accelerate.parquet")],
         capture_output=True,
         text=True,
         env=setup.env,

@@ -24,14 +24,13 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import SMILES, TIMEOUT, Setup, cli_setup, tagcli_executable
+from helpers import SMILES, TIMEOUT, Setup, cli_setup
 from tagcli.errors import UsageError
 from tagcli.io.lock import STALE_AFTER_SECONDS, RunLock, RunLockedError, StaleLock
 from tagcli.io.runner import check_run
 from tagcli.io.workunits import PartDirectory
 
 ROWS = 2400
-UNIT_OPTIONS = ["--unit-rows", "60", "--window-rows", "30", "--batch-size", "8"]
 STARTED = r"started (\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d"
 
 
@@ -45,39 +44,16 @@ def setup(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Set
     return s
 
 
-def predict_args(s: Setup, output: str, *extra: str, source: str = "mols.parquet") -> list[str]:
-    return [
-        "predict",
-        source,
-        "-F",
-        "logp",
-        "--pack-dir",
-        str(s.packs),
-        *s.model_args(),
-        "--no-progress",
-        "-o",
-        output,
-        *UNIT_OPTIONS,
-        *extra,
-    ]
-
-
 @pytest.fixture(scope="module")
 def reference(setup: Setup) -> pa.Table:
-    result = setup.run(*predict_args(setup, "reference.parquet"))
+    result = setup.run(*setup.unit_predict_args("reference.parquet"))
     assert result.returncode == 0, result
     return pq.read_table(setup.root / "reference.parquet")
 
 
-def start(s: Setup, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [tagcli_executable(), *args], env=s.env, cwd=s.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
 def run_together(s: Setup, *arg_lists: list[str]) -> list[tuple[int, str, str]]:
     """Run several tagcli commands at once: [(exit code, stdout, stderr)] in the same order."""
-    processes = [start(s, *args) for args in arg_lists]
+    processes = [s.start(*args) for args in arg_lists]
     outputs = [p.communicate(timeout=TIMEOUT) for p in processes]
     return [(p.returncode, out, err) for p, (out, err) in zip(processes, outputs)]
 
@@ -96,7 +72,7 @@ def wait_for_units(process: subprocess.Popen, parts: PartDirectory, done_units: 
 def paused_runs(s: Setup, *runs: list[str]) -> Iterator[list[subprocess.Popen]]:
     """Runs (each: output and extra options), all stopped (SIGSTOP) in the middle for the block,
     then continued to their end."""
-    processes = [start(s, *predict_args(s, *run)) for run in runs]
+    processes = [s.start(*s.unit_predict_args(*run)) for run in runs]
     try:
         for process, run in zip(processes, runs):
             wait_for_units(process, PartDirectory(s.root / run[0]), 2)
@@ -122,10 +98,10 @@ def test_second_runs_on_live_outputs_stop_at_once_other_shards_join(setup: Setup
     with paused_runs(setup, ["live.parquet"], ["sharded.parquet", "--shard", "1/2"]) as (plain, shard):
         *refused, same_shard, other_shard = run_together(
             setup,
-            predict_args(setup, "live.parquet"),
-            predict_args(setup, "live.parquet", "--resume"),
-            predict_args(setup, "sharded.parquet", "--shard", "1/2"),
-            predict_args(setup, "sharded.parquet", "--shard", "2/2"),
+            setup.unit_predict_args("live.parquet"),
+            setup.unit_predict_args("live.parquet", "--resume"),
+            setup.unit_predict_args("sharded.parquet", "--shard", "1/2"),
+            setup.unit_predict_args("sharded.parquet", "--shard", "2/2"),
         )
     host = re.escape(socket.gethostname())
     for code, _, stderr in refused:
@@ -154,13 +130,13 @@ def test_second_runs_on_live_outputs_stop_at_once_other_shards_join(setup: Setup
 
 def test_a_killed_runs_lock_is_stale_and_resume_takes_it_over(setup: Setup, reference: pa.Table) -> None:
     parts = PartDirectory(setup.root / "killed.parquet")
-    killed = start(setup, *predict_args(setup, "killed.parquet"))
+    killed = setup.start(*setup.unit_predict_args("killed.parquet"))
     wait_for_units(killed, parts, 2)
     killed.kill()  # SIGKILL: the lock file stays behind
     killed.communicate()
     assert (parts.path / "_locks" / "shard-1-of-1.json").is_file()
 
-    result = setup.run(*predict_args(setup, "killed.parquet"))
+    result = setup.run(*setup.unit_predict_args("killed.parquet"))
     assert result.returncode == 2, result
     assert re.fullmatch(
         rf"error: killed\.parquet\.parts holds the parts of an unfinished run; its process \(pid {killed.pid} "
@@ -169,7 +145,7 @@ def test_a_killed_runs_lock_is_stale_and_resume_takes_it_over(setup: Setup, refe
         one_error_line(result.stderr),
     ), result
 
-    result = setup.run(*predict_args(setup, "killed.parquet", "--resume"))
+    result = setup.run(*setup.unit_predict_args("killed.parquet", "--resume"))
     assert result.returncode == 0, result
     assert pq.read_table(setup.root / "killed.parquet").equals(reference)
     assert not parts.path.exists()
@@ -215,7 +191,7 @@ def test_an_output_that_is_the_input_is_refused(setup: Setup) -> None:
     os.symlink("mols.csv", setup.root / "mols-sym.csv")
     before = sha256(source)
     outputs = ["mols.csv", "mols-hard.csv", "mols-sym.csv"]
-    results = run_together(setup, *(predict_args(setup, out, source="mols.csv") for out in outputs))
+    results = run_together(setup, *(setup.unit_predict_args(out, source="mols.csv") for out in outputs))
     for output, (code, _, stderr) in zip(outputs, results):
         assert code == 2, stderr
         how = "" if output == "mols.csv" else " (a link to it)"
