@@ -72,11 +72,13 @@ def wait_for_units(process: subprocess.Popen, parts: PartDirectory, done_units: 
 def paused_runs(s: Setup, *runs: list[str]) -> Iterator[list[subprocess.Popen]]:
     """Runs (each: output and extra options), all stopped (SIGSTOP) in the middle for the block,
     then continued to their end."""
-    processes = [s.start(*s.unit_predict_args(*run)) for run in runs]
+    processes: list[subprocess.Popen] = []
     try:
-        for process, run in zip(processes, runs):
-            wait_for_units(process, PartDirectory(s.root / run[0]), 2)
-            process.send_signal(signal.SIGSTOP)
+        # One at a time: a run started early would go on (and may finish) while the test waits on another.
+        for run in runs:
+            processes.append(s.start(*s.unit_predict_args(*run)))
+            wait_for_units(processes[-1], PartDirectory(s.root / run[0]), 2)
+            processes[-1].send_signal(signal.SIGSTOP)
         yield processes
     finally:
         for process in processes:
