@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -83,10 +84,10 @@ def domain_pack(
 
 
 def regression_head(
-    hidden: int, targets: Sequence[str] = ("y",), seed: int = 0, mean: float = 5.0, std: float = 2.0
+    hidden: int, targets: Sequence[str] = ("y",), seed: int = 0, mean: float = 5.0, std: float = 2.0, **options: Any
 ) -> RegressionHead:
     torch.manual_seed(seed)
-    head = RegressionHead(hidden, [{"name": t, "mean": mean, "std": std} for t in targets])
+    head = RegressionHead(hidden, [{"name": t, "mean": mean, "std": std} for t in targets], **options)
     return head.eval()
 
 

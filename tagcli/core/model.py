@@ -3,8 +3,10 @@
     prompt "{tag:smiles}{input:smiles}{tag:qed}"  (see prompt.py)
         → token embeddings, with tag vectors written at the tag positions
         → the LM's base model (no LM head: regression needs hidden states, not logits)
-        → final hidden state at the last position of the function tag, per row
-        → the function's head (heads.py) → predictions
+        → the head's readout (readout.py): by default the final hidden state at the function tag's
+          last position (the paper); or pooled states of chosen layers, then only the layers up to
+          the deepest one read are run (`depth`)
+        → the function's head (heads/) → predictions
 
 Only `tags` and `heads` are trainable; the LM's parameters never require grad. Every row carries
 its own readout index, so padding (left or right) and rows with different tags can share a batch.
@@ -13,7 +15,8 @@ its own readout index, so padding (left or right) and rows with different tags c
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +26,7 @@ from transformers import PreTrainedModel
 
 from tagcli.core.heads import Columns, Head
 from tagcli.core.prompt import TaggedBatch, TagTable
+from tagcli.core.readout import FINAL, PAPER, LayerStates, ReadoutSpec, assemble, combine, pool_states
 
 
 class TaggedModel(nn.Module):
@@ -48,6 +52,49 @@ class TaggedModel(nn.Module):
         """Slot layout of all tags; `PromptEncoder` writes these slots, `embed` reads them."""
         return TagTable({name: len(vectors) for name, vectors in self.tags.items()})
 
+    @property
+    def depth(self) -> int | None:
+        """Decoder blocks every head's readout needs (None: all of them)."""
+        depths = [head.readout.depth for head in self.heads.values()]
+        return None if not depths or None in depths else max(d for d in depths if d is not None)
+
+    def _layer_keys(self) -> list[int]:
+        return sorted({k for head in self.heads.values() for k in head.readout.layer_keys if k != FINAL})
+
+    def decoder_blocks(self) -> nn.ModuleList:
+        blocks = getattr(self.lm.base_model, "layers", None)
+        if not isinstance(blocks, nn.ModuleList):
+            raise ValueError(
+                f"{type(self.lm.base_model).__name__} keeps no decoder blocks in .layers: use the final readout"
+            )
+        return blocks
+
+    @contextmanager
+    def _tapped(self) -> Iterator[dict[int, torch.Tensor]]:
+        """Run the base model only up to `depth`, recording the outputs of the blocks readouts read."""
+        keys = self._layer_keys()
+        if not keys:
+            yield {}
+            return
+        blocks, depth, base = self.decoder_blocks(), self.depth, self.lm.base_model
+        states: dict[int, torch.Tensor] = {}
+
+        def recorder(key: int):
+            def record(module: nn.Module, args: Any, output: Any) -> None:
+                states[key] = output[0] if isinstance(output, tuple) else output
+
+            return record
+
+        hooks = [blocks[k - 1].register_forward_hook(recorder(k)) for k in keys]
+        if depth is not None:
+            base.layers = blocks[:depth]  # later blocks would only compute states nobody reads
+        try:
+            yield states
+        finally:
+            base.layers = blocks
+            for hook in hooks:
+                hook.remove()
+
     def embed(self, batch: TaggedBatch) -> torch.Tensor:
         """Token embeddings with tag vectors written at tag slots: [n, L, d]."""
         token_embeddings = self.lm.get_input_embeddings()(batch.input_ids)
@@ -68,62 +115,51 @@ class TaggedModel(nn.Module):
         return output.last_hidden_state
 
     def readout(self, batch: TaggedBatch) -> torch.Tensor:
-        """Hidden state at each row's own last prompt position (the function tag's last vector): [n, d]."""
+        """The paper's readout of whole prompts in one forward: the final hidden state at each row's
+        last position [n, d]. A reference for the shared-context path the scorer and training use."""
         hidden = self.hidden_states(batch)
         return hidden[torch.arange(len(hidden), device=hidden.device), batch.readout]
 
+    def forward(self, batch: TaggedBatch, function: str) -> torch.Tensor:
+        """Raw head output for `function` from `readout` (heads with the paper's readout)."""
+        return self.heads[function](self.readout(batch))
+
     def _extend(
         self, embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache: Any = None
-    ) -> tuple[torch.Tensor, Any]:
+    ) -> tuple[torch.Tensor, Any, dict[int, torch.Tensor]]:
         """Run `embeds` on top of `cache` (None: from scratch); `attention_mask` covers cache + new.
 
-        Returns the new positions' final hidden states and the grown KV cache.
+        Returns the new positions' final hidden states, the grown KV cache, and the new positions'
+        states per layer key the heads read ([n, L, d] each, FINAL included).
         """
-        output = self.lm.base_model(
-            inputs_embeds=embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=True,
-            **({self._cache_kw: cache} if cache is not None else {}),  # named .cache or .past_key_values
-        )
-        return output.last_hidden_state, output[1]
+        with self._tapped() as states:
+            output = self.lm.base_model(
+                inputs_embeds=embeds,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=True,
+                **({self._cache_kw: cache} if cache is not None else {}),  # named .cache or .past_key_values
+            )
+        return output.last_hidden_state, output[1], {**states, FINAL: output.last_hidden_state}
 
-    def readout_after_prefix(self, prefix: TaggedBatch, function: str) -> torch.Tensor:
-        """Same as `readout` on prefix + function tag, but the prefix runs without grad.
-
-        In stages 2 and 3 everything before the function tag is frozen, so only the p function-tag
-        positions need a graph: run the (left-padded) prefix once under no_grad, keep its KV cache,
-        then run the tag vectors on top. The backward pass then touches p positions, not the row.
-        """
-        with torch.no_grad():
-            _, cache = self._extend(self.embed(prefix), prefix.attention_mask, prefix.position_ids)
-        n, p = len(prefix.input_ids), len(self.tags[function])
-        dtype = self.lm.get_input_embeddings().weight.dtype
-        tag = self.tags[function].to(dtype).unsqueeze(0).expand(n, -1, -1)
-        mask = torch.cat([prefix.attention_mask, prefix.attention_mask.new_ones(n, p)], dim=1)
-        hidden, _ = self._extend(
-            tag, mask, prefix.attention_mask.sum(1, keepdim=True) + torch.arange(p, device=tag.device), cache
-        )
-        return hidden[:, -1]
-
-    @torch.inference_mode()
     def encode_context(self, prefix: TaggedBatch, body: TaggedBatch) -> SharedContext:
         """KV cache of the shared prefix (one row, run once) followed by each row's body.
 
         `prefix` holds what every row starts with (BOS, text, domain tags); `body` the per-row
         inputs, right-padded. Function suffixes then run on top with `readout_after_context`.
+        The caller picks the grad mode: scoring runs without; prompt tuning (its tag is in the
+        prefix) with grad; Tag-LLM training computes contexts once without grad and reuses them.
         """
         n, p = len(body.input_ids), prefix.input_ids.shape[1]
         cache = None
         if p:
-            _, cache = self._extend(self.embed(prefix), prefix.attention_mask, prefix.position_ids)
+            _, cache, _ = self._extend(self.embed(prefix), prefix.attention_mask, prefix.position_ids)
             cache.batch_repeat_interleave(n)
         mask = torch.cat([prefix.attention_mask.expand(n, -1), body.attention_mask], dim=1)
-        hidden, cache = self._extend(self.embed(body), mask, p + body.position_ids, cache)
-        rows = torch.arange(n, device=hidden.device)
-        return SharedContext(cache, mask, p + body.attention_mask.sum(1, keepdim=True), hidden[rows, body.readout])
+        _, cache, states = self._extend(self.embed(body), mask, p + body.position_ids, cache)
+        pooled = pool_states(states, body.attention_mask, body.readout)
+        return SharedContext(cache, mask, p + body.attention_mask.sum(1, keepdim=True), pooled)
 
-    @torch.inference_mode()
     def encode_shared_leads(
         self, prefix: TaggedBatch, leads: TaggedBatch, lead_of_row: torch.Tensor, rest: TaggedBatch
     ) -> SharedContext:
@@ -135,32 +171,35 @@ class TaggedModel(nn.Module):
         cache.batch_select_indices(lead_of_row)
         mask = torch.cat([lead_context.mask[lead_of_row], rest.attention_mask], dim=1)
         start = lead_context.next_position[lead_of_row]
-        hidden, cache = self._extend(self.embed(rest), mask, start + rest.position_ids, cache)
-        rows = torch.arange(len(hidden), device=hidden.device)
-        return SharedContext(cache, mask, start + rest.attention_mask.sum(1, keepdim=True), hidden[rows, rest.readout])
+        _, cache, states = self._extend(self.embed(rest), mask, start + rest.position_ids, cache)
+        pooled = combine(
+            lead_context.states.select(lead_of_row), pool_states(states, rest.attention_mask, rest.readout)
+        )
+        return SharedContext(cache, mask, start + rest.attention_mask.sum(1, keepdim=True), pooled)
 
-    @torch.inference_mode()
     def readout_after_context(
-        self, context: SharedContext, suffix: TaggedBatch
+        self, context: SharedContext, suffix: TaggedBatch, readout: ReadoutSpec = PAPER
     ) -> tuple[torch.Tensor, Any, torch.Tensor]:
-        """Hidden state at the end of context + `suffix` (one shared row, e.g. the function tag).
+        """The `readout` features [n, width] of context + `suffix` (one shared row, e.g. the function tag).
 
-        Returns it with the extended cache and mask (for generation). The caller crops the cache
+        Returns them with the extended cache and mask (for generation). The caller crops the cache
         back with `context.rewind()` before the next suffix.
         """
         if suffix.input_ids.shape[1] == 0:  # the prompt ends with the input (linear probe)
-            return context.last_hidden, context.cache, context.mask
+            return assemble(readout, context.states, None, ()), context.cache, context.mask
         n, s = context.mask.shape[0], suffix.input_ids.shape[1]
         mask = torch.cat([context.mask, context.mask.new_ones(n, s)], dim=1)
         positions = context.next_position + torch.arange(s, device=mask.device)
-        hidden, cache = self._extend(self.embed(suffix).expand(n, -1, -1), mask, positions, context.cache)
-        return hidden[:, -1], cache, mask
+        _, cache, states = self._extend(self.embed(suffix).expand(n, -1, -1), mask, positions, context.cache)
+        tags = (suffix.slots[0] >= 0).nonzero().flatten().tolist() or list(range(s))
+        return assemble(readout, context.states, states, tags), cache, mask
 
     @torch.inference_mode()
     def predict_after_context(self, context: SharedContext, suffix: TaggedBatch, function: str) -> Columns:
         """`predict` for rows whose context is encoded once and shared by several functions."""
-        hidden, cache, mask = self.readout_after_context(context, suffix)
-        predicted = self.heads[function].predict(BatchReadout(self, hidden, cache, mask, mask.sum(1, keepdim=True)))
+        head = self.heads[function]
+        features, cache, mask = self.readout_after_context(context, suffix, head.readout)
+        predicted = head.predict(BatchReadout(self, features, cache, mask, mask.sum(1, keepdim=True)))
         context.rewind()
         return predicted
 
@@ -176,18 +215,14 @@ class TaggedModel(nn.Module):
         logits = self.lm.get_output_embeddings()(hidden[keep])
         return torch.nn.functional.cross_entropy(logits.float(), next_tokens[keep])
 
-    def forward(self, batch: TaggedBatch, function: str) -> torch.Tensor:
-        """Raw head output for `function` (standardised targets or logits), for training."""
-        return self.heads[function](self.readout(batch))
-
     @torch.inference_mode()
     def predict(self, batch: TaggedBatch, function: str) -> Columns:
         """Raw prediction columns for `function` (the head decides: readout or generation)."""
         return self.heads[function].predict(self.full_readout(batch))
 
     def full_readout(self, batch: TaggedBatch) -> BatchReadout:
-        """The readout of whole prompts, kept with their KV cache so a head may generate from it."""
-        hidden, cache = self._extend(self.embed(batch), batch.attention_mask, batch.position_ids)
+        """The final hidden state after whole prompts, kept with their KV cache so a head may generate."""
+        hidden, cache, _ = self._extend(self.embed(batch), batch.attention_mask, batch.position_ids)
         rows = torch.arange(len(hidden), device=hidden.device)
         return BatchReadout(
             self, hidden[rows, batch.readout], cache, batch.attention_mask, batch.attention_mask.sum(1, keepdim=True)
@@ -206,8 +241,9 @@ class TaggedModel(nn.Module):
         eos = eos[0] if isinstance(eos, list) else eos
         answers: list[torch.Tensor] = []
         done = torch.zeros(len(hidden), dtype=torch.bool, device=hidden.device)
+        lm_head = self.lm.get_output_embeddings()
         for step in range(max_new_tokens):
-            tokens = self.lm.get_output_embeddings()(hidden).argmax(-1)
+            tokens = lm_head(hidden.to(lm_head.weight.dtype)).argmax(-1)
             answers.append(tokens)
             done |= tokens == eos
             if done.all() or step == max_new_tokens - 1:
@@ -215,7 +251,7 @@ class TaggedModel(nn.Module):
             # New tokens go after every row's padding; the mask hides the padding, positions skip it.
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             embeds = self.lm.get_input_embeddings()(tokens).unsqueeze(1)
-            hidden, cache = self._extend(embeds, mask, next_position + step, cache)
+            hidden, cache, _ = self._extend(embeds, mask, next_position + step, cache)
             hidden = hidden[:, -1]
         generated = torch.stack(answers, dim=1).tolist()
         return [row[: row.index(eos)] if eos in row else row for row in generated]
@@ -226,7 +262,7 @@ class BatchReadout:
     """A batch's readout hidden states, with what generation needs to continue after the prompts."""
 
     model: TaggedModel
-    hidden: torch.Tensor  # [n, d]
+    hidden: torch.Tensor  # [n, width] the head's readout features (the final hidden state for the paper's)
     cache: Any
     mask: torch.Tensor  # [n, W] attention mask over the cached positions
     next_position: torch.Tensor  # [n, 1]
@@ -242,10 +278,17 @@ class SharedContext:
     cache: Any  # the model's KV cache object
     mask: torch.Tensor  # [n, P + W] attention mask over the cached positions
     next_position: torch.Tensor  # [n, 1] position id of each row's next token
-    last_hidden: torch.Tensor  # [n, d] hidden state at each row's last body token
+    states: LayerStates  # pooled states of each row's own tokens, per layer key
 
     def rewind(self) -> None:
-        """Drop what a suffix added to the cache, so the next suffix starts from the context."""
+        """Drop what a suffix added to the cache, so the next suffix starts from the context.
+
+        Kept tensors are detached: a suffix run with grad (training) must not tie the next step's
+        graph to this one's.
+        """
         extra = self.cache.get_seq_length() - self.mask.shape[1]
         if extra > 0:
             self.cache.crop(-extra)  # negative: "remove this many" in every transformers version
+        for layer in getattr(self.cache, "layers", ()):
+            if getattr(layer, "keys", None) is not None and layer.keys.requires_grad:
+                layer.keys, layer.values = layer.keys.detach(), layer.values.detach()

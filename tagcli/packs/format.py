@@ -574,7 +574,9 @@ def _load_head(path: Path, manifest: Manifest, where: str) -> Head:
     expected = {k: tuple(v.shape) for k, v in spec_head.state_dict().items()}
     tensors = _load_tensors(path / HEADS_FILE, where)
     prefix = f"{manifest.name}."
-    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    state = spec_head.upgrade_state(
+        manifest.head, {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    )
     if sorted(state) != sorted(expected):
         wanted = brief_names(prefix + k for k in expected)
         raise PackError(f"{where}: {HEADS_FILE} holds {brief_names(tensors)}, expected {wanted}")

@@ -57,7 +57,7 @@ def train(config: TrainConfig, base: BaseModel | None = None, on_progress: Progr
     base = base or load_base_model(config.base_model, device=config.device, dtype=config.dtype)
     domain_packs = _domain_packs(config, base)
     train_table, val_table = split_tables(config)
-    head = _new_head(config, base.hidden_size, train_table, val_table) if config.trains_function else None
+    head = _new_head(config, base.hidden_size, train_table, val_table, final=False) if config.trains_function else None
     tags = {name: pack.tags[name] for name, pack in domain_packs.items()}
     if method.tag_length:
         tags[config.tag_name] = init_tag(base.model, method.tag_length)
@@ -80,16 +80,22 @@ def train(config: TrainConfig, base: BaseModel | None = None, on_progress: Progr
         fit_head(model, encoder, head, train_set, config.init_samples, config.seed)
     trainer = Trainer(config, method, model, encoder, train_set, val_set, on_progress)
     trainer.run()
+    if head is not None and head.objective == "readout":
+        trainer.fit_final_head(_new_head(config, base.hidden_size, train_table, val_table, final=True))
     pack = make_pack(config, base, trainer, template, specs, domain_packs, time.perf_counter() - started)
     save_pack(pack, config.out)
     return pack
 
 
-def _new_head(config: TrainConfig, hidden_size: int, train_table, val_table) -> Head:
+def _new_head(config: TrainConfig, hidden_size: int, train_table, val_table, final: bool) -> Head:
+    """The head the tag trains with (one linear member), or the final one fitted on cached features."""
     check_targets(config, train_table, config.data)
     check_targets(config, val_table, config.val or config.data)
     cells = {c: train_table.column(c).to_pylist() for c in config.targets}
-    options = {"max_answer_tokens": config.max_answer_tokens, "ranges": config.ranges()}
+    features = {"readout": config.readout_spec()}
+    if final:
+        features |= {k: getattr(config, k) for k in ("members", "hidden_units", "domain_components")}
+    options = {"max_answer_tokens": config.max_answer_tokens, "ranges": config.ranges(), "features": features}
     return HEADS[config.task].for_training(hidden_size, config.targets, cells, **options)
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from tagcli.basemodel.resolve import DEFAULT_BASE_MODEL
+from tagcli.core.readout import ReadoutSpec
 from tagcli.errors import UsageError
 from tagcli.packs.format import VERSION_RE
 
@@ -90,6 +91,19 @@ class TrainConfig:
     patience: int = field(default=5, metadata={"help": "stop after N validations without improvement (0: never)"})
     checkpoint_every: int = field(default=50, metadata={"help": "checkpoint every N optimizer steps"})
     resume: bool = field(default=False, metadata={"help": "continue from OUT.ckpt if it exists"})
+    readout: str = field(
+        default="tag-last",
+        metadata={
+            "help": "hidden states the head reads: POOL[+POOL][@LAYERS] with pools tag-last (the paper), tag-mean, "
+            "input-mean and decoder layers from 1, e.g. input-mean+tag-mean@4,8,12,16 (default: the final layer)"
+        },
+    )
+    members: int = field(default=1, metadata={"help": "heads in the ensemble (bootstrap samples); >1 adds pred_*_std"})
+    hidden_units: int = field(default=0, metadata={"help": "hidden units of each head member's MLP (0: linear)"})
+    domain_components: int = field(
+        default=16, metadata={"help": "principal axes of the applicability-domain summary (0: none)"}
+    )
+    tag_rows: int = field(default=4096, metadata={"help": "rows whose frozen contexts tag steps cycle through"})
     init_samples: int = field(default=512, metadata={"help": "rows used to standardise and ridge-fit the head"})
     refit_head: bool = field(default=True, metadata={"help": "refit a regression head by ridge at every validation"})
     pack_dirs: list[str] = field(default_factory=list, metadata={"help": "extra folders searched for domain packs"})
@@ -116,8 +130,17 @@ class TrainConfig:
             raise UsageError("baselines (--method) are for stages 2 and 3")
         if not VERSION_RE.match(str(self.version)):
             raise UsageError(f"bad --version {self.version!r}: up to 64 letters, digits, '.', '+', '_' and '-'")
+        self.readout_spec()
+        if min(self.members, self.tag_rows) < 1 or min(self.hidden_units, self.domain_components) < 0:
+            raise UsageError("members and tag rows must be positive; hidden units and domain components not negative")
         if min(self.batch_size, self.grad_accum, self.tag_length, self.eval_every, self.checkpoint_every) < 1:
             raise UsageError("batch size, grad accumulation, tag length and step intervals must be positive")
+
+    def readout_spec(self) -> ReadoutSpec:
+        try:
+            return ReadoutSpec.parse(self.readout)
+        except ValueError as exc:
+            raise UsageError(f"--readout {self.readout!r}: {exc}") from None
 
     def ranges(self) -> dict[str, list[float | None]]:
         """`target_ranges` as [low, high] per target ("*": the only target), each side None when open."""

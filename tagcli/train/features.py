@@ -1,32 +1,110 @@
-"""Readout features of training rows, and the head's closed-form fit on them.
+"""Readout features of training rows: computed as the scorer computes them, cached, and fitted on.
 
-Features are computed exactly as the scorer computes them (`core.batching.encode_contexts`: the
-shared prefix once per batch, each distinct first input once), so a head fitted here sees the
-same numbers at scoring time.
+Features come from `core.batching.encode_contexts` (the shared prefix once per batch, each
+row's inputs once, then the function suffix), so a head fitted here sees the scorer's numbers.
+
+    ContextCache   the KV contexts of a fixed set of rows, computed once without grad: everything
+                   before the function tag is frozen, so tag steps only run the p tag positions
+    FeatureCache   readout features of every training row on disk (safetensors blocks), keyed by
+                   the tag and readout they came from: a resumed run skips finished blocks
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from tagcli.core.batching import encode_contexts
 from tagcli.core.heads import Head
-from tagcli.core.model import TaggedModel
-from tagcli.core.prompt import PromptEncoder, collate
+from tagcli.core.model import SharedContext, TaggedModel
+from tagcli.core.prompt import PromptEncoder, TaggedBatch, collate
+from tagcli.core.readout import ReadoutSpec
 from tagcli.train.data import Examples
+
+MAX_BATCH_TOKENS = 32768
+BLOCK_ROWS = 2048  # rows per cached feature block (the grain of resuming)
+
+
+def suffix_batch(model: TaggedModel, encoder: PromptEncoder, examples: Examples) -> TaggedBatch:
+    return collate([encoder.encode_suffix(examples.template)], encoder.pad_id).to(model.lm.device)
+
+
+def contexts(
+    model: TaggedModel, encoder: PromptEncoder, examples: Examples, indices: Sequence[int], batch_size: int
+) -> Iterator[tuple[list[int], SharedContext]]:
+    """Contexts of rows `examples.rows[indices[j]]` in length-sorted batches, as (positions j, context)."""
+    inputs = {d: [tokens[i] for i in indices] for d, tokens in examples.inputs.items()}
+    suffix_tokens = len(encoder.encode_suffix(examples.template))
+    yield from encode_contexts(model, encoder, examples.template, inputs, batch_size, MAX_BATCH_TOKENS, suffix_tokens)
 
 
 def readouts(
-    model: TaggedModel, encoder: PromptEncoder, examples: Examples, indices: Sequence[int], batch_size: int = 64
+    model: TaggedModel,
+    encoder: PromptEncoder,
+    readout: ReadoutSpec,
+    examples: Examples,
+    indices: Sequence[int],
+    batch_size: int = 64,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
-    """Readout hidden states of rows `examples.rows[indices[j]]`, batch by batch as (positions j, [n, d])."""
-    inputs = {d: [tokens[i] for i in indices] for d, tokens in examples.inputs.items()}
-    suffix = collate([encoder.encode_suffix(examples.template)], encoder.pad_id).to(model.lm.device)
-    contexts = encode_contexts(model, encoder, examples.template, inputs, batch_size, 32768, suffix.input_ids.shape[1])
-    for chunk, context in contexts:
-        yield chunk, model.readout_after_context(context, suffix)[0]
+    """`readout` features of rows `examples.rows[indices[j]]`, batch by batch as (positions j, [n, width])."""
+    suffix = suffix_batch(model, encoder, examples)
+    with torch.no_grad():
+        for chunk, context in contexts(model, encoder, examples, indices, batch_size):
+            yield chunk, model.readout_after_context(context, suffix, readout)[0]
+
+
+class ContextCache:
+    """Contexts of `indices` computed once (no grad), reused by every tag step and validation."""
+
+    def __init__(
+        self, model: TaggedModel, encoder: PromptEncoder, examples: Examples, indices: Sequence[int], batch_size: int
+    ) -> None:
+        self.model, self.suffix = model, suffix_batch(model, encoder, examples)
+        with torch.no_grad():
+            self.batches = [
+                ([indices[j] for j in chunk], context)
+                for chunk, context in contexts(model, encoder, examples, indices, batch_size)
+            ]
+
+    def features(self, k: int, head: Head) -> tuple[list[int], torch.Tensor]:
+        """Batch k's rows and readout features, with a graph back to the function tag when grad is on."""
+        rows, context = self.batches[k]
+        features = self.model.readout_after_context(context, self.suffix, head.readout)[0]
+        context.rewind()
+        return rows, features
+
+
+class FeatureCache:
+    """Readout features of a split's rows on disk, in blocks of `BLOCK_ROWS` rows."""
+
+    def __init__(self, directory: Path, model: TaggedModel, head: Head, function: str) -> None:
+        # Features depend on the tags and the readout: a changed tag must not reuse old blocks.
+        digest = hashlib.sha256(repr(head.readout.to_spec()).encode())
+        for name, tag in sorted(model.tags.items()):
+            digest.update(name.encode() + tag.detach().float().cpu().numpy().tobytes())
+        self.directory = directory / "features" / digest.hexdigest()[:16]
+
+    def load(
+        self, model: TaggedModel, encoder: PromptEncoder, head: Head, examples: Examples, split: str, batch_size: int
+    ) -> torch.Tensor:
+        """Features [n_rows, width] of every row of `examples`, computed block by block where not cached."""
+        blocks = []
+        for start in range(0, len(examples.rows), BLOCK_ROWS):
+            path = self.directory / f"{split}-{start:09d}.safetensors"
+            if not path.is_file():
+                indices = range(start, min(start + BLOCK_ROWS, len(examples.rows)))
+                block = torch.empty(len(indices), head.readout.width(model.hidden_size))
+                for chunk, features in readouts(model, encoder, head.readout, examples, indices, batch_size):
+                    block[chunk] = features.float().cpu()
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_file({"features": block}, str(path) + ".tmp")
+                Path(str(path) + ".tmp").replace(path)
+            blocks.append(load_file(path)["features"])
+        return torch.cat(blocks)
 
 
 @torch.no_grad()
@@ -35,7 +113,7 @@ def fit_head(
 ) -> None:
     """Fit the head in closed form on the readouts of a seeded sample of training rows.
 
-    Every step of the tag moves all features, so a head fitted to the old tag soon mismatches;
+    Every step of the tag moves its features, so a head fitted to the old tag soon mismatches;
     refitting at each validation keeps the head optimal for the current tag, and gradient steps on
     the tag then only have to make features more predictive.
     """
@@ -43,7 +121,7 @@ def fit_head(
         return
     generator = torch.Generator().manual_seed(seed)
     sample = torch.randperm(len(examples.rows), generator=generator)[:samples].tolist()
-    hidden = torch.empty(len(sample), model.hidden_size, device=model.lm.device)
-    for chunk, readout in readouts(model, encoder, examples, sample):
+    hidden = torch.empty(len(sample), head.readout.width(model.hidden_size), device=model.lm.device)
+    for chunk, readout in readouts(model, encoder, head.readout, examples, sample):
         hidden[chunk] = readout.float()
     head.fit(hidden, [examples.targets[i] for i in sample], examples.targets)

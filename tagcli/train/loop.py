@@ -24,7 +24,7 @@ from tagcli.core.model import TaggedModel
 from tagcli.core.prompt import EncodedRow, PromptEncoder, TaggedBatch, collate
 from tagcli.train.config import TrainConfig
 from tagcli.train.data import Examples
-from tagcli.train.features import fit_head, readouts
+from tagcli.train.features import ContextCache, FeatureCache, contexts, fit_head, readouts, suffix_batch
 from tagcli.train.methods import TrainingMethod
 
 Progress = Callable[[dict[str, Any]], None]
@@ -64,6 +64,11 @@ class Trainer:
         self.rows_seen = 0
         self.checkpoint_dir = Path(str(config.out).rstrip("/") + ".ckpt")
         self._epoch: tuple[int, list[list[int]]] | None = None  # (epoch, its micro-batches)
+        # Everything before the function tag is frozen: contexts of the tag-step rows and of the
+        # validation rows are computed once; each step then runs only the tag positions.
+        self.frozen = self.objective == "readout" and method.frozen_context and method.tag_length > 0
+        self.train_contexts: ContextCache | None = None
+        self.val_contexts: ContextCache | None = None
 
     @property
     def objective(self) -> str:
@@ -74,6 +79,11 @@ class Trainer:
     def run(self) -> None:
         if self.config.resume and (self.checkpoint_dir / "state.json").is_file():
             self._load_checkpoint()
+        if self.frozen:
+            rows = min(len(self.train_set.rows), self.config.tag_rows)
+            size = self.config.batch_size
+            self.train_contexts = ContextCache(self.model, self.encoder, self.train_set, range(rows), size)
+            self.val_contexts = ContextCache(self.model, self.encoder, self.val_set, range(len(self.val_set.rows)), 64)
         if self.step == 0:
             self._validate()  # the initial state (closed-form head) is a candidate too
         started = time.perf_counter()
@@ -99,38 +109,57 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for micro in range(self.config.grad_accum):
-            rows = self._micro_batch(self.step * self.config.grad_accum + micro)
-            loss = self._loss(rows) / self.config.grad_accum
+            loss, rows = self._loss(self._micro_batch(self.step * self.config.grad_accum + micro))
+            loss = loss / self.config.grad_accum
             loss.backward()
             total += loss.item()
-            self.rows_seen += len(rows)
+            self.rows_seen += rows
         self.optimizer.step()
         return total
 
     def _micro_batch(self, index: int) -> list[int]:
-        """Rows of micro-batch `index`; a resumed run sees the same order."""
+        """Rows of micro-batch `index` (cached contexts: the batch number); a resumed run sees the same order."""
+        seed = self.config.seed * 1_000_003
+        if self.train_contexts is not None:
+            epoch, position = divmod(index, len(self.train_contexts.batches))
+            order = torch.randperm(
+                len(self.train_contexts.batches), generator=torch.Generator().manual_seed(seed + epoch)
+            )
+            return [int(order[position])]
         per_epoch = math.ceil(len(self.train_set.rows) / self.config.batch_size)
         epoch, position = divmod(index, per_epoch)
         if self._epoch is None or self._epoch[0] != epoch:
             lengths = [len(row) for row in self.train_set.rows]
-            self._epoch = (epoch, epoch_batches(lengths, self.config.batch_size, self.config.seed * 1_000_003 + epoch))
+            self._epoch = (epoch, epoch_batches(lengths, self.config.batch_size, seed + epoch))
         return self._epoch[1][position]
 
-    def _loss(self, indices: list[int]) -> torch.Tensor:
-        rows = [self.train_set.rows[i] for i in indices]
+    def _loss(self, indices: list[int]) -> tuple[torch.Tensor, int]:
+        """The loss of a micro-batch and its number of rows."""
+        if self.train_contexts is not None:  # indices: one cached context batch
+            assert self.head is not None
+            rows, features = self.train_contexts.features(indices[0], self.head)
+            return self.head.loss(features, [self.train_set.targets[i] for i in rows]), len(rows)
         targets = [self.train_set.targets[i] for i in indices]
         if self.objective == "next-token":
-            batch = collate(rows, self.encoder.pad_id).to(self.model.lm.device)
-            return self.model.next_token_loss(batch, padded_targets(targets, batch).to(batch.input_ids.device))
-        assert self.head is not None
-        return self.head.loss(self.method.readout(self.model, rows, self.encoder.pad_id), targets)
+            batch = collate([self.train_set.rows[i] for i in indices], self.encoder.pad_id).to(self.model.lm.device)
+            loss = self.model.next_token_loss(batch, padded_targets(targets, batch).to(batch.input_ids.device))
+            return loss, len(indices)
+        assert self.head is not None  # a tag in front of the inputs (prompt tuning): contexts with grad
+        suffix = suffix_batch(self.model, self.encoder, self.train_set)
+        losses = []
+        for chunk, context in contexts(self.model, self.encoder, self.train_set, indices, len(indices)):
+            features = self.model.readout_after_context(context, suffix, self.head.readout)[0]
+            losses.append(self.head.loss(features, [targets[j] for j in chunk]) * len(chunk))
+        return torch.stack(losses).sum() / len(indices), len(indices)
 
     # -- validation ------------------------------------------------------------------------
     def _validate(self) -> bool:
         """Score the validation split; remember the best state; True when patience runs out."""
         if self.head is not None and self.config.refit_head and self.step > 0:
             fit_head(self.model, self.encoder, self.head, self.train_set, self.config.init_samples, self.config.seed)
-        metrics = validation_metrics(self.model, self.encoder, self.head, self.val_set, self.config.targets)
+        metrics = validation_metrics(
+            self.model, self.encoder, self.head, self.val_set, self.config.targets, self.val_contexts
+        )
         select_by = self.head.select_by if self.head is not None else "loss"
         score = -metrics[select_by]
         score = -math.inf if score != score else score  # NaN never wins
@@ -143,6 +172,23 @@ class Trainer:
             self.bad_evals += 1
         self.on_progress({"event": "eval", "step": self.step, "metrics": metrics, "improved": improved})
         return self.config.patience > 0 and self.bad_evals >= self.config.patience
+
+    def fit_final_head(self, final: Head) -> None:
+        """Replace the head the tag was trained with by `final`, fitted on cached readout features of
+        every training row (the best tag is in place), and record its validation metrics."""
+        name = self.config.tag_name
+        cache = FeatureCache(self.checkpoint_dir, self.model, final, name)
+        size = max(self.config.batch_size, 64)
+        train = cache.load(self.model, self.encoder, final, self.train_set, "train", size)
+        val = cache.load(self.model, self.encoder, final, self.val_set, "val", size)
+        final.fit_final(train, self.train_set.targets, val, self.val_set.targets, self.config.seed)
+        self.model.heads[name] = self.head = final.to(self.model.lm.device)
+        metrics = validation_metrics(
+            self.model, self.encoder, final, self.val_set, self.config.targets, self.val_contexts
+        )
+        self.history.append({"step": self.step, "head": "final", **metrics})
+        self.best = {**self.best, "metrics": metrics, "state": self._state()}
+        self.on_progress({"event": "eval", "step": self.step, "metrics": metrics, "improved": True})
 
     # -- state and checkpoints ---------------------------------------------------------------
     def _state(self) -> dict[str, torch.Tensor]:
@@ -210,6 +256,7 @@ def validation_metrics(
     head: Head | None,
     examples: Examples,
     targets: list[str],
+    cached: ContextCache | None = None,
     batch_size: int = 64,
 ) -> dict[str, Any]:
     """Metrics of one split: the next-token loss where that is the objective, plus the head's own
@@ -220,7 +267,7 @@ def validation_metrics(
     if head is None:
         return metrics
     predicted: dict[str, list] = {c: [None] * len(examples.rows) for c in head.output_columns()}
-    for chunk, raw in head_predictions(model, encoder, head, examples, batch_size):
+    for chunk, raw in head_predictions(model, encoder, head, examples, batch_size, cached):
         for column, values in head.decode(raw, encoder.tokenizer).items():
             for j, value in zip(chunk, values):
                 predicted[column][j] = value
@@ -228,12 +275,24 @@ def validation_metrics(
     return {**metrics, **head.summarize(per_target)}
 
 
-def head_predictions(model: TaggedModel, encoder: PromptEncoder, head: Head, examples: Examples, batch_size: int):
-    """Raw head outputs per batch of rows: from the shared-context readout, or by generation after
-    each prompt (text answers: the rows are cut back to their prompt first)."""
+def head_predictions(
+    model: TaggedModel,
+    encoder: PromptEncoder,
+    head: Head,
+    examples: Examples,
+    batch_size: int,
+    cached: ContextCache | None = None,
+):
+    """Raw head outputs per batch of rows: from the shared-context readout (cached contexts when
+    given), or by generation after each prompt (text answers: rows are cut back to their prompt)."""
     indices = range(len(examples.rows))
     if head.objective == "readout":
-        for chunk, hidden in readouts(model, encoder, examples, indices, batch_size):
+        batches = (
+            (cached.features(k, head) for k in range(len(cached.batches)))
+            if cached is not None
+            else readouts(model, encoder, head.readout, examples, indices, batch_size)
+        )
+        for chunk, hidden in batches:
             yield chunk, head.predict(_Hidden(hidden))
         return
     prompts = [EncodedRow(r.token_ids[: r.readout + 1], r.slots[: r.readout + 1], r.readout) for r in examples.rows]

@@ -64,6 +64,11 @@ def make_pack(
                     "lr",
                     "head_lr",
                     "init_samples",
+                    "readout",
+                    "members",
+                    "hidden_units",
+                    "domain_components",
+                    "tag_rows",
                     "eval_every",
                     "patience",
                 )

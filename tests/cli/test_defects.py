@@ -38,7 +38,7 @@ def scale_head(s: Setup, name: str, factor: float) -> Path:
     tags = load_file(s.packs / "logp" / "tags.safetensors")
     save_file({name: tags["logp"]}, pack / "tags.safetensors")
     heads = {k.replace("logp.", f"{name}."): v for k, v in load_file(s.packs / "logp" / "heads.safetensors").items()}
-    heads[f"{name}.linear.weight"] = heads[f"{name}.linear.weight"] * factor
+    heads[f"{name}.members.0.weight"] = heads[f"{name}.members.0.weight"] * factor
     save_file(heads, pack / "heads.safetensors")
     (folder / "smiles").symlink_to(s.packs / "smiles")
     return folder

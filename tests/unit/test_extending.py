@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from helpers import SMILES, domain_pack
 from tagcli.core.heads import HEADS, register_head
 from tagcli.core.heads.base import Columns, Readout
-from tagcli.core.heads.linear import LinearHead
+from tagcli.core.heads.feature import FeatureHead
 from tagcli.core.metrics import regression_metrics
 from tagcli.core.prompt import PromptTemplate
 from tagcli.io.evaluation import evaluate_file
@@ -32,7 +32,7 @@ from tagcli.train.methods import METHODS, register_method
 from tagcli.train.methods.tag_llm import TagLLM
 
 
-class GaussianHead(LinearHead):
+class GaussianHead(FeatureHead):
     """One real target predicted as a mean and a log-variance, trained by Gaussian NLL."""
 
     type_name = "gaussian"

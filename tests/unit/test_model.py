@@ -9,8 +9,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from helpers import PROTEINS, SMILES, random_tag, regression_head
+from tagcli.core.batching import encode_contexts
 from tagcli.core.model import TaggedModel
 from tagcli.core.prompt import EncodedRow, PromptEncoder, PromptTemplate, collate
+from tagcli.core.readout import PAPER, ReadoutSpec
 
 QED = PromptTemplate("{tag:smiles}{input:smiles}{tag:qed}")
 AFF = PromptTemplate("{tag:protein}{input:protein}{tag:aff}")
@@ -113,13 +115,25 @@ def test_rows_with_different_tags_share_a_batch(model, encoder) -> None:
     assert (separate[0] - separate[4]).abs().max() > 1e-3
 
 
-def _prefixes(rows: list[EncodedRow], p: int) -> list[EncodedRow]:
-    return [EncodedRow(r.token_ids[: r.readout + 1 - p], r.slots[: r.readout + 1 - p], 0) for r in rows]
+def _context_readout(
+    model: TaggedModel, encoder: PromptEncoder, template: PromptTemplate, inputs: dict, readout: ReadoutSpec = PAPER
+) -> torch.Tensor:
+    """Readout through the scorer's path: contexts without grad, then the function suffix (with grad)."""
+    suffix = collate([encoder.encode_suffix(template)], encoder.pad_id)
+    features = torch.empty(len(next(iter(inputs.values()))), readout.width(model.hidden_size))
+    with torch.no_grad():
+        batches = list(encode_contexts(model, encoder, template, inputs, 3, 32768))
+    out = []
+    for chunk, context in batches:
+        out.append((chunk, model.readout_after_context(context, suffix, readout)[0]))
+        context.rewind()
+    order = [j for chunk, _ in out for j in chunk]
+    features = torch.cat([f for _, f in out])
+    return features[torch.argsort(torch.tensor(order))]
 
 
-def test_readout_after_prefix_matches_readout_in_value_and_gradient(model, encoder) -> None:
+def test_cached_context_readout_matches_readout_in_value_and_gradient(model, encoder) -> None:
     rows = smiles_rows(encoder)
-    p = len(model.tags["qed"])
     weights = torch.randn(model.hidden_size, generator=torch.Generator().manual_seed(0))
 
     full = model.readout(collate(rows, encoder.pad_id, "right"))
@@ -127,25 +141,48 @@ def test_readout_after_prefix_matches_readout_in_value_and_gradient(model, encod
     grad_full = model.tags["qed"].grad.clone()
     model.zero_grad(set_to_none=True)
 
-    cached = model.readout_after_prefix(collate(_prefixes(rows, p), encoder.pad_id, "left"), "qed")
+    cached = _context_readout(model, encoder, QED, {"smiles": encoder.tokenize_inputs(SMILES)})
     (cached @ weights).pow(2).sum().backward()
     grad_cached = model.tags["qed"].grad.clone()
 
     torch.testing.assert_close(cached.detach(), full.detach(), atol=1e-5, rtol=1e-4)
     assert grad_full.abs().max() > 0
     torch.testing.assert_close(grad_cached, grad_full, atol=1e-6, rtol=1e-4)
-    # the prefix ran without a graph: the domain tag gets no gradient from the cached path
-    assert model.tags["smiles"].grad is None
+    # the contexts ran without a graph: the domain tag gets no gradient from the cached path
+    grad = model.tags["smiles"].grad
+    assert grad is None or not grad.any()
 
 
-def test_readout_after_prefix_with_two_domains(model, encoder) -> None:
-    rows = encoder.encode(
-        BIND, {"protein": encoder.tokenize_inputs(PROTEINS), "smiles": encoder.tokenize_inputs(SMILES[:4])}
-    )
+def test_cached_context_readout_with_two_domains(model, encoder) -> None:
+    inputs = {"protein": encoder.tokenize_inputs(PROTEINS[:4]), "smiles": encoder.tokenize_inputs(SMILES[:4])}
     with torch.no_grad():
-        full = model.readout(collate(rows, encoder.pad_id))
-        cached = model.readout_after_prefix(collate(_prefixes(rows, 2), encoder.pad_id, "left"), "bind")
+        full = model.readout(collate(encoder.encode(BIND, inputs), encoder.pad_id))
+        cached = _context_readout(model, encoder, BIND, inputs)
     torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_pooled_layer_readout_matches_a_reference_forward(base, model, encoder) -> None:
+    """input-mean / tag-mean / tag-last of block 1 equal the same pools of the full prompt's states."""
+    readout = ReadoutSpec(("input-mean", "tag-mean", "tag-last"), (1,))
+    model.heads["pooled"] = regression_head(model.hidden_size, readout=readout)
+    assert model.depth is None  # the other heads read the final layer
+    values = SMILES[:5]
+    inputs = {"smiles": encoder.tokenize_inputs(values)}
+    features = _context_readout(model, encoder, QED, inputs, readout)
+    assert features.shape == (len(values), 3 * model.hidden_size)
+    p = len(model.tags["qed"])
+    for i, row in enumerate(encoder.encode(QED, inputs)):
+        batch = collate([row], encoder.pad_id)
+        states = model.lm.base_model(inputs_embeds=model.embed(batch), output_hidden_states=True).hidden_states[1][0]
+        n_input = len(inputs["smiles"][i])
+        start = len(row) - p - n_input
+        expected = torch.cat([states[start : start + n_input].mean(0), states[-p:].mean(0), states[-1]])
+        torch.testing.assert_close(features[i], expected, atol=1e-5, rtol=1e-4)
+    # Only that head left: the model stops after block 1, and the numbers do not change.
+    model.heads = torch.nn.ModuleDict({"pooled": model.heads["pooled"]})
+    assert model.depth == 1
+    torch.testing.assert_close(_context_readout(model, encoder, QED, inputs, readout), features)
 
 
 def test_backbone_has_no_trainable_parameters(tiny_model_dir: Path) -> None:
@@ -154,7 +191,7 @@ def test_backbone_has_no_trainable_parameters(tiny_model_dir: Path) -> None:
     d = lm.get_input_embeddings().embedding_dim
     model = TaggedModel(lm, {"smiles": random_tag(2, d, 0), "qed": random_tag(2, d, 1)}, {"qed": regression_head(d)})
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {"tags.smiles", "tags.qed", "heads.qed.linear.weight", "heads.qed.linear.bias"}
+    assert trainable == {"tags.smiles", "tags.qed", "heads.qed.members.0.weight", "heads.qed.members.0.bias"}
     assert not any(p.requires_grad for p in model.lm.parameters())
     assert all(t.dtype == torch.float32 for t in model.tags.values())
 

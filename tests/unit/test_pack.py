@@ -264,25 +264,25 @@ def test_missing_heads_file(packs: dict[str, Path]) -> None:
 def test_head_tensor_shape_mismatch(packs: dict[str, Path]) -> None:
     path = packs["logp"] / "heads.safetensors"
     heads = load_file(path)
-    heads["logp.linear.weight"] = torch.zeros(2, heads["logp.linear.weight"].shape[1])
+    heads["logp.members.0.weight"] = torch.zeros(2, heads["logp.members.0.weight"].shape[1])
     save_file(heads, path)
-    refused(packs["logp"], "head tensor 'linear.weight' has shape (2,")
+    refused(packs["logp"], "head tensor 'members.0.weight' has shape (2,")
 
 
 def test_head_tensor_missing(packs: dict[str, Path]) -> None:
     path = packs["logp"] / "heads.safetensors"
     heads = load_file(path)
-    del heads["logp.linear.bias"]
+    del heads["logp.members.0.bias"]
     save_file(heads, path)
-    refused(packs["logp"], "heads.safetensors holds", "logp.linear.bias")
+    refused(packs["logp"], "heads.safetensors holds", "logp.members.0.bias")
 
 
 def test_nan_in_head(packs: dict[str, Path]) -> None:
     path = packs["logp"] / "heads.safetensors"
     heads = load_file(path)
-    heads["logp.linear.bias"][0] = float("inf")
+    heads["logp.members.0.bias"][0] = float("inf")
     save_file(heads, path)
-    refused(packs["logp"], "head tensor 'linear.bias'", "infinite")
+    refused(packs["logp"], "head tensor 'members.0.bias'", "infinite")
 
 
 def test_unknown_head_type(packs: dict[str, Path]) -> None:

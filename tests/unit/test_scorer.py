@@ -210,7 +210,7 @@ def test_non_finite_predictions_are_errors(base, tmp_path: Path) -> None:
     smiles = domain_pack(base, "smiles", seed=1)
     head = regression_head(base.hidden_size, ["y"], seed=2, mean=0.0, std=3e38)
     with torch.no_grad():
-        head.linear.bias.fill_(10.0)  # finite tensors, but 10 * 3e38 overflows float32
+        head.members[0].bias.fill_(10.0)  # finite tensors, but 10 * 3e38 overflows float32
     save_pack(smiles, tmp_path / "smiles")
     save_pack(function_pack(base, "huge", [smiles], head), tmp_path / "huge")
     out = TagScorer("huge", base_model=base, pack_dirs=[str(tmp_path)])(pa.table({"smiles": ["CCO", "C1CC"]}))

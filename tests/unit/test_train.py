@@ -19,6 +19,7 @@ from helpers import PROTEINS, SMILES, domain_pack
 from tagcli.core.batching import epoch_batches
 from tagcli.core.model import TaggedModel
 from tagcli.core.prompt import PromptEncoder, PromptTemplate, collate
+from tagcli.core.readout import PAPER
 from tagcli.errors import UsageError
 from tagcli.packs.format import load_pack, save_pack, tag_digest
 from tagcli.scorer import TagScorer
@@ -256,8 +257,8 @@ def test_stage2_trains_only_the_function_tag_and_head(
     model = recorder.model
     assert {n for n, p in model.named_parameters() if p.requires_grad} == {
         "tags.fn",
-        "heads.fn.linear.weight",
-        "heads.fn.linear.bias",
+        "heads.fn.members.0.weight",
+        "heads.fn.members.0.bias",
     }
     start = init_tag(base.model, 2)
     assert len(snapshots) == 3
@@ -308,7 +309,7 @@ def test_stage2_pack_loads_and_scores(base, data: Path, tmp_path: Path) -> None:
     save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "smiles")
     pack = train(config(2, data, tmp_path / "fn", targets=["y", "z"]), base)
     loaded = load_pack(tmp_path / "fn")
-    assert loaded.head.output_columns() == ["pred_y", "pred_z"]
+    assert loaded.head.output_columns() == ["pred_y", "pred_z", "domain_score", "in_domain"]
     assert torch.equal(loaded.tags["fn"], pack.tags["fn"])
     assert set(loaded.manifest.metrics["val"]) >= {"mse", "pearson", "standardized_mse", "targets"}
     assert loaded.manifest.training["data"]["train_rows"] + loaded.manifest.training["data"]["val_rows"] == 40
@@ -326,7 +327,15 @@ def test_classification_training(base, data: Path, tmp_path: Path) -> None:
         config(2, data, tmp_path / "oxy", function="oxy", targets=["label"], task="classification", max_steps=3), base
     )
     loaded = load_pack(tmp_path / "oxy")
-    assert loaded.manifest.head == {"type": "classification", "target": "label", "classes": ["none", "oxygen"]}
+    assert loaded.manifest.head == {
+        "type": "classification",
+        "target": "label",
+        "classes": ["none", "oxygen"],
+        "readout": {"pools": ["tag-last"], "layers": []},
+        "members": 1,
+        "hidden_units": 0,
+        "domain_components": 16,
+    }
     assert set(loaded.manifest.metrics["val"]) >= {"accuracy", "roc_auc", "log_loss"}
     hidden = torch.randn(6, base.hidden_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -534,7 +543,10 @@ def test_resume_after_a_finished_run_does_not_train_again(base, data: Path, tmp_
 def test_checkpoints_hold_no_pickles(base, data: Path, tmp_path: Path) -> None:
     save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "smiles")
     train(config(2, data, tmp_path / "fn", max_steps=2), base)
-    assert sorted(p.name for p in (tmp_path / "fn.ckpt").iterdir()) == ["state.json", "state.safetensors"]
+    ckpt = tmp_path / "fn.ckpt"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["features", "state.json", "state.safetensors"]
+    cached = [p for p in (ckpt / "features").rglob("*") if p.is_file()]
+    assert cached and all(p.suffix == ".safetensors" for p in cached)  # feature blocks: tensors only
     state = load_file(tmp_path / "fn.ckpt" / "state.safetensors")
     assert "current.tag" in state and any(k.startswith("optimizer.") for k in state)
 
@@ -603,7 +615,7 @@ def test_training_readouts_equal_the_full_prompt_readout(base, template: str) ->
     examples = Examples(encoder.encode(parsed, inputs), [0.0] * n, [0.0] * n, 0, parsed, inputs)
     indices = [7, 0, 23, 5, 12, 3, 18, 9, 1, 14]
     seen = []
-    for chunk, hidden in readouts(model, encoder, examples, indices, batch_size=4):
+    for chunk, hidden in readouts(model, encoder, PAPER, examples, indices, batch_size=4):
         full = model.readout(collate([examples.rows[indices[j]] for j in chunk], encoder.pad_id))
         torch.testing.assert_close(hidden, full, atol=1e-5, rtol=1e-4)
         seen += chunk

@@ -17,13 +17,15 @@ import pyarrow as pa
 import torch
 from torch import nn
 
+from tagcli.core.readout import PAPER, ReadoutSpec
+
 Columns = dict[str, Any]  # output column -> a tensor [n] or a list of n values
 
 
 class Readout(Protocol):
-    """What the model offers a head for a batch of rows: the readout hidden state, and generation from it."""
+    """What the model offers a head for a batch of rows: its readout features, and generation from them."""
 
-    hidden: torch.Tensor  # [n, d] final hidden state at each prompt's last position
+    hidden: torch.Tensor  # [n, width] the head's readout (`Head.readout`) of each row
 
     def generate(self, max_new_tokens: int) -> list[list[int]]:
         """Greedy answer token ids per row, continuing after the prompt."""
@@ -39,6 +41,8 @@ class Head(nn.Module):
     select_by: ClassVar[str]
     # The picture of an evaluation that fits this kind (`tagcli.plots`), or None.
     plot_kind: ClassVar[str | None] = None
+    # Which hidden states the head reads (an instance may choose another; recorded in its spec).
+    readout: ReadoutSpec = PAPER
 
     # -- outputs ---------------------------------------------------------------------------
     def output_columns(self) -> list[str]:
@@ -94,6 +98,12 @@ class Head(nn.Module):
     def fit(self, hidden: torch.Tensor, labels: list[Any], all_labels: list[Any]) -> None:
         """Closed-form initialisation from readout hidden states of a sample of rows (default: none)."""
 
+    def fit_final(
+        self, train: torch.Tensor, labels: list[Any], validation: torch.Tensor, val_labels: list[Any], seed: int
+    ) -> None:
+        """The head's final fit on cached readout features of all training rows (labels complete),
+        with validation rows for early stopping and calibration (default: keep the trained head)."""
+
     def loss(self, hidden: torch.Tensor, labels: list[Any]) -> torch.Tensor:
         raise NotImplementedError
 
@@ -117,3 +127,7 @@ class Head(nn.Module):
     @classmethod
     def from_spec(cls, spec: dict[str, Any], hidden_size: int) -> Head:
         raise NotImplementedError
+
+    def upgrade_state(self, spec: Mapping[str, Any], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Tensors of a pack written by an older tagcli, in this version's names (default: unchanged)."""
+        return state

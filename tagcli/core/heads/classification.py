@@ -12,7 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from tagcli.core.heads.base import Columns, Readout
-from tagcli.core.heads.linear import LinearHead
+from tagcli.core.heads.feature import FeatureHead
 from tagcli.core.metrics import classification_metrics
 from tagcli.errors import PackError, UsageError
 
@@ -24,24 +24,25 @@ def class_label(value: Any) -> str | None:
     return str(value).strip()
 
 
-class ClassificationHead(LinearHead):
+class ClassificationHead(FeatureHead):
     type_name = "classification"
     select_by = "log_loss"
     plot_kind = "roc"
 
-    def __init__(self, hidden_size: int, target: str, classes: list[str]) -> None:
-        super().__init__(hidden_size, len(classes))
+    def __init__(self, hidden_size: int, target: str, classes: list[str], **options: Any) -> None:
+        super().__init__(hidden_size, len(classes), **options)
         self.target = target
         self.classes = [str(c) for c in classes]
 
     def output_types(self) -> dict[str, pa.DataType]:
-        return {f"pred_{self.target}": pa.string()} | {f"prob_{c}": pa.float64() for c in self.classes}
+        probabilities = {f"prob_{c}": pa.float64() for c in self.classes}
+        return {f"pred_{self.target}": pa.string()} | probabilities | self.domain_types()
 
     def predict(self, readout: Readout) -> Columns:
         probabilities = self(readout.hidden).softmax(dim=-1)
         columns: Columns = {f"pred_{self.target}": [self.classes[i] for i in probabilities.argmax(dim=-1).tolist()]}
         columns.update({f"prob_{c}": p for c, p in zip(self.classes, probabilities.unbind(dim=1))})
-        return columns
+        return columns | self.domain_columns(readout.hidden)
 
     @classmethod
     def for_training(
@@ -52,7 +53,7 @@ class ClassificationHead(LinearHead):
         classes = sorted({label for v in label_cells[targets[0]] if (label := class_label(v)) is not None})
         if len(classes) < 2:
             raise UsageError(f"classification needs at least two classes in '{targets[0]}', found {classes}")
-        return cls(hidden_size, targets[0], classes)
+        return cls(hidden_size, targets[0], classes, **options.get("features", {}))
 
     def parse_labels(self, label_cells: Sequence[list]) -> list[Any]:
         index = {c: k for k, c in enumerate(self.classes)}
@@ -60,6 +61,17 @@ class ClassificationHead(LinearHead):
 
     def loss(self, hidden: torch.Tensor, labels: list) -> torch.Tensor:
         return F.cross_entropy(self(hidden), torch.tensor(labels, dtype=torch.long, device=hidden.device))
+
+    def fit_final(
+        self, train: torch.Tensor, labels: list, validation: torch.Tensor, val_labels: list, seed: int
+    ) -> None:
+        """Train every member on cached features of all training rows; the domain on validation rows."""
+        self.set_feature_stats(train)
+        checked = (self.standardise(validation), torch.tensor(val_labels, dtype=torch.long))
+        self.fit_members(
+            self.standardise(train), torch.tensor(labels, dtype=torch.long), checked, F.cross_entropy, seed
+        )
+        self.fit_domain(train, validation)
 
     def target_metrics(self, labels: list[Any], predicted: Mapping[str, list]) -> list[dict[str, Any]]:
         known = [i for i, label in enumerate(labels) if label is not None]  # unknown classes are not scored
@@ -72,11 +84,11 @@ class ClassificationHead(LinearHead):
         return [{**metrics, "log_loss": log_loss}]
 
     def to_spec(self) -> dict[str, Any]:
-        return {"type": self.type_name, "target": self.target, "classes": self.classes}
+        return {"type": self.type_name, "target": self.target, "classes": self.classes, **self.feature_spec()}
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], hidden_size: int) -> ClassificationHead:
         classes = spec.get("classes")
         if not isinstance(classes, list) or len(classes) < 2 or not isinstance(spec.get("target"), str):
             raise PackError("classification head spec needs 'target' and at least two 'classes'")
-        return cls(hidden_size, spec["target"], classes)
+        return cls(hidden_size, spec["target"], classes, **cls.feature_options(spec))

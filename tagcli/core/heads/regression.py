@@ -13,7 +13,7 @@ import torch
 from torch.nn import functional as F
 
 from tagcli.core.heads.base import Columns, Readout
-from tagcli.core.heads.linear import LinearHead, ridge
+from tagcli.core.heads.feature import FeatureHead, ridge
 from tagcli.core.metrics import regression_metrics, summarize_targets
 from tagcli.errors import PackError, UsageError
 
@@ -36,18 +36,27 @@ def bounds(spec: Any) -> tuple[float, float]:
     return low, high
 
 
-class RegressionHead(LinearHead):
-    """Predicts `pred_<target>` per target; keeps each target's mean/std to un-standardise."""
+class RegressionHead(FeatureHead):
+    """Predicts `pred_<target>` per target; keeps each target's mean/std to un-standardise.
+
+    An ensemble also gives `pred_<target>_std`: the members' spread, scaled on validation so that
+    it matches the errors there (mean squared z-score 1).
+    """
 
     type_name = "regression"
     select_by = "standardized_mse"  # Pearson alone would happily pick a badly calibrated head
     plot_kind = "parity"
 
-    def __init__(self, hidden_size: int, targets: list[dict[str, Any]]) -> None:
-        super().__init__(hidden_size, len(targets))
+    def __init__(self, hidden_size: int, targets: list[dict[str, Any]], **options: Any) -> None:
+        super().__init__(hidden_size, len(targets), **options)
         self.targets = [dict(t) for t in targets]
         self.register_buffer("target_mean", torch.tensor([float(t.get("mean", 0.0)) for t in targets]))
         self.register_buffer("target_std", torch.tensor([float(t.get("std", 1.0)) for t in targets]))
+        self.register_buffer("spread_scale", torch.ones(len(targets)))
+
+    @property
+    def has_spread(self) -> bool:
+        return len(self.members) > 1
 
     def value_columns(self) -> list[str]:
         return [f"pred_{t['name']}" for t in self.targets]
@@ -58,11 +67,16 @@ class RegressionHead(LinearHead):
 
     def output_types(self) -> dict[str, pa.DataType]:
         flags = {f"{column}_out_of_range": pa.bool_() for column, _, _ in self.ranged()}
-        return {column: pa.float64() for column in self.value_columns()} | flags
+        spreads = {f"{column}_std": pa.float64() for column in self.value_columns()} if self.has_spread else {}
+        return {column: pa.float64() for column in self.value_columns()} | spreads | flags | self.domain_types()
 
     def predict(self, readout: Readout) -> Columns:
-        values = self(readout.hidden) * self.target_std + self.target_mean
-        return dict(zip(self.value_columns(), values.unbind(dim=1)))
+        outputs = self.member_outputs(readout.hidden)
+        columns = dict(zip(self.value_columns(), (outputs.mean(0) * self.target_std + self.target_mean).unbind(dim=1)))
+        if self.has_spread:
+            spread = outputs.std(0) * self.spread_scale * self.target_std
+            columns |= {f"{column}_std": s for column, s in zip(self.value_columns(), spread.unbind(dim=1))}
+        return columns | self.domain_columns(readout.hidden)
 
     def decode(self, raw: Columns, tokenizer: Any) -> dict[str, list]:
         """Values, and for a target with a valid range whether the raw value lies outside it."""
@@ -99,7 +113,8 @@ class RegressionHead(LinearHead):
         unknown = sorted(set(ranges) - set(targets))
         if unknown:
             raise UsageError(f"--target-range names {', '.join(unknown)}, which is not a --target")
-        return cls(hidden_size, [{"name": t} | ({"range": list(ranges[t])} if t in ranges else {}) for t in targets])
+        specs = [{"name": t} | ({"range": list(ranges[t])} if t in ranges else {}) for t in targets]
+        return cls(hidden_size, specs, **options.get("features", {}))
 
     @property
     def n_labels(self) -> int:
@@ -123,19 +138,38 @@ class RegressionHead(LinearHead):
             target.update(mean=mean, std=std)
 
     def fit(self, hidden: torch.Tensor, labels: list, all_labels: list) -> None:
-        """Standardise features and targets, then set the Linear layer to the ridge solution."""
+        """Standardise features and targets, then set linear members to the ridge solution."""
         super().fit(hidden, labels, all_labels)
-        device = hidden.device
-        self.set_target_stats(torch.tensor(all_labels, dtype=torch.float32, device=device))
+        self.set_target_stats(torch.tensor(all_labels, dtype=torch.float32, device=hidden.device))
+        self.fit_members(
+            self.standardise(hidden), self._standardised(labels, hidden.device), None, F.mse_loss, 0, ridge
+        )
+
+    def fit_final(
+        self, train: torch.Tensor, labels: list, validation: torch.Tensor, val_labels: list, seed: int
+    ) -> None:
+        """Fit every member on cached features of all training rows, then the spread's scale and
+        the applicability domain on validation rows."""
+        self.set_feature_stats(train)
+        self.set_target_stats(torch.tensor(labels, dtype=torch.float32))
+        val_y = self._standardised(val_labels, validation.device)
+        checked = (self.standardise(validation), val_y)
+        self.fit_members(
+            self.standardise(train), self._standardised(labels, train.device), checked, F.mse_loss, seed, ridge
+        )
+        if self.has_spread:
+            with torch.no_grad():
+                outputs = self.member_outputs(validation)
+                z2 = ((outputs.mean(0) - val_y) / outputs.std(0).clamp(min=1e-8)).pow(2)
+                self.spread_scale.copy_(z2.mean(0).sqrt())
+        self.fit_domain(train, validation)
+
+    def _standardised(self, labels: list, device: torch.device) -> torch.Tensor:
         targets = torch.tensor(labels, dtype=torch.float32, device=device).reshape(len(labels), -1)
-        standardised = (targets - self.target_mean) / self.target_std
-        with torch.no_grad():
-            self.linear.weight.copy_(ridge(self.standardise(hidden), standardised).T)
-            self.linear.bias.zero_()
+        return (targets - self.target_mean) / self.target_std
 
     def loss(self, hidden: torch.Tensor, labels: list) -> torch.Tensor:
-        targets = torch.tensor(labels, dtype=torch.float32, device=hidden.device).reshape(len(labels), -1)
-        return F.mse_loss(self(hidden), (targets - self.target_mean) / self.target_std)
+        return F.mse_loss(self(hidden), self._standardised(labels, hidden.device))
 
     # -- evaluation ------------------------------------------------------------------------
     def target_metrics(self, labels: list[Any], predicted: Mapping[str, list]) -> list[dict[str, Any]]:
@@ -154,7 +188,7 @@ class RegressionHead(LinearHead):
 
     # -- the pack format -------------------------------------------------------------------
     def to_spec(self) -> dict[str, Any]:
-        return {"type": self.type_name, "targets": self.targets}
+        return {"type": self.type_name, "targets": self.targets, **self.feature_spec()}
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], hidden_size: int) -> RegressionHead:
@@ -174,4 +208,4 @@ class RegressionHead(LinearHead):
                     bounds(target["range"])
                 except ValueError as exc:
                     raise PackError(f"regression target {target['name']!r}: {exc}") from None
-        return cls(hidden_size, targets)
+        return cls(hidden_size, targets, **cls.feature_options(spec))

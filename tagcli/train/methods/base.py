@@ -1,24 +1,24 @@
 """The training-method interface: how a function is conditioned, and the readout its loss flows through.
 
 A method owns its prompt layout (default template and the rules a custom `--template` must
-follow), the length of the tag it learns, and how a training batch reaches the readout hidden
-state (which parts run without grad). Stages, heads and the loop are shared by every method.
+follow), the length of the tag it learns, and whether everything before the function suffix is
+frozen (then the loop computes those contexts once and back-propagates through the suffix only).
+Stages, heads and the loop are shared by every method.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-import torch
-
-from tagcli.core.model import TaggedModel
-from tagcli.core.prompt import EncodedRow, PromptTemplate, collate
+from tagcli.core.prompt import PromptTemplate
 from tagcli.errors import UsageError
 from tagcli.train.config import TrainConfig
 
 
 class TrainingMethod:
     name: ClassVar[str]
+    # True when the learned tag follows the inputs: the contexts (prefix + inputs) do not depend on it.
+    frozen_context: ClassVar[bool] = True
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
@@ -48,10 +48,6 @@ class TrainingMethod:
             )
         self.check_template(template)
         return template
-
-    def readout(self, model: TaggedModel, rows: list[EncodedRow], pad_id: int) -> torch.Tensor:
-        """Readout hidden states [n, d] of training rows, with a graph back to the learned tag."""
-        return model.readout(collate(rows, pad_id).to(model.lm.device))
 
     def refuse(self, template: PromptTemplate, problem: str) -> None:
         raise UsageError(f"prompt template {template.text!r} does not fit the {self.name} method: {problem}")

@@ -12,6 +12,7 @@ from tagcli.train.methods.base import TrainingMethod
 
 class PromptTuning(TrainingMethod):
     name = "prompt-tuning"
+    frozen_context = False  # the soft prompt is in front: gradients flow through whole rows
 
     @property
     def tag_length(self) -> int:
@@ -24,5 +25,3 @@ class PromptTuning(TrainingMethod):
     def check_template(self, template: PromptTemplate) -> None:
         if template.tags != [self.config.function]:
             self.refuse(template, f"it has exactly one tag, {{tag:{self.config.function}}}")
-
-    # The soft prompt is in front: gradients flow through the whole row (the base class readout).

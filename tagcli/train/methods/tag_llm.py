@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import torch
-
-from tagcli.core.model import TaggedModel
-from tagcli.core.prompt import EncodedRow, PromptTemplate, collate
+from tagcli.core.prompt import PromptTemplate
 from tagcli.train.methods.base import TrainingMethod
 
 
@@ -30,10 +27,3 @@ class TagLLM(TrainingMethod):
             self.refuse(template, f"it must end with the function tag {{tag:{function}}}")
         if not set(template.tags) <= set(domains) | {function}:
             self.refuse(template, "it uses tags that are neither its domains nor its function")
-
-    def readout(self, model: TaggedModel, rows: list[EncodedRow], pad_id: int) -> torch.Tensor:
-        # The function tag closes the prompt and everything before it is frozen: run that prefix
-        # without grad (left-padded) and back-propagate through the p tag positions only.
-        p = self.tag_length
-        prefixes = [EncodedRow(r.token_ids[: r.readout + 1 - p], r.slots[: r.readout + 1 - p], 0) for r in rows]
-        return model.readout_after_prefix(collate(prefixes, pad_id, "left").to(model.lm.device), self.config.tag_name)

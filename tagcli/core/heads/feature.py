@@ -1,0 +1,241 @@
+"""The shared body of the regression and classification heads.
+
+    readout features ─standardise─▶ members (K linear layers or small MLPs) ─mean─▶ raw output
+                                            └─ spread across members ─▶ uncertainty (regression)
+                     ─project (PCA of the training features)─▶ distance ─▶ domain_score, in_domain
+
+Members are an ensemble (bootstrap samples, different seeds); one linear member is the paper's
+head. The applicability-domain summary is a few principal directions of the training features,
+so a row unlike the training rows is flagged without storing any training row.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pyarrow as pa
+import torch
+from torch import nn
+
+from tagcli.core.heads.base import Columns, Head
+from tagcli.core.readout import PAPER, ReadoutSpec
+from tagcli.errors import PackError
+
+# Ridge and gradient training on standardised features give weights below ~1; a pack whose weights
+# are orders of magnitude larger was not produced by training (tampered, or a broken export).
+MAX_WEIGHT = 1e3
+MAX_MEMBERS, MAX_HIDDEN_UNITS, MAX_COMPONENTS = 64, 4096, 256
+# The share of validation rows inside the applicability domain (the threshold's percentile).
+IN_DOMAIN_QUANTILE = 0.95
+
+
+class FeatureHead(Head):
+    def __init__(
+        self,
+        hidden_size: int,
+        n_outputs: int,
+        readout: ReadoutSpec = PAPER,
+        members: int = 1,
+        hidden_units: int = 0,
+        domain_components: int = 0,
+    ) -> None:
+        super().__init__()
+        self.readout = readout
+        self.hidden_units = hidden_units
+        width = readout.width(hidden_size)
+        self.members = nn.ModuleList(self._member(width, n_outputs) for _ in range(members))
+        self.register_buffer("feature_mean", torch.zeros(width))
+        self.register_buffer("feature_std", torch.ones(width))
+        self.register_buffer("domain_axes", torch.zeros(domain_components, width))
+        self.register_buffer("domain_scale", torch.ones(domain_components))
+        self.register_buffer("domain_threshold", torch.zeros(()))
+
+    def _member(self, width: int, n_outputs: int) -> nn.Module:
+        if not self.hidden_units:
+            return nn.Linear(width, n_outputs)
+        return nn.Sequential(nn.Linear(width, self.hidden_units), nn.GELU(), nn.Linear(self.hidden_units, n_outputs))
+
+    # -- outputs -----------------------------------------------------------------------------
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Raw head output (standardised targets or logits): the members' mean, in float32."""
+        return self.member_outputs(hidden).mean(0)
+
+    def member_outputs(self, hidden: torch.Tensor) -> torch.Tensor:
+        x = self.standardise(hidden)
+        return torch.stack([member(x) for member in self.members])
+
+    def standardise(self, hidden: torch.Tensor) -> torch.Tensor:
+        return (hidden.float() - self.feature_mean) / self.feature_std
+
+    @property
+    def has_domain(self) -> bool:
+        return self.domain_axes.shape[0] > 0
+
+    def domain_types(self) -> dict[str, pa.DataType]:
+        return {"domain_score": pa.float64(), "in_domain": pa.bool_()} if self.has_domain else {}
+
+    def domain_columns(self, hidden: torch.Tensor) -> Columns:
+        """`domain_score` (1 ≈ a typical training row) and `in_domain` (score within the threshold)."""
+        if not self.has_domain:
+            return {}
+        score = self.domain_score(self.standardise(hidden))
+        return {"domain_score": score, "in_domain": (score <= self.domain_threshold).tolist()}
+
+    def domain_score(self, standardised: torch.Tensor) -> torch.Tensor:
+        """RMS of the row's coordinates on the training features' principal axes, in training stds."""
+        coordinates = standardised @ self.domain_axes.T / self.domain_scale
+        return coordinates.pow(2).mean(1).sqrt()
+
+    # -- training ------------------------------------------------------------------------------
+    def fit(self, hidden: torch.Tensor, labels: list, all_labels: list) -> None:
+        self.set_feature_stats(hidden)
+
+    def set_feature_stats(self, hidden: torch.Tensor) -> None:
+        """Standardise inputs with statistics of a sample of hidden states."""
+        hidden = hidden.float()
+        self.feature_mean.copy_(hidden.mean(0))
+        self.feature_std.copy_(hidden.std(0).clamp(min=1e-4))
+
+    @torch.no_grad()
+    def fit_domain(self, train: torch.Tensor, validation: torch.Tensor) -> None:
+        """Principal axes of the standardised training features; threshold at a validation quantile."""
+        k = self.domain_axes.shape[0]
+        if not k:
+            return
+        x = self.standardise(train)
+        _, s, v = torch.linalg.svd(x - x.mean(0), full_matrices=False)
+        k = min(k, v.shape[0])
+        self.domain_axes[:k] = v[:k]
+        self.domain_scale[:k] = (s[:k] / math.sqrt(max(len(x) - 1, 1))).clamp(min=1e-6)
+        self.domain_scale[k:] = 1.0
+        scores = self.domain_score(self.standardise(validation))
+        self.domain_threshold.fill_(float(torch.quantile(scores, IN_DOMAIN_QUANTILE)))
+
+    def fit_members(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        validation: tuple[torch.Tensor, torch.Tensor],
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        seed: int,
+        closed_form: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        """Fit every member on its own bootstrap sample of standardised features `x` (a single
+        member sees all rows): linear members in closed form when `closed_form` gives weights,
+        otherwise by AdamW with early stopping on the validation loss."""
+        generator = torch.Generator().manual_seed(seed)
+        n = len(x)
+        for k, member in enumerate(self.members):
+            rows = torch.randint(n, (n,), generator=generator) if len(self.members) > 1 else torch.arange(n)
+            if closed_form is not None and isinstance(member, nn.Linear):
+                with torch.no_grad():
+                    member.weight.copy_(closed_form(x[rows], y[rows]).T)
+                    member.bias.zero_()
+            else:
+                torch.manual_seed(seed * 1009 + k)
+                _train_member(member, x[rows], y[rows], validation, loss)
+
+    @torch.no_grad()
+    def check_state(self) -> str | None:
+        layers = [m for member in self.members for m in member.modules() if isinstance(m, nn.Linear)]
+        largest = max(float(max(m.weight.abs().max(), m.bias.abs().max())) for m in layers)
+        if largest > MAX_WEIGHT:
+            return (
+                f"its linear weights reach {largest:.3g}; "
+                f"training on standardised features gives far less (at most {MAX_WEIGHT:g})"
+            )
+        if not bool((self.feature_std > 0).all()) or not bool((self.domain_scale > 0).all()):
+            return "feature_std and domain_scale must be positive"
+        return None
+
+    # -- the pack format -----------------------------------------------------------------------
+    def feature_spec(self) -> dict[str, Any]:
+        return {
+            "readout": self.readout.to_spec(),
+            "members": len(self.members),
+            "hidden_units": self.hidden_units,
+            "domain_components": int(self.domain_axes.shape[0]),
+        }
+
+    def upgrade_state(self, spec: Mapping[str, Any], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Packs from before ensembles (no 'members' in the spec) hold one Linear layer named `linear`
+        and no domain or spread tensors: rename it and add the neutral defaults."""
+        if "members" in spec:
+            return state
+        state = {k.replace("linear.", "members.0.", 1) if k.startswith("linear.") else k: v for k, v in state.items()}
+        defaults = {k: v for k, v in self.state_dict().items() if not k.startswith(("members.", "feature_"))}
+        return {
+            **{k: torch.ones(v.shape) if "scale" in k else torch.zeros(v.shape) for k, v in defaults.items()},
+            **state,
+        }
+
+    @staticmethod
+    def feature_options(spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Constructor options from a head spec (absent keys: the paper's single linear head)."""
+        try:
+            readout = ReadoutSpec.from_spec(spec.get("readout"))
+        except ValueError as exc:
+            raise PackError(f"head spec: {exc}") from None
+        options = {"readout": readout}
+        for key, low, high in (
+            ("members", 1, MAX_MEMBERS),
+            ("hidden_units", 0, MAX_HIDDEN_UNITS),
+            ("domain_components", 0, MAX_COMPONENTS),
+        ):
+            value = spec.get(key, low)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise PackError(f"head spec: {key} must be an integer from {low} to {high}, not {value!r}")
+            options[key] = value
+        return options
+
+
+def _train_member(
+    member: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    validation: tuple[torch.Tensor, torch.Tensor],
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    max_epochs: int = 60,
+    patience: int = 6,
+    batch_size: int = 256,
+) -> None:
+    """Minibatch AdamW on cached features; keeps the epoch with the lowest validation loss."""
+    optimizer = torch.optim.AdamW(member.parameters(), lr=1e-3, weight_decay=1e-2)
+    best, best_state, bad = math.inf, None, 0
+    for _ in range(max_epochs):
+        member.train()
+        for batch in torch.randperm(len(x)).split(batch_size):
+            optimizer.zero_grad(set_to_none=True)
+            loss(member(x[batch]), y[batch]).backward()
+            optimizer.step()
+        member.eval()
+        with torch.no_grad():
+            current = float(loss(member(validation[0]), validation[1]))
+        if current < best - 1e-6:
+            best, best_state, bad = current, {k: v.clone() for k, v in member.state_dict().items()}, 0
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    if best_state is not None:
+        member.load_state_dict(best_state)
+
+
+def ridge(
+    features: torch.Tensor, targets: torch.Tensor, alphas: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)
+) -> torch.Tensor:
+    """Ridge weights [d, k] (no intercept: inputs are standardised), penalty picked on a 20% holdout."""
+    x, y = features.double(), targets.double()
+
+    def solve(x: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
+        eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+        return torch.linalg.solve(x.T @ x + alpha * len(x) * eye, x.T @ y)
+
+    cut = max(1, int(len(x) * 0.8))
+    if cut < len(x):
+        alpha = min(alphas, key=lambda a: float(((x[cut:] @ solve(x[:cut], y[:cut], a) - y[cut:]) ** 2).mean()))
+    else:
+        alpha = max(alphas)
+    return solve(x, y, alpha).float()
