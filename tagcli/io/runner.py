@@ -2,8 +2,10 @@
 
 Memory stays bounded by `window_rows`: each window is read, sorted by length inside the
 scorer, scored and written back in input order before the next one is read. Files are scored
-unit by unit into a part directory (workunits.py), which is what makes `--shard` and `--resume`
-work; the parts are merged into the destination once every unit is done.
+into a part directory, one part per work unit (workunits.py), which is what makes `--shard` and
+`--resume` work; the parts are merged into the destination once every unit is done. A window is
+not cut at unit boundaries: a shard's small units are scored together (`window_groups`), since
+the scorer only length-sorts within a window and tiny windows pad every batch to their longest row.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from typing import Any
 import pyarrow as pa
 
 from tagcli import __version__
-from tagcli.errors import UsageError
+from tagcli.errors import BadRowError, UsageError
 from tagcli.io.tables import STDIO, TableReader, TableWriter, check_destination, default_output_path, open_table
-from tagcli.io.workunits import InputPlan, PartDirectory, Shard, WorkUnit, plan_units
+from tagcli.io.workunits import InputPlan, PartDirectory, Shard, WorkUnit, plan_units, window_groups
 from tagcli.scorer import STATUS_ERROR, STATUS_INVALID, STATUS_OK, TagScorer
 
 DEFAULT_UNIT_ROWS = 8192
@@ -203,8 +205,11 @@ def _score_units(
         if on_start:
             on_start(sum(u.num_rows for u in todo))
         try:
-            for unit in todo:
-                _score_unit(scorer, plan, unit, parts, schema, window_rows, summary, on_rows)
+            waiting = {u.index for u in todo}
+            for group in window_groups(mine, window_rows):  # from `mine`, not `todo`: the same groups on resume
+                pending = [u for u in group if u.index in waiting]
+                if pending:
+                    _score_group(scorer, plan, group, pending, parts, schema, window_rows, summary, on_rows)
         except BaseException:
             if shard.count == 1 and not any(parts.is_done(u) for u in units):
                 parts.remove()  # nothing to resume (e.g. --strict hit a bad row in the first unit)
@@ -214,6 +219,74 @@ def _score_units(
             summary.merged = True
             if shard.count == 1 and not keep_parts:
                 parts.remove()
+
+
+def _score_group(
+    scorer: TagScorer,
+    plan: InputPlan,
+    group: list[WorkUnit],
+    pending: list[WorkUnit],
+    parts: PartDirectory,
+    schema: pa.Schema,
+    window_rows: int,
+    summary: ScoreSummary,
+    on_rows: OnRows,
+) -> None:
+    """Score `group` (consecutive units of one shard) as one window, then write each pending unit.
+
+    The group's done units (from an earlier, interrupted run) are scored again but not rewritten:
+    their rows shape the batches as they did the first time, so the pending units get the numbers
+    an uninterrupted run gives them. A group of one unit is scored window by window (`_score_unit`).
+    """
+    if len(group) == 1:
+        _score_unit(scorer, plan, group[0], parts, schema, window_rows, summary, on_rows)
+        return
+    started = time.perf_counter()
+    tables = [_read_unit(plan, unit, window_rows) for unit in group]
+    try:
+        scored = scorer.score(pa.concat_tables(tables), row_offset=group[0].first_row)
+    except BadRowError:
+        # --strict: redo the group unit by unit, so that the error counts rows from its own unit (a
+        # shard's units are not contiguous) and the units before the bad row are done, as without groups.
+        for unit in pending:
+            _score_unit(scorer, plan, unit, parts, schema, window_rows, summary, on_rows)
+        return
+    seconds_per_row = (time.perf_counter() - started) / max(1, scored.num_rows)
+    waiting, offset = {u.index for u in pending}, 0
+    for unit, table in zip(group, tables):
+        if unit.index in waiting:
+            rows = scored.slice(offset, table.num_rows)
+            _write_unit(parts, unit, rows, schema, seconds_per_row * rows.num_rows, summary, on_rows)
+        offset += table.num_rows
+
+
+def _read_unit(plan: InputPlan, unit: WorkUnit, window_rows: int) -> pa.Table:
+    """All rows of a unit small enough to share a window, checked against the plan."""
+    with open_table(plan.path, batch_rows=window_rows, unit=unit) as reader:
+        table = pa.Table.from_batches(list(reader), schema=reader.schema)
+    plan.check_unit_rows(unit, table.num_rows)
+    return table
+
+
+def _write_unit(
+    parts: PartDirectory,
+    unit: WorkUnit,
+    scored: pa.Table,
+    schema: pa.Schema,
+    seconds: float,
+    summary: ScoreSummary,
+    on_rows: OnRows,
+) -> None:
+    """Write a unit's scored rows as its part, then record it as done."""
+    counts = ScoreSummary()
+    counts.add(scored.column("status").combine_chunks())
+    with parts.writer(unit, schema) as writer:
+        writer.write(scored)
+    parts.mark_done(unit, {**counts.counts(), "seconds": round(seconds, 3)})
+    summary.add_counts(counts)
+    summary.units += 1
+    if on_rows:
+        on_rows(scored.num_rows)
 
 
 def _score_unit(

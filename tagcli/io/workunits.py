@@ -3,6 +3,7 @@
     mols.parquet ──plan_units──▶ unit 0 │ unit 1 │ … │ unit k      (fixed row ranges, same in every process)
                                  + the input's schema            (read on the way: no second open)
                   --shard I/N ─▶ units with index % N == I           (disjoint; together: all of them)
+               window_groups ─▶ [u0 u3 u6] [u9 u12 u15] …        (a shard's small units, scored as one window)
     out.parquet.parts/
         _manifest.json           what makes the run reproducible: input, packs, base model, settings
         _locks/shard-1-of-1.json which live process writes which units (lock.py)
@@ -11,9 +12,15 @@
 
 A unit counts as done only when its `_units` record exists, and that record is written after its
 part file is in place; a process killed at any point leaves at most a temp file and no record, so
-`--resume` redoes exactly the unfinished units. Units are scored window by window exactly as in an
-uninterrupted run, so resumed output is identical. Names starting with '_' or '.' are ignored by
-Parquet dataset readers, so the directory also reads as one dataset in row order.
+`--resume` redoes exactly the unfinished units.
+
+The scorer sorts rows by length only within what it is given at once, so units are not the grain of
+scoring: a shard's consecutive small units are scored together in one window of up to `window_rows`
+rows (`window_groups`), and `--unit-rows 60` pads batches no more than one big unit does. Groups
+follow from the plan and the shard alone, never from which units are done: a resumed run scores a
+group with a missing unit whole again (writing only what is missing), so every row is batched with
+the same rows as in an uninterrupted run and resumed output is identical. Names starting with '_'
+or '.' are ignored by Parquet dataset readers, so the directory also reads as one dataset in row order.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +115,24 @@ class Shard:
 
     def __str__(self) -> str:
         return f"{self.index + 1}/{self.count}"
+
+
+def window_groups(units: Sequence[WorkUnit], window_rows: int) -> list[list[WorkUnit]]:
+    """`units` in order, packed into groups of consecutive units of at most `window_rows` rows in all.
+
+    Each group is scored as one window, length-sorted across its units, so padding does not grow as
+    units shrink. A unit larger than `window_rows` is a group of its own (scored window by window).
+    """
+    groups: list[list[WorkUnit]] = []
+    rows = 0
+    for unit in units:
+        if groups and rows + unit.num_rows <= window_rows:
+            groups[-1].append(unit)
+            rows += unit.num_rows
+        else:
+            groups.append([unit])
+            rows = unit.num_rows
+    return groups
 
 
 def plan_units(path: str | Path, unit_rows: int) -> InputPlan:
