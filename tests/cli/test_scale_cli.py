@@ -124,3 +124,26 @@ def test_python_dash_m_tagcli(setup: Setup) -> None:
         [sys.executable, "-m", "tagcli", "--version"], capture_output=True, text=True, env=setup.env, timeout=TIMEOUT
     )
     assert done.returncode == 0 and done.stdout.startswith("tagcli ")
+
+
+def test_unit_size_changes_neither_the_output_nor_a_resumed_one(setup: Setup) -> None:
+    """Small units are scored together in windows of --window-rows rows, so they pad no more than one
+    big unit and give its very table (1260 rows: a window both unit sizes divide), killed and resumed too."""
+
+    def args(output: str, *unit_rows: str) -> list[str]:
+        common = ["-F", "logp", "--pack-dir", str(setup.packs), *setup.model_args(), "--no-progress"]
+        return ["predict", "mols.parquet", *common, "-o", output, "--window-rows", "1260", *unit_rows]
+
+    tables = {}
+    for unit_rows in ("7", "60", None):
+        result = setup.run(*args(f"units-{unit_rows}.parquet", *(["--unit-rows", unit_rows] if unit_rows else [])))
+        assert result.returncode == 0, result
+        tables[unit_rows] = pq.read_table(setup.root / f"units-{unit_rows}.parquet")
+    assert tables["7"].equals(tables[None]) and tables["60"].equals(tables[None])
+
+    killed = args("units-killed.parquet", "--unit-rows", "60")
+    kill_when(setup.start(*killed, stdout=subprocess.DEVNULL), PartDirectory(setup.root / "units-killed.parquet"), 21)
+    result = setup.run(*killed, "--resume", "--format", "json")
+    assert result.returncode == 0, result
+    assert '"skipped_units": 0' not in result.stdout  # the first window's 21 units were done
+    assert pq.read_table(setup.root / "units-killed.parquet").equals(tables[None])
