@@ -3,7 +3,8 @@
     scorer = TagScorer("qed")                      # domains default to the ones the pack was trained with
     table = scorer(pyarrow_table_or_dataframe)     # + pred_* columns, status (ok|invalid|error), error
 
-Per call: find each domain's input column, clean cells (domains.py), tokenize, sort rows by
+Per call: find each input slot's column (a slot is a domain's input, e.g. `smiles`, or a named one,
+e.g. `drug_a` and `drug_b` of domain `smiles`), clean cells (domains.py), tokenize, sort rows by
 token length so batches carry little padding, run the tagged model batch by batch, and put the
 results back in input order. Bad rows get a status and a reason; nothing is dropped or zeroed.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 import pyarrow as pa
+import torch
 
 from tagcli.basemodel.load import BaseModel, load_base_model
 from tagcli.core.batching import encode_contexts, prepare_inputs
@@ -36,6 +38,11 @@ class FunctionPlan:
     domains: dict[str, TagPack]  # domain name → pack, in template input order
     template: PromptTemplate
     zero_shot: bool  # the function tag was trained behind other domain tags
+
+    @property
+    def slots(self) -> dict[str, str]:
+        """Input slot → its domain, in template order (`{input:smiles}`: the slot smiles of domain smiles)."""
+        return self.template.slots
 
 
 def plan_function(store: PackStore, function: str, domains: Sequence[str] | None = None) -> FunctionPlan:
@@ -87,10 +94,12 @@ class TagScorer:
         batch_size: int = 64,
         max_batch_tokens: int = 32768,
         columns: Mapping[str, str] | None = None,  # domain name, input kind or "*" → column
+        inputs: Mapping[str, str] | None = None,  # input slot → column (`--input SLOT=COLUMN`)
         pack_dirs: Sequence[str] = (),
         store: PackStore | None = None,  # where packs are found (default: `pack_dirs`, then the usual places)
         strict: bool = False,
         clip: bool = True,  # bound predictions to the valid ranges targets declare
+        both_orders: bool = False,  # symmetric packs: average the predictions of both orders of their two slots
     ) -> None:
         if batch_size < 1 or max_batch_tokens < 1:
             raise UsageError("--batch-size and --max-batch-tokens must be positive")
@@ -98,6 +107,7 @@ class TagScorer:
         functions = [function] if isinstance(function, str) else list(function)
         self.plans = [plan_function(store, f, domains) for f in functions]
         self.groups = group_plans(self.plans)
+        check_slot_options(self.plans, inputs or {}, both_orders)
         if isinstance(base_model, BaseModel):
             self.base = base_model
         else:
@@ -112,16 +122,21 @@ class TagScorer:
         self.model = TaggedModel(self.base.model, tags, heads).to(self.base.device).eval()
         self.encoder = PromptEncoder(self.base.tokenizer, self.model.tag_table)
         self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
-        self.columns = dict(columns or {})
+        self.columns = dict(columns or {}) | dict(inputs or {})  # a slot's own column first (find_input_column)
         self.strict = strict
         self.clip = clip
+        self.both_orders = both_orders
 
     def describe(self) -> dict:
         """Everything that decides the numbers this scorer writes (recorded with sharded runs)."""
         packs = [pack for plan in self.plans for pack in (plan.function, *plan.domains.values())]
         return {
             "packs": {p.name: {"version": p.manifest.version, "sha256": p.tag_digest()} for p in packs},
-            "functions": [{"name": plan.function.name, "domains": list(plan.domains)} for plan in self.plans],
+            "functions": [
+                {"name": plan.function.name, "domains": list(plan.domains)}
+                | ({"slots": plan.slots} if list(plan.slots) != plan.template.inputs else {})
+                for plan in self.plans
+            ],
             "base_model": {"id": self.base.id, "fingerprint": self.base.fingerprint},
             "device": self.base.device.type,
             "dtype": str(self.base.dtype).removeprefix("torch."),
@@ -129,7 +144,7 @@ class TagScorer:
             "max_batch_tokens": self.max_batch_tokens,
             "columns": self.columns,
             "clip": self.clip,
-        }
+        } | ({"both_orders": True} if self.both_orders else {})
 
     @property
     def output_columns(self) -> list[str]:
@@ -155,8 +170,9 @@ class TagScorer:
         for plan in self.plans:
             types |= plan.function.head.output_types()
         for group in self.groups:
-            specs = {d: pack.manifest.domain_input() for d, pack in group[0].domains.items()}
-            inputs = prepare_inputs(self.encoder, specs, table, self.columns, errors)
+            slots = group[0].slots
+            specs = {slot: group[0].domains[domain].manifest.domain_input() for slot, domain in slots.items()}
+            inputs = prepare_inputs(self.encoder, specs, table, self.columns, errors, slots)
             predictions |= self._predict(group, inputs, errors, status)
         for i, message in enumerate(errors):
             if message is not None and status[i] == STATUS_OK:
@@ -179,27 +195,51 @@ class TagScorer:
     ) -> dict[str, list]:
         """Prediction columns of a group of functions over the rows still without an error.
 
-        The group's functions share everything up to the end of the inputs, so each batch encodes
-        the shared prefix once, the rows' inputs once, and then only each function's suffix.
+        With `both_orders`, the rows also run with their two input slots swapped and each function's
+        numeric raw outputs are averaged over the two orders (other outputs are the first order's).
         """
         columns: dict[str, list] = {
             c: [None] * len(errors) for plan in group for c in plan.function.head.output_columns()
         }
         ready = [i for i, e in enumerate(errors) if e is None]
-        template, row_inputs = group[0].template, {d: [inputs[d][i] for i in ready] for d in group[0].domains}
+        if not ready:
+            return columns
+        row_inputs = {slot: [inputs[slot][i] for i in ready] for slot in group[0].slots}
+        orders = [row_inputs]
+        if self.both_orders:
+            a, b = row_inputs
+            orders.append({a: row_inputs[b], b: row_inputs[a]})
+        runs = [self._raw_outputs(group, order, len(ready)) for order in orders]
+        for plan in group:
+            raw = average_orders([run[plan.function.name] for run in runs])
+            self._collect(plan, raw, ready, columns, errors, status)
+        return columns
+
+    def _raw_outputs(
+        self, group: list[FunctionPlan], row_inputs: Mapping[str, list], n: int
+    ) -> dict[str, dict[str, list]]:
+        """Each function's raw output columns over `n` rows, in row order: tensors become lists of floats.
+
+        The group's functions share everything up to the end of the inputs, so each batch encodes
+        the shared prefix once, the rows' inputs once, and then only each function's suffix.
+        """
         pad, device = self.encoder.pad_id, self.base.device
         suffixes = {
             plan.function.name: collate([self.encoder.encode_suffix(plan.template)], pad).to(device) for plan in group
         }
         suffix_tokens = max(s.input_ids.shape[1] for s in suffixes.values())
+        outputs: dict[str, dict[str, list]] = {plan.function.name: {} for plan in group}
+        template = group[0].template
         for chunk, context in encode_contexts(
             self.model, self.encoder, template, row_inputs, self.batch_size, self.max_batch_tokens, suffix_tokens
         ):
-            rows = [ready[j] for j in chunk]
             for plan in group:
-                predicted = self.model.predict_after_context(context, suffixes[plan.function.name], plan.function.name)
-                self._collect(plan, predicted, rows, columns, errors, status)
-        return columns
+                name = plan.function.name
+                for column, values in self.model.predict_after_context(context, suffixes[name], name).items():
+                    kept = outputs[name].setdefault(column, RawColumn([None] * n, isinstance(values, torch.Tensor)))
+                    for j, value in zip(chunk, values.float().cpu().tolist() if kept.numeric else values):
+                        kept.values[j] = value
+        return {name: dict(columns) for name, columns in outputs.items()}
 
     def _collect(
         self,
@@ -210,7 +250,7 @@ class TagScorer:
         errors: list[str | None],
         status: list[str],
     ) -> None:
-        """Write one batch's predictions into `columns`; a row the head finds no prediction for is an error."""
+        """Write predictions into `columns`; a row the head finds no prediction for is an error."""
         head = plan.function.head
         decoded = head.decode(raw, self.base.tokenizer)
         problems = head.row_problems(decoded)  # judged on the raw values, before any clipping
@@ -222,6 +262,45 @@ class TagScorer:
         for row, problem in zip(rows, problems):
             if problem is not None:
                 status[row], errors[row] = STATUS_ERROR, f"{plan.function.name}: {problem}"
+
+
+@dataclass
+class RawColumn:
+    """One raw output column gathered over batches: floats (from tensors) or other values per row."""
+
+    values: list
+    numeric: bool
+
+
+def average_orders(runs: Sequence[Mapping[str, RawColumn]]) -> Columns:
+    """Raw columns of one or more orders of the same rows: numeric columns averaged, others the first's."""
+    merged: Columns = {}
+    for column, first in runs[0].items():
+        if first.numeric:
+            values = [sum(v) / len(v) for v in zip(*(run[column].values for run in runs))]
+            merged[column] = torch.tensor(values, dtype=torch.float64 if len(runs) > 1 else torch.float32)
+        else:
+            merged[column] = first.values
+    return merged
+
+
+def check_slot_options(plans: Sequence[FunctionPlan], inputs: Mapping[str, str], both_orders: bool) -> None:
+    """`--input SLOT=COLUMN` must name a slot of the functions; `--both-orders` needs symmetric packs."""
+    slots = list(dict.fromkeys(slot for plan in plans for slot in plan.slots))
+    unknown = [slot for slot in inputs if slot not in slots]
+    if unknown:
+        functions = ", ".join(plan.function.name for plan in plans)
+        raise UsageError(
+            f"--input {unknown[0]}=...: {functions} has no input slot {unknown[0]!r} (its slots: {', '.join(slots)})"
+        )
+    if both_orders:
+        for plan in plans:
+            if not plan.function.manifest.symmetric:
+                raise UsageError(
+                    f"--both-orders: function '{plan.function.name}' is not symmetric in its input slots "
+                    f"({', '.join(plan.slots)})",
+                    hint="only a pack whose manifest says symmetric: true may average both orders",
+                )
 
 
 def group_plans(plans: Sequence[FunctionPlan]) -> list[list[FunctionPlan]]:

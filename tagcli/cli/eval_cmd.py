@@ -7,15 +7,18 @@ import typer
 from tagcli.cli.options import (
     BaseModelOption,
     BatchSize,
+    BothOrders,
     Column,
     Device,
     Domains,
     Dtype,
     Format,
+    Inputs,
     PackDirs,
     ProteinColumn,
     SmilesColumn,
     input_columns,
+    slot_columns,
 )
 from tagcli.cli.output import Output, OutputFormat
 from tagcli.io.evaluation import pack_metrics, score_labeled
@@ -28,9 +31,11 @@ def evaluate(
     function: str = typer.Option(..., "--function", "-F", help="Function pack (name or path)."),
     target: list[str] = typer.Option(..., "--target", "-t", help="Label column; one per predicted value, in order."),
     domain: Domains = None,
+    input_slot: Inputs = None,
     column: Column = None,
     smiles_col: SmilesColumn = None,
     protein_col: ProteinColumn = None,
+    both_orders: BothOrders = False,
     base_model: BaseModelOption = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
@@ -58,6 +63,8 @@ def evaluate(
         dtype=dtype,
         batch_size=batch_size,
         columns=input_columns(column, smiles_col, protein_col, domain),
+        inputs=slot_columns(input_slot),
+        both_orders=both_orders,
         pack_dirs=pack_dir or (),
     )
     scores = score_labeled(scorer, input, target)

@@ -21,6 +21,21 @@ Domains = Annotated[
 Column = Annotated[str | None, typer.Option("--column", "-c", help="Input column, when there is one domain.")]
 SmilesColumn = Annotated[str | None, typer.Option("--smiles-col", help="Column holding SMILES.")]
 ProteinColumn = Annotated[str | None, typer.Option("--protein-col", help="Column holding protein sequences.")]
+Inputs = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--input",
+        help="SLOT=COLUMN: the column of an input slot, e.g. --input drug_a=smiles_1 --input drug_b=smiles_2 "
+        "(default: a column named like the slot). Repeatable.",
+    ),
+]
+BothOrders = Annotated[
+    bool,
+    typer.Option(
+        "--both-orders",
+        help="Symmetric pair packs (manifest symmetric: true): average the predictions of both input orders.",
+    ),
+]
 BaseModelOption = Annotated[
     str | None,
     typer.Option("--base-model", help="Base model (embedded name, HF id or local dir); default: the pack's own."),
@@ -53,6 +68,19 @@ BaseModelFilter = Annotated[
         "--base-model", help="Only packs for this base model (embedded name, HF id, local dir or sha256: fingerprint)."
     ),
 ]
+
+
+def slot_columns(specs: list[str] | None) -> dict[str, str]:
+    """`--input SLOT=COLUMN` options as slot → column."""
+    columns: dict[str, str] = {}
+    for spec in specs or ():
+        slot, sep, column = spec.partition("=")
+        if not sep or not slot or not column:
+            raise UsageError(f"--input takes SLOT=COLUMN, not {spec!r}", hint="e.g. --input drug_a=smiles_1")
+        if slot in columns and columns[slot] != column:
+            raise UsageError(f"--input names two columns for the slot {slot!r}: {columns[slot]!r} and {column!r}")
+        columns[slot] = column
+    return columns
 
 
 def input_columns(

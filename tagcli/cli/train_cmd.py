@@ -17,6 +17,7 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from tagcli.cli.options import slot_columns
 from tagcli.cli.output import Output, OutputFormat
 from tagcli.errors import UsageError
 from tagcli.train import STAGES, TrainConfig, train
@@ -62,7 +63,7 @@ COMMON = [
 # Each stage's own fields: a domain stage's, or a function stage's.
 OWN_FIELDS = {
     "domain": ["domains", "input_kind", "max_tokens"],
-    "function": ["domains", "function", "targets", "target_ranges", "task", "method"]
+    "function": ["domains", "inputs", "symmetric", "function", "targets", "target_ranges", "task", "method"]
     + ["head_lr", "init_samples", "max_answer_tokens"],
 }
 STAGE_FIELDS = {number: OWN_FIELDS[stage.trains] for number, stage in STAGES.items()}
@@ -73,6 +74,7 @@ FLAGS = {
     "pack_dirs": "--pack-dir",
     "columns": "--column",
     "target_ranges": "--target-range",
+    "inputs": "--input",
 }
 
 
@@ -84,9 +86,11 @@ def _option(field: dataclasses.Field) -> tuple[Any, Any]:
     if hint is bool:
         return bool, typer.Option(False, flag, help=help_text)
     if field.name in FLAGS:
-        extra = {"columns": " (COL or DOMAIN=COL)", "target_ranges": " (LOW,HIGH or TARGET=LOW,HIGH)"}.get(
-            field.name, ""
-        )
+        extra = {
+            "columns": " (COL or DOMAIN=COL)",
+            "target_ranges": " (LOW,HIGH or TARGET=LOW,HIGH)",
+            "inputs": " (SLOT=COLUMN)",
+        }.get(field.name, "")
         return list[str] | None, typer.Option(None, flag, help=f"{help_text}{extra}; repeatable")
     if typing.get_origin(hint) is typing.Literal:
         return str | None, typer.Option(None, flag, help=f"{help_text}: {' or '.join(map(str, typing.get_args(hint)))}")
@@ -131,6 +135,8 @@ def _run(stage: int, options: dict[str, Any]) -> None:
     for name in ("columns", "target_ranges"):
         if options.get(name):
             options[name] = _keyed(options[name])
+    if options.get("inputs"):
+        options["inputs"] = slot_columns(options["inputs"])
     values.update({k: v for k, v in options.items() if v not in (None, False, [])})
     for required in ("data", "out"):
         if not values.get(required):

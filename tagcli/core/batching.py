@@ -1,6 +1,6 @@
 """Batching: from raw cells to model-ready batches, shared by scoring and training.
 
-    cells ──clean (domains.py)──▶ text ──tokenize──▶ token ids per domain (`prepare_inputs`)
+    cells ──clean (domains.py)──▶ text ──tokenize──▶ token ids per input slot (`prepare_inputs`)
           ──length_batches──▶ row indices of similar length, within row and token budgets
           ──encode_contexts──▶ each batch's KV context: shared prefix once, every row's inputs once
 
@@ -21,17 +21,50 @@ from tagcli.core.prompt import PromptEncoder, PromptTemplate, collate
 from tagcli.errors import InputFileError, UsageError
 
 
-def find_input_column(names: Sequence[str], domain: str, kind: str, columns: Mapping[str, str]) -> str:
-    """The column holding `domain`'s input: named explicitly (by domain, kind or "*"), else by a known name."""
-    explicit = columns.get(domain) or columns.get(kind) or columns.get("*")
+def find_input_column(
+    names: Sequence[str],
+    domain: str,
+    kind: str,
+    columns: Mapping[str, str],
+    slot: str | None = None,
+    slots: Mapping[str, str] | None = None,
+) -> str:
+    """The column holding an input: named explicitly, else found by a known name.
+
+    `slot` is the input slot (default: the domain's own, `{input:DOMAIN}`) and `slots` all the slots of
+    the template (slot → domain). `columns` keys are slot names, domains, input kinds or "*" (any input).
+    A slot named like its domain keeps the old lookup (domain, kind, "*", then the usual column names);
+    a named slot (`{input:drug_a=smiles}`) takes `columns[slot]`, else a column named like the slot; only
+    the one slot of its domain also takes the domain's (and its kind's) column and names, and only the one
+    slot of the template "*".
+    """
+    slot = slot or domain
+    if slot == domain:
+        explicit = columns.get(domain) or columns.get(kind) or columns.get("*")
+        candidates: tuple[str, ...] = (domain, *INPUT_KINDS[kind].column_names)
+    else:
+        others = [d for s, d in (slots or {}).items() if s != slot]
+        alone = domain not in others  # the one slot of its domain: the domain's options are its own
+        explicit = (
+            columns.get(slot)
+            or (columns.get(domain) or columns.get(kind) if alone else None)
+            or (columns.get("*") if not others else None)
+        )
+        candidates = (slot, *((domain, *INPUT_KINDS[kind].column_names) if alone else ()))
+    where = "" if slot == domain else f"input slot {slot}: "
     if explicit:
         if explicit not in names:
-            raise UsageError(f"no column '{explicit}' in the input (columns: {_names(names)})")
+            raise UsageError(f"{where}no column '{explicit}' in the input (columns: {_names(names)})")
         return explicit
     by_lower = {name.lower(): name for name in names}
-    for candidate in (domain, *INPUT_KINDS[kind].column_names):
+    for candidate in candidates:
         if candidate in by_lower:
             return by_lower[candidate]
+    if slot != domain:
+        raise UsageError(
+            f"cannot find the column of input slot {slot} ({domain}) among {_names(names)}",
+            hint=f"pass --input {slot}=COLUMN",
+        )
     raise UsageError(
         f"cannot find the {domain} input column among {_names(names)}",
         hint=f"pass --{kind}-col NAME (or --column NAME)",
@@ -49,18 +82,30 @@ def prepare_inputs(
     table: pa.Table,
     columns: Mapping[str, str],
     errors: list[str | None],
+    slots: Mapping[str, str] | None = None,
 ) -> dict[str, list[list[int] | None]]:
-    """Token ids per domain per row (None where the row is invalid); records why in `errors`."""
+    """Token ids per input slot per row (None where the row is invalid); records why in `errors`.
+
+    `domains` maps each input slot to how its cells are cleaned, `slots` each slot to its domain
+    (default: every slot is its domain's own, `{input:DOMAIN}`). A row's error names its slot and
+    column when the slot has a name of its own ("drug_b (smiles_2): invalid SMILES ..."), its domain
+    when there are several ("smiles: ...").
+    """
+    slots = {slot: (slots or {}).get(slot, slot) for slot in domains}
     tokens: dict[str, list[list[int] | None]] = {}
-    for domain, spec in domains.items():
-        column = find_input_column(table.column_names, domain, spec.kind, columns)
+    for slot, spec in domains.items():
+        domain = slots[slot]
+        column = find_input_column(table.column_names, domain, spec.kind, columns, slot, slots)
         if table.column_names.count(column) > 1:  # Parquet allows it; which one would be the input?
             raise InputFileError(
                 f"the input has {table.column_names.count(column)} columns named {column!r}",
                 hint="rename the columns so that each name is unique",
             )
         cleaned = spec.clean(table.column(column).to_pylist())
-        label = f"{domain}: " if len(domains) > 1 else ""
+        if slot != domain:
+            label = f"{slot} ({column}): "
+        else:
+            label = f"{domain}: " if len(domains) > 1 else ""
         valid = [i for i, (text, _) in enumerate(cleaned) if text is not None]
         row_tokens: list[list[int] | None] = [None] * len(cleaned)
         for i, token_ids in zip(valid, encoder.tokenize_inputs([cleaned[i][0] for i in valid])):
@@ -71,7 +116,7 @@ def prepare_inputs(
         for i, (_, error) in enumerate(cleaned):
             if error is not None and errors[i] is None:
                 errors[i] = label + error
-        tokens[domain] = row_tokens
+        tokens[slot] = row_tokens
     return tokens
 
 

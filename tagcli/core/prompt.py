@@ -2,8 +2,11 @@
 
 A prompt template is plain text with two kinds of placeholder:
 
-    {tag:NAME}    p learned vectors of the tag NAME (a domain or a function tag)
-    {input:NAME}  the row's value for the domain NAME (a SMILES string, a protein sequence)
+    {tag:NAME}          p learned vectors of the tag NAME (a domain or a function tag)
+    {input:SLOT=NAME}   the row's value for the input slot SLOT, of the domain NAME: several inputs of
+                        one domain, "{tag:smiles}{input:drug_a=smiles}{tag:smiles}{input:drug_b=smiles}{tag:f}"
+    {input:NAME}        the row's value for the domain NAME (a SMILES string, a protein sequence): the
+                        input slot NAME of the domain NAME
 
 e.g. the QED pack uses ``"{tag:smiles}{input:smiles}{tag:qed}"``. The model reads out the final
 position of the prompt (see `TaggedModel.readout`): Tag-LLM templates end with the function tag,
@@ -30,14 +33,15 @@ from transformers import PreTrainedTokenizerBase
 from tagcli.errors import PackError
 
 NAME = r"[a-z][a-z0-9_-]*"
-PLACEHOLDER = re.compile(r"\{(tag|input):(" + NAME + r")\}")
+PLACEHOLDER = re.compile(r"\{(tag|input):(" + NAME + r")(?:=(" + NAME + r"))?\}")
 NAME_RE = re.compile(NAME + r"\Z")
 
 
 @dataclass(frozen=True)
 class Segment:
     kind: Literal["text", "tag", "input"]
-    value: str
+    value: str  # the text, the tag's name, or the input's slot name
+    domain: str = ""  # an input's domain ("" for text and tags)
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,11 @@ class PromptTemplate:
         for match in PLACEHOLDER.finditer(self.text):
             if match.start() > position:
                 segments.append(Segment("text", self.text[position : match.start()]))
-            segments.append(Segment(match.group(1), match.group(2)))  # type: ignore[arg-type]
+            kind, name, domain = match.groups()
+            if kind == "input":
+                segments.append(Segment("input", name, domain or name))
+            else:  # "{tag:a=b}" is malformed: `validate` says so
+                segments.append(Segment("tag", name))
             position = match.end()
         if position < len(self.text):
             segments.append(Segment("text", self.text[position:]))
@@ -63,7 +71,13 @@ class PromptTemplate:
 
     @property
     def inputs(self) -> list[str]:
-        return [s.value for s in self.segments if s.kind == "input"]
+        """The domain of each input slot, in template order (a domain appears once per slot of it)."""
+        return [s.domain for s in self.segments if s.kind == "input"]
+
+    @property
+    def slots(self) -> dict[str, str]:
+        """Input slot name → its domain, in template order (`{input:smiles}` is the slot smiles)."""
+        return {s.value: s.domain for s in self.segments if s.kind == "input"}
 
     @property
     def ends_with_tag(self) -> str | None:
@@ -78,19 +92,35 @@ class PromptTemplate:
         return self.segments[:first], self.segments[first : last + 1], self.segments[last + 1 :]
 
     def validate(self) -> None:
-        """Raise PackError unless every placeholder is well formed and there is an input."""
-        if "{" in PLACEHOLDER.sub("", self.text):
+        """Raise PackError unless every placeholder is well formed, there is an input and no slot is there twice."""
+        if "{" in PLACEHOLDER.sub("", self.text) or any(
+            m[1] == "tag" and m[3] for m in PLACEHOLDER.finditer(self.text)
+        ):
             raise PackError(
-                f"prompt template {self.text!r} has a malformed placeholder: use {{tag:NAME}} or {{input:NAME}}"
+                f"prompt template {self.text!r} has a malformed placeholder: "
+                "use {tag:NAME}, {input:NAME} or {input:SLOT=NAME}"
             )
         if not self.inputs:
             raise PackError(f"prompt template {self.text!r} has no {{input:NAME}} placeholder")
+        names = [s.value for s in self.segments if s.kind == "input"]
+        twice = next((name for k, name in enumerate(names) if name in names[:k]), None)
+        if twice is not None:
+            raise PackError(
+                f"prompt template {self.text!r} has the input slot {twice!r} twice",
+                hint="name each slot, e.g. {input:drug_a=smiles} and {input:drug_b=smiles}",
+            )
 
     def rename(self, mapping: Mapping[str, str]) -> PromptTemplate:
-        """Swap domain names (tags and inputs), e.g. to put a function tag behind another domain."""
-        return PromptTemplate(
-            PLACEHOLDER.sub(lambda m: "{" + m.group(1) + ":" + mapping.get(m.group(2), m.group(2)) + "}", self.text)
-        )
+        """Swap domain names (tags and inputs), e.g. to put a function tag behind another domain.
+        Named slots keep their names (`{input:drug_a=smiles}` → `{input:drug_a=selfies}`)."""
+
+        def renamed(m: re.Match) -> str:
+            kind, name, domain = m.groups()
+            if domain:
+                return "{" + f"{kind}:{name}={mapping.get(domain, domain)}" + "}"
+            return "{" + f"{kind}:{mapping.get(name, name)}" + "}"
+
+        return PromptTemplate(PLACEHOLDER.sub(renamed, self.text))
 
 
 class TagTable:
@@ -185,7 +215,7 @@ class PromptEncoder:
         return EncodedRow(ids, slots, len(ids) - 1)
 
     def encode(self, template: PromptTemplate, inputs: Mapping[str, Sequence[list[int]]]) -> list[EncodedRow]:
-        """Lay out each row: `inputs[name][i]` are row i's token ids for `{input:name}`."""
+        """Lay out each row: `inputs[slot][i]` are row i's token ids for the input slot `slot`."""
         n_rows = len(next(iter(inputs.values())))
         return [self._row(template.segments, inputs, i, bos=True) for i in range(n_rows)]
 

@@ -77,6 +77,7 @@ class Manifest:
     head: dict[str, Any] | None = None  # function: head spec (heads.py)
     requires: dict[str, dict[str, str]] = field(default_factory=dict)  # function: domain → {version, sha256}
     method: str = "tag-llm"  # function: tag-llm, or the prompt-tuning / linear-probe baselines
+    symmetric: bool = False  # function: its two input slots of one domain may trade places (written only when true)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
@@ -96,7 +97,10 @@ class Manifest:
         return PromptTemplate(self.template)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+        data = asdict(self)
+        if not self.symmetric:  # manifests of packs without input slots stay as they were
+            del data["symmetric"]
+        return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Manifest:
@@ -155,6 +159,10 @@ class Manifest:
         for key, kind in (("description", str), ("training", dict), ("metrics", dict)):
             need(isinstance(getattr(self, key), kind), f"{key} must be a {kind.__name__}")
         need(
+            isinstance(self.symmetric, bool) and (self.kind == "function" or not self.symmetric),
+            "symmetric must be true or false (and true only for a function)",
+        )
+        need(
             isinstance(self.domains, list) and all(is_name(d) for d in self.domains),
             "domains must be a list of pack names",
         )
@@ -177,6 +185,11 @@ class Manifest:
             return
         need(isinstance(self.template, str), "function pack needs a prompt template")
         check_template(self.prompt_template(), self.name, self.domains, has_tag=self.tag_length > 0)
+        slots = self.prompt_template().slots
+        need(
+            not self.symmetric or (len(slots) == 2 and len(set(slots.values())) == 1),
+            f"symmetric: true needs two input slots of one domain, and the template has {brief_names(slots)}",
+        )
         need(isinstance(self.head, dict), "function pack needs a head spec")
         need(
             isinstance(self.requires, dict)

@@ -67,6 +67,14 @@ class TrainConfig:
         },
     )
     columns: dict[str, str] = field(default_factory=dict, metadata={"help": "domain or input kind → input column"})
+    inputs: dict[str, str] = field(
+        default_factory=dict,
+        metadata={"help": "input slot → column, e.g. drug_a=smiles_1 (default: a column named like the slot)"},
+    )
+    symmetric: bool = field(
+        default=False,
+        metadata={"help": "the template's two input slots of one domain may trade places (the pack says so)"},
+    )
     input_kind: str | None = field(
         default=None, metadata={"help": "stage 1: smiles, protein or text (default: the domain name if known)"}
     )

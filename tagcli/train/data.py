@@ -36,7 +36,7 @@ class Examples:
     labels: list[Any]
     dropped: int
     template: PromptTemplate
-    inputs: dict[str, list[list[int]]]  # domain → each kept row's input tokens (what `rows` lay out)
+    inputs: dict[str, list[list[int]]]  # input slot → each kept row's input tokens (what `rows` lay out)
 
 
 def read_table(path: str, limit: int | None) -> pa.Table:
@@ -76,19 +76,25 @@ def encode_examples(
     table: pa.Table,
     head: Head | None,
 ) -> Examples:
-    """Clean, tokenize and lay out rows; rows with a bad input or a missing label are dropped and counted."""
+    """Clean, tokenize and lay out rows; rows with a bad input or a missing label are dropped and counted.
+
+    `specs` says how each domain's cells are cleaned; the template's input slots (several may share a
+    domain: `{input:drug_a=smiles}{input:drug_b=smiles}`) take their columns from `config.inputs`.
+    """
+    slots = check_slots(config, template)
     errors: list[str | None] = [None] * table.num_rows
-    tokens = prepare_inputs(encoder, specs, table, config.columns, errors)
+    slot_specs = {slot: specs[domain] for slot, domain in slots.items()}
+    tokens = prepare_inputs(encoder, slot_specs, table, config.columns | config.inputs, errors, slots)
     labels = head.parse_labels([table.column(c).to_pylist() for c in config.targets]) if head is not None else []
     for i, label in enumerate(labels):
         if errors[i] is None and not head.is_complete(label):  # type: ignore[union-attr]
             errors[i] = "missing label"
     keep = [i for i, e in enumerate(errors) if e is None]
-    inputs = {d: [tokens[d][i] for i in keep] for d in config.domains}
+    inputs = {slot: [tokens[slot][i] for i in keep] for slot in slots}
     rows = encoder.encode(template, inputs)
     kept_labels = [labels[i] for i in keep] if head is not None else []
     if head is None:  # stage 1: predict the input's own tokens, which end the row
-        domain_tokens = inputs[config.domains[0]]
+        domain_tokens = inputs[next(iter(slots))]
         targets: list[Any] = [[-100] * (len(r) - len(t)) + t for r, t in zip(rows, domain_tokens)]
     elif head.objective == "next-token":  # the answer follows the prompt; only it carries a loss
         answers = [head.answer_tokens(label, encoder.tokenizer) for label in kept_labels]
@@ -97,3 +103,17 @@ def encode_examples(
     else:
         targets = kept_labels
     return Examples(rows, targets, kept_labels, table.num_rows - len(keep), template, inputs)
+
+
+def check_slots(config: TrainConfig, template: PromptTemplate) -> dict[str, str]:
+    """The template's input slots (slot → domain), once `--input` and `--symmetric` are checked against them."""
+    slots = template.slots
+    unknown = [slot for slot in config.inputs if slot not in slots]
+    if unknown:
+        raise UsageError(
+            f"--input {unknown[0]}=...: the template {template.text!r} has no input slot {unknown[0]!r}",
+            hint=f"its slots: {', '.join(slots)}",
+        )
+    if config.symmetric and (len(slots) != 2 or len(set(slots.values())) != 1):
+        raise UsageError(f"--symmetric needs two input slots of one domain; the template has {', '.join(slots)}")
+    return slots

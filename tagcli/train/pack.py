@@ -42,6 +42,7 @@ def make_pack(
             if d in template.tags
         },
         method=config.method,
+        symmetric=config.symmetric,
         training={
             "stage": config.stage,
             "data": {
