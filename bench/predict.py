@@ -1,7 +1,8 @@
 """Scoring speed and memory, measured side by side in one run (ratios, not absolute timings, are the point).
 
-    .venv/bin/python bench/predict.py                 # ~5-8 min on 2 CPU cores; prints a Markdown table
+    .venv/bin/python bench/predict.py                 # ~8-10 min on 2 CPU cores; prints a Markdown table
     .venv/bin/python bench/predict.py --rows 1024 --rss-rows 1000000 --device cuda
+    .venv/bin/python bench/predict.py --rows 0 --rss-rows 0 --unit-rows-rows 960   # only the unit-size ratio
 
 Compares, on the same rows of ../shared/data/qed_test.parquet with the built-in `qed` pack:
   tagcli          TagScorer.score on an Arrow table: cleaning, tokenizing, batching, model, head, output
@@ -10,6 +11,9 @@ Compares, on the same rows of ../shared/data/qed_test.parquet with the built-in 
   PEFT prompt     PEFT prompt tuning with as many virtual tokens as tagcli's tags, batched in file order
                   as a DataLoader would, reading the last hidden state (peft's forward computes logits)
   K=4 functions   four function tags on the same inputs vs one (the inputs run once, then 4 suffixes)
+  --unit-rows 60  `score_file` (what `tagcli predict` runs) on drug-like SMILES (KIBA ligands, longer
+                  than MOSES) in 60-row work units vs the default unit size: small units are scored
+                  together in one length-sorted window, so the ratio should stay near 1 (target >= 0.9)
 and reports padding efficiency (real / processed tokens) and the peak RSS of `tagcli predict` on a
 generated 1,000,000-row Parquet file. That last run uses a tiny random-weight model with SmolLM2's
 tokenizer, so it measures the streaming pipeline (reader, RDKit, tokenizer, writer), not the weights.
@@ -38,11 +42,14 @@ from tagcli.basemodel.load import load_base_model
 from tagcli.core.batching import length_batches
 from tagcli.core.heads import RegressionHead
 from tagcli.core.prompt import collate
+from tagcli.io.runner import DEFAULT_UNIT_ROWS, score_file
 from tagcli.packs.format import Manifest, TagPack, load_pack, save_pack
 from tagcli.scorer import TagScorer
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "qed_test.parquet"
+DRUG_LIKE = REPO.parent / "shared" / "data" / "ba_kiba_train.parquet"  # its `smiles` column: KIBA ligands
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")  # what decides CPU matmul speed
 
 
 def timed(fn: Callable[[], object], repeat: int = 1) -> float:
@@ -54,6 +61,16 @@ def timed(fn: Callable[[], object], repeat: int = 1) -> float:
         fn()
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def cpu_flags() -> str:
+    """Which of CPU_FLAGS this CPU has (from /proc/cpuinfo): without avx512_bf16/amx_bf16, bf16 is slow."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return "unknown"
+    flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
+    return " ".join(f for f in CPU_FLAGS if f in flags) or "none of " + " ".join(CPU_FLAGS)
 
 
 def clone_function(pack: TagPack, name: str, directory: Path) -> None:
@@ -152,6 +169,40 @@ def bench_speed(args: argparse.Namespace, results: dict) -> None:
         "one_row_loop": t_loop,
         "peft_prompt_tuning": t_peft,
         "tagcli_k4": t_four,
+    }
+
+
+def bench_unit_rows(args: argparse.Namespace, results: dict) -> None:
+    """Rows/s of `score_file` with `--unit-rows 60` and with the default unit size, on the same rows.
+
+    Each size is timed twice, interleaved (A B A B), after a warm-up; the best time of each counts.
+    CPU seconds (this process's, all threads) are kept as well: on a machine busy with other work,
+    wall time says more about the neighbours than about padding.
+    """
+    smiles = pq.read_table(DRUG_LIKE, columns=["smiles"]).column("smiles").to_pylist()[: args.unit_rows_rows]
+    base = load_base_model("smollm2-135m", device=args.device)
+    scorer = TagScorer("qed", base_model=base, batch_size=args.batch_size)
+    results |= {"device": str(base.device), "dtype": str(base.dtype)}
+    sizes = {"small": args.small_unit_rows, "default": DEFAULT_UNIT_ROWS}
+    best = dict.fromkeys(sizes, float("inf"))
+    best_cpu = dict.fromkeys(sizes, float("inf"))
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "drug_like.parquet"
+        pq.write_table(pa.table({"smiles": smiles}), source)
+        scorer.score(pa.table({"smiles": smiles[: args.batch_size]}))  # warm-up
+        for attempt in range(2):
+            for name, unit_rows in sizes.items():
+                out = Path(tmp) / f"{name}-{attempt}.parquet"
+                cpu = time.process_time()
+                summary = score_file(scorer, source, out, unit_rows=unit_rows)
+                best_cpu[name] = min(best_cpu[name], time.process_time() - cpu)
+                best[name] = min(best[name], summary.seconds)
+    results["unit_rows"] = {
+        "rows": len(smiles),
+        "mean_smiles_chars": sum(map(len, smiles)) / max(1, len(smiles)),
+        "unit_rows": sizes,
+        "seconds": best,
+        "cpu_seconds": best_cpu,
     }
 
 
@@ -288,22 +339,26 @@ def tiny_model(directory: Path) -> Path:
 
 
 def report(results: dict) -> str:
-    s = results["seconds"]
-    rows = results["rows"]
-    rate = {k: rows / v for k, v in s.items()}
     lines = [
-        f"Machine: {platform.processor() or platform.machine()}, {psutil.cpu_count(logical=True)} logical CPUs, torch {torch.__version__}, "
-        f"{results['device']}, {results['dtype']}; {rows} rows of qed_test ({results['prompt_tokens']} prompt tokens), built-in qed pack.",
+        f"Machine: {platform.processor() or platform.machine()} (CPU flags: {cpu_flags()}), "
+        f"{psutil.cpu_count(logical=True)} logical CPUs, torch {torch.__version__}, {results.get('device', 'cpu')}, "
+        f"{results.get('dtype', 'torch.float32')}; built-in qed pack.",
         "",
         "| measurement | value | target |",
         "|---|---|---|",
-        f"| tagcli predict (score) | {rate['tagcli']:.1f} rows/s, {results['prompt_tokens'] / s['tagcli']:.0f} tokens/s | |",
-        f"| vs raw backbone forward, same tokens and batches ({rate['raw_forward']:.1f} rows/s) | {rate['tagcli'] / rate['raw_forward']:.2f}x | >= 0.9x |",
-        f"| vs one row per forward, paper-style ({rate['one_row_loop']:.1f} rows/s) | {rate['tagcli'] / rate['one_row_loop']:.1f}x | >= 20x |",
-        f"| vs PEFT prompt tuning, same number of virtual tokens ({rate['peft_prompt_tuning']:.1f} rows/s) | {rate['tagcli'] / rate['peft_prompt_tuning']:.2f}x | >= 1.5x |",
-        f"| K=4 function tags vs 1, time | {s['tagcli_k4'] / s['tagcli']:.2f}x | <= 1.5x |",
-        f"| padding efficiency (real / processed tokens): tagcli length-sorted vs file order | {results['padding_efficiency']['tagcli']:.3f} vs {results['padding_efficiency']['file_order']:.3f} | |",
     ]
+    if "seconds" in results:
+        lines += speed_lines(results)
+    if "unit_rows" in results:
+        u = results["unit_rows"]
+        rate = {k: u["rows"] / v for k, v in u["seconds"].items()}
+        cpu = u["cpu_seconds"]
+        lines.append(
+            f"| `--unit-rows {u['unit_rows']['small']}` vs default ({u['unit_rows']['default']}), {u['rows']} drug-like "
+            f"SMILES (KIBA ligands, mean {u['mean_smiles_chars']:.0f} chars) | "
+            f"{rate['small']:.1f} vs {rate['default']:.1f} rows/s = {rate['small'] / rate['default']:.2f}x "
+            f"(per CPU second: {cpu['default'] / cpu['small']:.2f}x) | >= 0.9x |"
+        )
     if "rss" in results:
         r = results["rss"]
         gib = [f"{b / 2**30:.2f}" for b in r["max_rss_by_quarter_bytes"]]
@@ -314,9 +369,23 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
+def speed_lines(results: dict) -> list[str]:
+    s = results["seconds"]
+    rows = results["rows"]
+    rate = {k: rows / v for k, v in s.items()}
+    return [
+        f"| tagcli predict (score), {rows} rows of qed_test ({results['prompt_tokens']} prompt tokens) | {rate['tagcli']:.1f} rows/s, {results['prompt_tokens'] / s['tagcli']:.0f} tokens/s | |",
+        f"| vs raw backbone forward, same tokens and batches ({rate['raw_forward']:.1f} rows/s) | {rate['tagcli'] / rate['raw_forward']:.2f}x | >= 0.9x |",
+        f"| vs one row per forward, paper-style ({rate['one_row_loop']:.1f} rows/s) | {rate['tagcli'] / rate['one_row_loop']:.1f}x | >= 20x |",
+        f"| vs PEFT prompt tuning, same number of virtual tokens ({rate['peft_prompt_tuning']:.1f} rows/s) | {rate['tagcli'] / rate['peft_prompt_tuning']:.2f}x | >= 1.5x |",
+        f"| K=4 function tags vs 1, time | {s['tagcli_k4'] / s['tagcli']:.2f}x | <= 1.5x |",
+        f"| padding efficiency (real / processed tokens): tagcli length-sorted vs file order | {results['padding_efficiency']['tagcli']:.3f} vs {results['padding_efficiency']['file_order']:.3f} | |",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=512, help="rows of qed_test for the speed comparisons")
+    parser.add_argument("--rows", type=int, default=512, help="rows of qed_test for the speed comparisons (0: skip)")
     parser.add_argument(
         "--single-rows", type=int, default=48, help="rows timed in the one-row-per-forward loop (rate extrapolated)"
     )
@@ -325,10 +394,17 @@ def main() -> None:
     parser.add_argument(
         "--rss-rows", type=int, default=1_000_000, help="rows of the generated file for the memory run (0: skip)"
     )
+    parser.add_argument(
+        "--unit-rows-rows", type=int, default=960, help="drug-like rows for the unit-size comparison (0: skip)"
+    )
+    parser.add_argument("--small-unit-rows", type=int, default=60, help="the small unit size compared with the default")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     args = parser.parse_args()
     results: dict = {}
-    bench_speed(args, results)
+    if args.rows:
+        bench_speed(args, results)
+    if args.unit_rows_rows:
+        bench_unit_rows(args, results)
     if args.rss_rows:
         bench_rss(args, results)
     print(report(results))
