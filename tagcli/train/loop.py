@@ -156,7 +156,7 @@ class Trainer:
     def _validate(self) -> bool:
         """Score the validation split; remember the best state; True when patience runs out."""
         if self.head is not None and self.config.refit_head and self.step > 0:
-            fit_head(self.model, self.encoder, self.head, self.train_set, self.config.init_samples, self.config.seed)
+            self._refit_head()
         metrics = validation_metrics(
             self.model, self.encoder, self.head, self.val_set, self.config.targets, self.val_contexts
         )
@@ -172,6 +172,18 @@ class Trainer:
             self.bad_evals += 1
         self.on_progress({"event": "eval", "step": self.step, "metrics": metrics, "improved": improved})
         return self.config.patience > 0 and self.bad_evals >= self.config.patience
+
+    @torch.no_grad()
+    def _refit_head(self) -> None:
+        """Refit the head in closed form for the current tag (on the cached contexts' rows when there are)."""
+        assert self.head is not None
+        if self.train_contexts is None:
+            fit_head(self.model, self.encoder, self.head, self.train_set, self.config.init_samples, self.config.seed)
+            return
+        batches = [self.train_contexts.features(k, self.head) for k in range(len(self.train_contexts.batches))]
+        rows = [i for chunk, _ in batches for i in chunk]
+        hidden = torch.cat([features for _, features in batches]).float()
+        self.head.fit(hidden, [self.train_set.targets[i] for i in rows], self.train_set.targets)
 
     def fit_final_head(self, final: Head) -> None:
         """Replace the head the tag was trained with by `final`, fitted on cached readout features of

@@ -1,0 +1,168 @@
+"""Readouts, cached features and ensemble heads (issue #12), on the tiny Llama."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers import SMILES, domain_pack, regression_head
+from tagcli.core.heads import head_from_spec
+from tagcli.core.model import TaggedModel
+from tagcli.core.prompt import PromptEncoder, PromptTemplate
+from tagcli.core.readout import ReadoutSpec
+from tagcli.errors import PackError
+from tagcli.packs.format import load_pack, save_pack
+from tagcli.scorer import TagScorer
+from tagcli.train import TrainConfig, train
+from tagcli.train import features as features_module
+from tagcli.train.data import Examples
+from tagcli.train.features import FeatureCache, readouts
+
+POOLED = "input-mean+tag-mean@1,2"
+
+
+def molecules(n: int = 60) -> list[str]:
+    return [SMILES[i % len(SMILES)] + "C" * (i // len(SMILES)) for i in range(n)]
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    values = molecules()
+    path = tmp_path / "train.csv"
+    pd.DataFrame({"smiles": values, "y": [float(len(v)) for v in values]}).to_csv(path, index=False)
+    return path
+
+
+def ensemble_config(data: Path, out: Path, **overrides) -> TrainConfig:
+    values = dict(
+        data=str(data),
+        out=str(out),
+        domains=["smiles"],
+        function="fn",
+        targets=["y"],
+        tag_length=2,
+        max_steps=3,
+        batch_size=8,
+        eval_every=3,
+        patience=0,
+        device="cpu",
+        dtype="float32",
+        readout=POOLED,
+        members=3,
+        hidden_units=8,
+        domain_components=4,
+        val_fraction=0.25,
+    )
+    return TrainConfig(stage=2, **(values | overrides))
+
+
+def test_readout_spec_parses_and_refuses() -> None:
+    spec = ReadoutSpec.parse("input-mean+tag-mean@4,8")
+    assert spec == ReadoutSpec(("input-mean", "tag-mean"), (4, 8)) and spec.depth == 8
+    assert spec.width(10) == 40 and ReadoutSpec.from_spec(spec.to_spec()) == spec
+    assert ReadoutSpec.parse("tag-last") == ReadoutSpec() and ReadoutSpec().depth is None
+    for bad in ("mean", "tag-last@0", "tag-last+tag-last", "input-mean@3,3"):
+        with pytest.raises(ValueError):
+            ReadoutSpec.parse(bad)
+    assert ReadoutSpec(("tag-last",), (40,)).check_model(30) is not None
+
+
+def test_bad_ensemble_specs_are_refused_by_the_pack_reader() -> None:
+    spec = {"type": "regression", "targets": [{"name": "y", "mean": 0.0, "std": 1.0}]}
+    for extra, message in (
+        ({"members": 0}, "members must be"),
+        ({"hidden_units": -1}, "hidden_units must be"),
+        ({"members": True}, "members must be"),
+        ({"readout": {"pools": ["everything"]}}, "readout pools"),
+    ):
+        with pytest.raises(PackError, match=message):
+            head_from_spec({**spec, **extra, "members": extra.get("members", 1)}, 16)
+
+
+def test_cached_features_equal_fresh_ones_and_resume_by_block(base, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(features_module, "BLOCK_ROWS", 7)
+    d = base.hidden_size
+    readout = ReadoutSpec.parse(POOLED)
+    head = regression_head(d, readout=readout)
+    tags = {"smiles": torch.randn(3, d) * 0.3, "fn": torch.randn(2, d) * 0.3}
+    model = TaggedModel(base.model, tags, {"fn": head}).eval()
+    encoder = PromptEncoder(base.tokenizer, model.tag_table)
+    template = PromptTemplate("{tag:smiles}{input:smiles}{tag:fn}")
+    inputs = {"smiles": encoder.tokenize_inputs(molecules(20))}
+    examples = Examples(encoder.encode(template, inputs), [0.0] * 20, [0.0] * 20, 0, template, inputs)
+
+    cache = FeatureCache(tmp_path, model, head, "fn")
+    cached = cache.load(model, encoder, head, examples, "train", batch_size=4)
+    fresh = torch.empty_like(cached)
+    for chunk, features in readouts(model, encoder, readout, examples, range(20), batch_size=5):
+        fresh[chunk] = features
+    assert cached.shape == (20, readout.width(d))
+    torch.testing.assert_close(cached, fresh, atol=1e-5, rtol=1e-4)
+
+    blocks = sorted(cache.directory.iterdir())
+    assert len(blocks) == 3  # 7 + 7 + 6 rows
+    first = load_file(blocks[0])["features"]
+    blocks[1].unlink()  # as if the run had stopped before the second block
+    again = cache.load(model, encoder, head, examples, "train", batch_size=4)
+    torch.testing.assert_close(again, cached)
+    assert torch.equal(load_file(blocks[0])["features"], first)  # finished blocks are read, not redone
+
+    with torch.no_grad():
+        model.tags["fn"].add_(0.1)
+    assert FeatureCache(tmp_path, model, head, "fn").directory != cache.directory  # a new tag: new features
+
+
+def test_ensemble_head_trains_round_trips_and_scores_like_its_features(base, data: Path, tmp_path: Path) -> None:
+    save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "smiles")
+    pack = train(ensemble_config(data, tmp_path / "fn"), base)
+    loaded = load_pack(tmp_path / "fn")
+    assert loaded.manifest.head == pack.head.to_spec()
+    assert loaded.manifest.head["readout"] == {"pools": ["input-mean", "tag-mean"], "layers": [1, 2]}
+    assert loaded.manifest.head["members"] == 3 and loaded.manifest.head["hidden_units"] == 8
+    for key, value in pack.head.state_dict().items():
+        torch.testing.assert_close(loaded.head.state_dict()[key], value, msg=key)
+    head = loaded.head
+    assert head.output_columns() == ["pred_y", "pred_y_std", "domain_score", "in_domain"]
+    assert float(head.spread_scale) > 0 and float(head.domain_threshold) > 0
+    # members differ (bootstrap samples, seeds): the spread is real
+    x = torch.randn(4, head.readout.width(base.hidden_size))
+    assert head.member_outputs(x).std(0).min() > 0
+
+    values = molecules()[:10] + ["not a smiles"]
+    scorer = TagScorer("fn", base_model=base, pack_dirs=[str(tmp_path)], device="cpu", dtype="float32")
+    assert scorer.model.depth == 2
+    out = scorer(pa.table({"smiles": values}))
+    assert out.column("status").to_pylist() == ["ok"] * 10 + ["invalid"]
+    for column in ("pred_y", "pred_y_std", "domain_score"):
+        scored = out.column(column).to_pylist()
+        assert all(math.isfinite(v) for v in scored[:10]) and scored[10] is None, column
+    assert all(isinstance(v, bool) for v in out.column("in_domain").to_pylist()[:10])
+
+    # The scorer's numbers are the head applied to the training path's features of the same rows.
+    model = TaggedModel(base.model, {**loaded.tags, "smiles": load_pack(tmp_path / "smiles").tags["smiles"]}, {})
+    model.heads["fn"] = head
+    encoder = PromptEncoder(base.tokenizer, model.tag_table)
+    template = loaded.manifest.prompt_template()
+    inputs = {"smiles": encoder.tokenize_inputs(values[:10])}
+    examples = Examples(encoder.encode(template, inputs), [0.0] * 10, [0.0] * 10, 0, template, inputs)
+    expected = torch.empty(10)
+    for chunk, features in readouts(model, encoder, head.readout, examples, range(10)):
+        expected[chunk] = head.predict(type("R", (), {"hidden": features})())["pred_y"].float()
+    np.testing.assert_allclose(out.column("pred_y").to_pylist()[:10], expected.tolist(), rtol=1e-5, atol=1e-5)
+
+
+def test_domain_score_flags_rows_unlike_the_training_rows(base, data: Path, tmp_path: Path) -> None:
+    save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "smiles")
+    train(ensemble_config(data, tmp_path / "fn", members=1, hidden_units=0), base)
+    scorer = TagScorer("fn", base_model=base, pack_dirs=[str(tmp_path)], device="cpu", dtype="float32")
+    assert "pred_y_std" not in scorer(pa.table({"smiles": ["CCO"]})).column_names  # one member: no spread
+    typical = [v for v in scorer(pa.table({"smiles": molecules()[:20]})).column("domain_score").to_pylist() if v]
+    unusual = scorer(pa.table({"smiles": ["C" * 70, "c1ccccc1" * 6]})).column("domain_score").to_pylist()
+    assert len(typical) >= 15 and min(unusual) > float(np.median(typical))
