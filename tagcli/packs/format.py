@@ -593,7 +593,7 @@ def _load_head(path: Path, manifest: Manifest, where: str) -> Head:
     if sorted(state) != sorted(expected):
         wanted = brief_names(prefix + k for k in expected)
         raise PackError(f"{where}: {HEADS_FILE} holds {brief_names(tensors)}, expected {wanted}")
-    for key, value in state.items():
+    for key, value in sorted(state.items()):  # the first problem in name order: one message every time
         if tuple(value.shape) != expected[key]:
             raise PackError(f"{where}: head tensor '{key}' has shape {tuple(value.shape)}, expected {expected[key]}")
         if not value.is_floating_point():
