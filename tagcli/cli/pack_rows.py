@@ -14,7 +14,7 @@ from tagcli.packs.format import Manifest
 from tagcli.packs.index import IndexEntry
 from tagcli.packs.listing import AvailablePack, BrokenPack, ListedPack
 
-HEADLINE = ("pearson", "mse", "accuracy", "roc_auc", "perplexity")
+HEADLINE = ("pearson", "mse", "accuracy", "roc_auc", "exact_match", "char_error_rate", "perplexity")
 
 
 def list_row(item: ListedPack) -> dict[str, Any]:

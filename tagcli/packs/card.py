@@ -28,6 +28,7 @@ METRIC_ORDER = (
     "accuracy",
     "roc_auc",
     "exact_match",
+    "char_error_rate",
     "mse",
     "mae",
     "standardized_mse",

@@ -569,7 +569,10 @@ def test_text_function_trains_on_the_answer_and_generates(
         assert len(labeled) > 0 and (batch.slots[row, labeled] == -1).all() and labeled.min() > batch.readout[row]
     loaded = load_pack(tmp_path / "says")
     assert loaded.manifest.head == {"type": "text", "target": "label", "max_new_tokens": 4}
-    assert set(loaded.manifest.metrics["val"]) >= {"loss", "exact_match"}
+    assert set(loaded.manifest.metrics["val"]) >= {"loss", "exact_match", "char_error_rate"}
+    # exact match and character error rate (edits per true character) of decoded answers
+    metrics = loaded.head.target_metrics(["C6H6", "CH4", None], {"pred_label": ["C6H6", "CH3 ", "x"]})
+    assert metrics == [{"n": 2, "exact_match": 0.5, "char_error_rate": 1 / 7}]
     out = TagScorer("says", base_model=base, pack_dirs=[str(tmp_path)])(pa.table({"smiles": SMILES[:3] + ["C1CC"]}))
     answers = out.column("pred_label").to_pylist()
     assert all(isinstance(a, str) for a in answers[:3]) and answers[3] is None

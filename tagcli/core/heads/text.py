@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
+from rapidfuzz.distance import Levenshtein
 
 from tagcli.core.heads.base import Columns, Head, Readout
 from tagcli.core.heads.classification import class_label
@@ -60,7 +61,16 @@ class TextHead(Head):
             if label is not None
         ]
         exact = sum(label == answer for label, answer in pairs) / len(pairs) if pairs else float("nan")
-        return [{"n": len(pairs), "exact_match": exact}]
+        # Character error rate: edits (insert, delete, substitute) per character of the true answers.
+        characters = sum(len(label) for label, _ in pairs)
+        edits = sum(Levenshtein.distance(label, answer) for label, answer in pairs)
+        return [
+            {
+                "n": len(pairs),
+                "exact_match": exact,
+                "char_error_rate": edits / characters if characters else float("nan"),
+            }
+        ]
 
     def to_spec(self) -> dict[str, Any]:
         return {"type": self.type_name, "target": self.target, "max_new_tokens": self.max_new_tokens}
