@@ -49,6 +49,16 @@ class Task:
     description: str
 
 
+# The readout of every default regression pack: mean over each row's own tokens and over the function
+# tag, at every second decoder block up to block 16 of 30 (scoring then runs 16 blocks). Ridge probes
+# on QED put pooled lower layers well above the paper's final-layer tag readout; the `qed-paper-readout`
+# baseline (same budget, readout tag-last) keeps that comparison in the quality table.
+READOUT = "input-mean+tag-mean@2,4,6,8,10,12,14,16"
+# The head: an ensemble of 5 small MLPs on cached features of all training rows (bootstrap samples);
+# their spread is the per-row uncertainty, and 16 principal axes summarise the applicability domain.
+HEAD = ("--readout", READOUT, "--members", "5", "--hidden-units", "256", "--domain-components", "16")
+PAIRS = "out/pair_data"  # built by the `pair data` step (recipes/pair_data.py); not committed
+
 TASKS = [
     Task(
         "qed",
@@ -57,18 +67,21 @@ TASKS = [
         ("smiles",),
         ("qed",),
         (
+            *HEAD,
             "--max-rows",
-            "4000",
+            "20000",
+            "--tag-rows",
+            "2048",
             "--init-samples",
-            "4000",
+            "2048",
             "--max-steps",
-            "60",
+            "300",
             "--eval-every",
-            "60",
+            "100",
             "--max-val-rows",
-            "500",
+            "1000",
             "--lr",
-            "3e-3",
+            "1e-2",
             "--target-range",
             "0,1",
         ),
@@ -81,18 +94,23 @@ TASKS = [
         ("protein",),
         ("isoelectric_point", "gravy", "aromaticity", "instability_index", "molecular_weight_kda"),
         (
+            *HEAD,
             "--max-rows",
-            "1000",
+            "6000",
+            "--tag-rows",
+            "1024",
             "--init-samples",
-            "1000",
+            "1024",
+            "--batch-size",
+            "8",
             "--max-steps",
-            "40",
+            "200",
             "--eval-every",
-            "40",
+            "100",
             "--max-val-rows",
-            "300",
+            "500",
             "--lr",
-            "3e-3",
+            "1e-2",
         ),
         "ProtParam descriptors of a protein sequence: pI, GRAVY, aromaticity, instability index, MW (kDa)",
     ),
@@ -103,18 +121,21 @@ TASKS = [
         ("protein", "smiles"),
         ("label",),
         (
+            *HEAD,
             "--max-rows",
-            "600",
+            "3000",
+            "--tag-rows",
+            "1024",
             "--init-samples",
-            "600",
+            "1024",
             "--max-steps",
-            "20",
-            "--eval-every",
-            "20",
-            "--max-val-rows",
             "200",
+            "--eval-every",
+            "100",
+            "--max-val-rows",
+            "500",
             "--lr",
-            "3e-3",
+            "1e-2",
         ),
         "KIBA drug-target binding score for a protein sequence + SMILES pair",
     ),
@@ -188,7 +209,7 @@ def steps(data: str) -> list[tuple[str, list[str]]]:
     # The shipped packs first, then the zero-shot run, then the baselines (so a cut-short run still ships packs).
     for method, folder in METHODS.items():
         if method == "prompt-tuning":
-            out += zero_shot_steps(data)
+            out += pair_and_text_steps(data) + zero_shot_steps(data)
         for task in TASKS:
             name = task.function if method == "tag-llm" else f"{task.function}-{method}"
             domains = [arg for d in task.domains for arg in ("--domain", d)]
@@ -239,7 +260,128 @@ def steps(data: str) -> list[tuple[str, list[str]]]:
                     ],
                 )
             )
-    return out
+    return out + paper_readout_steps(data)
+
+
+def paper_readout_steps(data: str) -> list[tuple[str, list[str]]]:
+    """The qed pack's recipe with the paper's readout (final layer, last function-tag position)."""
+    qed = TASKS[0]
+    budget = list(qed.budget)
+    budget[budget.index("--readout") + 1] = "tag-last"
+    name = "qed-paper-readout"
+    return [
+        (
+            name,
+            ["train", "stage2", "--domain", "smiles", "--function", name, "--target", "qed"]
+            + ["--data", f"{data}/qed_train.parquet", "--val", f"{data}/qed_val.parquet", *budget]
+            + ["--pack-dir", PACKS, "--out", f"{BASELINES}/{name}", "--seed", "0"]
+            + ["--description", f"{qed.description} (tag-llm, the paper's readout)"],
+        ),
+        (
+            f"{name} test",
+            ["eval", f"{data}/qed_test.parquet", "-F", f"{BASELINES}/{name}", "--target", "qed", "--domain", "smiles"]
+            + ["--pack-dir", PACKS, "--record", "test", "--format", "json"],
+        ),
+    ]
+
+
+def pair_and_text_steps(data: str) -> list[tuple[str, list[str]]]:
+    """Two molecules behind one domain tag (named slots), and a function that writes text."""
+    slots = ["--input", "drug_a=smiles_1", "--input", "drug_b=smiles_2"]
+    return [
+        ("pair data", ["-m", "recipes.pair_data", "--data", data, "--out", PAIRS]),
+        (
+            "tanimoto",
+            [
+                "train",
+                "stage3",
+                "--domain",
+                "smiles",
+                "--function",
+                "tanimoto",
+                "--target",
+                "tanimoto",
+                "--template",
+                "{tag:smiles}{input:drug_a=smiles}{tag:smiles}{input:drug_b=smiles}{tag:tanimoto}",
+                *slots,
+                "--symmetric",
+                "--data",
+                f"{PAIRS}/tanimoto_train.parquet",
+                "--val",
+                f"{PAIRS}/tanimoto_val.parquet",
+                *HEAD,
+                "--tag-rows",
+                "2048",
+                "--init-samples",
+                "2048",
+                "--max-steps",
+                "300",
+                "--eval-every",
+                "100",
+                "--lr",
+                "1e-2",
+                "--target-range",
+                "0,1",
+                "--pack-dir",
+                PACKS,
+                "--out",
+                f"{PACKS}/tanimoto",
+                "--seed",
+                "0",
+                "--description",
+                "Tanimoto similarity (Morgan radius 2, 2048 bits) of two molecules, from their SMILES (tag-llm)",
+            ],
+        ),
+        (
+            "tanimoto test",
+            ["eval", f"{PAIRS}/tanimoto_test.parquet", "-F", f"{PACKS}/tanimoto", "--target", "tanimoto", *slots]
+            + ["--pack-dir", PACKS, "--record", "test", "--format", "json"],
+        ),
+        (
+            "formula",
+            [
+                "train",
+                "stage2",
+                "--domain",
+                "smiles",
+                "--function",
+                "formula",
+                "--target",
+                "formula",
+                "--task",
+                "text",
+                "--max-answer-tokens",
+                "32",
+                "--data",
+                f"{PAIRS}/formula_train.parquet",
+                "--val",
+                f"{PAIRS}/formula_val.parquet",
+                "--max-rows",
+                "4000",
+                "--max-val-rows",
+                "200",
+                "--max-steps",
+                "250",
+                "--eval-every",
+                "125",
+                "--lr",
+                "1e-2",
+                "--pack-dir",
+                PACKS,
+                "--out",
+                f"{PACKS}/formula",
+                "--seed",
+                "0",
+                "--description",
+                "Molecular formula (RDKit CalcMolFormula) from SMILES, written by the LM (tag-llm)",
+            ],
+        ),
+        (
+            "formula test",
+            ["eval", f"{PAIRS}/formula_test.parquet", "-F", f"{PACKS}/formula", "--target", "formula"]
+            + ["--pack-dir", PACKS, "--record", "test", "--format", "json"],
+        ),
+    ]
 
 
 def zero_shot_steps(data: str) -> list[tuple[str, list[str]]]:
@@ -312,9 +454,11 @@ def run(only: list[str], data: str) -> None:
     for name, args in steps(data):
         if only and not any(name.startswith(prefix) for prefix in only):
             continue
-        print(f"== {name}: tagcli {' '.join(args)}", flush=True)
+        # A step is a tagcli command, or a Python module (`-m recipes.…`) that builds data.
+        command = [sys.executable, *args] if args[0] == "-m" else [sys.executable, "-m", "tagcli", *args]
+        print(f"== {name}: {' '.join(['python', *args] if args[0] == '-m' else ['tagcli', *args])}", flush=True)
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "tagcli", *args], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        done = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
         seconds = round(time.perf_counter() - started, 1)
         if done.returncode != 0:
             raise SystemExit(f"step '{name}' failed (exit {done.returncode}) after {seconds} s")

@@ -77,7 +77,9 @@ def evaluate(
         out.err.print(f"wrote {written}", highlight=False)
     if record:
         pack = scorer.plans[0].function
-        record_metrics(pack, record, {**pack_metrics(report, target, pack.head), "data": str(input)})
+        # The numerics the metrics were measured with: bf16 and fp32 features differ slightly.
+        numerics = {"device": scorer.base.device.type, "dtype": str(scorer.base.dtype).removeprefix("torch.")}
+        record_metrics(pack, record, {**pack_metrics(report, target, pack.head), "data": str(input), **numerics})
         out.err.print(f"recorded {record} metrics in {pack.path}", highlight=False)
     if format is OutputFormat.json:
         out.json(report)

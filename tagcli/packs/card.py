@@ -20,7 +20,7 @@ from tagcli.errors import PackError
 CARD_SUFFIX = ".md"  # `pack export` writes DIR/NAME-VERSION.md beside DIR/NAME-VERSION.tagpack
 
 # Split metrics that count rows or name the data rather than measure the model.
-BOOKKEEPING = ("n", "rows", "scored", "invalid", "error", "data", "targets")
+BOOKKEEPING = ("n", "rows", "scored", "invalid", "error", "data", "targets", "device", "dtype")
 # Metric columns in this order (lower is better for the last ones); others follow alphabetically.
 METRIC_ORDER = (
     "pearson",
@@ -134,11 +134,30 @@ def _task(about: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+POOL_TEXT = {
+    "tag-last": "the last function-tag position",
+    "tag-mean": "the mean over the function tag",
+    "input-mean": "the mean over the input tokens",
+}
+
+
 def _readout(about: Mapping[str, Any]) -> str:
-    """Where a readout head reads the base model: at the function tag when the template ends with it."""
+    """What a readout head reads: the pools and layers of its readout spec (the paper's by default)."""
+    head = about.get("head") if isinstance(about.get("head"), dict) else {}
+    readout = head.get("readout") if isinstance(head.get("readout"), dict) else {}
+    pools = [POOL_TEXT.get(str(p), str(p)) for p in readout.get("pools") or ["tag-last"]]
+    layers = [str(k) for k in readout.get("layers") or []]
     template = str(about.get("template") or "")
-    at_tag = template.rstrip().endswith(f"{{tag:{about.get('name')}}}")
-    return f"the base model's hidden state at {'the function tag' if at_tag else 'the last prompt position'}"
+    if pools == [POOL_TEXT["tag-last"]] and not template.rstrip().endswith(f"{{tag:{about.get('name')}}}"):
+        pools = ["the last prompt position"]
+    where = f"decoder layers {', '.join(layers)} (concatenated)" if layers else "the final layer"
+    return f"the base model's hidden states ({'; '.join(pools)}) at {where}"
+
+
+def _head_text(spec: Mapping[str, Any]) -> str:
+    members, units = spec.get("members", 1), spec.get("hidden_units", 0)
+    one = f"MLP ({units} hidden units)" if units else "linear layer"
+    return f"an ensemble of {members} {one}s" if isinstance(members, int) and members > 1 else f"a {one} head"
 
 
 def _predicts(spec: Mapping[str, Any], readout: str) -> str:
@@ -147,10 +166,12 @@ def _predicts(spec: Mapping[str, Any], readout: str) -> str:
         targets = [t for t in spec.get("targets") or [] if isinstance(t, dict)]
         named = ", ".join(_target_text(t) for t in targets)
         count = f"{len(targets)} numbers" if len(targets) > 1 else "a number"
-        return f"{count} ({named}), from a linear head on {readout}"
+        spread = " and its spread across the ensemble" if spec.get("members", 1) > 1 else ""
+        return f"{count} ({named}){spread}, from {_head_text(spec)} on {readout}"
     if kind == "classification":
         classes = ", ".join(str(c) for c in spec.get("classes") or [])
-        return f"`{spec.get('target')}`, one of {classes}, with a probability per class (a linear head on {readout})"
+        head = _head_text(spec)
+        return f"`{spec.get('target')}`, one of {classes}, with a probability per class ({head} on {readout})"
     if kind == "text":
         limit = spec.get("max_new_tokens")
         return f"`{spec.get('target')}` as text the base model's own head writes (at most {limit} tokens)"
@@ -257,7 +278,8 @@ def _metrics(about: Mapping[str, Any]) -> list[str]:
         if source or "scored" in m:
             counted = f"{m['scored']} of {m.get('rows')} rows scored" if "scored" in m else ""
             failed = ", ".join(f"{m[k]} {k}" for k in ("invalid", "error") if m.get(k))
-            detail = "; ".join(x for x in (counted, failed) if x)
+            numerics = " in ".join(str(m[k]) for k in ("device", "dtype") if m.get(k))
+            detail = "; ".join(x for x in (counted, failed, f"measured on {numerics}" if numerics else "") if x)
             lines.append(f"- **{split}:** " + (f"`{source}`" if source else "") + (f" ({detail})" if detail else ""))
     for split, m in splits.items():
         targets = m.get("targets") if isinstance(m.get("targets"), dict) else {}

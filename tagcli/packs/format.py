@@ -96,11 +96,14 @@ class Manifest:
         assert self.template is not None
         return PromptTemplate(self.template)
 
-    def to_json(self) -> str:
+    def to_data(self) -> dict[str, Any]:
         data = asdict(self)
         if not self.symmetric:  # manifests of packs without input slots stay as they were
             del data["symmetric"]
-        return json.dumps(data, indent=2, sort_keys=False) + "\n"
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_data(), indent=2, sort_keys=False) + "\n"
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> Manifest:

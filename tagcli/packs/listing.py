@@ -147,7 +147,7 @@ def pack_info(
         entry = find_remote(name, version, registries, offline)
         return entry.to_dict() | {"status": "available", "registry": entry.source}
     assert pack.path is not None
-    info = vars(pack.manifest) | {
+    info = pack.manifest.to_data() | {
         "path": str(pack.path),
         "tag_sha256": pack.tag_digest() if pack.name in pack.tags else None,
         "status": store.origin(pack.path),
