@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 DATA ?= ../shared/data
 
-.PHONY: install demo test packs baselines quality bench clean
+.PHONY: install demo test packs baselines trust quality bench clean
 
 install: $(STAMP)
 
@@ -42,6 +42,11 @@ packs: install
 # The expert baselines (mean, kNN, RandomForest, composition ridge) of the quality table (~7 min measured).
 baselines: install
 	$(BIN)/python -m recipes.expert_baselines --data $(DATA) --out recipes/results/expert_baselines.json
+
+# Uncertainty and applicability domain of the regression packs on the test splits and shifted sets
+# (recipes/results/trust.json; about 10 min on 2 CPU cores). `make quality` puts it in the README.
+trust: install
+	$(BIN)/python -m recipes.trust_report --data $(DATA)
 
 # Regenerate the README quality table from the packs' recorded test metrics and the baseline results.
 quality: install

@@ -36,11 +36,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recipes import default_packs
 from tagcli.core.metrics import spearman
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "recipes" / "results"
-PAIR_DATA = RESULTS / "pair_data"  # where recipes.pair_data writes the tanimoto splits in the recipe
+# Where `python -m recipes.pair_data --out DIR` wrote the tanimoto splits: the recipe's folder, else results.
+PAIR_DIRS = tuple(dict.fromkeys([REPO / getattr(default_packs, "PAIRS", "out/pair_data"), RESULTS / "pair_data"]))
 TOP_SHARE, BOTTOM_SHARE = 0.1, 0.5  # top decile of std vs bottom half of std
 SHIFT_QUANTILES = (0.05, 0.95)  # a shifted row lies outside this range of the training rows
 SEED = 0
@@ -206,9 +208,10 @@ def kiba_sets(data: Path) -> list[TrustSet]:
 
 
 def tanimoto_sets(data: Path) -> list[TrustSet]:
-    path = PAIR_DATA / "tanimoto_test.parquet"
-    if not path.exists():
+    paths = [folder / "tanimoto_test.parquet" for folder in PAIR_DIRS if (folder / "tanimoto_test.parquet").exists()]
+    if not paths:
         return []
+    path = paths[0]
     test = pd.read_parquet(path, columns=["id", "smiles_1", "smiles_2", "tanimoto"])
     return [TrustSet("test", "tanimoto_test (pairs of qed_test molecules)", test)]
 
