@@ -197,8 +197,8 @@ def _train_member(
     y: torch.Tensor,
     validation: tuple[torch.Tensor, torch.Tensor],
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    max_epochs: int = 60,
-    patience: int = 6,
+    max_epochs: int = 40,
+    patience: int = 5,
     batch_size: int = 256,
 ) -> None:
     """Minibatch AdamW on cached features; keeps the epoch with the lowest validation loss."""
