@@ -40,7 +40,7 @@ def data(tmp_path: Path) -> Path:
     return path
 
 
-def ensemble_config(data: Path, out: Path, **overrides) -> TrainConfig:
+def ensemble_config(data: Path, out: Path, stage: int = 2, **overrides) -> TrainConfig:
     values = dict(
         data=str(data),
         out=str(out),
@@ -60,7 +60,7 @@ def ensemble_config(data: Path, out: Path, **overrides) -> TrainConfig:
         domain_components=4,
         val_fraction=0.25,
     )
-    return TrainConfig(stage=2, **(values | overrides))
+    return TrainConfig(stage=stage, **(values | overrides))
 
 
 def test_readout_spec_parses_and_refuses() -> None:
@@ -166,3 +166,23 @@ def test_domain_score_flags_rows_unlike_the_training_rows(base, data: Path, tmp_
     typical = [v for v in scorer(pa.table({"smiles": molecules()[:20]})).column("domain_score").to_pylist() if v]
     unusual = scorer(pa.table({"smiles": ["C" * 70, "c1ccccc1" * 6]})).column("domain_score").to_pylist()
     assert len(typical) >= 15 and min(unusual) > float(np.median(typical))
+
+
+@pytest.mark.parametrize("method", ["tag-llm", "prompt-tuning", "linear-probe"])
+@pytest.mark.parametrize("stage", [2, 3])
+def test_every_method_trains_a_pooled_ensemble_head(base, tmp_path: Path, method: str, stage: int) -> None:
+    """Pooled layered readouts work for every method, one input or a pair sharing its protein (leads)."""
+    from helpers import PROTEINS
+
+    save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "smiles")
+    save_pack(domain_pack(base, "protein", seed=4), tmp_path / "protein")
+    values = molecules(48)
+    frame = pd.DataFrame({"smiles": values, "protein": [PROTEINS[i % 2] for i in range(48)]})
+    frame["y"] = [float(len(v)) for v in values]
+    frame.to_csv(tmp_path / "pairs.csv", index=False)
+    domains = ["smiles"] if stage == 2 else ["protein", "smiles"]
+    train(ensemble_config(tmp_path / "pairs.csv", tmp_path / "fn", stage, method=method, domains=domains), base)
+    scorer = TagScorer("fn", domains, base_model=base, pack_dirs=[str(tmp_path)], device="cpu", dtype="float32")
+    out = scorer(frame.head(6))
+    assert out["status"].tolist() == ["ok"] * 6
+    assert all(math.isfinite(v) for v in out["pred_y"]) and all(v >= 0 for v in out["pred_y_std"])
