@@ -3,6 +3,10 @@
     .venv/bin/python bench/predict.py                 # ~8-10 min on 2 CPU cores; prints a Markdown table
     .venv/bin/python bench/predict.py --rows 1024 --rss-rows 1000000 --device cuda
     .venv/bin/python bench/predict.py --rows 0 --rss-rows 0 --unit-rows-rows 960   # only the unit-size ratio
+    .venv/bin/python bench/predict.py --rows 0 --rss-rows 0 --unit-rows-rows 0 --readout-rows 256 --cpu-options
+                                                      # only the readout comparison and the fp32 CPU options
+    .venv/bin/python bench/predict.py --rows 0 --rss-rows 0 --unit-rows-rows 0 --readout-rows 64 --cpu-options threads,int8
+                                                      # the same, reduced (~2 min on 2 busy cores)
 
 Compares, on the same rows of ../shared/data/qed_test.parquet with the built-in `qed` pack:
   tagcli          TagScorer.score on an Arrow table: cleaning, tokenizing, batching, model, head, output
@@ -14,6 +18,15 @@ Compares, on the same rows of ../shared/data/qed_test.parquet with the built-in 
   --unit-rows 60  `score_file` (what `tagcli predict` runs) on drug-like SMILES (KIBA ligands, longer
                   than MOSES) in 60-row work units vs the default unit size: small units are scored
                   together in one length-sorted window, so the ratio should stay near 1 (target >= 0.9)
+  readouts        the paper's readout (final layer, last tag position, one linear head: the old packs) vs
+                  the new default `input-mean+tag-mean@2,4,...,16` with a 5-member MLP ensemble head (the
+                  model runs 16 of 30 blocks), on MOSES and drug-like SMILES, in the machine's auto dtype
+                  and in float32 (the numerics of a CPU without native bf16). Both packs are built here
+                  with seeded random tags and heads of the shipped shapes, so no installed pack matters.
+  --cpu-options   fp32 scoring of the new readout on drug-like SMILES: 2 vs 1 threads, torch.compile of
+                  the decoder blocks, int8 dynamic quantization of the Linear layers; rows/s and how far
+                  each moves the readout features from plain fp32 (raw, and standardised per feature as
+                  a trained head sees them)
 and reports padding efficiency (real / processed tokens) and the peak RSS of `tagcli predict` on a
 generated 1,000,000-row Parquet file. That last run uses a tiny random-weight model with SmolLM2's
 tokenizer, so it measures the streaming pipeline (reader, RDKit, tokenizer, writer), not the weights.
@@ -22,14 +35,18 @@ tokenizer, so it measures the streaming pipeline (reader, RDKit, tokenizer, writ
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
+import logging
+import os
 import platform
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,11 +54,13 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from torch import nn
 
-from tagcli.basemodel.load import load_base_model
-from tagcli.core.batching import length_batches
+from tagcli.basemodel.load import BaseModel, load_base_model, select_device, select_dtype
+from tagcli.core.batching import encode_contexts, length_batches
 from tagcli.core.heads import RegressionHead
 from tagcli.core.prompt import collate
+from tagcli.core.readout import ReadoutSpec
 from tagcli.io.runner import DEFAULT_UNIT_ROWS, score_file
 from tagcli.packs.format import Manifest, TagPack, load_pack, save_pack
 from tagcli.scorer import TagScorer
@@ -49,6 +68,11 @@ from tagcli.scorer import TagScorer
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "qed_test.parquet"
 DRUG_LIKE = REPO.parent / "shared" / "data" / "ba_kiba_train.parquet"  # its `smiles` column: KIBA ligands
+PAPER_READOUT = "tag-last"  # the paper's: final layer, the function tag's last position, one linear head
+NEW_READOUT = "input-mean+tag-mean@2,4,6,8,10,12,14,16"
+NEW_HEAD = {"members": 5, "hidden_units": 256, "domain_components": 16}
+TAG_LENGTH = 10  # the shipped packs' tag length
+CPU_OPTIONS = ("threads", "compile", "int8")
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")  # what decides CPU matmul speed
 
 
@@ -206,6 +230,206 @@ def bench_unit_rows(args: argparse.Namespace, results: dict) -> None:
     }
 
 
+# --------------------------------------------------------------------------- readouts and CPU options
+
+
+def drug_like_smiles(n: int) -> list[str]:
+    """The first `n` distinct KIBA ligands (longer than MOSES molecules: mean ~56 characters)."""
+    smiles = pq.read_table(DRUG_LIKE, columns=["smiles"]).column("smiles").to_pylist()
+    return list(dict.fromkeys(smiles))[:n]
+
+
+def readout_packs(base: BaseModel, directory: Path, pooled: str) -> None:
+    """A `smiles` domain pack and two qed-shaped function packs with seeded random tags and heads:
+    `paper` (final layer, tag-last, one linear member: the old packs) and `pooled` (`pooled` readout,
+    5-member MLP ensemble with a 16-axis domain summary: the new default packs)."""
+    generator = torch.Generator().manual_seed(0)
+
+    def tag() -> torch.Tensor:
+        return torch.randn(TAG_LENGTH, base.hidden_size, generator=generator) * 0.05
+
+    record = {"id": base.id, "fingerprint": base.fingerprint}
+    common = {"version": "0.1.0", "tag_length": TAG_LENGTH, "hidden_size": base.hidden_size, "base_model": record}
+    domain = {"kind": "smiles", "max_tokens": 256, "canonicalize": False}
+    smiles = TagPack(Manifest(name="smiles", kind="domain", input=domain, **common), {"smiles": tag()})
+    save_pack(smiles, directory / "smiles")
+    targets = [{"name": "qed", "mean": 0.8, "std": 0.1, "range": [0.0, 1.0]}]
+    for name, readout, options in (("paper", PAPER_READOUT, {}), ("pooled", pooled, NEW_HEAD)):
+        torch.manual_seed(1)
+        head = RegressionHead(base.hidden_size, targets, readout=ReadoutSpec.parse(readout), **options).eval()
+        manifest = Manifest(
+            name=name,
+            kind="function",
+            domains=["smiles"],
+            template="{tag:smiles}{input:smiles}{tag:" + name + "}",
+            requires={"smiles": {"version": "0.1.0", "sha256": smiles.tag_digest()}},
+            **common,
+        )
+        save_pack(TagPack(manifest, {name: tag()}, head), directory / name)
+
+
+def bench_readout(args: argparse.Namespace, results: dict) -> None:
+    """Rows/s of the paper's readout vs the new readout + ensemble head, on the same rows, per dtype.
+
+    Per dtype (auto, then float32 unless auto is float32): one warm-up each, then every (set, readout)
+    timed twice, interleaved, best of 2; CPU seconds of this process are kept beside wall time.
+    """
+    sets = {
+        "MOSES": pq.read_table(DATA, columns=["smiles"]).column("smiles").to_pylist()[: args.readout_rows],
+        "drug-like": drug_like_smiles(args.readout_rows),
+    }
+    tables = {k: pa.table({"smiles": v}) for k, v in sets.items()}
+    auto = str(select_dtype("auto", select_device(args.device))).removeprefix("torch.")
+    by_dtype: dict = {}
+    depth: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for dtype in dict.fromkeys([auto, "float32"]):
+            base = load_base_model(args.base_model, device=args.device, dtype=dtype)
+            if not by_dtype:  # the packs record the base model, not its dtype: written once
+                readout_packs(base, Path(tmp), args.pooled_readout)
+            scorers = {
+                name: TagScorer(name, base_model=base, batch_size=args.batch_size, pack_dirs=[tmp])
+                for name in ("paper", "pooled")
+            }
+            blocks = len(scorers["paper"].model.decoder_blocks())
+            depth = {name: s.model.depth or blocks for name, s in scorers.items()} | {"of": blocks}
+            for scorer in scorers.values():
+                scorer.score(tables["drug-like"].slice(0, args.batch_size))  # warm-up
+            best: dict = {k: {n: float("inf") for n in scorers} for k in tables}
+            best_cpu: dict = {k: {n: float("inf") for n in scorers} for k in tables}
+            for _attempt in range(2):
+                for key, table in tables.items():
+                    for name, scorer in scorers.items():
+                        cpu, start = time.process_time(), time.perf_counter()
+                        scorer.score(table)
+                        best[key][name] = min(best[key][name], time.perf_counter() - start)
+                        best_cpu[key][name] = min(best_cpu[key][name], time.process_time() - cpu)
+            by_dtype[dtype] = {"seconds": best, "cpu_seconds": best_cpu}
+            del scorers, base
+    results["dtype"] = results.get("dtype", f"torch.{auto}")
+    results["readout"] = {
+        "rows": {k: len(v) for k, v in sets.items()},
+        "mean_smiles_chars": {k: sum(map(len, v)) / max(1, len(v)) for k, v in sets.items()},
+        "readouts": {
+            "paper": PAPER_READOUT + " (1 linear member)",
+            "pooled": args.pooled_readout + " (5 MLP members, 256 units)",
+        },
+        "blocks_run": depth,
+        "auto_dtype": auto,
+        "by_dtype": by_dtype,
+    }
+
+
+@torch.inference_mode()
+def readout_features(scorer: TagScorer, smiles: list[str]) -> torch.Tensor:
+    """The head input [n, width] of the scorer's (only) function for `smiles`, in row order, float32."""
+    plan = scorer.plans[0]
+    model, encoder = scorer.model, scorer.encoder
+    readout = model.heads[plan.function.name].readout
+    suffix = collate([encoder.encode_suffix(plan.template)], encoder.pad_id).to(scorer.base.device)
+    inputs = {"smiles": encoder.tokenize_inputs(smiles)}
+    out = torch.empty(len(smiles), readout.width(model.hidden_size))
+    for chunk, context in encode_contexts(
+        model, encoder, plan.template, inputs, scorer.batch_size, scorer.max_batch_tokens, suffix.input_ids.shape[1]
+    ):
+        features, _, _ = model.readout_after_context(context, suffix, readout)
+        context.rewind()
+        out[chunk] = features.float().cpu()
+    return out
+
+
+def feature_agreement(features: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
+    """How far `features` are from `reference` (same rows): max abs difference, per-row cosine (min, mean),
+    raw and standardised with the reference's per-feature mean and std (what a trained head reads: raw
+    cosines are dominated by the few massive residual-stream dimensions)."""
+    mean, std = reference.mean(0), reference.std(0).clamp(min=1e-6)
+    z, z_ref = (features - mean) / std, (reference - mean) / std
+    raw_cos = nn.functional.cosine_similarity(features.double(), reference.double(), dim=1)
+    z_cos = nn.functional.cosine_similarity(z.double(), z_ref.double(), dim=1)
+    return {
+        "max_abs_diff": float((features - reference).abs().max()),
+        "max_abs": float(reference.abs().max()),
+        "cosine_min": float(raw_cos.min()),
+        "cosine_mean": float(raw_cos.mean()),
+        "std_cosine_min": float(z_cos.min()),
+        "std_cosine_mean": float(z_cos.mean()),
+        "std_rms_diff": float((z - z_ref).pow(2).mean().sqrt()),
+    }
+
+
+def compiled_blocks(lm: nn.Module) -> nn.Module:
+    """A copy of `lm` whose decoder blocks' forwards are torch.compile'd (dynamic shapes). The block
+    modules stay plain, so the readout's forward hooks and depth cut work unchanged. (With transformers'
+    KV-cache object each block recompiles per layer index until dynamo's recompile limit, then runs eager:
+    the warm-up time and rows/s say whether that pays.)"""
+    logging.getLogger("torch._dynamo").setLevel(logging.ERROR)  # recompile-limit warnings, one per block
+    lm = copy.deepcopy(lm)
+    for block in lm.base_model.layers:
+        block.forward = torch.compile(block.forward, dynamic=True)
+    return lm
+
+
+def bench_cpu_options(args: argparse.Namespace, results: dict) -> None:
+    """fp32 scoring of the new readout on drug-like SMILES: rows/s of each CPU option and how far it
+    moves the readout features from plain fp32 with the default thread count, on the same rows."""
+    wanted = CPU_OPTIONS if args.cpu_options == "all" else tuple(args.cpu_options.split(","))
+    unknown = sorted(set(wanted) - set(CPU_OPTIONS))
+    if unknown:
+        raise SystemExit(f"unknown --cpu-options {','.join(unknown)} (choose from {','.join(CPU_OPTIONS)})")
+    smiles = drug_like_smiles(args.readout_rows)
+    table = pa.table({"smiles": smiles})
+    threads = torch.get_num_threads()
+    base = load_base_model(args.base_model, device="cpu", dtype="float32")
+    variants: dict[str, tuple[nn.Module, int]] = {f"fp32, {threads} threads": (base.model, threads)}
+    if "threads" in wanted and threads != 1:
+        variants["fp32, 1 thread"] = (base.model, 1)
+    if "int8" in wanted:
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.ao.quantization's notice
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
+        quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(base.model), {nn.Linear}, dtype=torch.qint8)
+        variants[f"int8 dynamic Linear, {threads} threads"] = (quantized, threads)
+    if "compile" in wanted:
+        variants[f"torch.compile blocks, {threads} threads"] = (compiled_blocks(base.model), threads)
+    options: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        readout_packs(base, Path(tmp), args.pooled_readout)
+        scorers = {}
+        reference = None
+        for name, (lm, n_threads) in variants.items():
+            torch.set_num_threads(n_threads)
+            scorer = TagScorer(
+                "pooled", base_model=dataclasses.replace(base, model=lm), batch_size=args.batch_size, pack_dirs=[tmp]
+            )
+            start = time.perf_counter()
+            try:
+                features = readout_features(scorer, smiles)  # also the warm-up (compilation happens here)
+            except Exception as exc:  # noqa: BLE001 - a failed option is a result, not a crash
+                options[name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+                continue
+            warmup = time.perf_counter() - start
+            reference = features if reference is None else reference
+            options[name] = {"warmup_seconds": warmup, "quality": feature_agreement(features, reference)}
+            scorers[name] = scorer
+        best = dict.fromkeys(scorers, float("inf"))
+        best_cpu = dict.fromkeys(scorers, float("inf"))
+        for _attempt in range(2):
+            for name, scorer in scorers.items():
+                torch.set_num_threads(variants[name][1])
+                cpu, start = time.process_time(), time.perf_counter()
+                scorer.score(table)
+                best[name] = min(best[name], time.perf_counter() - start)
+                best_cpu[name] = min(best_cpu[name], time.process_time() - cpu)
+        torch.set_num_threads(threads)
+    for name in scorers:
+        options[name] |= {"seconds": best[name], "cpu_seconds": best_cpu[name]}
+    results["cpu_options"] = {
+        "rows": len(smiles),
+        "mean_smiles_chars": sum(map(len, smiles)) / max(1, len(smiles)),
+        "readout": args.pooled_readout,
+        "options": options,
+    }
+
+
 def bench_peft(lm, tokenizer, smiles: list[str], virtual_tokens: int, batch_size: int) -> tuple[float, list[list[int]]]:
     """PEFT prompt-tuning inference: file-order batches, left padding, last hidden state."""
     from peft import PromptTuningConfig, get_peft_model
@@ -339,10 +563,12 @@ def tiny_model(directory: Path) -> Path:
 
 
 def report(results: dict) -> str:
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     lines = [
         f"Machine: {platform.processor() or platform.machine()} (CPU flags: {cpu_flags()}), "
-        f"{psutil.cpu_count(logical=True)} logical CPUs, torch {torch.__version__}, {results.get('device', 'cpu')}, "
-        f"{results.get('dtype', 'torch.float32')}; built-in qed pack.",
+        f"{psutil.cpu_count(logical=True)} logical CPUs, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), {results.get('device', 'cpu')}, "
+        f"{results.get('dtype', 'torch.float32')} (auto dtype); load average {load} (1/5/15 min) at the end.",
         "",
         "| measurement | value | target |",
         "|---|---|---|",
@@ -366,7 +592,51 @@ def report(results: dict) -> str:
             f"| peak RSS, `tagcli predict` on a {r['rows']:,}-row Parquet (tiny model, {r['seconds']:.0f} s) | {r['peak_bytes'] / 2**30:.2f} GiB "
             f"(max by quarter of the run: {', '.join(gib)}) | < 2 GiB, flat |"
         )
+    if "readout" in results:
+        lines += readout_lines(results["readout"])
+    if "cpu_options" in results:
+        lines += cpu_option_lines(results["cpu_options"])
     return "\n".join(lines)
+
+
+def readout_lines(r: dict) -> list[str]:
+    blocks = r["blocks_run"]
+    lines = []
+    for dtype, measured in r["by_dtype"].items():
+        label = f"{dtype} (auto)" if dtype == r["auto_dtype"] else dtype
+        for key, seconds in measured["seconds"].items():
+            rate = {name: r["rows"][key] / t for name, t in seconds.items()}
+            cpu = measured["cpu_seconds"][key]
+            lines.append(
+                f"| new readout `{r['readouts']['pooled']}`, {blocks['pooled']} of {blocks['of']} blocks, vs the "
+                f"paper's `{r['readouts']['paper']}`, {blocks['paper']} blocks; {label}, {r['rows'][key]} {key} "
+                f"SMILES (mean {r['mean_smiles_chars'][key]:.0f} chars) | {rate['pooled']:.1f} vs "
+                f"{rate['paper']:.1f} rows/s = {rate['pooled'] / rate['paper']:.2f}x "
+                f"(per CPU second: {cpu['paper'] / cpu['pooled']:.2f}x) | |"
+            )
+    return lines
+
+
+def cpu_option_lines(r: dict) -> list[str]:
+    options = r["options"]
+    reference = next(iter(options))
+    lines = []
+    for name, o in options.items():
+        if "error" in o:
+            lines.append(f"| fp32 CPU option: {name} | failed: {o['error']} | |")
+            continue
+        q = o["quality"]
+        speed = f"{r['rows'] / o['seconds']:.1f} rows/s"
+        if name != reference and "seconds" in options[reference]:
+            speed += f" = {options[reference]['seconds'] / o['seconds']:.2f}x plain (per CPU second: "
+            speed += f"{options[reference]['cpu_seconds'] / o['cpu_seconds']:.2f}x)"
+        lines.append(
+            f"| fp32 CPU option: {name}; new readout on {r['rows']} drug-like SMILES (warm-up "
+            f"{o['warmup_seconds']:.0f} s) | {speed}; features vs plain: max abs diff {q['max_abs_diff']:.3g} "
+            f"(max {q['max_abs']:.3g}), cosine min {q['cosine_min']:.5f}, standardised cosine min "
+            f"{q['std_cosine_min']:.5f} (RMS diff {q['std_rms_diff']:.3g} stds) | cosine > 0.999 |"
+        )
+    return lines
 
 
 def speed_lines(results: dict) -> list[str]:
@@ -383,7 +653,7 @@ def speed_lines(results: dict) -> list[str]:
     ]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=512, help="rows of qed_test for the speed comparisons (0: skip)")
     parser.add_argument(
@@ -398,8 +668,22 @@ def main() -> None:
         "--unit-rows-rows", type=int, default=960, help="drug-like rows for the unit-size comparison (0: skip)"
     )
     parser.add_argument("--small-unit-rows", type=int, default=60, help="the small unit size compared with the default")
+    parser.add_argument(
+        "--readout-rows",
+        type=int,
+        default=256,
+        help="rows per set (MOSES, drug-like) for the readout comparison and --cpu-options (0: skip both)",
+    )
+    parser.add_argument("--pooled-readout", default=NEW_READOUT, help="the new readout compared with the paper's")
+    parser.add_argument(
+        "--cpu-options",
+        nargs="?",
+        const="all",
+        help=f"also measure fp32 CPU options (comma list of {','.join(CPU_OPTIONS)}; bare: all)",
+    )
+    parser.add_argument("--base-model", default="smollm2-135m", help="for the readout comparison and --cpu-options")
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     results: dict = {}
     if args.rows:
         bench_speed(args, results)
@@ -407,6 +691,10 @@ def main() -> None:
         bench_unit_rows(args, results)
     if args.rss_rows:
         bench_rss(args, results)
+    if args.readout_rows:
+        bench_readout(args, results)
+        if args.cpu_options:
+            bench_cpu_options(args, results)
     print(report(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
