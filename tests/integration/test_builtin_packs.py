@@ -65,6 +65,10 @@ def test_predict_qed_keeps_every_row_in_order(tmp_path: Path, isolated_home: Pat
     # A real pack predicts something related to QED, not a constant.
     assert scored.loc[ok, "pred_qed"].std() > 0
     assert scored.loc[ok, ["qed", "pred_qed"]].corr().iloc[0, 1] > 0.2
+    # ... and says how far to trust each number: ensemble spread and applicability domain.
+    for column in ("pred_qed_std", "domain_score"):
+        assert scored.loc[ok, column].gt(0).all() and scored.loc[~ok, column].isna().all(), column
+    assert scored.loc[ok, "in_domain"].mean() > 0.8  # MOSES test molecules are like the training ones
 
 
 FUNCTIONS = {  # built-in function pack → (test split, its label columns)
@@ -77,14 +81,36 @@ FUNCTIONS = {  # built-in function pack → (test split, its label columns)
 }
 
 
+HEADLINE = {**{name: "pearson" for name in FUNCTIONS}, "tanimoto": "pearson", "formula": "exact_match"}
+
+
 def test_pack_list_shows_every_default_pack_with_test_metrics(isolated_home: Path) -> None:
     result = run("pack", "list", "--format", "json", home=isolated_home)
     assert result.returncode == 0, result.stderr
     listed = {p["name"]: p for p in json.loads(result.stdout)}
-    assert {"smiles", "protein", *FUNCTIONS} <= set(listed)
-    for name in FUNCTIONS:
+    assert {"smiles", "protein", *HEADLINE} <= set(listed)
+    for name, metric in HEADLINE.items():
         assert listed[name]["metrics"]["split"] == "test", name
-        assert isinstance(listed[name]["metrics"]["pearson"], float), name
+        assert isinstance(listed[name]["metrics"][metric], float), name
+
+
+@pytest.mark.skipif(not DATA.exists(), reason="shared data not present")
+def test_pair_and_text_packs_score_through_the_cli(tmp_path: Path, isolated_home: Path) -> None:
+    smiles = pd.read_parquet(DATA / "qed_test.parquet")["smiles"].head(8).tolist()
+    pd.DataFrame({"first": smiles, "second": smiles[::-1], "smiles": smiles}).to_csv(tmp_path / "in.csv", index=False)
+    pairs = run(
+        "predict", "--function", "tanimoto", str(tmp_path / "in.csv"), "--input", "drug_a=first", "--input",
+        "drug_b=second", "-o", str(tmp_path / "pairs.csv"), home=isolated_home,
+    )  # fmt: skip
+    assert pairs.returncode == 0, pairs.stderr
+    scored = pd.read_csv(tmp_path / "pairs.csv")
+    assert (scored["status"] == "ok").all() and scored["pred_tanimoto"].between(0, 1).all()
+    text = run(
+        "predict", "--function", "formula", str(tmp_path / "in.csv"), "-o", str(tmp_path / "f.csv"), home=isolated_home
+    )
+    assert text.returncode == 0, text.stderr
+    formulas = pd.read_csv(tmp_path / "f.csv")
+    assert (formulas["status"] == "ok").all() and formulas["pred_formula"].str.startswith("C").mean() > 0.5
 
 
 @pytest.mark.skipif(not DATA.exists(), reason="shared data not present")
