@@ -117,6 +117,8 @@ def pack_rows(folder: str, name: str, method: str, targets: tuple[str, ...] = ()
     if not path.is_file():
         return [{"model": model, "target": t, "status": "not built"} for t in targets] if method == "tag-llm" else []
     manifest = json.loads(path.read_text())
+    if method in ("prompt-tuning", "linear-probe") and stale(manifest):
+        model += " (previous recipe: other readout and budget)"
     common = {"model": model, "readout": readout(manifest)}
     metrics = recorded_metrics(manifest, name)
     if not metrics:
@@ -127,6 +129,15 @@ def pack_rows(folder: str, name: str, method: str, targets: tuple[str, ...] = ()
         or {first: metrics}
     )
     return [{**common, "target": t, **m} for t, m in per_target.items()]
+
+
+def stale(manifest: dict[str, Any]) -> bool:
+    """A same-budget baseline not rebuilt by the current recipe: its head reads another readout."""
+    head = manifest.get("head") or {}
+    try:
+        return ReadoutSpec.from_spec(head.get("readout")) != ReadoutSpec.parse(default_packs.READOUT)
+    except ValueError:
+        return True
 
 
 def pair_baseline_rows() -> list[dict[str, Any]]:
@@ -162,6 +173,7 @@ def task_rows(data: Path) -> dict[str, list[dict[str, Any]]]:
             if isinstance(row.get("mse"), (int, float)) and variance.get(row["target"]):
                 row["std_mse"] = row["mse"] / variance[row["target"]]
         order = [f"tagcli {m}" for m, _, _ in METHODS]  # then the experts and baselines, by name
+        order += [f"{m} (previous recipe: other readout and budget)" for m in order]
         out[table.function] = sorted(
             rows,
             key=lambda r: (
