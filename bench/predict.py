@@ -577,13 +577,10 @@ def report(results: dict) -> str:
         lines += speed_lines(results)
     if "unit_rows" in results:
         u = results["unit_rows"]
-        rate = {k: u["rows"] / v for k, v in u["seconds"].items()}
-        cpu = u["cpu_seconds"]
         lines.append(
             f"| `--unit-rows {u['unit_rows']['small']}` vs default ({u['unit_rows']['default']}), {u['rows']} drug-like "
             f"SMILES (KIBA ligands, mean {u['mean_smiles_chars']:.0f} chars) | "
-            f"{rate['small']:.1f} vs {rate['default']:.1f} rows/s = {rate['small'] / rate['default']:.2f}x "
-            f"(per CPU second: {cpu['default'] / cpu['small']:.2f}x) | >= 0.9x |"
+            f"{versus(u['rows'], u['seconds'], u['cpu_seconds'], 'small', 'default')} | >= 0.9x |"
         )
     if "rss" in results:
         r = results["rss"]
@@ -605,16 +602,22 @@ def readout_lines(r: dict) -> list[str]:
     for dtype, measured in r["by_dtype"].items():
         label = f"{dtype} (auto)" if dtype == r["auto_dtype"] else dtype
         for key, seconds in measured["seconds"].items():
-            rate = {name: r["rows"][key] / t for name, t in seconds.items()}
-            cpu = measured["cpu_seconds"][key]
+            speed = versus(r["rows"][key], seconds, measured["cpu_seconds"][key], "pooled", "paper")
             lines.append(
                 f"| new readout `{r['readouts']['pooled']}`, {blocks['pooled']} of {blocks['of']} blocks, vs the "
                 f"paper's `{r['readouts']['paper']}`, {blocks['paper']} blocks; {label}, {r['rows'][key]} {key} "
-                f"SMILES (mean {r['mean_smiles_chars'][key]:.0f} chars) | {rate['pooled']:.1f} vs "
-                f"{rate['paper']:.1f} rows/s = {rate['pooled'] / rate['paper']:.2f}x "
-                f"(per CPU second: {cpu['paper'] / cpu['pooled']:.2f}x) | |"
+                f"SMILES (mean {r['mean_smiles_chars'][key]:.0f} chars) | {speed} | |"
             )
     return lines
+
+
+def versus(rows: int, seconds: dict, cpu_seconds: dict, new: str, old: str) -> str:
+    """`A vs B rows/s = Nx (per CPU second: Mx)`: timed run NEW against run OLD, both over ROWS rows."""
+    rate = {k: rows / seconds[k] for k in (new, old)}
+    return (
+        f"{rate[new]:.1f} vs {rate[old]:.1f} rows/s = {rate[new] / rate[old]:.2f}x "
+        f"(per CPU second: {cpu_seconds[old] / cpu_seconds[new]:.2f}x)"
+    )
 
 
 def cpu_option_lines(r: dict) -> list[str]:

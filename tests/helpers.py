@@ -7,20 +7,27 @@ takes milliseconds; only the training tests train. Everything is seeded, so resu
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from tagcli.basemodel.load import BaseModel, load_base_model
 from tagcli.core.heads import ClassificationHead, Head, RegressionHead
 from tagcli.packs.format import Manifest, TagPack, save_pack
+from tagcli.scorer import TagScorer
+
+if TYPE_CHECKING:
+    from tagcli.train import TrainConfig
 
 # The tiny model gains nothing from threads, and OpenMP workers spin-waiting for a busy CPU can
 # make each matmul ~100x slower; one thread keeps the suite fast and timing-stable.
@@ -155,6 +162,76 @@ def write_packs(directory: Path, base: BaseModel) -> dict[str, TagPack]:
     return packs
 
 
+def logp_active_scorers(base: BaseModel, packs: Path) -> Callable[..., TagScorer]:
+    """`write_packs` into PACKS, and a maker of `logp` + `active` scorers over them (batch size 4 unless told)."""
+    write_packs(packs, base)
+
+    def make(**kwargs) -> TagScorer:
+        return TagScorer(["logp", "active"], base_model=base, pack_dirs=[str(packs)], **{"batch_size": 4, **kwargs})
+
+    return make
+
+
+class Crash(Exception):
+    """The crash `crash_after` raises."""
+
+
+def crash_after(rows: int) -> Callable[[int], None]:
+    """An `on_rows` callback for `score_file` that raises `Crash` once ROWS rows are scored."""
+    seen = [0]
+
+    def on_rows(n: int) -> None:
+        seen[0] += n
+        if seen[0] >= rows:
+            raise Crash
+
+    return on_rows
+
+
+# --------------------------------------------------------------------------- tiny training runs
+
+POOLED = "input-mean+tag-mean@1,2"
+ENSEMBLE: dict[str, Any] = dict(readout=POOLED, members=3, hidden_units=8, domain_components=4, val_fraction=0.25)
+
+
+def tiny_train_config(data: str | Path, out: str | Path, stage: int = 2, **overrides: Any) -> TrainConfig:
+    """A few training steps on the tiny model (CPU, float32): function `fn`, target `y` on SMILES, unless told."""
+    from tagcli.train import TrainConfig
+
+    values: dict[str, Any] = dict(
+        data=str(data),
+        out=str(out),
+        domains=["smiles"],
+        function="fn",
+        targets=["y"],
+        tag_length=2,
+        max_steps=3,
+        batch_size=8,
+        eval_every=3,
+        patience=0,
+        device="cpu",
+        dtype="float32",
+    )
+    return TrainConfig(stage=stage, **(values | overrides))
+
+
+def ensemble_config(data: str | Path, out: str | Path, stage: int = 2, **overrides: Any) -> TrainConfig:
+    """`tiny_train_config` with the pooled readout and a small ensemble head (3 members, domain summary)."""
+    return tiny_train_config(data, out, stage, **(ENSEMBLE | overrides))
+
+
+# --------------------------------------------------------------------------- bench scripts
+
+
+def load_bench(name: str) -> ModuleType:
+    """bench/NAME.py, imported as module `bench_NAME` (bench/ is scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 # --------------------------------------------------------------------------- the installed CLI
 
 
@@ -229,6 +306,18 @@ class Setup:
             *extra,
             stdin=stdin,
         )
+
+
+def start_all(jobs: dict[str, Callable[[], Any]]) -> Iterator[dict[str, Future]]:
+    """For a module fixture (`yield from start_all(jobs)`): every job started at once, on a few threads."""
+    pool = ThreadPoolExecutor(max_workers=min(4, max(2, os.cpu_count() or 2)))
+    yield {name: pool.submit(job) for name, job in jobs.items()}
+    pool.shutdown(wait=True)
+
+
+def get(results: dict[str, Future], name: str):
+    """The result of job NAME from `start_all`, waiting for it."""
+    return results[name].result(timeout=TIMEOUT * 3)
 
 
 def cli_setup(root: Path, model_dir: Path) -> Setup:

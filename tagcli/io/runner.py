@@ -197,6 +197,7 @@ def _score_units(
     schema = scorer.score(plan.schema.empty_table()).schema
     check_destination(destination, schema)  # a column CSV cannot hold, a read-only folder: say so before scoring
     parts = PartDirectory(destination)
+    run = _UnitRun(scorer, plan, parts, schema, window_rows, summary, on_rows)
     manifest = _run_manifest(scorer, source, units, unit_rows, window_rows, schema)
     with parts.open(manifest, join=resume or shard.count > 1, shard=shard):  # this shard's lock, held to the end
         mine = [u for u in units if shard.owns(u)]
@@ -209,7 +210,7 @@ def _score_units(
             for group in window_groups(mine, window_rows):  # from `mine`, not `todo`: the same groups on resume
                 pending = [u for u in group if u.index in waiting]
                 if pending:
-                    _score_group(scorer, plan, group, pending, parts, schema, window_rows, summary, on_rows)
+                    _score_group(run, group, pending)
         except BaseException:
             if shard.count == 1 and not any(parts.is_done(u) for u in units):
                 parts.remove()  # nothing to resume (e.g. --strict hit a bad row in the first unit)
@@ -221,17 +222,20 @@ def _score_units(
                 parts.remove()
 
 
-def _score_group(
-    scorer: TagScorer,
-    plan: InputPlan,
-    group: list[WorkUnit],
-    pending: list[WorkUnit],
-    parts: PartDirectory,
-    schema: pa.Schema,
-    window_rows: int,
-    summary: ScoreSummary,
-    on_rows: OnRows,
-) -> None:
+@dataclass
+class _UnitRun:
+    """What scoring a shard's units into parts shares: where rows come from and go, and what is counted."""
+
+    scorer: TagScorer
+    plan: InputPlan
+    parts: PartDirectory
+    schema: pa.Schema  # of every part
+    window_rows: int
+    summary: ScoreSummary
+    on_rows: OnRows
+
+
+def _score_group(run: _UnitRun, group: list[WorkUnit], pending: list[WorkUnit]) -> None:
     """Score `group` (consecutive units of one shard) as one window, then write each pending unit.
 
     The group's done units (from an earlier, interrupted run) are scored again but not rewritten:
@@ -239,77 +243,63 @@ def _score_group(
     an uninterrupted run gives them. A group of one unit is scored window by window (`_score_unit`).
     """
     if len(group) == 1:
-        _score_unit(scorer, plan, group[0], parts, schema, window_rows, summary, on_rows)
+        _score_unit(run, group[0])
         return
     started = time.perf_counter()
-    tables = [_read_unit(plan, unit, window_rows) for unit in group]
+    tables = [_read_unit(run, unit) for unit in group]
     try:
-        scored = scorer.score(pa.concat_tables(tables), row_offset=group[0].first_row)
+        scored = run.scorer.score(pa.concat_tables(tables), row_offset=group[0].first_row)
     except BadRowError:
         # --strict: redo the group unit by unit, so that the error counts rows from its own unit (a
         # shard's units are not contiguous) and the units before the bad row are done, as without groups.
         for unit in pending:
-            _score_unit(scorer, plan, unit, parts, schema, window_rows, summary, on_rows)
+            _score_unit(run, unit)
         return
     seconds_per_row = (time.perf_counter() - started) / max(1, scored.num_rows)
     waiting, offset = {u.index for u in pending}, 0
     for unit, table in zip(group, tables):
         if unit.index in waiting:
             rows = scored.slice(offset, table.num_rows)
-            _write_unit(parts, unit, rows, schema, seconds_per_row * rows.num_rows, summary, on_rows)
+            _write_unit(run, unit, rows, seconds_per_row * rows.num_rows)
         offset += table.num_rows
 
 
-def _read_unit(plan: InputPlan, unit: WorkUnit, window_rows: int) -> pa.Table:
+def _read_unit(run: _UnitRun, unit: WorkUnit) -> pa.Table:
     """All rows of a unit small enough to share a window, checked against the plan."""
-    with open_table(plan.path, batch_rows=window_rows, unit=unit) as reader:
+    with open_table(run.plan.path, batch_rows=run.window_rows, unit=unit) as reader:
         table = pa.Table.from_batches(list(reader), schema=reader.schema)
-    plan.check_unit_rows(unit, table.num_rows)
+    run.plan.check_unit_rows(unit, table.num_rows)
     return table
 
 
-def _write_unit(
-    parts: PartDirectory,
-    unit: WorkUnit,
-    scored: pa.Table,
-    schema: pa.Schema,
-    seconds: float,
-    summary: ScoreSummary,
-    on_rows: OnRows,
-) -> None:
+def _write_unit(run: _UnitRun, unit: WorkUnit, scored: pa.Table, seconds: float) -> None:
     """Write a unit's scored rows as its part, then record it as done."""
     counts = ScoreSummary()
     counts.add(scored.column("status").combine_chunks())
-    with parts.writer(unit, schema) as writer:
+    with run.parts.writer(unit, run.schema) as writer:
         writer.write(scored)
-    parts.mark_done(unit, {**counts.counts(), "seconds": round(seconds, 3)})
-    summary.add_counts(counts)
-    summary.units += 1
-    if on_rows:
-        on_rows(scored.num_rows)
+    run.parts.mark_done(unit, {**counts.counts(), "seconds": round(seconds, 3)})
+    run.summary.add_counts(counts)
+    run.summary.units += 1
+    if run.on_rows:
+        run.on_rows(scored.num_rows)
 
 
-def _score_unit(
-    scorer: TagScorer,
-    plan: InputPlan,
-    unit: WorkUnit,
-    parts: PartDirectory,
-    schema: pa.Schema,
-    window_rows: int,
-    summary: ScoreSummary,
-    on_rows: OnRows,
-) -> None:
+def _score_unit(run: _UnitRun, unit: WorkUnit) -> None:
     """Score one unit into its part file, then record it as done."""
     counts, started = ScoreSummary(), time.perf_counter()
-    with open_table(plan.path, batch_rows=window_rows, unit=unit) as reader, parts.writer(unit, schema) as writer:
-        for scored in scored_batches(scorer, reader, counts, first_row=unit.first_row):
+    with (
+        open_table(run.plan.path, batch_rows=run.window_rows, unit=unit) as reader,
+        run.parts.writer(unit, run.schema) as writer,
+    ):
+        for scored in scored_batches(run.scorer, reader, counts, first_row=unit.first_row):
             writer.write(scored)
-            if on_rows:
-                on_rows(scored.num_rows)
-    plan.check_unit_rows(unit, counts.rows)  # "changed while it was scored" only if it did
-    parts.mark_done(unit, {**counts.counts(), "seconds": round(time.perf_counter() - started, 3)})
-    summary.add_counts(counts)
-    summary.units += 1
+            if run.on_rows:
+                run.on_rows(scored.num_rows)
+    run.plan.check_unit_rows(unit, counts.rows)  # "changed while it was scored" only if it did
+    run.parts.mark_done(unit, {**counts.counts(), "seconds": round(time.perf_counter() - started, 3)})
+    run.summary.add_counts(counts)
+    run.summary.units += 1
 
 
 def _run_manifest(

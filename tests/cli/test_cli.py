@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import SMILES, TIMEOUT, Result, Setup, cli_setup
+from helpers import SMILES, Result, Setup, cli_setup, get, start_all
 from tagcli import __version__
 
 OTHER_FINGERPRINT = "sha256:" + "cd" * 32
@@ -104,14 +103,7 @@ def results(setup: Setup) -> dict[str, Future]:
         "pack_list": lambda: s.run("pack", "list", "--pack-dir", str(s.packs), "--format", "json"),
         "train": lambda: _train_chain(s),
     }
-    pool = ThreadPoolExecutor(max_workers=min(4, max(2, os.cpu_count() or 2)))
-    futures = {name: pool.submit(job) for name, job in jobs.items()}
-    yield futures
-    pool.shutdown(wait=True)
-
-
-def get(results: dict[str, Future], name: str):
-    return results[name].result(timeout=TIMEOUT * 3)
+    yield from start_all(jobs)
 
 
 def one_error_line(result: Result) -> str:

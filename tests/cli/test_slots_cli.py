@@ -7,14 +7,12 @@ layout declared symmetric. All commands start together, in parallel, and each te
 from __future__ import annotations
 
 import json
-import os
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from helpers import SMILES, TIMEOUT, Result, Setup, cli_setup, function_pack, regression_head, tiny_base
+from helpers import SMILES, Result, Setup, cli_setup, function_pack, get, regression_head, start_all, tiny_base
 from tagcli.packs.format import load_pack, save_pack
 
 PAIR = "{tag:smiles}{input:drug_a=smiles}{tag:smiles}{input:drug_b=smiles}{tag:%s}"
@@ -80,14 +78,7 @@ def results(setup: Setup):
         "not_symmetric": lambda: predict(s, "combo", "pairs.csv", "no.csv", *mapped, "--both-orders"),
         "train": lambda: train_and_eval(s),
     }
-    pool = ThreadPoolExecutor(max_workers=min(4, max(2, os.cpu_count() or 2)))
-    futures = {name: pool.submit(job) for name, job in jobs.items()}
-    yield futures
-    pool.shutdown(wait=True)
-
-
-def get(results: dict[str, Future], name: str):
-    return results[name].result(timeout=TIMEOUT * 3)
+    yield from start_all(jobs)
 
 
 def one_error_line(result: Result) -> str:

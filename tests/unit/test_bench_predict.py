@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "predict.py"
+from helpers import load_bench
 
 
 @pytest.fixture(scope="module")
 def predict_bench():
-    spec = importlib.util.spec_from_file_location("bench_predict", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("predict")
 
 
 def test_readout_and_cpu_options_smoke_run(predict_bench, tiny_model_dir: Path, tmp_path: Path, capsys) -> None:

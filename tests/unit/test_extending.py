@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from helpers import SMILES, domain_pack
+from helpers import SMILES, domain_pack, tiny_train_config
 from tagcli.core.heads import HEADS, register_head
 from tagcli.core.heads.base import Columns, Readout
 from tagcli.core.heads.feature import FeatureHead
@@ -27,7 +27,7 @@ from tagcli.core.prompt import PromptTemplate
 from tagcli.io.evaluation import evaluate_file
 from tagcli.packs.format import load_pack, save_pack
 from tagcli.scorer import TagScorer
-from tagcli.train import TrainConfig, train
+from tagcli.train import train
 from tagcli.train.methods import METHODS, register_method
 from tagcli.train.methods.tag_llm import TagLLM
 
@@ -106,22 +106,7 @@ def labeled(tmp_path: Path) -> Path:
 
 
 def run(base, labeled: Path, out: Path, **overrides: Any):
-    values: dict[str, Any] = dict(
-        data=str(labeled),
-        out=str(out),
-        domains=["smiles"],
-        function=out.name,
-        targets=["y"],
-        tag_length=2,
-        max_steps=3,
-        batch_size=8,
-        eval_every=3,
-        patience=0,
-        device="cpu",
-        dtype="float32",
-        head_lr=1e-2,
-    )
-    return train(TrainConfig(stage=2, **(values | overrides)), base)
+    return train(tiny_train_config(labeled, out, **({"function": out.name, "head_lr": 1e-2} | overrides)), base)
 
 
 def test_a_new_head_kind_trains_scores_and_evaluates(base, registered, labeled: Path, tmp_path: Path) -> None:

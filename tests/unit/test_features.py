@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import SMILES, domain_pack, regression_head
+from helpers import POOLED, SMILES, domain_pack, ensemble_config, regression_head
 from tagcli.core.heads import head_from_spec
 from tagcli.core.model import TaggedModel
 from tagcli.core.prompt import PromptEncoder, PromptTemplate
@@ -20,12 +20,10 @@ from tagcli.core.readout import ReadoutSpec
 from tagcli.errors import PackError
 from tagcli.packs.format import load_pack, save_pack
 from tagcli.scorer import TagScorer
-from tagcli.train import TrainConfig, train
 from tagcli.train import features as features_module
+from tagcli.train import train
 from tagcli.train.data import Examples
 from tagcli.train.features import FeatureCache, readouts
-
-POOLED = "input-mean+tag-mean@1,2"
 
 
 def molecules(n: int = 60) -> list[str]:
@@ -38,29 +36,6 @@ def data(tmp_path: Path) -> Path:
     path = tmp_path / "train.csv"
     pd.DataFrame({"smiles": values, "y": [float(len(v)) for v in values]}).to_csv(path, index=False)
     return path
-
-
-def ensemble_config(data: Path, out: Path, stage: int = 2, **overrides) -> TrainConfig:
-    values = dict(
-        data=str(data),
-        out=str(out),
-        domains=["smiles"],
-        function="fn",
-        targets=["y"],
-        tag_length=2,
-        max_steps=3,
-        batch_size=8,
-        eval_every=3,
-        patience=0,
-        device="cpu",
-        dtype="float32",
-        readout=POOLED,
-        members=3,
-        hidden_units=8,
-        domain_components=4,
-        val_fraction=0.25,
-    )
-    return TrainConfig(stage=stage, **(values | overrides))
 
 
 def test_readout_spec_parses_and_refuses() -> None:

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from helpers import SMILES, domain_pack, function_pack, regression_head
+from helpers import SMILES, domain_pack, function_pack, regression_head, tiny_train_config
 from tagcli.core.prompt import PromptTemplate
 from tagcli.errors import PackError, UsageError
 from tagcli.packs.format import load_pack, save_pack
@@ -149,23 +149,16 @@ def test_stage3_trains_two_slots_of_one_domain(base, packs: Path, tmp_path: Path
     data = tmp_path / "pairs.csv"
     labels = [len(a) - len(b) + rng.normal(scale=0.1) for a, b in zip(first, second)]
     pd.DataFrame({"smiles_1": first, "smiles_2": second, "y": labels}).to_csv(data, index=False)
-    config = TrainConfig(
+    config = tiny_train_config(
+        data,
+        tmp_path / "diff",
         stage=3,
-        data=str(data),
-        out=str(tmp_path / "diff"),
-        domains=["smiles"],
         function="diff",
-        targets=["y"],
         template=PAIR % "diff",
         inputs={"drug_a": "smiles_1", "drug_b": "smiles_2"},
         pack_dirs=[str(packs)],
-        tag_length=2,
         max_steps=2,
-        batch_size=8,
         eval_every=2,
-        patience=0,
-        device="cpu",
-        dtype="float32",
     )
     pack = train(config, base)
     assert pack.manifest.domains == ["smiles"] and pack.manifest.template == PAIR % "diff"

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import SMILES, domain_pack, function_pack, regression_head
+from helpers import SMILES, domain_pack, ensemble_config, function_pack, regression_head
 from recipes import trust_report
 from recipes.trust_report import domain_metrics, markdown, outside, target_metrics, uncertainty_metrics
 from tagcli.packs.format import save_pack
-from tagcli.train import TrainConfig, train
+from tagcli.train import train
 
 
 def test_uncertainty_metrics_rank_errors_by_std() -> None:
@@ -121,26 +121,7 @@ def test_the_report_runs_a_tiny_ensemble_pack_and_writes_the_json(
     save_pack(domain_pack(base, "smiles", seed=3), packs / "smiles")
     train_csv = tmp_path / "train.csv"
     pd.read_parquet(data / "qed_train.parquet").to_csv(train_csv, index=False)
-    config = TrainConfig(
-        stage=2,
-        data=str(train_csv),
-        out=str(packs / "qed"),
-        domains=["smiles"],
-        function="qed",
-        targets=["qed"],
-        tag_length=2,
-        max_steps=2,
-        batch_size=8,
-        eval_every=2,
-        patience=0,
-        device="cpu",
-        dtype="float32",
-        readout="input-mean+tag-mean@1,2",
-        members=3,
-        hidden_units=8,
-        domain_components=4,
-        val_fraction=0.25,
-    )
+    config = ensemble_config(train_csv, packs / "qed", function="qed", targets=["qed"], max_steps=2, eval_every=2)
     train(config, base)
     # an old-style pack: one linear member, no domain summary
     save_pack(

@@ -12,25 +12,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import SMILES, write_packs
+from helpers import SMILES, Crash, crash_after, logp_active_scorers
 from tagcli.core import batching
 from tagcli.errors import BadRowError
 from tagcli.io.runner import DEFAULT_UNIT_ROWS, score_file
 from tagcli.io.workunits import PartDirectory, Shard, WorkUnit, window_groups
-from tagcli.scorer import TagScorer
 
 ROWS = 50
 
 
 @pytest.fixture(scope="module")
 def scorer(base, tmp_path_factory: pytest.TempPathFactory):
-    packs = tmp_path_factory.mktemp("packs")
-    write_packs(packs, base)
-
-    def make(**kwargs) -> TagScorer:
-        return TagScorer(["logp", "active"], base_model=base, pack_dirs=[str(packs)], **{"batch_size": 4, **kwargs})
-
-    return make
+    return logp_active_scorers(base, tmp_path_factory.mktemp("packs"))
 
 
 @pytest.fixture
@@ -103,21 +96,6 @@ def test_small_units_pad_like_one_big_unit(scorer, source: Path, tmp_path: Path,
     # scored unit by unit (a window per unit), the same rows would run in more, wider-padded batches
     per_unit = batch_shapes(scorer, source, tmp_path / "c.parquet", monkeypatch, unit_rows=7, window_rows=7)
     assert sum(r * w for r, w in per_unit) > sum(r * w for r, w in one_unit)
-
-
-class Crash(Exception):
-    pass
-
-
-def crash_after(rows: int):
-    seen = [0]
-
-    def on_rows(n: int) -> None:
-        seen[0] += n
-        if seen[0] >= rows:
-            raise Crash
-
-    return on_rows
 
 
 @pytest.mark.parametrize("done_units", [1, 2, 4])  # inside the first group of 3 units, and in the second

@@ -11,12 +11,11 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import SMILES, write_packs
+from helpers import SMILES, Crash, crash_after, logp_active_scorers
 from tagcli.errors import BadRowError, UsageError
 from tagcli.io.runner import score_file
 from tagcli.io.tables import open_table
 from tagcli.io.workunits import PartDirectory, Shard, plan_units
-from tagcli.scorer import TagScorer
 
 TRICKY_CSV = (
     'id,smiles\n1,CCO\n\n2,"C\nC"\r\n3,"a""b,\n"\n\r\n4,x\n5,y'  # quoted newlines, blank lines, CRLF, no final newline
@@ -101,13 +100,7 @@ def test_launcher_environment_gives_the_shard(monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.fixture(scope="module")
 def scorer(base, tmp_path_factory: pytest.TempPathFactory):
-    packs = tmp_path_factory.mktemp("packs")
-    write_packs(packs, base)
-
-    def make(**kwargs) -> TagScorer:
-        return TagScorer(["logp", "active"], base_model=base, pack_dirs=[str(packs)], **{"batch_size": 4, **kwargs})
-
-    return make
+    return logp_active_scorers(base, tmp_path_factory.mktemp("packs"))
 
 
 @pytest.fixture
@@ -122,21 +115,6 @@ def reference(scorer, source: Path, tmp_path: Path) -> pa.Table:
     out = tmp_path / "reference.parquet"
     score_file(scorer(), source, out, window_rows=4, unit_rows=7)
     return pq.read_table(out)
-
-
-class Crash(Exception):
-    pass
-
-
-def crash_after(rows: int):
-    seen = [0]
-
-    def on_rows(n: int) -> None:
-        seen[0] += n
-        if seen[0] >= rows:
-            raise Crash
-
-    return on_rows
 
 
 @pytest.mark.parametrize("crash_at", [1, 7, 20, 49])
