@@ -119,7 +119,8 @@ class TagScorer:
             pack.check_base_model(self.base.id, self.base.fingerprint)
         tags = {name: vectors for pack in packs.values() for name, vectors in pack.tags.items()}
         heads = {plan.function.name: plan.function.head for plan in self.plans}
-        self.model = TaggedModel(self.base.model, tags, heads).to(self.base.device).eval()
+        # Scoring never trains: no parameter records a graph (long proteins would keep every activation).
+        self.model = TaggedModel(self.base.model, tags, heads).to(self.base.device).eval().requires_grad_(False)
         self.encoder = PromptEncoder(self.base.tokenizer, self.model.tag_table)
         self.batch_size, self.max_batch_tokens = batch_size, max_batch_tokens
         self.columns = dict(columns or {}) | dict(inputs or {})  # a slot's own column first (find_input_column)
@@ -215,6 +216,7 @@ class TagScorer:
             self._collect(plan, raw, ready, columns, errors, status)
         return columns
 
+    @torch.inference_mode()
     def _raw_outputs(
         self, group: list[FunctionPlan], row_inputs: Mapping[str, list], n: int
     ) -> dict[str, dict[str, list]]:

@@ -113,8 +113,14 @@ def test_ensemble_head_trains_round_trips_and_scores_like_its_features(base, dat
     values = molecules()[:10] + ["not a smiles"]
     scorer = TagScorer("fn", base_model=base, pack_dirs=[str(tmp_path)], device="cpu", dtype="float32")
     assert scorer.model.depth == 2
+    # Scoring records no graph: with grad on, a batch of long proteins kept every activation (16 GB).
+    assert not any(p.requires_grad for p in scorer.model.parameters())
+    modes = []
+    encode = scorer.model.encode_context
+    scorer.model.encode_context = lambda *a: modes.append(torch.is_inference_mode_enabled()) or encode(*a)
     out = scorer(pa.table({"smiles": values}))
     assert out.column("status").to_pylist() == ["ok"] * 10 + ["invalid"]
+    assert modes and all(modes)
     for column in ("pred_y", "pred_y_std", "domain_score"):
         scored = out.column(column).to_pylist()
         assert all(math.isfinite(v) for v in scored[:10]) and scored[10] is None, column
