@@ -117,7 +117,7 @@ def pack_rows(folder: str, name: str, method: str, targets: tuple[str, ...] = ()
     if not path.is_file():
         return [{"model": model, "target": t, "status": "not built"} for t in targets] if method == "tag-llm" else []
     manifest = json.loads(path.read_text())
-    if method in ("prompt-tuning", "linear-probe") and stale(manifest):
+    if method in ("prompt-tuning", "linear-probe") and stale(manifest, name.removesuffix(f"-{method}")):
         model += " (previous recipe: other readout and budget)"
     common = {"model": model, "readout": readout(manifest)}
     metrics = recorded_metrics(manifest, name)
@@ -131,11 +131,14 @@ def pack_rows(folder: str, name: str, method: str, targets: tuple[str, ...] = ()
     return [{**common, "target": t, **m} for t, m in per_target.items()]
 
 
-def stale(manifest: dict[str, Any]) -> bool:
-    """A same-budget baseline not rebuilt by the current recipe: its head reads another readout."""
-    head = manifest.get("head") or {}
+def stale(manifest: dict[str, Any], function: str) -> bool:
+    """A same-budget baseline from another recipe than the shipped pack: its head reads another readout."""
+    shipped = REPO / PACKS / function / "manifest.json"
+    if not shipped.is_file():
+        return False
     try:
-        return ReadoutSpec.from_spec(head.get("readout")) != ReadoutSpec.parse(default_packs.READOUT)
+        ours = ReadoutSpec.from_spec((json.loads(shipped.read_text()).get("head") or {}).get("readout"))
+        return ReadoutSpec.from_spec((manifest.get("head") or {}).get("readout")) != ours
     except ValueError:
         return True
 

@@ -72,10 +72,11 @@ def test_new_packs_show_not_built_then_their_metrics_and_readouts(repo: Path) ->
     tag_llm = next(line for line in lines if line.startswith("| tanimoto | tagcli tag-llm |"))
     assert "| input-mean+tag-mean @ layers 4,8, 5 members | 1,000 | 0.01 | 0.08 | 0.9 | 0.88 | 0.2 |" in tag_llm
     models = [line.split(" | ")[1] for line in lines if line.startswith("| tanimoto |")]
-    assert models[:3] == ["tagcli tag-llm", "tagcli tag-llm, paper readout", "tagcli linear-probe"]
+    stale = "tagcli linear-probe (previous recipe: other readout and budget)"  # not the recipe's readout
+    assert models[:3] == ["tagcli tag-llm", "tagcli tag-llm, paper readout", stale]
     paper = next(line for line in lines if "paper readout |" in line)
     assert "| tag-last @ final layer (paper) | 1,000 | 0.01 | 0.08 | 0.7 |" in paper
-    probe = next(line for line in lines if line.startswith("| tanimoto | tagcli linear-probe |"))
+    probe = next(line for line in lines if line.startswith(f"| tanimoto | {stale} |"))
     assert "| tag-last @ final layer (paper) | not evaluated |" in probe
     fingerprint_free = next(line for line in lines if "baseline: fingerprint-free" in line)
     assert "| 1,000 | 0.02 | 0.1 | 0.6 | – | 0.4 |" in fingerprint_free and "|a" not in fingerprint_free
