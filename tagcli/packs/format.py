@@ -593,9 +593,11 @@ def _load_head(path: Path, manifest: Manifest, where: str) -> Head:
     state = spec_head.upgrade_state(
         manifest.head, {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     )
-    if sorted(state) != sorted(expected):
-        wanted = brief_names(prefix + k for k in expected)
-        raise PackError(f"{where}: {HEADS_FILE} holds {brief_names(tensors)}, expected {wanted}")
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or extra:
+        problems = [f"lacks {brief_names(prefix + k for k in missing)}"] if missing else []
+        problems += [f"holds unexpected {brief_names(prefix + k for k in extra)}"] if extra else []
+        raise PackError(f"{where}: {HEADS_FILE} {' and '.join(problems)}")
     for key, value in sorted(state.items()):  # the first problem in name order: one message every time
         if tuple(value.shape) != expected[key]:
             raise PackError(f"{where}: head tensor '{key}' has shape {tuple(value.shape)}, expected {expected[key]}")

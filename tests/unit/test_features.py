@@ -149,6 +149,70 @@ def test_domain_score_flags_rows_unlike_the_training_rows(base, data: Path, tmp_
     assert len(typical) >= 15 and min(unusual) > float(np.median(typical))
 
 
+def _two_member_head(noise_scale) -> tuple:
+    """Members x0 + x1 and x0 - x1: their mean is x0 and their spread ∝ |x1|; validation errors
+    scaled by `noise_scale(x)`."""
+    head = regression_head(2, mean=0.0, std=1.0, members=2).requires_grad_(False)
+    with torch.no_grad():
+        for member, sign in zip(head.members, (1.0, -1.0)):
+            member.weight.copy_(torch.tensor([[1.0, sign]]))
+            member.bias.zero_()
+    x = torch.randn(4000, 2, generator=torch.Generator().manual_seed(0))
+    y = x[:, :1] + noise_scale(x) * torch.randn(4000, 1, generator=torch.Generator().manual_seed(1))
+    return head, x, y
+
+
+def test_uncertainty_follows_the_spread_when_the_errors_do_and_is_calibrated() -> None:
+    head, x, y = _two_member_head(lambda x: x[:, 1:].abs())
+    head.fit_uncertainty(x, y)
+    assert 0.8 < float(head.spread_power) < 1.2 and float(head.domain_power) == 0.0
+    std = head.uncertainty(head.member_outputs(x), None)
+    z = (head(x) - y) / std
+    assert float(z.pow(2).mean()) == pytest.approx(1.0, rel=1e-4)
+    error = (head(x) - y).abs().squeeze(1).numpy()
+    assert pd.Series(std.squeeze(1).numpy()).corr(pd.Series(error), method="spearman") > 0.3
+
+
+def test_uncertainty_ignores_a_spread_that_does_not_track_the_errors() -> None:
+    head, x, y = _two_member_head(lambda x: torch.full_like(x[:, 1:], 0.5))
+    head.fit_uncertainty(x, y)
+    assert float(head.spread_power) < 0.1
+    std = head.uncertainty(head.member_outputs(x), None)
+    assert float(std.max() / std.min()) < 10.0  # near constant: the spread carried no information
+
+
+def test_domain_score_counts_rows_off_the_principal_axes() -> None:
+    """A row far along an axis the training rows never vary on is out of domain (the residual term),
+    though its coordinates on the principal axes are typical."""
+    head = regression_head(6, mean=0.0, std=1.0, domain_components=2)
+    generator = torch.Generator().manual_seed(0)
+    train = torch.randn(500, 6, generator=generator) * torch.tensor([3.0, 2.0, 0.1, 0.1, 0.1, 0.1])
+    head.set_feature_stats(train)
+    head.fit_domain(train, train[:100])
+    assert float(head.domain_residual) > 0
+    typical = head.domain_score(head.standardise(train[100:]))
+    assert float(typical.mean()) == pytest.approx(1.0, rel=0.2)
+    off_axes = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, 3.0]])
+    assert float(head.domain_score(head.standardise(off_axes))) > 3 * float(head.domain_threshold)
+
+
+def test_ensemble_packs_without_the_later_tensors_score_as_before(tmp_path: Path) -> None:
+    """Ensemble packs written before the residual term and the fitted spread exponents load with
+    the neutral values: the T²-only domain score and a spread proportional to the members' std."""
+    head = regression_head(4, members=3, domain_components=2).requires_grad_(False)
+    head.fit_domain(torch.randn(50, 4), torch.randn(20, 4))
+    state = {k: v for k, v in head.state_dict().items() if k not in head.LATER_TENSORS}
+    upgraded = head.upgrade_state(head.to_spec(), state)
+    assert float(upgraded["domain_residual"]) == 0.0
+    assert upgraded["spread_power"].tolist() == [1.0] and upgraded["domain_power"].tolist() == [0.0]
+    head.load_state_dict(upgraded)
+    x = torch.randn(5, 4)
+    coordinates = head.standardise(x) @ head.domain_axes.T / head.domain_scale
+    torch.testing.assert_close(head.domain_score(head.standardise(x)), coordinates.pow(2).mean(1).sqrt())
+    outputs = head.member_outputs(x)
+    torch.testing.assert_close(head.uncertainty(outputs, torch.rand(5) + 0.5), outputs.std(0) * head.spread_scale)
+
+
 @pytest.mark.parametrize("method", ["tag-llm", "prompt-tuning", "linear-probe"])
 @pytest.mark.parametrize("stage", [2, 3])
 def test_every_method_trains_a_pooled_ensemble_head(base, tmp_path: Path, method: str, stage: int) -> None:

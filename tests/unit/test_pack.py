@@ -274,7 +274,7 @@ def test_head_tensor_missing(packs: dict[str, Path]) -> None:
     heads = load_file(path)
     del heads["logp.members.0.bias"]
     save_file(heads, path)
-    refused(packs["logp"], "heads.safetensors holds", "logp.members.0.bias")
+    refused(packs["logp"], "heads.safetensors lacks ['logp.members.0.bias']")
 
 
 def test_nan_in_head(packs: dict[str, Path]) -> None:

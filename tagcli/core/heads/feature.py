@@ -5,8 +5,10 @@
                      ─project (PCA of the training features)─▶ distance ─▶ domain_score, in_domain
 
 Members are an ensemble (bootstrap samples, different seeds); one linear member is the paper's
-head. The applicability-domain summary is a few principal directions of the training features,
-so a row unlike the training rows is flagged without storing any training row.
+head. The applicability-domain summary is a few principal directions of the training features and
+the typical size of what they leave out, so a row unlike the training rows is flagged without
+storing any training row: it either lies far along the principal directions (Hotelling's T²) or
+far off them (the residual, Q), each measured in units of a typical training row.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class FeatureHead(Head):
         self.register_buffer("domain_axes", torch.zeros(domain_components, width))
         self.register_buffer("domain_scale", torch.ones(domain_components))
         self.register_buffer("domain_threshold", torch.zeros(()))
+        # Mean squared residual of a training row off the principal axes (0: T² alone, older packs).
+        self.register_buffer("domain_residual", torch.zeros(()))
 
     def _member(self, width: int, n_outputs: int) -> nn.Module:
         if not self.hidden_units:
@@ -84,9 +88,14 @@ class FeatureHead(Head):
         return {"domain_score": score, "in_domain": (score <= self.domain_threshold).tolist()}
 
     def domain_score(self, standardised: torch.Tensor) -> torch.Tensor:
-        """RMS of the row's coordinates on the training features' principal axes, in training stds."""
-        coordinates = standardised @ self.domain_axes.T / self.domain_scale
-        return coordinates.pow(2).mean(1).sqrt()
+        """RMS of the row's coordinates on the training features' principal axes, in training stds,
+        averaged with its squared residual off those axes relative to a training row's (≈1 typical)."""
+        coordinates = standardised @ self.domain_axes.T
+        along = (coordinates / self.domain_scale).pow(2).mean(1)
+        if not float(self.domain_residual) > 0:
+            return along.sqrt()
+        off = (standardised.pow(2).sum(1) - coordinates.pow(2).sum(1)).clamp(min=0) / self.domain_residual
+        return ((along + off) / 2).sqrt()
 
     # -- training ------------------------------------------------------------------------------
     def fit(self, hidden: torch.Tensor, labels: list, all_labels: list) -> None:
@@ -110,6 +119,9 @@ class FeatureHead(Head):
         self.domain_axes[:k] = v[:k]
         self.domain_scale[:k] = (s[:k] / math.sqrt(max(len(x) - 1, 1))).clamp(min=1e-6)
         self.domain_scale[k:] = 1.0
+        self.domain_residual.zero_()  # the residual's scale is measured with the axes alone
+        coordinates = x @ self.domain_axes.T
+        self.domain_residual.fill_(float((x.pow(2).sum(1) - coordinates.pow(2).sum(1)).mean().clamp(min=1e-6)))
         scores = self.domain_score(self.standardise(validation))
         self.domain_threshold.fill_(float(torch.quantile(scores, IN_DOMAIN_QUANTILE)))
 
@@ -148,6 +160,8 @@ class FeatureHead(Head):
             )
         if not bool((self.feature_std > 0).all()) or not bool((self.domain_scale > 0).all()):
             return "feature_std and domain_scale must be positive"
+        if not float(self.domain_residual) >= 0:
+            return "domain_residual must not be negative"
         return None
 
     # -- the pack format -----------------------------------------------------------------------
@@ -159,17 +173,24 @@ class FeatureHead(Head):
             "domain_components": int(self.domain_axes.shape[0]),
         }
 
+    # Tensors added after ensemble packs were first shipped, with the values that reproduce their scores.
+    LATER_TENSORS = {"domain_residual": 0.0, "spread_power": 1.0, "domain_power": 0.0}
+
     def upgrade_state(self, spec: Mapping[str, Any], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Packs from before ensembles (no 'members' in the spec) hold one Linear layer named `linear`
-        and no domain or spread tensors: rename it and add the neutral defaults."""
+        and no domain or spread tensors: rename it and add the neutral defaults. Ensemble packs from
+        before the residual term and the fitted spread exponents get those tensors' neutral values."""
+        shapes = {k: v.shape for k, v in self.state_dict().items() if not k.startswith(("members.", "feature_"))}
         if "members" in spec:
-            return state
-        state = {k.replace("linear.", "members.0.", 1) if k.startswith("linear.") else k: v for k, v in state.items()}
-        defaults = {k: v for k, v in self.state_dict().items() if not k.startswith(("members.", "feature_"))}
-        return {
-            **{k: torch.ones(v.shape) if "scale" in k else torch.zeros(v.shape) for k, v in defaults.items()},
-            **state,
+            shapes = {k: shape for k, shape in shapes.items() if k in self.LATER_TENSORS}
+        else:
+            state = {
+                k.replace("linear.", "members.0.", 1) if k.startswith("linear.") else k: v for k, v in state.items()
+            }
+        neutral = {
+            k: torch.full(shape, self.LATER_TENSORS.get(k, 1.0 if "scale" in k else 0.0)) for k, shape in shapes.items()
         }
+        return neutral | state
 
     @staticmethod
     def feature_options(spec: Mapping[str, Any]) -> dict[str, Any]:

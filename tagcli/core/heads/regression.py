@@ -20,6 +20,8 @@ from tagcli.errors import PackError, UsageError
 # A prediction this many training standard deviations from the training mean is not an extrapolation
 # but a broken model or input; such a row becomes an error instead of a number.
 IMPLAUSIBLE_STDS = 100
+# The largest exponent of the spread or the domain score in the uncertainty (a steeper fit is noise).
+MAX_POWER = 2.0
 
 
 def bounds(spec: Any) -> tuple[float, float]:
@@ -39,8 +41,9 @@ def bounds(spec: Any) -> tuple[float, float]:
 class RegressionHead(FeatureHead):
     """Predicts `pred_<target>` per target; keeps each target's mean/std to un-standardise.
 
-    An ensemble also gives `pred_<target>_std`: the members' spread, scaled on validation so that
-    it matches the errors there (mean squared z-score 1).
+    An ensemble also gives `pred_<target>_std` = scale · spread^a · domain_score^b: a and b are the
+    least-squares slopes of log |error| on validation (how strongly each signal tracks the error
+    there, kept within [0, MAX_POWER]), the scale makes the mean squared z-score on validation 1.
     """
 
     type_name = "regression"
@@ -53,6 +56,8 @@ class RegressionHead(FeatureHead):
         self.register_buffer("target_mean", torch.tensor([float(t.get("mean", 0.0)) for t in targets]))
         self.register_buffer("target_std", torch.tensor([float(t.get("std", 1.0)) for t in targets]))
         self.register_buffer("spread_scale", torch.ones(len(targets)))
+        self.register_buffer("spread_power", torch.ones(len(targets)))
+        self.register_buffer("domain_power", torch.zeros(len(targets)))
 
     @property
     def has_spread(self) -> bool:
@@ -73,10 +78,18 @@ class RegressionHead(FeatureHead):
     def predict(self, readout: Readout) -> Columns:
         outputs = self.member_outputs(readout.hidden)
         columns = dict(zip(self.value_columns(), (outputs.mean(0) * self.target_std + self.target_mean).unbind(dim=1)))
+        domain = self.domain_columns(readout.hidden)
         if self.has_spread:
-            spread = outputs.std(0) * self.spread_scale * self.target_std
+            spread = self.uncertainty(outputs, domain.get("domain_score")) * self.target_std
             columns |= {f"{column}_std": s for column, s in zip(self.value_columns(), spread.unbind(dim=1))}
-        return columns | self.domain_columns(readout.hidden)
+        return columns | domain
+
+    def uncertainty(self, outputs: torch.Tensor, domain_score: torch.Tensor | None) -> torch.Tensor:
+        """Standardised std per row and target from the members' spread and the domain score."""
+        std = self.spread_scale * outputs.std(0).clamp(min=1e-8).pow(self.spread_power)
+        if domain_score is None:
+            return std
+        return std * domain_score.clamp(min=1e-3)[:, None].pow(self.domain_power)
 
     def decode(self, raw: Columns, tokenizer: Any) -> dict[str, list]:
         """Values, and for a target with a valid range whether the raw value lies outside it."""
@@ -157,12 +170,35 @@ class RegressionHead(FeatureHead):
         self.fit_members(
             self.standardise(train), self._standardised(labels, train.device), checked, F.mse_loss, seed, ridge
         )
-        if self.has_spread:
-            with torch.no_grad():
-                outputs = self.member_outputs(validation)
-                z2 = ((outputs.mean(0) - val_y) / outputs.std(0).clamp(min=1e-8)).pow(2)
-                self.spread_scale.copy_(z2.mean(0).sqrt())
         self.fit_domain(train, validation)
+        if self.has_spread:
+            self.fit_uncertainty(validation, val_y)
+
+    @torch.no_grad()
+    def check_state(self) -> str | None:
+        powers = torch.cat([self.spread_power, self.domain_power])
+        if not bool(((powers >= 0) & (powers <= MAX_POWER)).all()):
+            return f"spread_power and domain_power must lie in [0, {MAX_POWER:g}]"
+        return super().check_state()
+
+    @torch.no_grad()
+    def fit_uncertainty(self, validation: torch.Tensor, val_y: torch.Tensor) -> None:
+        """Slopes of log |error| on log spread and log domain score, then the scale (z² = 1)."""
+        outputs = self.member_outputs(validation)
+        error = (outputs.mean(0) - val_y).abs().double()
+        signals = [outputs.std(0).clamp(min=1e-8).log().double()]
+        if self.has_domain:
+            signals.append(self.domain_score(self.standardise(validation)).clamp(min=1e-3).log()[:, None].double())
+        for j in range(error.shape[1]):
+            x = torch.stack([signal[:, min(j, signal.shape[1] - 1)] for signal in signals], 1)
+            y = error[:, j].clamp(min=1e-12).log()
+            slopes = torch.linalg.lstsq(x - x.mean(0), y - y.mean()).solution.clamp(0.0, MAX_POWER)
+            self.spread_power[j] = float(slopes[0])
+            self.domain_power[j] = float(slopes[1]) if len(slopes) > 1 else 0.0
+        self.spread_scale.fill_(1.0)
+        domain = self.domain_score(self.standardise(validation)) if self.has_domain else None
+        z2 = ((outputs.mean(0) - val_y) / self.uncertainty(outputs, domain)).pow(2)
+        self.spread_scale.copy_(z2.mean(0).sqrt())
 
     def _standardised(self, labels: list, device: torch.device) -> torch.Tensor:
         targets = torch.tensor(labels, dtype=torch.float32, device=device).reshape(len(labels), -1)
