@@ -81,7 +81,7 @@ class ContextCache:
 class FeatureCache:
     """Readout features of a split's rows on disk, in blocks of `BLOCK_ROWS` rows."""
 
-    def __init__(self, directory: Path, model: TaggedModel, head: Head, function: str) -> None:
+    def __init__(self, directory: Path, model: TaggedModel, head: Head) -> None:
         # Features depend on the tags and the readout: a changed tag must not reuse old blocks.
         digest = hashlib.sha256(repr(head.readout.to_spec()).encode())
         for name, tag in sorted(model.tags.items()):

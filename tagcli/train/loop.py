@@ -64,9 +64,6 @@ class Trainer:
         self.rows_seen = 0
         self.checkpoint_dir = Path(str(config.out).rstrip("/") + ".ckpt")
         self._epoch: tuple[int, list[list[int]]] | None = None  # (epoch, its micro-batches)
-        # Everything before the function tag is frozen: contexts of the tag-step rows and of the
-        # validation rows are computed once; each step then runs only the tag positions.
-        self.frozen = self.objective == "readout" and method.frozen_context and method.tag_length > 0
         self.train_contexts: ContextCache | None = None
         self.val_contexts: ContextCache | None = None
 
@@ -79,7 +76,9 @@ class Trainer:
     def run(self) -> None:
         if self.config.resume and (self.checkpoint_dir / "state.json").is_file():
             self._load_checkpoint()
-        if self.frozen:
+        # Everything before the function tag is frozen: contexts of the tag-step rows and of the
+        # validation rows are computed once; each step then runs only the tag positions.
+        if self.objective == "readout" and self.method.frozen_context and self.method.tag_length > 0:
             rows = min(len(self.train_set.rows), self.config.tag_rows)
             size = self.config.batch_size
             self.train_contexts = ContextCache(self.model, self.encoder, self.train_set, range(rows), size)
@@ -189,7 +188,7 @@ class Trainer:
         """Replace the head the tag was trained with by `final`, fitted on cached readout features of
         every training row (the best tag is in place), and record its validation metrics."""
         name = self.config.tag_name
-        cache = FeatureCache(self.checkpoint_dir, self.model, final, name)
+        cache = FeatureCache(self.checkpoint_dir, self.model, final)
         size = max(self.config.batch_size, 64)
         train = cache.load(self.model, self.encoder, final, self.train_set, "train", size)
         val = cache.load(self.model, self.encoder, final, self.val_set, "val", size)

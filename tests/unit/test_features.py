@@ -73,7 +73,7 @@ def test_cached_features_equal_fresh_ones_and_resume_by_block(base, tmp_path: Pa
     inputs = {"smiles": encoder.tokenize_inputs(molecules(20))}
     examples = Examples(encoder.encode(template, inputs), [0.0] * 20, [0.0] * 20, 0, template, inputs)
 
-    cache = FeatureCache(tmp_path, model, head, "fn")
+    cache = FeatureCache(tmp_path, model, head)
     cached = cache.load(model, encoder, head, examples, "train", batch_size=4)
     fresh = torch.empty_like(cached)
     for chunk, features in readouts(model, encoder, readout, examples, range(20), batch_size=5):
@@ -91,7 +91,7 @@ def test_cached_features_equal_fresh_ones_and_resume_by_block(base, tmp_path: Pa
 
     with torch.no_grad():
         model.tags["fn"].add_(0.1)
-    assert FeatureCache(tmp_path, model, head, "fn").directory != cache.directory  # a new tag: new features
+    assert FeatureCache(tmp_path, model, head).directory != cache.directory  # a new tag: new features
 
 
 def test_ensemble_head_trains_round_trips_and_scores_like_its_features(base, data: Path, tmp_path: Path) -> None:
