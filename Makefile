@@ -35,7 +35,8 @@ test: install
 	$(BIN)/python -m pytest -q
 
 # Rebuild every default pack from the public splits, evaluate each once on its test split, and train the
-# same-budget prompt-tuning / linear-probe baselines (fixed seeds; 68 min measured on 2 CPU cores).
+# same-budget prompt-tuning / linear-probe baselines (fixed seeds). On 2 CPU cores the shipped packs take
+# ~54 min and everything ~2 h 15 min (projected from recipes/results/recipe_timings.json): over 2 hours.
 packs: install
 	$(BIN)/python -m recipes.default_packs --data $(DATA)
 

@@ -250,7 +250,8 @@ def timings() -> list[str]:
     total = sum(t["seconds"] for t in steps.values())
     cells = ", ".join(f"{name} {t['seconds'] / 60:.1f}" for name, t in steps.items())
     return [
-        f"Recipe time (`make packs`, {first['device']}, {first['cpus']} cores): {total / 60:.0f} min in total; per step, in minutes: {cells}."
+        f"Recipe time (each step's wall time as `make packs` last recorded it, {first['device']}, {first['cpus']} cores): "
+        f"{total / 60:.0f} min summed over the steps; per step, in minutes: {cells}."
     ]
 
 
