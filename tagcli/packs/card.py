@@ -311,19 +311,24 @@ def _limits(about: Mapping[str, Any]) -> list[str]:
     else:
         domains = ", ".join(str(d) for d in about.get("domains") or []) or "its"
         lines.append(f"- Intended for scoring {domains} inputs" + (f": {description}." if description else "."))
+    spec = about.get("head") if isinstance(about.get("head"), dict) else {}
     if data.get("train"):
         rows = f"{data['train_rows']} rows" if isinstance(data.get("train_rows"), int) else "the rows"
+        flagged = (
+            "`in_domain` is false (and `domain_score` high) for inputs unlike them"
+            if spec.get("domain_components")
+            else "nothing flags them"
+        )
         unlike = (
             "it reads inputs unlike those rows less well, and the function packs using it inherit that"
             if about.get("kind") == "domain"
-            else "predictions for inputs unlike those rows are less reliable, and nothing flags them"
+            else f"predictions for inputs unlike those rows are less reliable; {flagged}"
         )
         lines.append(f"- Trained on {rows} from `{data['train']}`: {unlike}.")
     elif "training" not in about:  # a registry's index entry: the manifest inside the archive says more
         lines.append("- The registry's index does not record its training data: pull it for the full card.")
     else:
         lines.append("- The manifest does not say what it was trained on: check its source before trusting it.")
-    spec = about.get("head") if isinstance(about.get("head"), dict) else {}
     if spec.get("type") == "regression":
         spread = [
             f"{t.get('name')} {_num(t['mean'])} ± {_num(t['std'])}"
@@ -331,8 +336,15 @@ def _limits(about: Mapping[str, Any]) -> list[str]:
             if isinstance(t, dict) and all(isinstance(t.get(k), (int, float)) for k in ("mean", "std"))
         ]
         seen = f" (training mean ± std: {'; '.join(spread)})" if 0 < len(spread) <= 3 else ""
+        members = spec.get("members") if isinstance(spec.get("members"), int) else 1
+        layer = "small MLPs" if spec.get("hidden_units") else "linear layers"
+        kind = (
+            f"an ensemble of {members} {layer}"
+            if members > 1
+            else ("a small MLP" if spec.get("hidden_units") else "linear")
+        )
         lines.append(
-            "- The head is linear: it extrapolates beyond the values seen in training without warning, "
+            f"- The head is {kind}: it extrapolates beyond the values seen in training without warning, "
             f"so values far from the training targets{seen} deserve suspicion."
         )
         for target in spec.get("targets") or []:

@@ -113,7 +113,7 @@ def test_pack_list_at_80_columns_shows_every_builtin_name_whole(capsys: pytest.C
     for name in BUILTIN:
         assert any(line.startswith(f"{name} 0.1.0  ") for line in headings), (name, out)
     assert "qed 0.1.0  function, built-in" in out
-    assert "  outputs:    pred_qed, pred_qed_out_of_range" in out
+    assert "  outputs:    pred_qed, pred_qed_std, pred_qed_out_of_range, domain_score," in out
     assert "  domain:     smiles" in out  # a domain pack names its domain
     # the five outputs of protein-descriptors wrap under themselves, none cut
     for column in output_columns(manifest("protein-descriptors")):
@@ -154,7 +154,7 @@ def test_pack_info_is_a_model_card_at_80_columns(capsys: pytest.CaptureFixture) 
     assert [s for s in (*SECTIONS, "This copy") if s in lines] == [*SECTIONS, "This copy"]
     for text in (
         "{tag:smiles}{input:smiles}{tag:qed}",
-        "../shared/data/qed_train.parquet, 4000 rows",
+        f"../shared/data/qed_train.parquet, {manifest('qed')['training']['data']['train_rows']} rows",
         "tagcli predict --function qed FILE",
         "Status: built-in",
         "smollm2-135m",
@@ -180,8 +180,9 @@ def test_card_of_a_function_pack_with_several_outputs() -> None:
     assert "Per target, val split:" in card and "Per target, test split:" in card
     for target in targets:
         assert card.count(f"| {target} | ") == 2  # one row in each split's table
-    assert "| pearson | 0.8393 | 0.8143 |" in card
-    assert "`../shared/data/protein_test.parquet` (1724 of 1724 rows scored)" in card
+    metrics = manifest("protein-descriptors")["metrics"]
+    assert f"| pearson | {metrics['val']['pearson']:.4g} | {metrics['test']['pearson']:.4g} |" in card
+    assert "`../shared/data/protein_test.parquet` (1724 of 1724 rows scored; measured on cpu in bfloat16)" in card
     assert "--protein-col" in card and "tagcli predict --function protein-descriptors FILE" in card
 
 
@@ -190,17 +191,22 @@ def test_card_of_a_domain_pack() -> None:
     assert card.startswith("# smiles 0.1.0\n\nSMILES domain tag")
     assert "## Inputs" not in card and "## Task" in card
     assert "- **Domain:** `smiles` inputs of kind smiles" in card
-    assert "at most 256 tokens" in card and "| perplexity | 27.13 |" in card
+    perplexity = manifest("smiles")["metrics"]["val"]["perplexity"]
+    assert "at most 256 tokens" in card and f"| perplexity | {perplexity:.4g} |" in card
     assert "tagcli predict --domain smiles --function FUNCTION FILE" in card
 
 
 def test_card_says_what_the_manifest_implies() -> None:
     ba = model_card(manifest("binding-affinity"))
     assert "- **Domains, in template order:** protein, smiles" in ba
-    assert "2 dropped as invalid" in ba and "Pearson correlation is only 0.1045" in ba  # weak signal said plainly
+    pearson = manifest("binding-affinity")["metrics"]["test"]["pearson"]
+    assert (
+        "2 dropped as invalid" in ba and f"Pearson correlation is only {pearson:.3g}" in ba
+    )  # weak signal said plainly
     qed = model_card(manifest("qed"))
     assert "`qed` in [0, 1]" in qed and "`pred_qed_out_of_range` flags" in qed and "Pearson correlation" not in qed
-    assert "The head is linear: it extrapolates" in qed
+    assert "The head is an ensemble of 5 small MLPs: it extrapolates" in qed
+    assert "`in_domain` is false (and `domain_score` high) for inputs unlike them" in qed
 
 
 def test_cards_of_tiny_packs_and_of_an_index_entry(tiny: Path) -> None:
@@ -247,7 +253,8 @@ def test_export_writes_the_card_next_to_the_archive(tmp_path: Path, capsys: pyte
     assert code == 0 and f"model card {site / 'qed-0.1.0.md'}" in out
     assert sorted(p.name for p in site.iterdir()) == ["index.json", "qed-0.1.0.md", f"qed-0.1.0{ARCHIVE_SUFFIX}"]
     card = (site / "qed-0.1.0.md").read_text()
-    assert card == model_card(manifest("qed") | {"outputs": ["pred_qed", "pred_qed_out_of_range"]})
+    outputs = ["pred_qed", "pred_qed_std", "pred_qed_out_of_range", "domain_score", "in_domain"]
+    assert card == model_card(manifest("qed") | {"outputs": outputs})
     assert all(f"\n## {section}\n" in card for section in SECTIONS)
     index = json.loads((site / "index.json").read_text())
     assert [sorted(e) for e in index["packs"]] == [sorted(IndexEntry.KEYS)]  # the index format is unchanged
