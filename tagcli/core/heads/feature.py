@@ -90,12 +90,16 @@ class FeatureHead(Head):
     def domain_score(self, standardised: torch.Tensor) -> torch.Tensor:
         """RMS of the row's coordinates on the training features' principal axes, in training stds,
         averaged with its squared residual off those axes relative to a training row's (≈1 typical)."""
-        coordinates = standardised @ self.domain_axes.T
-        along = (coordinates / self.domain_scale).pow(2).mean(1)
+        along, off = self._domain_distances(standardised)
         if not float(self.domain_residual) > 0:
             return along.sqrt()
-        off = (standardised.pow(2).sum(1) - coordinates.pow(2).sum(1)).clamp(min=0) / self.domain_residual
-        return ((along + off) / 2).sqrt()
+        return ((along + off / self.domain_residual) / 2).sqrt()
+
+    def _domain_distances(self, standardised: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean squared coordinate in training stds, squared residual off the axes) per row."""
+        coordinates = standardised @ self.domain_axes.T
+        along = (coordinates / self.domain_scale).pow(2).mean(1)
+        return along, (standardised.pow(2).sum(1) - coordinates.pow(2).sum(1)).clamp(min=0)
 
     # -- training ------------------------------------------------------------------------------
     def fit(self, hidden: torch.Tensor, labels: list, all_labels: list) -> None:
@@ -119,9 +123,7 @@ class FeatureHead(Head):
         self.domain_axes[:k] = v[:k]
         self.domain_scale[:k] = (s[:k] / math.sqrt(max(len(x) - 1, 1))).clamp(min=1e-6)
         self.domain_scale[k:] = 1.0
-        self.domain_residual.zero_()  # the residual's scale is measured with the axes alone
-        coordinates = x @ self.domain_axes.T
-        self.domain_residual.fill_(float((x.pow(2).sum(1) - coordinates.pow(2).sum(1)).mean().clamp(min=1e-6)))
+        self.domain_residual.fill_(float(self._domain_distances(x)[1].mean().clamp(min=1e-6)))
         scores = self.domain_score(self.standardise(validation))
         self.domain_threshold.fill_(float(torch.quantile(scores, IN_DOMAIN_QUANTILE)))
 

@@ -186,17 +186,16 @@ class RegressionHead(FeatureHead):
         """Slopes of log |error| on log spread and log domain score, then the scale (z² = 1)."""
         outputs = self.member_outputs(validation)
         error = (outputs.mean(0) - val_y).abs().double()
-        signals = [outputs.std(0).clamp(min=1e-8).log().double()]
-        if self.has_domain:
-            signals.append(self.domain_score(self.standardise(validation)).clamp(min=1e-3).log()[:, None].double())
+        spread = outputs.std(0).clamp(min=1e-8).log().double()
+        domain = self.domain_score(self.standardise(validation)) if self.has_domain else None
         for j in range(error.shape[1]):
-            x = torch.stack([signal[:, min(j, signal.shape[1] - 1)] for signal in signals], 1)
+            signals = [spread[:, j]] + ([domain.clamp(min=1e-3).log().double()] if domain is not None else [])
+            x = torch.stack(signals, 1)
             y = error[:, j].clamp(min=1e-12).log()
             slopes = torch.linalg.lstsq(x - x.mean(0), y - y.mean()).solution.clamp(0.0, MAX_POWER)
             self.spread_power[j] = float(slopes[0])
             self.domain_power[j] = float(slopes[1]) if len(slopes) > 1 else 0.0
         self.spread_scale.fill_(1.0)
-        domain = self.domain_score(self.standardise(validation)) if self.has_domain else None
         z2 = ((outputs.mean(0) - val_y) / self.uncertainty(outputs, domain)).pow(2)
         self.spread_scale.copy_(z2.mean(0).sqrt())
 
