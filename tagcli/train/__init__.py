@@ -76,11 +76,15 @@ def train(config: TrainConfig, base: BaseModel | None = None, on_progress: Progr
     if not train_set.rows or not val_set.rows:
         raise UsageError(f"no usable rows left (train {len(train_set.rows)}, validation {len(val_set.rows)})")
 
-    if head is not None:
-        fit_head(model, encoder, head, train_set, config.init_samples, config.seed)
+    # A readout head is refitted at the end on features of every training row; a method that trains
+    # no tag (the linear probe) has nothing to do before that.
+    final_head = head is not None and head.objective == "readout"
     trainer = Trainer(config, method, model, encoder, train_set, val_set, on_progress)
-    trainer.run()
-    if head is not None and head.objective == "readout":
+    if not (final_head and trainer.total_steps == 0):
+        if head is not None:
+            fit_head(model, encoder, head, train_set, config.init_samples, config.seed)
+        trainer.run()
+    if final_head:
         trainer.fit_final_head(_new_head(config, base.hidden_size, train_table, val_table, final=True))
     pack = make_pack(config, base, trainer, template, specs, domain_packs, time.perf_counter() - started)
     save_pack(pack, config.out)

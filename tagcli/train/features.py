@@ -77,6 +77,15 @@ class ContextCache:
         context.rewind()
         return rows, features
 
+    @torch.no_grad()
+    def all_features(self, head: Head) -> dict[int, torch.Tensor]:
+        """Readout features of every cached row (float32, CPU), by row index."""
+        found: dict[int, torch.Tensor] = {}
+        for k in range(len(self.batches)):
+            rows, features = self.features(k, head)
+            found.update(zip(rows, features.float().cpu()))
+        return found
+
 
 class FeatureCache:
     """Readout features of a split's rows on disk, in blocks of `BLOCK_ROWS` rows."""
@@ -89,17 +98,32 @@ class FeatureCache:
         self.directory = directory / "features" / digest.hexdigest()[:16]
 
     def load(
-        self, model: TaggedModel, encoder: PromptEncoder, head: Head, examples: Examples, split: str, batch_size: int
+        self,
+        model: TaggedModel,
+        encoder: PromptEncoder,
+        head: Head,
+        examples: Examples,
+        split: str,
+        batch_size: int,
+        cached: ContextCache | None = None,
     ) -> torch.Tensor:
-        """Features [n_rows, width] of every row of `examples`, computed block by block where not cached."""
+        """Features [n_rows, width] of every row of `examples`, computed block by block where not on
+        disk; rows whose contexts are `cached` (the tag steps' rows) only run the function suffix."""
         blocks = []
+        known: dict[int, torch.Tensor] | None = None
         for start in range(0, len(examples.rows), BLOCK_ROWS):
             path = self.directory / f"{split}-{start:09d}.safetensors"
             if not path.is_file():
-                indices = range(start, min(start + BLOCK_ROWS, len(examples.rows)))
-                block = torch.empty(len(indices), head.readout.width(model.hidden_size))
-                for chunk, features in readouts(model, encoder, head.readout, examples, indices, batch_size):
-                    block[chunk] = features.float().cpu()
+                if known is None:
+                    known = cached.all_features(head) if cached is not None else {}
+                stop = min(start + BLOCK_ROWS, len(examples.rows))
+                block = torch.empty(stop - start, head.readout.width(model.hidden_size))
+                missing = [i for i in range(start, stop) if i not in known]
+                for i in set(range(start, stop)) - set(missing):
+                    block[i - start] = known[i]
+                if missing:
+                    for chunk, features in readouts(model, encoder, head.readout, examples, missing, batch_size):
+                        block[[missing[j] - start for j in chunk]] = features.float().cpu()
                 path.parent.mkdir(parents=True, exist_ok=True)
                 save_file({"features": block}, str(path) + ".tmp")
                 Path(str(path) + ".tmp").replace(path)

@@ -190,8 +190,8 @@ class Trainer:
         name = self.config.tag_name
         cache = FeatureCache(self.checkpoint_dir, self.model, final)
         size = max(self.config.batch_size, 64)
-        train = cache.load(self.model, self.encoder, final, self.train_set, "train", size)
-        val = cache.load(self.model, self.encoder, final, self.val_set, "val", size)
+        train = cache.load(self.model, self.encoder, final, self.train_set, "train", size, self.train_contexts)
+        val = cache.load(self.model, self.encoder, final, self.val_set, "val", size, self.val_contexts)
         final.fit_final(train, self.train_set.targets, val, self.val_set.targets, self.config.seed)
         self.model.heads[name] = self.head = final.to(self.model.lm.device)
         metrics = validation_metrics(

@@ -467,6 +467,8 @@ def test_linear_probe_baseline_has_no_tags(base, data: Path, tmp_path: Path) -> 
     loaded = load_pack(tmp_path / "probe")
     assert loaded.tags == {} and loaded.manifest.tag_length == 0 and loaded.manifest.template == "{input:smiles}"
     assert pack.manifest.training["steps"] == 0  # the ridge fit is the probe
+    # Nothing is fitted or validated before the final head: its validation is the only one.
+    assert [h.get("head") for h in pack.manifest.training["history"]] == ["final"]
     out = TagScorer("probe", base_model=base, pack_dirs=[str(tmp_path)])(pa.table({"smiles": SMILES[:4]}))
     # The probe reads the plain prompt's last token: predictions vary with the molecule.
     predictions = out.column("pred_y").to_pylist()
