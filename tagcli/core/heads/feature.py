@@ -67,8 +67,11 @@ class FeatureHead(Head):
         return self.member_outputs(hidden).mean(0)
 
     def member_outputs(self, hidden: torch.Tensor) -> torch.Tensor:
-        x = self.standardise(hidden)
-        return torch.stack([member(x) for member in self.members])
+        return self.members_on(self.standardise(hidden))
+
+    def members_on(self, standardised: torch.Tensor) -> torch.Tensor:
+        """Every member's output [members, n, outputs] on standardised features."""
+        return torch.stack([member(standardised) for member in self.members])
 
     def standardise(self, hidden: torch.Tensor) -> torch.Tensor:
         return (hidden.float() - self.feature_mean) / self.feature_std
@@ -94,6 +97,10 @@ class FeatureHead(Head):
         if not float(self.domain_residual) > 0:
             return along.sqrt()
         return ((along + off / self.domain_residual) / 2).sqrt()
+
+    def domain_coordinates(self, standardised: torch.Tensor) -> torch.Tensor:
+        """Coordinates [n, components] on the principal axes, in training standard deviations."""
+        return standardised @ self.domain_axes.T / self.domain_scale
 
     def _domain_distances(self, standardised: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean squared coordinate in training stds, squared residual off the axes) per row."""
@@ -135,14 +142,16 @@ class FeatureHead(Head):
         loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         seed: int,
         closed_form: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-    ) -> None:
+    ) -> list[torch.Tensor]:
         """Fit every member on its own bootstrap sample of standardised features `x` (a single
         member sees all rows): linear members in closed form when `closed_form` gives weights,
-        otherwise by AdamW with early stopping on the validation loss."""
+        otherwise by AdamW with early stopping on the validation loss. Returns each member's rows."""
         generator = torch.Generator().manual_seed(seed)
         n = len(x)
+        samples = []
         for k, member in enumerate(self.members):
             rows = torch.randint(n, (n,), generator=generator) if len(self.members) > 1 else torch.arange(n)
+            samples.append(rows)
             if closed_form is not None and isinstance(member, nn.Linear):
                 with torch.no_grad():
                     member.weight.copy_(closed_form(x[rows], y[rows]).T)
@@ -150,6 +159,7 @@ class FeatureHead(Head):
             else:
                 torch.manual_seed(seed * 1009 + k)
                 _train_member(member, x[rows], y[rows], validation, loss)
+        return samples
 
     @torch.no_grad()
     def check_state(self) -> str | None:
@@ -176,12 +186,19 @@ class FeatureHead(Head):
         }
 
     # Tensors added after ensemble packs were first shipped, with the values that reproduce their scores.
-    LATER_TENSORS = {"domain_residual": 0.0, "spread_power": 1.0, "domain_power": 0.0}
+    LATER_TENSORS = {
+        "domain_residual": 0.0,
+        "spread_power": 1.0,
+        "domain_power": 0.0,
+        "error_weights": 0.0,
+        "error_bias": 0.0,
+        "error_power": 0.0,
+    }
 
     def upgrade_state(self, spec: Mapping[str, Any], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Packs from before ensembles (no 'members' in the spec) hold one Linear layer named `linear`
         and no domain or spread tensors: rename it and add the neutral defaults. Ensemble packs from
-        before the residual term and the fitted spread exponents get those tensors' neutral values."""
+        before the residual term, the fitted exponents or the error model get those tensors' neutral values."""
         shapes = {k: v.shape for k, v in self.state_dict().items() if not k.startswith(("members.", "feature_"))}
         if "members" in spec:
             shapes = {k: shape for k, shape in shapes.items() if k in self.LATER_TENSORS}

@@ -13,15 +13,21 @@ import torch
 from torch.nn import functional as F
 
 from tagcli.core.heads.base import Columns, Readout
-from tagcli.core.heads.feature import FeatureHead, ridge
+from tagcli.core.heads.feature import MAX_WEIGHT, FeatureHead, ridge
 from tagcli.core.metrics import regression_metrics, summarize_targets
 from tagcli.errors import PackError, UsageError
 
 # A prediction this many training standard deviations from the training mean is not an extrapolation
 # but a broken model or input; such a row becomes an error instead of a number.
 IMPLAUSIBLE_STDS = 100
-# The largest exponent of the spread or the domain score in the uncertainty (a steeper fit is noise).
+# The largest exponent of the spread, the domain score or the error level in the uncertainty (a
+# steeper fit is noise).
 MAX_POWER = 2.0
+# The error model's log-level is kept within ±this (e^5 ≈ 150 times a typical row's error): a row far
+# outside the training features must not turn into an infinite or zero std.
+MAX_ERROR_LEVEL = 5.0
+# Ridge penalty of the error model, relative to the number of rows (its signals are standardised).
+ERROR_RIDGE = 1e-3
 
 
 def bounds(spec: Any) -> tuple[float, float]:
@@ -41,9 +47,11 @@ def bounds(spec: Any) -> tuple[float, float]:
 class RegressionHead(FeatureHead):
     """Predicts `pred_<target>` per target; keeps each target's mean/std to un-standardise.
 
-    An ensemble also gives `pred_<target>_std` = scale · spread^a · domain_score^b: a and b are the
-    least-squares slopes of log |error| on validation (how strongly each signal tracks the error
-    there, kept within [0, MAX_POWER]), the scale makes the mean squared z-score on validation 1.
+    An ensemble also gives `pred_<target>_std` = scale · spread^a · domain_score^b · exp(c · level):
+    `level` is an error model, a ridge fit of log |error| on the training rows each member left out
+    of its bootstrap sample (out-of-bag), from the prediction, its square, the log domain score and
+    the coordinates on the domain axes; a, b and c are the least-squares slopes of log |error| on
+    validation (kept within [0, MAX_POWER]) and the scale makes the mean squared z-score there 1.
     """
 
     type_name = "regression"
@@ -58,6 +66,10 @@ class RegressionHead(FeatureHead):
         self.register_buffer("spread_scale", torch.ones(len(targets)))
         self.register_buffer("spread_power", torch.ones(len(targets)))
         self.register_buffer("domain_power", torch.zeros(len(targets)))
+        signals = 3 + self.domain_axes.shape[0]  # prediction, its square, log domain score, coordinates
+        self.register_buffer("error_weights", torch.zeros(len(targets), signals))
+        self.register_buffer("error_bias", torch.zeros(len(targets)))
+        self.register_buffer("error_power", torch.zeros(len(targets)))
 
     @property
     def has_spread(self) -> bool:
@@ -76,20 +88,45 @@ class RegressionHead(FeatureHead):
         return {column: pa.float64() for column in self.value_columns()} | spreads | flags | self.domain_types()
 
     def predict(self, readout: Readout) -> Columns:
-        outputs = self.member_outputs(readout.hidden)
+        x = self.standardise(readout.hidden)
+        outputs = self.members_on(x)
         columns = dict(zip(self.value_columns(), (outputs.mean(0) * self.target_std + self.target_mean).unbind(dim=1)))
         domain = self.domain_columns(readout.hidden)
         if self.has_spread:
-            spread = self.uncertainty(outputs, domain.get("domain_score")) * self.target_std
+            level = self.error_level(x, outputs.mean(0), domain.get("domain_score"))
+            spread = self.uncertainty(outputs, domain.get("domain_score"), level) * self.target_std
             columns |= {f"{column}_std": s for column, s in zip(self.value_columns(), spread.unbind(dim=1))}
         return columns | domain
 
-    def uncertainty(self, outputs: torch.Tensor, domain_score: torch.Tensor | None) -> torch.Tensor:
-        """Standardised std per row and target from the members' spread and the domain score."""
+    def uncertainty(
+        self, outputs: torch.Tensor, domain_score: torch.Tensor | None, level: torch.Tensor
+    ) -> torch.Tensor:
+        """Standardised std per row and target from the members' spread, the domain score and the
+        error model's level."""
         std = self.spread_scale * outputs.std(0).clamp(min=1e-8).pow(self.spread_power)
+        std = std * (self.error_power * level).exp()
         if domain_score is None:
             return std
         return std * domain_score.clamp(min=1e-3)[:, None].pow(self.domain_power)
+
+    def error_signals(
+        self, standardised: torch.Tensor, prediction: torch.Tensor, domain_score: torch.Tensor | None
+    ) -> torch.Tensor:
+        """[n, targets, signals]: the standardised prediction, its square, the log domain score and
+        the coordinates on the domain axes (the last two shared by all targets)."""
+        n, targets = prediction.shape
+        log_domain = domain_score.clamp(min=1e-3).log() if domain_score is not None else prediction.new_zeros(n)
+        shared = torch.cat([log_domain[:, None], self.domain_coordinates(standardised)], 1)
+        own = torch.stack([prediction, prediction.pow(2)], 2)
+        return torch.cat([own, shared[:, None].expand(n, targets, -1)], 2)
+
+    def error_level(
+        self, standardised: torch.Tensor, prediction: torch.Tensor, domain_score: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The error model's expected log |error| [n, targets] (0 for packs without one)."""
+        signals = self.error_signals(standardised, prediction, domain_score)
+        level = (signals * self.error_weights).sum(2) + self.error_bias
+        return level.clamp(-MAX_ERROR_LEVEL, MAX_ERROR_LEVEL)
 
     def decode(self, raw: Columns, tokenizer: Any) -> dict[str, list]:
         """Values, and for a target with a valid range whether the raw value lies outside it."""
@@ -167,36 +204,64 @@ class RegressionHead(FeatureHead):
         self.set_target_stats(torch.tensor(labels, dtype=torch.float32))
         val_y = self._standardised(val_labels, validation.device)
         checked = (self.standardise(validation), val_y)
-        self.fit_members(
-            self.standardise(train), self._standardised(labels, train.device), checked, F.mse_loss, seed, ridge
-        )
+        x, y = self.standardise(train), self._standardised(labels, train.device)
+        samples = self.fit_members(x, y, checked, F.mse_loss, seed, ridge)
         self.fit_domain(train, validation)
         if self.has_spread:
+            self.fit_error_model(x, y, samples)
             self.fit_uncertainty(validation, val_y)
 
     @torch.no_grad()
     def check_state(self) -> str | None:
-        powers = torch.cat([self.spread_power, self.domain_power])
+        powers = torch.cat([self.spread_power, self.domain_power, self.error_power])
         if not bool(((powers >= 0) & (powers <= MAX_POWER)).all()):
-            return f"spread_power and domain_power must lie in [0, {MAX_POWER:g}]"
+            return f"spread_power, domain_power and error_power must lie in [0, {MAX_POWER:g}]"
+        error_model = torch.cat([self.error_weights.flatten(), self.error_bias])
+        if not bool((error_model.abs() <= MAX_WEIGHT).all()):
+            return f"error_weights and error_bias must be finite and at most {MAX_WEIGHT:g} in size"
         return super().check_state()
 
     @torch.no_grad()
+    def fit_error_model(self, x: torch.Tensor, y: torch.Tensor, samples: list[torch.Tensor]) -> None:
+        """Ridge fit of log |out-of-bag error| on the error signals, per target: each training row is
+        predicted by the members whose bootstrap sample missed it (rows no member missed are left out)."""
+        left_out = torch.ones(len(self.members), len(x), dtype=torch.bool)
+        for k, rows in enumerate(samples):
+            left_out[k, rows] = False
+        rows = left_out.any(0)
+        weight = left_out[:, rows, None].float()
+        prediction = (self.members_on(x[rows]) * weight).sum(0) / weight.sum(0)
+        domain = self.domain_score(x[rows]) if self.has_domain else None
+        signals = self.error_signals(x[rows], prediction, domain).double()
+        error = (prediction - y[rows]).abs().clamp(min=1e-12).log().double()
+        for j in range(error.shape[1]):
+            s, target = signals[:, j], error[:, j]
+            mean, scale = s.mean(0), s.std(0).clamp(min=1e-9)
+            z = (s - mean) / scale
+            gram = z.T @ z + ERROR_RIDGE * len(z) * torch.eye(z.shape[1], dtype=z.dtype)
+            weights = torch.linalg.solve(gram, z.T @ (target - target.mean())) / scale
+            self.error_weights[j] = weights.float()
+            self.error_bias[j] = float(target.mean() - mean @ weights)
+
+    @torch.no_grad()
     def fit_uncertainty(self, validation: torch.Tensor, val_y: torch.Tensor) -> None:
-        """Slopes of log |error| on log spread and log domain score, then the scale (z² = 1)."""
-        outputs = self.member_outputs(validation)
+        """Slopes of log |error| on log spread, log domain score and the error level, then the scale (z² = 1)."""
+        x = self.standardise(validation)
+        outputs = self.members_on(x)
         error = (outputs.mean(0) - val_y).abs().double()
         spread = outputs.std(0).clamp(min=1e-8).log().double()
-        domain = self.domain_score(self.standardise(validation)) if self.has_domain else None
+        domain = self.domain_score(x) if self.has_domain else None
+        level = self.error_level(x, outputs.mean(0), domain)
+        powers = (self.spread_power, self.domain_power, self.error_power)
         for j in range(error.shape[1]):
-            signals = [spread[:, j]] + ([domain.clamp(min=1e-3).log().double()] if domain is not None else [])
-            x = torch.stack(signals, 1)
+            log_domain = domain.clamp(min=1e-3).log() if domain is not None else torch.zeros_like(level[:, j])
+            signals = torch.stack([spread[:, j], log_domain.double(), level[:, j].double()], 1)
             y = error[:, j].clamp(min=1e-12).log()
-            slopes = torch.linalg.lstsq(x - x.mean(0), y - y.mean()).solution.clamp(0.0, MAX_POWER)
-            self.spread_power[j] = float(slopes[0])
-            self.domain_power[j] = float(slopes[1]) if len(slopes) > 1 else 0.0
+            slopes = torch.linalg.lstsq(signals - signals.mean(0), y - y.mean()).solution.clamp(0.0, MAX_POWER)
+            for power, slope in zip(powers, slopes.tolist()):
+                power[j] = slope
         self.spread_scale.fill_(1.0)
-        z2 = ((outputs.mean(0) - val_y) / self.uncertainty(outputs, domain)).pow(2)
+        z2 = ((outputs.mean(0) - val_y) / self.uncertainty(outputs, domain, level)).pow(2)
         self.spread_scale.copy_(z2.mean(0).sqrt())
 
     def _standardised(self, labels: list, device: torch.device) -> torch.Tensor:
