@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 DATA ?= ../shared/data
 
-.PHONY: install demo test packs baselines trust quality bench clean
+.PHONY: install demo test packs comparisons baselines trust quality bench clean
 
 install: $(STAMP)
 
@@ -34,11 +34,15 @@ test: install
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
-# Rebuild every default pack from the public splits, evaluate each once on its test split, and train the
-# same-budget prompt-tuning / linear-probe baselines (fixed seeds). On 2 CPU cores the shipped packs take
-# ~54 min and everything ~2 h 15 min (projected from recipes/results/recipe_timings.json): over 2 hours.
+# Rebuild every shipped pack (tagpacks/) from the public splits and evaluate each once on its test split
+# (fixed seeds; ~55 min on 2 CPU cores, per-step times in recipes/results/recipe_timings.json).
 packs: install
-	$(BIN)/python -m recipes.default_packs --data $(DATA)
+	$(BIN)/python -m recipes.default_packs --data $(DATA) --set packs
+
+# What the quality table compares the shipped packs with, at the same budgets: prompt tuning and linear
+# probes, the paper's readout, and a zero-shot domain tag (recipes/baselines/; needs `make packs` first).
+comparisons: install
+	$(BIN)/python -m recipes.default_packs --data $(DATA) --set comparisons
 
 # The expert baselines (mean, kNN, RandomForest, composition ridge) of the quality table (~7 min measured).
 baselines: install
@@ -53,9 +57,9 @@ trust: install
 quality: install
 	$(BIN)/python -m recipes.quality_table --data $(DATA)
 
-# Scoring speed and memory ratios (bench/predict.py; ~6 min on 2 CPU cores).
+# Scoring speed and memory ratios, the readouts and the fp32 CPU options (bench/predict.py; ~18 min on 2 CPU cores).
 bench: install
-	$(BIN)/python bench/predict.py --json bench/results/predict-cpu.json | tee bench/results/predict-cpu.md
+	$(BIN)/python bench/predict.py --cpu-options --json bench/results/predict-cpu.json | tee bench/results/predict-cpu.md
 
 clean:
 	rm -rf $(VENV) out

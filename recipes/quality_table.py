@@ -240,19 +240,24 @@ def markdown(rows: dict[str, list[dict[str, Any]]], data: Path | None = None) ->
 
 
 def timings() -> list[str]:
-    """The recipe's per-step wall times, as recorded by recipes.default_packs."""
+    """The recipe's per-step wall times, as recorded by recipes.default_packs: one line per make target."""
     path = RESULTS / "recipe_timings.json"
     if not path.exists():
         return []
     recorded = json.loads(path.read_text())
-    steps = {name: recorded[name] for name, _ in default_packs.steps("") if name in recorded}  # in recipe order
-    first = next(iter(steps.values()))
-    total = sum(t["seconds"] for t in steps.values())
-    cells = ", ".join(f"{name} {t['seconds'] / 60:.1f}" for name, t in steps.items())
-    return [
-        f"Recipe time (each step's wall time as `make packs` last recorded it, {first['device']}, {first['cpus']} cores): "
-        f"{total / 60:.0f} min summed over the steps; per step, in minutes: {cells}."
-    ]
+    lines = []
+    for target in default_packs.STEP_SETS:
+        steps = {name: recorded[name] for name, _ in default_packs.steps("", (target,)) if name in recorded}
+        if not steps:
+            continue
+        first = next(iter(steps.values()))
+        total = sum(t["seconds"] for t in steps.values())
+        cells = ", ".join(f"{name} {t['seconds'] / 60:.1f}" for name, t in steps.items())
+        lines.append(
+            f"`make {target}` (each step's wall time as last recorded, {first['device']}, {first['cpus']} cores): "
+            f"{total / 60:.0f} min summed over its steps; per step, in minutes: {cells}."
+        )
+    return "\n\n".join(lines).splitlines()
 
 
 def trust_markdown(path: Path | None = None) -> str:
