@@ -166,7 +166,7 @@ def _predicts(spec: Mapping[str, Any], readout: str) -> str:
         targets = [t for t in spec.get("targets") or [] if isinstance(t, dict)]
         named = ", ".join(_target_text(t) for t in targets)
         count = f"{len(targets)} numbers" if len(targets) > 1 else "a number"
-        spread = " and its spread across the ensemble" if spec.get("members", 1) > 1 else ""
+        spread = " and its uncertainty (ensemble spread and error model)" if spec.get("members", 1) > 1 else ""
         return f"{count} ({named}){spread}, from {_head_text(spec)} on {readout}"
     if kind == "classification":
         classes = ", ".join(str(c) for c in spec.get("classes") or [])

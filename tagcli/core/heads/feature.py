@@ -158,6 +158,9 @@ class FeatureHead(Head):
                     member.bias.zero_()
             else:
                 torch.manual_seed(seed * 1009 + k)
+                for layer in member.modules():  # initial weights from the seed, not from what ran before
+                    if isinstance(layer, nn.Linear):
+                        layer.reset_parameters()
                 _train_member(member, x[rows], y[rows], validation, loss)
         return samples
 
