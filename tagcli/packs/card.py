@@ -156,8 +156,10 @@ def _readout(about: Mapping[str, Any]) -> str:
 
 def _head_text(spec: Mapping[str, Any]) -> str:
     members, units = spec.get("members", 1), spec.get("hidden_units", 0)
-    one = f"MLP ({units} hidden units)" if units else "linear layer"
-    return f"an ensemble of {members} {one}s" if isinstance(members, int) and members > 1 else f"a {one} head"
+    kind, detail = ("MLP", f" ({units} hidden units)") if units else ("linear layer", "")
+    if isinstance(members, int) and members > 1:
+        return f"an ensemble of {members} {kind}s{detail}"
+    return f"{'an' if kind == 'MLP' else 'a'} {kind}{detail} head"
 
 
 def _predicts(spec: Mapping[str, Any], readout: str) -> str:
