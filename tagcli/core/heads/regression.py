@@ -253,9 +253,9 @@ class RegressionHead(FeatureHead):
         domain = self.domain_score(x) if self.has_domain else None
         level = self.error_level(x, outputs.mean(0), domain)
         powers = (self.spread_power, self.domain_power, self.error_power)
+        log_domain = (domain.clamp(min=1e-3).log() if domain is not None else level.new_zeros(len(level))).double()
         for j in range(error.shape[1]):
-            log_domain = domain.clamp(min=1e-3).log() if domain is not None else torch.zeros_like(level[:, j])
-            signals = torch.stack([spread[:, j], log_domain.double(), level[:, j].double()], 1)
+            signals = torch.stack([spread[:, j], log_domain, level[:, j].double()], 1)
             y = error[:, j].clamp(min=1e-12).log()
             slopes = torch.linalg.lstsq(signals - signals.mean(0), y - y.mean()).solution.clamp(0.0, MAX_POWER)
             for power, slope in zip(powers, slopes.tolist()):
