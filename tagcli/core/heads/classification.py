@@ -39,10 +39,11 @@ class ClassificationHead(FeatureHead):
         return {f"pred_{self.target}": pa.string()} | probabilities | self.domain_types()
 
     def predict(self, readout: Readout) -> Columns:
-        probabilities = self(readout.hidden).softmax(dim=-1)
+        x = self.standardise(readout.hidden)
+        probabilities = self.members_on(x).mean(0).softmax(dim=-1)
         columns: Columns = {f"pred_{self.target}": [self.classes[i] for i in probabilities.argmax(dim=-1).tolist()]}
         columns.update({f"prob_{c}": p for c, p in zip(self.classes, probabilities.unbind(dim=1))})
-        return columns | self.domain_columns(readout.hidden)
+        return columns | self.domain_columns(x)
 
     @classmethod
     def for_training(

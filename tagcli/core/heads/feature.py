@@ -83,11 +83,11 @@ class FeatureHead(Head):
     def domain_types(self) -> dict[str, pa.DataType]:
         return {"domain_score": pa.float64(), "in_domain": pa.bool_()} if self.has_domain else {}
 
-    def domain_columns(self, hidden: torch.Tensor) -> Columns:
+    def domain_columns(self, standardised: torch.Tensor) -> Columns:
         """`domain_score` (1 ≈ a typical training row) and `in_domain` (score within the threshold)."""
         if not self.has_domain:
             return {}
-        score = self.domain_score(self.standardise(hidden))
+        score = self.domain_score(standardised)
         return {"domain_score": score, "in_domain": (score <= self.domain_threshold).tolist()}
 
     def domain_score(self, standardised: torch.Tensor) -> torch.Tensor:
@@ -104,9 +104,9 @@ class FeatureHead(Head):
 
     def _domain_distances(self, standardised: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean squared coordinate in training stds, squared residual off the axes) per row."""
-        coordinates = standardised @ self.domain_axes.T
-        along = (coordinates / self.domain_scale).pow(2).mean(1)
-        return along, (standardised.pow(2).sum(1) - coordinates.pow(2).sum(1)).clamp(min=0)
+        coordinates = self.domain_coordinates(standardised)
+        on_axes = (coordinates * self.domain_scale).pow(2).sum(1)
+        return coordinates.pow(2).mean(1), (standardised.pow(2).sum(1) - on_axes).clamp(min=0)
 
     # -- training ------------------------------------------------------------------------------
     def fit(self, hidden: torch.Tensor, labels: list, all_labels: list) -> None:

@@ -91,7 +91,7 @@ class RegressionHead(FeatureHead):
         x = self.standardise(readout.hidden)
         outputs = self.members_on(x)
         columns = dict(zip(self.value_columns(), (outputs.mean(0) * self.target_std + self.target_mean).unbind(dim=1)))
-        domain = self.domain_columns(readout.hidden)
+        domain = self.domain_columns(x)
         if self.has_spread:
             level = self.error_level(x, outputs.mean(0), domain.get("domain_score"))
             spread = self.uncertainty(outputs, domain.get("domain_score"), level) * self.target_std
