@@ -142,6 +142,11 @@ TASKS = [
             "500",
             "--lr",
             "3e-3",
+            # Cold split: no validation or test protein or ligand is in training, and the head fitted on
+            # the training pairs spreads its predictions too wide around the training mean. Recalibrated
+            # on the validation rows (a + b·prediction), the shipped pack's test MSE fell from 0.561 to
+            # 0.518 (mean predictor 0.548); Pearson stays as it is.
+            "--calibrate",
         ),
         "KIBA drug-target binding score for a protein sequence + SMILES pair",
     ),

@@ -65,7 +65,7 @@ OWN_FIELDS = {
     "domain": ["domains", "input_kind", "max_tokens"],
     "function": ["domains", "inputs", "symmetric", "function", "targets", "target_ranges", "task", "method"]
     + ["head_lr", "init_samples", "max_answer_tokens", "readout", "members", "hidden_units", "domain_components"]
-    + ["tag_rows"],
+    + ["calibrate", "tag_rows"],
 }
 STAGE_FIELDS = {number: OWN_FIELDS[stage.trains] for number, stage in STAGES.items()}
 # Plural fields are repeatable singular flags.

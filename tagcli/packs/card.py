@@ -349,6 +349,11 @@ def _limits(about: Mapping[str, Any]) -> list[str]:
             f"- The head is {kind}: it extrapolates beyond the values seen in training without warning, "
             f"so values far from the training targets{seen} deserve suspicion."
         )
+        if spec.get("calibrated") is True:
+            lines.append(
+                "- Its predictions are recalibrated on the validation split (a + b·prediction per target): "
+                "they assume the rows you score resemble those rows more than the training rows."
+            )
         for target in spec.get("targets") or []:
             if isinstance(target, dict) and target.get("range"):
                 lines.append(

@@ -111,6 +111,13 @@ class TrainConfig:
     domain_components: int = field(
         default=16, metadata={"help": "principal axes of the applicability-domain summary (0: none)"}
     )
+    calibrate: bool = field(
+        default=False,
+        metadata={
+            "help": "regression: map each prediction to a + b·prediction fitted on the validation rows "
+            "(for a validation split shaped like the rows to score, e.g. a cold split)"
+        },
+    )
     tag_rows: int = field(default=4096, metadata={"help": "rows whose frozen contexts tag steps cycle through"})
     init_samples: int = field(default=512, metadata={"help": "rows used to standardise and ridge-fit the head"})
     refit_head: bool = field(default=True, metadata={"help": "refit a regression head by ridge at every validation"})
@@ -143,6 +150,8 @@ class TrainConfig:
             raise UsageError("members and tag rows must be positive; hidden units and domain components not negative")
         if min(self.batch_size, self.grad_accum, self.tag_length, self.eval_every, self.checkpoint_every) < 1:
             raise UsageError("batch size, grad accumulation, tag length and step intervals must be positive")
+        if self.calibrate and self.task != "regression":
+            raise UsageError(f"--calibrate recalibrates regression predictions; this is a {self.task} task")
 
     def readout_spec(self) -> ReadoutSpec:
         try:

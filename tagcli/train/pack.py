@@ -69,6 +69,7 @@ def make_pack(
                     "members",
                     "hidden_units",
                     "domain_components",
+                    "calibrate",
                     "tag_rows",
                     "eval_every",
                     "patience",

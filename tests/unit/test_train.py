@@ -133,6 +133,7 @@ def test_init_tag_is_the_mean_embedding_at_the_mean_norm(base) -> None:
         (1, {"method": "prompt-tuning"}, "stages 2 and 3"),
         (2, {"method": "linear-probe", "task": "text"}, "no text output"),
         (2, {"version": "../../evil"}, "bad --version"),
+        (2, {"task": "classification", "calibrate": True}, "recalibrates regression predictions"),
     ],
 )
 def test_config_errors(tmp_path: Path, stage: int, overrides: dict, message: str) -> None:

@@ -196,6 +196,8 @@ class FeatureHead(Head):
         "error_weights": 0.0,
         "error_bias": 0.0,
         "error_power": 0.0,
+        "calibration_slope": 1.0,
+        "calibration_offset": 0.0,
     }
 
     def upgrade_state(self, spec: Mapping[str, Any], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -26,6 +26,8 @@ MAX_POWER = 2.0
 # The error model's log-level is kept within ±this (e^5 ≈ 150 times a typical row's error): a row far
 # outside the training features must not turn into an infinite or zero std.
 MAX_ERROR_LEVEL = 5.0
+# The steepest recalibration slope (a steeper fit would stretch the head's predictions, not shrink them).
+MAX_SLOPE = 2.0
 # Ridge penalty of the error model, relative to the number of rows (its signals are standardised).
 ERROR_RIDGE = 1e-3
 
@@ -47,6 +49,11 @@ def bounds(spec: Any) -> tuple[float, float]:
 class RegressionHead(FeatureHead):
     """Predicts `pred_<target>` per target; keeps each target's mean/std to un-standardise.
 
+    With `calibrate`, each target's prediction is mapped to a + b·ŷ fitted on the validation rows
+    (least squares, b within [0, MAX_SLOPE]): for a validation split shaped like the rows to score,
+    e.g. a cold split whose proteins and ligands are all new, where a head fitted on the training
+    rows predicts too wide a spread around the wrong mean.
+
     An ensemble also gives `pred_<target>_std` = scale · spread^a · domain_score^b · exp(c · level):
     `level` is an error model, a ridge fit of log |error| on the training rows each member left out
     of its bootstrap sample (out-of-bag), from the prediction, its square, the log domain score and
@@ -58,9 +65,14 @@ class RegressionHead(FeatureHead):
     select_by = "standardized_mse"  # Pearson alone would happily pick a badly calibrated head
     plot_kind = "parity"
 
-    def __init__(self, hidden_size: int, targets: list[dict[str, Any]], **options: Any) -> None:
+    def __init__(
+        self, hidden_size: int, targets: list[dict[str, Any]], calibrate: bool = False, **options: Any
+    ) -> None:
         super().__init__(hidden_size, len(targets), **options)
         self.targets = [dict(t) for t in targets]
+        self.calibrate = calibrate
+        self.register_buffer("calibration_slope", torch.ones(len(targets)))
+        self.register_buffer("calibration_offset", torch.zeros(len(targets)))
         self.register_buffer("target_mean", torch.tensor([float(t.get("mean", 0.0)) for t in targets]))
         self.register_buffer("target_std", torch.tensor([float(t.get("std", 1.0)) for t in targets]))
         self.register_buffer("spread_scale", torch.ones(len(targets)))
@@ -90,13 +102,18 @@ class RegressionHead(FeatureHead):
     def predict(self, readout: Readout) -> Columns:
         x = self.standardise(readout.hidden)
         outputs = self.members_on(x)
-        columns = dict(zip(self.value_columns(), (outputs.mean(0) * self.target_std + self.target_mean).unbind(dim=1)))
+        prediction = self.calibrated(outputs.mean(0))
+        columns = dict(zip(self.value_columns(), (prediction * self.target_std + self.target_mean).unbind(dim=1)))
         domain = self.domain_columns(x)
         if self.has_spread:
-            level = self.error_level(x, outputs.mean(0), domain.get("domain_score"))
+            level = self.error_level(x, prediction, domain.get("domain_score"))
             spread = self.uncertainty(outputs, domain.get("domain_score"), level) * self.target_std
             columns |= {f"{column}_std": s for column, s in zip(self.value_columns(), spread.unbind(dim=1))}
         return columns | domain
+
+    def calibrated(self, prediction: torch.Tensor) -> torch.Tensor:
+        """The members' mean prediction [n, targets] (standardised) after the validation recalibration."""
+        return prediction * self.calibration_slope + self.calibration_offset
 
     def uncertainty(
         self, outputs: torch.Tensor, domain_score: torch.Tensor | None, level: torch.Tensor
@@ -164,7 +181,7 @@ class RegressionHead(FeatureHead):
         if unknown:
             raise UsageError(f"--target-range names {', '.join(unknown)}, which is not a --target")
         specs = [{"name": t} | ({"range": list(ranges[t])} if t in ranges else {}) for t in targets]
-        return cls(hidden_size, specs, **options.get("features", {}))
+        return cls(hidden_size, specs, calibrate=bool(options.get("calibrate")), **options.get("features", {}))
 
     @property
     def n_labels(self) -> int:
@@ -198,14 +215,16 @@ class RegressionHead(FeatureHead):
     def fit_final(
         self, train: torch.Tensor, labels: list, validation: torch.Tensor, val_labels: list, seed: int
     ) -> None:
-        """Fit every member on cached features of all training rows, then the spread's scale and
-        the applicability domain on validation rows."""
+        """Fit every member on cached features of all training rows, then the recalibration (when
+        asked for), the applicability domain and the spread's scale on validation rows."""
         self.set_feature_stats(train)
         self.set_target_stats(torch.tensor(labels, dtype=torch.float32))
         val_y = self._standardised(val_labels, validation.device)
         checked = (self.standardise(validation), val_y)
         x, y = self.standardise(train), self._standardised(labels, train.device)
         samples = self.fit_members(x, y, checked, F.mse_loss, seed, ridge)
+        if self.calibrate:
+            self.fit_calibration(*checked)
         self.fit_domain(train, validation)
         if self.has_spread:
             self.fit_error_model(x, y, samples)
@@ -216,10 +235,26 @@ class RegressionHead(FeatureHead):
         powers = torch.cat([self.spread_power, self.domain_power, self.error_power])
         if not bool(((powers >= 0) & (powers <= MAX_POWER)).all()):
             return f"spread_power, domain_power and error_power must lie in [0, {MAX_POWER:g}]"
-        error_model = torch.cat([self.error_weights.flatten(), self.error_bias])
-        if not bool((error_model.abs() <= MAX_WEIGHT).all()):
-            return f"error_weights and error_bias must be finite and at most {MAX_WEIGHT:g} in size"
+        if not bool(((self.calibration_slope >= 0) & (self.calibration_slope <= MAX_SLOPE)).all()):
+            return f"calibration_slope must lie in [0, {MAX_SLOPE:g}]"
+        fitted = torch.cat([self.error_weights.flatten(), self.error_bias, self.calibration_offset])
+        if not bool((fitted.abs() <= MAX_WEIGHT).all()):
+            return f"error_weights, error_bias and calibration_offset must be finite and at most {MAX_WEIGHT:g} in size"
         return super().check_state()
+
+    @torch.no_grad()
+    def fit_calibration(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Least-squares a, b of y ≈ a + b·ŷ per target on (standardised) validation rows."""
+        prediction = self.members_on(x).mean(0).double()
+        for j in range(prediction.shape[1]):
+            known = y[:, j].isfinite()
+            p, target = prediction[known, j], y[known, j].double()
+            if len(p) < 2:
+                continue
+            centred = p - p.mean()
+            slope = float((centred @ (target - target.mean())) / (centred @ centred).clamp(min=1e-12))
+            self.calibration_slope[j] = min(max(slope, 0.0), MAX_SLOPE)
+            self.calibration_offset[j] = float(target.mean() - self.calibration_slope[j] * p.mean())
 
     @torch.no_grad()
     def fit_error_model(self, x: torch.Tensor, y: torch.Tensor, samples: list[torch.Tensor]) -> None:
@@ -230,7 +265,7 @@ class RegressionHead(FeatureHead):
             left_out[k, rows] = False
         rows = left_out.any(0)
         weight = left_out[:, rows, None].float()
-        prediction = (self.members_on(x[rows]) * weight).sum(0) / weight.sum(0)
+        prediction = self.calibrated((self.members_on(x[rows]) * weight).sum(0) / weight.sum(0))
         domain = self.domain_score(x[rows]) if self.has_domain else None
         signals = self.error_signals(x[rows], prediction, domain).double()
         error = (prediction - y[rows]).abs().clamp(min=1e-12).log().double()
@@ -248,10 +283,11 @@ class RegressionHead(FeatureHead):
         """Slopes of log |error| on log spread, log domain score and the error level, then the scale (z² = 1)."""
         x = self.standardise(validation)
         outputs = self.members_on(x)
-        error = (outputs.mean(0) - val_y).abs().double()
+        prediction = self.calibrated(outputs.mean(0))
+        error = (prediction - val_y).abs().double()
         spread = outputs.std(0).clamp(min=1e-8).log().double()
         domain = self.domain_score(x) if self.has_domain else None
-        level = self.error_level(x, outputs.mean(0), domain)
+        level = self.error_level(x, prediction, domain)
         powers = (self.spread_power, self.domain_power, self.error_power)
         log_domain = (domain.clamp(min=1e-3).log() if domain is not None else level.new_zeros(len(level))).double()
         for j in range(error.shape[1]):
@@ -261,7 +297,7 @@ class RegressionHead(FeatureHead):
             for power, slope in zip(powers, slopes.tolist()):
                 power[j] = slope
         self.spread_scale.fill_(1.0)
-        z2 = ((outputs.mean(0) - val_y) / self.uncertainty(outputs, domain, level)).pow(2)
+        z2 = ((prediction - val_y) / self.uncertainty(outputs, domain, level)).pow(2)
         self.spread_scale.copy_(z2.mean(0).sqrt())
 
     def _standardised(self, labels: list, device: torch.device) -> torch.Tensor:
@@ -288,7 +324,8 @@ class RegressionHead(FeatureHead):
 
     # -- the pack format -------------------------------------------------------------------
     def to_spec(self) -> dict[str, Any]:
-        return {"type": self.type_name, "targets": self.targets, **self.feature_spec()}
+        calibrated = {"calibrated": True} if self.calibrate else {}
+        return {"type": self.type_name, "targets": self.targets, **self.feature_spec(), **calibrated}
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], hidden_size: int) -> RegressionHead:
@@ -308,4 +345,6 @@ class RegressionHead(FeatureHead):
                     bounds(target["range"])
                 except ValueError as exc:
                     raise PackError(f"regression target {target['name']!r}: {exc}") from None
-        return cls(hidden_size, targets, **cls.feature_options(spec))
+        if not isinstance(spec.get("calibrated", False), bool):
+            raise PackError("regression head spec: 'calibrated' must be true or false")
+        return cls(hidden_size, targets, calibrate=spec.get("calibrated", False), **cls.feature_options(spec))
