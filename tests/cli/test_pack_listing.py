@@ -203,7 +203,9 @@ def test_card_says_what_the_manifest_implies() -> None:
     assert (
         "2 dropped as invalid" in ba and f"Pearson correlation is only {pearson:.3g}" in ba
     )  # weak signal said plainly
+    assert "recalibrated on the validation split" in ba  # the cold-split pack says what that assumes
     qed = model_card(manifest("qed"))
+    assert "recalibrated" not in qed
     assert "`qed` in [0, 1]" in qed and "`pred_qed_out_of_range` flags" in qed and "Pearson correlation" not in qed
     assert "The head is an ensemble of 5 small MLPs: it extrapolates" in qed
     assert "`in_domain` is false (and `domain_score` high) for inputs unlike them" in qed
