@@ -346,7 +346,7 @@ PACK_CASES = [
         PackCase(f"hidden_size-{k}", "mol", put(hidden_size=v), "hidden_size must be a positive integer")
         for k, v in BAD_NUMBERS.items()
     ],
-    PackCase("head-allocation-bomb", "prop", linear_probe_bomb, "131072)", bounded=True),
+    PackCase("head-allocation-bomb", "prop", linear_probe_bomb, "expected (20000,)", bounded=True),
     PackCase("base_model-list", "prop", put(base_model=["x"]), "base_model needs an id and a sha256"),
     PackCase("base_model-id-list", "mol", edit(lambda m: m["base_model"].update(id=["x"])), "base_model needs"),
     PackCase("requires-list", "prop", put(requires=["mol"]), "requires must map domain names"),
