@@ -99,9 +99,12 @@ def _new_head(config: TrainConfig, hidden_size: int, train_table, val_table, fin
     features = {"readout": config.readout_spec()}
     if final:
         features |= {k: getattr(config, k) for k in ("members", "hidden_units", "domain_components")}
-    options = {"max_answer_tokens": config.max_answer_tokens, "ranges": config.ranges(), "features": features}
-    if final:
-        options["calibrate"] = config.calibrate
+    options = {
+        "max_answer_tokens": config.max_answer_tokens,
+        "ranges": config.ranges(),
+        "features": features,
+        "calibrate": final and config.calibrate,  # the tag trains with an uncalibrated head
+    }
     return HEADS[config.task].for_training(hidden_size, config.targets, cells, **options)
 
 
