@@ -51,30 +51,61 @@ def first_line(exc: BaseException) -> str:
 
 
 INTERRUPTED = 130  # the shell's exit status for a process stopped by SIGINT
+# How a run is stopped from outside: Ctrl-C, or a scheduler preempting it (SLURM, Kubernetes and spot
+# instances send SIGTERM; a closed terminal sends SIGHUP). Each ends the run like Ctrl-C does.
+STOP_SIGNALS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "terminated"}
+# What the line says to do next, by command (`tagcli predict ...`): only commands that can resume say so.
+STOP_HINTS = {
+    "predict": "rerun with --resume to continue",
+    "train": "rerun the same train command with --resume to continue from its last checkpoint",
+}
+
+_stop: dict[str, object] = {"signal": None, "hint": None}
 
 
-_sigint = {"received": False}
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP. A KeyboardInterrupt, so that every cleanup written for Ctrl-C (locks released,
+    finished parts kept, a checkpoint written) runs for a preempted run too."""
 
 
-def watch_ctrl_c() -> None:
-    """Remember that Ctrl-C was pressed: libraries may re-raise the KeyboardInterrupt as something else
-    (transformers turns one inside its lazy imports into a ModuleNotFoundError)."""
+def watch_stop_signals(command: str | None = None) -> None:
+    """Turn SIGINT, SIGTERM and SIGHUP into exceptions the CLI reports as one line. Libraries may
+    re-raise the KeyboardInterrupt as something else (transformers turns one inside its lazy imports
+    into a ModuleNotFoundError), so the signal itself is remembered. After a SIGTERM or SIGHUP, repeats
+    of either are ignored so that the cleanup they started can finish; a second Ctrl-C still stops it."""
+    _stop["hint"] = STOP_HINTS.get(command or "")
 
-    def on_sigint(signum: int, frame: object) -> None:
-        _sigint["received"] = True
-        raise KeyboardInterrupt
+    def on_signal(signum: int, frame: object) -> None:
+        if signum != signal.SIGINT and _stop["signal"] in (signal.SIGTERM, signal.SIGHUP):
+            return
+        _stop["signal"] = signum
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
 
-    signal.signal(signal.SIGINT, on_sigint)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, on_signal)
+
+
+def set_stop_hint(hint: str | None) -> None:
+    """What the stop line suggests (a command that knows better than its name, e.g. the checkpoint step)."""
+    _stop["hint"] = hint
 
 
 def interrupted(exc: BaseException) -> bool:
-    return isinstance(exc, KeyboardInterrupt) or _sigint["received"]
+    return isinstance(exc, KeyboardInterrupt) or _stop["signal"] is not None
+
+
+def stop_line() -> tuple[str, int]:
+    """(message, exit code 128 + signal) of a run stopped by a signal (Ctrl-C when none was recorded)."""
+    signum = _stop["signal"] if isinstance(_stop["signal"], int) else signal.SIGINT
+    message = STOP_SIGNALS.get(signum, "interrupted")
+    hint = _stop["hint"]
+    return (f"{message} (hint: {hint})" if hint else message), 128 + int(signum)
 
 
 def format_error(exc: BaseException) -> tuple[str, int]:
     """Map an exception to (one-line message, exit code) for the CLI."""
     if interrupted(exc):
-        return "interrupted (hint: rerun a file run with --resume to continue it)", INTERRUPTED
+        return stop_line()
     if isinstance(exc, TagcliError):
         return str(exc), exc.exit_code
     if isinstance(exc, FileNotFoundError):

@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import sys
 
-from tagcli.errors import format_error, watch_ctrl_c
+from tagcli.errors import format_error, watch_stop_signals
 
 
 def main(argv: list[str] | None = None) -> None:
-    watch_ctrl_c()
+    args = sys.argv[1:] if argv is None else argv
+    watch_stop_signals(next((a for a in args if not a.startswith("-")), None))
     try:
         from tagcli.cli.app import run
 

@@ -122,7 +122,7 @@ def test_devices_below_one_is_a_usage_error(setup: Setup, devices: str) -> None:
     assert not out.exists()
 
 
-INTERRUPTED_LINE = "error: interrupted (hint: rerun a file run with --resume to continue it)"
+INTERRUPTED_LINE = "error: interrupted (hint: rerun with --resume to continue)"
 
 
 def interrupt(setup: Setup, source: Path, out: Path, ready) -> str:

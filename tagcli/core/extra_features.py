@@ -1,0 +1,178 @@
+"""Extra input features: classic descriptors of a row's input, read by a head beside the tags' readout.
+
+chemprop calls these "extra features": numbers a chemist trusts (RDKit's 2D descriptors, Morgan
+fingerprint counts, amino-acid composition), concatenated with what the model learned. A head that
+uses them records each set's name, input slot and exact column list in its spec, so a pack scores
+the same columns wherever it runs; an RDKit without one of them is a pack error, not a shifted column.
+
+    rdkit2d      RDKit's 2D descriptors (all of `Descriptors._descList` but Ipc, which overflows),
+                 each as sign(x)·log(1 + |x|): counts and areas span orders of magnitude
+    ecfp4        Morgan radius-2 fingerprint counts folded to 2048 columns, as log(1 + count)
+    composition  a protein's amino-acid (20) and dipeptide (400) composition, as fractions
+
+A row whose features cannot be computed (a non-finite descriptor) gets a one-line reason instead of
+numbers; it is never zero-filled.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+from rdkit import Chem, rdBase
+from rdkit.Chem import Descriptors, rdFingerprintGenerator
+
+from tagcli.core.domains import AMINO_ACIDS
+
+FeatureRow = Callable[[str, Sequence[str]], np.ndarray]  # (clean input text, columns) → values; ValueError
+
+
+@dataclass(frozen=True)
+class ExtraFeatureSet:
+    """A named set of columns computed from one input of a given kind."""
+
+    name: str
+    input_kind: str  # the domain input kind it reads: "smiles" or "protein"
+    help: str  # one line for `--help` and the model card
+    all_columns: Callable[[], tuple[str, ...]]  # every column this tagcli can compute, in order
+    row: FeatureRow
+    library: Callable[[], str]  # what computes it, with its version (recorded in the pack)
+
+    def compute(self, texts: Sequence[str], columns: Sequence[str]) -> tuple[np.ndarray, list[str | None]]:
+        """Values [n, len(columns)] (float32) and per row None or why it has none (its values are NaN)."""
+        values = np.full((len(texts), len(columns)), np.nan, dtype=np.float32)
+        problems: list[str | None] = [None] * len(texts)
+        for i, text in enumerate(texts):
+            try:
+                row = self.row(text, columns)
+            except ValueError as exc:
+                problems[i] = f"{self.name}: {exc}"
+                continue
+            bad = [c for c, v in zip(columns, row) if not math.isfinite(float(v))]
+            if bad:
+                problems[i] = f"{self.name}: {bad[0]} is not a finite number for this input"
+            else:
+                values[i] = row
+        return values, problems
+
+    def missing(self, columns: Sequence[str]) -> list[str]:
+        """Columns a pack asks for that this tagcli (and its libraries) cannot compute."""
+        known = set(self.all_columns())
+        return [c for c in columns if c not in known]
+
+
+def _molecule(text: str) -> Chem.Mol:
+    mol = Chem.MolFromSmiles(text)
+    if mol is None:
+        raise ValueError("RDKit cannot read this SMILES")
+    return mol
+
+
+# --------------------------------------------------------------------------- rdkit2d
+
+# Ipc (the information content of the coefficients of the characteristic polynomial) reaches 1e300 and
+# overflows for large molecules; AvgIpc carries the same information on a usable scale.
+_SKIPPED_DESCRIPTORS = frozenset({"Ipc"})
+
+
+@cache
+def _descriptors() -> dict[str, Callable[[Chem.Mol], float]]:
+    return {name: fn for name, fn in Descriptors._descList if name not in _SKIPPED_DESCRIPTORS}
+
+
+def _rdkit2d_row(text: str, columns: Sequence[str]) -> np.ndarray:
+    mol, functions = _molecule(text), _descriptors()
+    values = np.array([float(functions[c](mol)) for c in columns], dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.sign(values) * np.log1p(np.abs(values))
+
+
+# --------------------------------------------------------------------------- ecfp4
+
+ECFP_BITS = 2048
+
+
+@cache
+def _morgan() -> rdFingerprintGenerator.FingerprintGenerator64:
+    return rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=ECFP_BITS)
+
+
+def _ecfp_columns() -> tuple[str, ...]:
+    return tuple(f"ecfp4_{k}" for k in range(ECFP_BITS))
+
+
+def _ecfp_row(text: str, columns: Sequence[str]) -> np.ndarray:
+    counts = np.log1p(_morgan().GetCountFingerprintAsNumPy(_molecule(text)).astype(np.float64))
+    return counts[[int(c.removeprefix("ecfp4_")) for c in columns]]
+
+
+def ecfp4_counts(smiles: Sequence[str]) -> np.ndarray:
+    """Raw Morgan radius-2 counts [n, 2048] of valid SMILES (for fingerprint baselines)."""
+    return np.stack([_morgan().GetCountFingerprintAsNumPy(_molecule(s)) for s in smiles]).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- composition
+
+RESIDUES = tuple(sorted(AMINO_ACIDS))
+DIPEPTIDES = tuple(a + b for a, b in itertools.product(RESIDUES, repeat=2))
+
+
+def _composition_columns() -> tuple[str, ...]:
+    return tuple(f"aa_{r}" for r in RESIDUES) + tuple(f"dp_{d}" for d in DIPEPTIDES)
+
+
+def composition(sequence: str) -> dict[str, float]:
+    """Amino-acid and dipeptide fractions of a sequence, keyed like the columns (rare residues count
+    in the length only)."""
+    single = {f"aa_{r}": 0.0 for r in RESIDUES}
+    for residue in sequence:
+        if residue in AMINO_ACIDS:
+            single[f"aa_{residue}"] += 1.0
+    pairs = {f"dp_{d}": 0.0 for d in DIPEPTIDES}
+    for a, b in zip(sequence, sequence[1:]):
+        if a in AMINO_ACIDS and b in AMINO_ACIDS:
+            pairs[f"dp_{a}{b}"] += 1.0
+    n, n_pairs = max(len(sequence), 1), max(len(sequence) - 1, 1)
+    return {k: v / n for k, v in single.items()} | {k: v / n_pairs for k, v in pairs.items()}
+
+
+def _composition_row(text: str, columns: Sequence[str]) -> np.ndarray:
+    if not text:
+        raise ValueError("an empty sequence has no composition")
+    values = composition(text)
+    return np.array([values[c] for c in columns], dtype=np.float64)
+
+
+EXTRA_FEATURES: dict[str, ExtraFeatureSet] = {
+    s.name: s
+    for s in (
+        ExtraFeatureSet(
+            "rdkit2d",
+            "smiles",
+            f"RDKit's {len(Descriptors._descList) - 1} 2D descriptors (signed log scale)",
+            lambda: tuple(_descriptors()),
+            _rdkit2d_row,
+            lambda: f"rdkit {rdBase.rdkitVersion}",
+        ),
+        ExtraFeatureSet(
+            "ecfp4",
+            "smiles",
+            f"Morgan radius-2 fingerprint counts folded to {ECFP_BITS} (log scale)",
+            _ecfp_columns,
+            _ecfp_row,
+            lambda: f"rdkit {rdBase.rdkitVersion}",
+        ),
+        ExtraFeatureSet(
+            "composition",
+            "protein",
+            "amino-acid (20) and dipeptide (400) composition",
+            _composition_columns,
+            _composition_row,
+            lambda: "tagcli",
+        ),
+    )
+}
