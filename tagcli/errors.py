@@ -7,6 +7,8 @@ exceptions) into a single `error: ...` line and an exit code (see `format_error`
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class TagcliError(Exception):
@@ -60,7 +62,7 @@ STOP_HINTS = {
     "train": "rerun the same train command with --resume to continue from its last checkpoint",
 }
 
-_stop: dict[str, object] = {"signal": None, "hint": None}
+_stop: dict[str, object] = {"signal": None, "hint": None, "deferring": False, "pending": False}
 
 
 class Terminated(KeyboardInterrupt):
@@ -79,10 +81,27 @@ def watch_stop_signals(command: str | None = None) -> None:
         if signum != signal.SIGINT and _stop["signal"] in (signal.SIGTERM, signal.SIGHUP):
             return
         _stop["signal"] = signum
+        if _stop["deferring"]:
+            _stop["pending"] = True
+            return
         raise KeyboardInterrupt if signum == signal.SIGINT else Terminated
 
     for signum in STOP_SIGNALS:
         signal.signal(signum, on_signal)
+
+
+@contextmanager
+def deferred_stop() -> Iterator[None]:
+    """Hold a stop signal until the block ends: work that must not stop halfway (an optimizer step,
+    replacing a head's weights) finishes, then the stop is raised."""
+    _stop["deferring"], _stop["pending"] = True, False
+    try:
+        yield
+    finally:
+        _stop["deferring"] = False
+        if _stop["pending"]:
+            _stop["pending"] = False
+            raise KeyboardInterrupt if _stop["signal"] == signal.SIGINT else Terminated
 
 
 def set_stop_hint(hint: str | None) -> None:

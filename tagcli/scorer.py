@@ -117,6 +117,12 @@ class TagScorer:
         packs = {p.name: p for plan in self.plans for p in (plan.function, *plan.domains.values())}
         for pack in packs.values():
             pack.check_base_model(self.base.id, self.base.fingerprint)
+        for plan in self.plans:
+            problem = plan.function.head.readout.check_model(self.base.n_layers)
+            if problem:
+                raise PackError(
+                    f"function '{plan.function.name}': {problem}", hint="use the base model it was trained on"
+                )
         tags = {name: vectors for pack in packs.values() for name, vectors in pack.tags.items()}
         heads = {plan.function.name: plan.function.head for plan in self.plans}
         # Scoring never trains: no parameter records a graph (long proteins would keep every activation).

@@ -40,6 +40,11 @@ class BaseModel:
         # The input embedding width is what tags live in; robust across config layouts.
         return int(self.model.get_input_embeddings().embedding_dim)
 
+    @property
+    def n_layers(self) -> int:
+        """Decoder blocks (what a readout's layer numbers may reach)."""
+        return int(self.model.config.num_hidden_layers)
+
 
 # --------------------------------------------------------------------------- device and dtype
 

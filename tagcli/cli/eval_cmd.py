@@ -68,8 +68,11 @@ def evaluate(
         pack_dirs=pack_dir or (),
     )
     scores = score_labeled(scorer, input, target)
-    report = scores.report()
     out = Output(format)
+    unlabeled = scores.check_labels(input)
+    if unlabeled:
+        out.warn(unlabeled)
+    report = scores.report()
     if plot:
         from tagcli.plots import write_plot  # matplotlib only when asked for
 

@@ -6,7 +6,7 @@ Rows the model could not score are counted, not silently dropped from the report
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,32 @@ class LabeledScores:
     labels: list[Any]
     predicted: dict[str, list]  # output column -> values, row for row with `labels`
     summary: ScoreSummary  # all rows: ok / invalid / error counts
+    unusable_cells: list[Any] = field(default_factory=list)  # a few label cells that gave no label
+
+    @property
+    def unlabeled(self) -> int:
+        """Scored rows whose label cells give no label (blank, or a value the head cannot use)."""
+        return sum(label is None for label in self.labels)
 
     def report(self) -> dict[str, Any]:
         per_target = dict(zip(self.targets, self.head.target_metrics(self.labels, self.predicted)))
-        counts = {"rows": self.summary.rows, "scored": len(self.labels)}
+        counts = {"rows": self.summary.rows, "scored": len(self.labels), "unlabeled": self.unlabeled}
         return {**counts, "invalid": self.summary.invalid, "error": self.summary.error, **per_target}
+
+    def check_labels(self, source: str | Path) -> str | None:
+        """Refuse a file none of whose scored rows has a usable label; a warning line when some lack one."""
+        if not self.labels or not self.unlabeled:
+            return None
+        seen = ", ".join(sorted({str(v) for v in self.unusable_cells})[:5])
+        found = f" (found: {seen})" if seen else ""
+        columns = ", ".join(self.targets)
+        if self.unlabeled == len(self.labels):
+            raise UsageError(
+                f"none of the {len(self.labels)} scored rows of {source} has a usable label in {columns}{found}",
+                hint=self.head.expected_labels(),
+            )
+        share = f"{self.unlabeled} of {len(self.labels)} scored rows"
+        return f"{share} have no usable label in {columns}{found}: they are left out of the metrics"
 
 
 def score_labeled(scorer: TagScorer, source: str | Path, targets: list[str], window_rows: int = 4096) -> LabeledScores:
@@ -54,7 +75,13 @@ def score_labeled(scorer: TagScorer, source: str | Path, targets: list[str], win
             raise UsageError(f"no target column(s) {', '.join(missing)} in {source}")
         for scored in scored_batches(scorer, reader, scores.summary):
             ok = scored.filter(pc.equal(scored.column("status"), STATUS_OK))
-            scores.labels += head.parse_labels([ok.column(t).to_pylist() for t in targets])
+            cells = [ok.column(t).to_pylist() for t in targets]
+            labels = head.parse_labels(cells)
+            scores.labels += labels
+            if len(scores.unusable_cells) < 100:
+                scores.unusable_cells += [
+                    c[i] for i, label in enumerate(labels) if label is None for c in cells if c[i] is not None
+                ]
             for column, values in scores.predicted.items():
                 values += ok.column(column).to_pylist()
     return scores

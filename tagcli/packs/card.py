@@ -14,13 +14,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tagcli.core.heads import head_from_spec
+from tagcli.core.heads import HEADS, head_from_spec
+from tagcli.core.heads.base import card_number
 from tagcli.errors import PackError
 
 CARD_SUFFIX = ".md"  # `pack export` writes DIR/NAME-VERSION.md beside DIR/NAME-VERSION.tagpack
 
 # Split metrics that count rows or name the data rather than measure the model.
-BOOKKEEPING = ("n", "rows", "scored", "invalid", "error", "data", "targets", "device", "dtype")
+BOOKKEEPING = ("n", "rows", "scored", "unlabeled", "invalid", "error", "data", "targets", "device", "dtype")
 # Metric columns in this order (lower is better for the last ones); others follow alphabetically.
 METRIC_ORDER = (
     "pearson",
@@ -37,11 +38,6 @@ METRIC_ORDER = (
     "perplexity",
 )
 PER_TARGET = ("pearson", "spearman", "mse", "mae")
-METHODS = {
-    "tag-llm": "a learned function tag after learned domain tags around each input; the base model stays frozen",
-    "prompt-tuning": "one learned soft prompt in front of the plain inputs (a baseline; the base model stays frozen)",
-    "linear-probe": "no tags: a head on the frozen base model's reading of the plain inputs (a baseline)",
-}
 COLUMN_FLAGS = ("smiles", "protein")  # input kinds with their own `--KIND-col` option of `tagcli predict`
 WEAK_PEARSON = 0.3
 
@@ -129,9 +125,16 @@ def _task(about: Mapping[str, Any]) -> list[str]:
     outputs = output_columns(about)
     if outputs:
         lines.append(f"- **Output columns:** {_codes(outputs)} (plus `status` and `error` per row)")
-    method = str(about.get("method", "tag-llm"))
-    lines.append(f"- **Method:** {method}" + (f": {METHODS[method]}" if method in METHODS else ""))
+    name, method = str(about.get("method", "tag-llm")), _method(about)
+    lines.append(f"- **Method:** {name}" + (f": {method.about}" if method is not None else ""))
     return lines
+
+
+def _method(about: Mapping[str, Any]) -> Any:
+    """The training method the pack names, when this tagcli knows it (its words go on the card)."""
+    from tagcli.train.methods import METHODS  # training's registry; imported only when a card is drawn
+
+    return METHODS.get(str(about.get("method", "tag-llm")))
 
 
 POOL_TEXT = {
@@ -154,40 +157,9 @@ def _readout(about: Mapping[str, Any]) -> str:
     return f"the base model's hidden states ({'; '.join(pools)}) at {where}"
 
 
-def _head_text(spec: Mapping[str, Any]) -> str:
-    members, units = spec.get("members", 1), spec.get("hidden_units", 0)
-    kind, detail = ("MLP", f" ({units} hidden units)") if units else ("linear layer", "")
-    if isinstance(members, int) and members > 1:
-        return f"an ensemble of {members} {kind}s{detail}"
-    return f"{'an' if kind == 'MLP' else 'a'} {kind}{detail} head"
-
-
 def _predicts(spec: Mapping[str, Any], readout: str) -> str:
-    kind = spec.get("type")
-    if kind == "regression":
-        targets = [t for t in spec.get("targets") or [] if isinstance(t, dict)]
-        named = ", ".join(_target_text(t) for t in targets)
-        count = f"{len(targets)} numbers" if len(targets) > 1 else "a number"
-        spread = " and its uncertainty (ensemble spread and error model)" if spec.get("members", 1) > 1 else ""
-        return f"{count} ({named}){spread}, from {_head_text(spec)} on {readout}"
-    if kind == "classification":
-        classes = ", ".join(str(c) for c in spec.get("classes") or [])
-        head = _head_text(spec)
-        return f"`{spec.get('target')}`, one of {classes}, with a probability per class ({head} on {readout})"
-    if kind == "text":
-        limit = spec.get("max_new_tokens")
-        return f"`{spec.get('target')}` as text the base model's own head writes (at most {limit} tokens)"
-    return f"a {kind} head's outputs"
-
-
-def _target_text(target: Mapping[str, Any]) -> str:
-    text = f"`{target.get('name')}`"
-    bounds = target.get("range")
-    if isinstance(bounds, (list, tuple)) and len(bounds) == 2:
-        low = "-inf" if bounds[0] is None else _num(bounds[0])
-        high = "inf" if bounds[1] is None else _num(bounds[1])
-        text += f" in [{low}, {high}]"
-    return text
+    kind = HEADS.get(str(spec.get("type")))
+    return kind.card_predicts(spec, readout) if kind is not None else f"a {spec.get('type')} head's outputs"
 
 
 def _inputs(about: Mapping[str, Any]) -> list[str]:
@@ -225,12 +197,18 @@ def _training(about: Mapping[str, Any]) -> list[str]:
     data = training.get("data") if isinstance(training.get("data"), dict) else {}
     lines = []
     if data.get("train"):
-        rows = _rows(data.get("train_rows"))
+        by_split = data.get("dropped") if isinstance(data.get("dropped"), dict) else None
         dropped = data.get("dropped_rows")
-        dropped_text = f"; {dropped} dropped as invalid" if isinstance(dropped, int) else ""
-        lines.append(f"- **Train:** `{data['train']}`{rows}{dropped_text}")
+        if by_split is not None:
+            dropped_text = _dropped(by_split.get("train"))
+        else:  # packs from before reasons were recorded: one count over both splits
+            dropped_text = f"; {dropped} dropped as invalid" if isinstance(dropped, int) else ""
+        lines.append(f"- **Train:** `{data['train']}`{_rows(data.get('train_rows'))} used{dropped_text}")
     if data.get("val"):
-        lines.append(f"- **Validation:** `{data['val']}`{_rows(data.get('val_rows'))}")
+        by_split = data.get("dropped") if isinstance(data.get("dropped"), dict) else {}
+        lines.append(
+            f"- **Validation:** `{data['val']}`{_rows(data.get('val_rows'))} used{_dropped(by_split.get('val'))}"
+        )
     if data.get("targets"):
         lines.append(f"- **Targets:** {', '.join(str(t) for t in data['targets'])}")
     run = []
@@ -254,7 +232,7 @@ def _training(about: Mapping[str, Any]) -> list[str]:
         lines.append(f"- **Run:** {', '.join(run)}")
     if hyper:
         keys = ("batch_size", "lr", "head_lr", "max_steps", "epochs")
-        shown = ", ".join(f"{k} {_num(hyper[k])}" for k in keys if hyper.get(k) is not None)
+        shown = ", ".join(f"{k} {card_number(hyper[k])}" for k in keys if hyper.get(k) is not None)
         if shown:
             lines.append(f"- **Hyperparameters:** {shown}")
     return lines
@@ -273,7 +251,7 @@ def _metrics(about: Mapping[str, Any]) -> list[str]:
             "|---|" + "---:|" * len(splits),
             "| rows | " + " | ".join(str(m.get("n", "")) for m in splits.values()) + " |",
         ]
-        lines += [f"| {_cell(k)} | " + " | ".join(_num(m.get(k)) for m in splits.values()) + " |" for k in names]
+        lines += [f"| {_cell(k)} | " + " | ".join(card_number(m.get(k)) for m in splits.values()) + " |" for k in names]
         lines.append("")
     for split, m in splits.items():
         source = m.get("data")
@@ -289,7 +267,7 @@ def _metrics(about: Mapping[str, Any]) -> list[str]:
             lines += ["", f"Per target, {split} split:", ""]
             lines += ["| target | " + " | ".join(PER_TARGET) + " |", "|---|" + "---:|" * len(PER_TARGET)]
             for target, tm in targets.items():
-                lines.append(f"| {_cell(target)} | " + " | ".join(_num(tm.get(k)) for k in PER_TARGET) + " |")
+                lines.append(f"| {_cell(target)} | " + " | ".join(card_number(tm.get(k)) for k in PER_TARGET) + " |")
     return lines
 
 
@@ -331,46 +309,15 @@ def _limits(about: Mapping[str, Any]) -> list[str]:
         lines.append("- The registry's index does not record its training data: pull it for the full card.")
     else:
         lines.append("- The manifest does not say what it was trained on: check its source before trusting it.")
-    if spec.get("type") == "regression":
-        spread = [
-            f"{t.get('name')} {_num(t['mean'])} ± {_num(t['std'])}"
-            for t in spec.get("targets") or []
-            if isinstance(t, dict) and all(isinstance(t.get(k), (int, float)) for k in ("mean", "std"))
-        ]
-        seen = f" (training mean ± std: {'; '.join(spread)})" if 0 < len(spread) <= 3 else ""
-        members = spec.get("members") if isinstance(spec.get("members"), int) else 1
-        layer = "small MLPs" if spec.get("hidden_units") else "linear layers"
-        kind = (
-            f"an ensemble of {members} {layer}"
-            if members > 1
-            else ("a small MLP" if spec.get("hidden_units") else "linear")
-        )
-        lines.append(
-            f"- The head is {kind}: it extrapolates beyond the values seen in training without warning, "
-            f"so values far from the training targets{seen} deserve suspicion."
-        )
-        if spec.get("calibrated") is True:
-            lines.append(
-                "- Its predictions are recalibrated on the validation split (a + b·prediction per target): "
-                "they assume the rows you score resemble those rows more than the training rows."
-            )
-        for target in spec.get("targets") or []:
-            if isinstance(target, dict) and target.get("range"):
-                lines.append(
-                    f"- `pred_{target.get('name')}` is clipped to its valid range and "
-                    f"`pred_{target.get('name')}_out_of_range` flags where it was outside "
-                    "(`tagcli predict --no-clip` keeps the raw value)."
-                )
-    elif spec.get("type") == "classification":
-        lines.append("- Class probabilities are not calibrated beyond what the validation metrics show.")
-    elif spec.get("type") == "text":
-        lines.append("- Answers are generated text: check them; they may be any string the base model writes.")
+    kind = HEADS.get(str(spec.get("type")))
+    if kind is not None:
+        lines += kind.card_limits(spec)
     weak = _weak_signal(about.get("metrics"))
     if weak:
         lines.append(weak)
-    method = about.get("method")
-    if method in ("prompt-tuning", "linear-probe"):
-        lines.append(f"- {method} is a baseline method: compare against the tag-llm pack for the same task.")
+    method = _method(about)
+    if method is not None:
+        lines += method.card_limits()
     base = about.get("base_model") if isinstance(about.get("base_model"), dict) else {}
     lines.append(f"- It runs only on the base model {base.get('id', '?')} it was trained with.")
     return lines
@@ -384,7 +331,7 @@ def _weak_signal(metrics: Any) -> str:
         if isinstance(m, dict) and isinstance(m.get("pearson"), (int, float)):
             if m["pearson"] < WEAK_PEARSON:
                 return (
-                    f"- Its {split} Pearson correlation is only {_num(m['pearson'])}: its predictions carry "
+                    f"- Its {split} Pearson correlation is only {card_number(m['pearson'])}: its predictions carry "
                     "little signal; treat them as a rough ranking at best."
                 )
             return ""
@@ -431,18 +378,17 @@ def _target_options(about: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- formatting
 
 
+def _dropped(reasons: Any) -> str:
+    """ "; 3 dropped (2 missing label, 1 invalid SMILES)" from a split's recorded reasons."""
+    if not isinstance(reasons, dict) or not reasons:
+        return "; none dropped" if isinstance(reasons, dict) else ""
+    counts = {str(k): v for k, v in reasons.items() if isinstance(v, int)}
+    detail = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return f"; {sum(counts.values())} dropped ({detail})"
+
+
 def _rows(n: Any) -> str:
     return f", {n} rows" if isinstance(n, int) else ""
-
-
-def _num(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def _cell(value: Any) -> str:

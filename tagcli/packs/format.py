@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import tarfile
@@ -39,12 +38,11 @@ from tagcli.core.heads import Head, head_from_spec
 from tagcli.core.prompt import NAME_RE, PromptTemplate
 from tagcli.errors import PackError, first_line
 from tagcli.home import make_readable
+from tagcli.packs.folder import HEADS_FILE, MANIFEST, PACK_FILES, TAGS_FILE, replace_folder
 from tagcli.packs.integrity import check_installed
 
 FORMAT = "tagcli.pack"
 FORMAT_VERSION = 1
-MANIFEST, TAGS_FILE, HEADS_FILE = "manifest.json", "tags.safetensors", "heads.safetensors"
-PACK_FILES = (MANIFEST, TAGS_FILE, HEADS_FILE)
 ARCHIVE_SUFFIX = ".tagpack"
 VERSION_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}\Z")
 MAX_NAME_LENGTH = 64
@@ -404,7 +402,8 @@ def check_file_size(file: Path, where: str) -> int:
 
 
 def save_pack(pack: TagPack, path: str | Path) -> Path:
-    """Write a pack directory atomically (temp dir + rename), replacing any pack already there."""
+    """Write a pack directory atomically (temp dir + rename), replacing any pack already there (only a
+    pack: a folder with other files is refused, see `tagcli.packs.folder`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if pack.head is not None:
@@ -419,9 +418,7 @@ def save_pack(pack: TagPack, path: str | Path) -> Path:
             save_file(state, tmp / HEADS_FILE)
         (tmp / MANIFEST).write_text(pack.manifest.to_json(), encoding="utf-8")
         make_readable(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        replace_folder(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,14 +1,24 @@
-"""What a training run depends on: `TrainConfig` (also the keys of a `--config` TOML file and the CLI
-options) and the three stages of Tag-LLM as data."""
+"""What a training run depends on: `TrainConfig`, the run's own settings (also the keys of a `--config`
+TOML file and the `tagcli train` flags), with the head kind's and the method's typed options inside,
+and the three stages of Tag-LLM as data.
+
+The head kind (`--task`) and the method (`--method`) each declare an `Options` dataclass
+(`tagcli.options`); `TrainConfig.from_flat` sorts flat keys (flags, TOML keys) into the run's fields
+and those two, so a new head kind's option becomes a flag, a TOML key and a recorded hyperparameter
+without an edit here.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from tagcli.basemodel.resolve import DEFAULT_BASE_MODEL
-from tagcli.core.readout import ReadoutSpec
+from tagcli.core.heads import HEADS, NoOptions
 from tagcli.errors import UsageError
+from tagcli.options import build, check_bounds, field_names, option
 from tagcli.packs.format import VERSION_RE
 
 
@@ -38,96 +48,73 @@ STAGES = {
 
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on; also the keys a `--config` TOML file may hold."""
+    """The run's own settings; the head's and the method's options are typed objects inside."""
 
-    stage: int = field(metadata={"help": "1: domain tag, 2: single-domain function tag, 3: cross-domain function tag"})
-    data: str = field(metadata={"help": "training table (CSV or Parquet)"})
-    out: str = field(metadata={"help": "pack directory to write"})
-    domains: list[str] = field(default_factory=list, metadata={"help": "domain tags, in prompt order"})
-    function: str | None = field(default=None, metadata={"help": "function tag name (stages 2 and 3)"})
-    targets: list[str] = field(default_factory=list, metadata={"help": "label column(s)"})
-    target_ranges: dict[str, str] = field(
-        default_factory=dict,
-        metadata={
-            "help": "a target's valid range, e.g. 0,1 for QED (either side may be empty); predictions are clipped to it"
-        },
+    stage: int = option(2, "1: domain tag, 2: single-domain function tag, 3: cross-domain function tag")
+    data: str = option("", "training table (CSV or Parquet)")
+    out: str = option("", "pack directory to write (an existing pack is replaced only with --force)")
+    domains: list[str] = option([], "domain tags, in prompt order", flag="--domain")
+    function: str | None = option(None, "function tag name (stages 2 and 3)")
+    targets: list[str] = option([], "label column(s)", flag="--target")
+    task: str = option(
+        "regression", "head kind: regression, classification or text (the LM writes the answer after the tag)"
     )
-    task: str = field(
-        default="regression",
-        metadata={
-            "help": "head kind: regression, classification or text (the LM writes the answer after the function tag)"
-        },
+    method: str = option(
+        "tag-llm",
+        "tag-llm, or a baseline in the same harness: prompt-tuning (one soft prompt of p·k vectors in front) "
+        "or linear-probe (head only, no tags)",
     )
-    max_answer_tokens: int = field(default=32, metadata={"help": "text task: longest answer generated, in tokens"})
-    method: str = field(
-        default="tag-llm",
-        metadata={
-            "help": "tag-llm, or a baseline in the same harness: prompt-tuning (one soft prompt of p·k vectors in "
-            "front) or linear-probe (head only, no tags)"
-        },
+    columns: dict[str, str] = option(
+        {}, "domain or input kind → input column", flag="--column", form="COL or DOMAIN=COL"
     )
-    columns: dict[str, str] = field(default_factory=dict, metadata={"help": "domain or input kind → input column"})
-    inputs: dict[str, str] = field(
-        default_factory=dict,
-        metadata={"help": "input slot → column, e.g. drug_a=smiles_1 (default: a column named like the slot)"},
+    inputs: dict[str, str] = option(
+        {},
+        "input slot → column, e.g. drug_a=smiles_1 (default: a column named like the slot)",
+        flag="--input",
+        form="SLOT=COLUMN",
     )
-    symmetric: bool = field(
-        default=False,
-        metadata={"help": "the template's two input slots of one domain may trade places (the pack says so)"},
+    symmetric: bool = option(False, "the template's two input slots of one domain may trade places (the pack says so)")
+    input_kind: str | None = option(None, "stage 1: smiles, protein or text (default: the domain name if known)")
+    max_tokens: int = option(512, "stage 1: longest input in tokens the domain accepts", minimum=1)
+    val: str | None = option(None, "validation table; default: a split of --data")
+    val_fraction: float = option(
+        0.1, "share of --data held out for validation when --val is not given", minimum=0.01, maximum=0.9
     )
-    input_kind: str | None = field(
-        default=None, metadata={"help": "stage 1: smiles, protein or text (default: the domain name if known)"}
-    )
-    max_tokens: int = field(default=512, metadata={"help": "stage 1: longest input in tokens the domain accepts"})
-    val: str | None = field(default=None, metadata={"help": "validation table; default: a split of --data"})
-    val_fraction: float = field(default=0.1, metadata={"help": "share of --data held out when --val is not given"})
-    max_rows: int | None = field(default=None, metadata={"help": "use only the first N training rows"})
-    max_val_rows: int | None = field(default=1000, metadata={"help": "use only the first N validation rows"})
-    base_model: str = field(default=DEFAULT_BASE_MODEL, metadata={"help": "base model name, HF id or dir"})
-    template: str | None = field(default=None, metadata={"help": "prompt template; default: the method's own layout"})
-    tag_length: int = field(default=10, metadata={"help": "p, vectors per tag"})
-    epochs: float = field(default=1.0, metadata={"help": "passes over the training rows"})
-    max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps"})
-    batch_size: int = field(default=16, metadata={"help": "rows per micro-batch"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    lr: float = field(default=1e-3, metadata={"help": "learning rate of the tag vectors"})
-    head_lr: float = field(default=1e-4, metadata={"help": "learning rate of the head"})
-    seed: int = field(default=0, metadata={"help": "seed for initialisation, split and data order"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, ..."})
-    dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16"})
-    eval_every: int = field(default=50, metadata={"help": "validate every N optimizer steps"})
-    patience: int = field(default=5, metadata={"help": "stop after N validations without improvement (0: never)"})
-    checkpoint_every: int = field(default=50, metadata={"help": "checkpoint every N optimizer steps"})
-    resume: bool = field(default=False, metadata={"help": "continue from OUT.ckpt if it exists"})
-    readout: str = field(
-        default="tag-last",
-        metadata={
-            "help": "hidden states the head reads: POOL[+POOL][@LAYERS] with pools tag-last (the paper), tag-mean, "
-            "input-mean and decoder layers from 1, e.g. input-mean+tag-mean@4,8,12,16 (default: the final layer)"
-        },
-    )
-    members: int = field(default=1, metadata={"help": "heads in the ensemble (bootstrap samples); >1 adds pred_*_std"})
-    hidden_units: int = field(default=0, metadata={"help": "hidden units of each head member's MLP (0: linear)"})
-    domain_components: int = field(
-        default=16, metadata={"help": "principal axes of the applicability-domain summary (0: none)"}
-    )
-    calibrate: bool = field(
-        default=False,
-        metadata={
-            "help": "regression: map each prediction to a + b·prediction fitted on the validation rows "
-            "(for a validation split shaped like the rows to score, e.g. a cold split)"
-        },
-    )
-    tag_rows: int = field(default=4096, metadata={"help": "rows whose frozen contexts tag steps cycle through"})
-    init_samples: int = field(default=512, metadata={"help": "rows used to standardise and ridge-fit the head"})
-    refit_head: bool = field(default=True, metadata={"help": "refit a regression head by ridge at every validation"})
-    pack_dirs: list[str] = field(default_factory=list, metadata={"help": "extra folders searched for domain packs"})
-    version: str = field(default="0.1.0", metadata={"help": "version written into the pack"})
-    description: str = field(default="", metadata={"help": "one line describing the pack"})
+    max_rows: int | None = option(None, "use only the first N training rows", minimum=1)
+    max_val_rows: int | None = option(1000, "use only the first N validation rows", minimum=1)
+    base_model: str = option(DEFAULT_BASE_MODEL, "base model name, HF id or dir")
+    template: str | None = option(None, "prompt template; default: the method's own layout")
+    tag_length: int = option(10, "p, vectors per tag", minimum=1, maximum=1024)
+    epochs: float = option(1.0, "passes over the training rows", minimum=0.01)
+    max_steps: int | None = option(None, "stop after this many optimizer steps (0: no tag steps, head only)", minimum=0)
+    batch_size: int = option(16, "rows per micro-batch", minimum=1)
+    grad_accum: int = option(1, "micro-batches per optimizer step", minimum=1)
+    lr: float = option(3e-3, "learning rate of the tag vectors", minimum=1e-8, maximum=10.0)
+    head_lr: float = option(1e-4, "learning rate of the head the tag trains with", minimum=1e-8, maximum=10.0)
+    seed: int = option(0, "seed for initialisation, split and data order", minimum=0)
+    device: str = option("auto", "auto, cpu, cuda, ...")
+    dtype: str = option("auto", "auto, float32, bfloat16")
+    eval_every: int = option(50, "validate every N optimizer steps", minimum=1)
+    patience: int = option(5, "stop after N validations without improvement (0: never)", minimum=0)
+    checkpoint_every: int = option(50, "checkpoint every N optimizer steps", minimum=1)
+    resume: bool = option(False, "continue from OUT.ckpt if it exists")
+    force: bool = option(False, "replace the pack already at --out (only a tagcli pack is ever replaced)")
+    tag_rows: int = option(2048, "rows whose frozen contexts the tag steps cycle through", minimum=1)
+    init_samples: int = option(2048, "rows used to standardise and ridge-fit the head the tag trains with", minimum=1)
+    refit_head: bool = option(True, "refit a regression head by ridge at every validation")
+    pack_dirs: list[str] = option([], "extra folders searched for domain packs", flag="--pack-dir")
+    version: str = option("0.1.0", "version written into the pack")
+    description: str = option("", "one line describing the pack")
+    head_options: Any = None  # the head kind's Options (a mapping is turned into them)
+    method_options: Any = None  # the method's Options (likewise)
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise UsageError(f"stage must be one of {', '.join(map(str, STAGES))}, not {self.stage}")
+        for required in ("data", "out"):
+            if not getattr(self, required):
+                raise UsageError(f"--{required} is required (on the command line or in --config)")
+        check_bounds(self)
         stage = self.stage_info
         if not self.domains:
             raise UsageError("name at least one --domain")
@@ -141,37 +128,57 @@ class TrainConfig:
             )
         if stage.trains == "function" and (not self.function or not self.targets):
             raise UsageError(f"stage {self.stage} needs --function and --target")
+        repeated = sorted({t for t in self.targets if self.targets.count(t) > 1})
+        if repeated:
+            raise UsageError(f"--target {repeated[0]} is given more than once")
         if stage.trains == "domain" and self.method != "tag-llm":
             raise UsageError("baselines (--method) are for stages 2 and 3")
         if not VERSION_RE.match(str(self.version)):
             raise UsageError(f"bad --version {self.version!r}: up to 64 letters, digits, '.', '+', '_' and '-'")
-        self.readout_spec()
-        if min(self.members, self.tag_rows) < 1 or min(self.hidden_units, self.domain_components) < 0:
-            raise UsageError("members and tag rows must be positive; hidden units and domain components not negative")
-        if min(self.batch_size, self.grad_accum, self.tag_length, self.eval_every, self.checkpoint_every) < 1:
-            raise UsageError("batch size, grad accumulation, tag length and step intervals must be positive")
-        if self.calibrate and self.task != "regression":
-            raise UsageError(f"--calibrate recalibrates regression predictions; this is a {self.task} task")
+        self.head_options = self._typed(self.head_options, self.head_kind.Options, f"the {self.task} head")
+        self.method_options = self._typed(self.method_options, self.method_kind.Options, f"the {self.method} method")
 
-    def readout_spec(self) -> ReadoutSpec:
-        try:
-            return ReadoutSpec.parse(self.readout)
-        except ValueError as exc:
-            raise UsageError(f"--readout {self.readout!r}: {exc}") from None
+    def _typed(self, given: Any, cls: type, owner: str) -> Any:
+        if given is None or isinstance(given, Mapping):
+            values = dict(given or {})
+            if values and not self.trains_function:
+                raise UsageError(f"stage {self.stage} trains a domain tag: it has no head or method options")
+            return build(cls, values, owner)
+        if not isinstance(given, cls):
+            raise UsageError(f"{owner} takes {cls.__name__}, not {type(given).__name__}")
+        check_bounds(given)
+        return given
 
-    def ranges(self) -> dict[str, list[float | None]]:
-        """`target_ranges` as [low, high] per target ("*": the only target), each side None when open."""
-        ranges = {}
-        for name, text in self.target_ranges.items():
-            target = self.targets[0] if name == "*" and len(self.targets) == 1 else name
-            try:
-                low, high = (float(v) if v.strip() else None for v in str(text).split(","))
-            except ValueError:
-                raise UsageError(f"--target-range takes LOW,HIGH (or TARGET=LOW,HIGH), not {text!r}") from None
-            if low is not None and high is not None and not low < high:
-                raise UsageError(f"--target-range {text}: LOW must be below HIGH")
-            ranges[target] = [low, high]
-        return ranges
+    @classmethod
+    def from_flat(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """A config from flat keys (CLI flags, TOML keys, keyword arguments): the run's fields, then the
+        chosen head kind's options and the method's; a key that is none of these is refused, naming who
+        takes it."""
+        values = dict(values)
+        own = {k: values.pop(k) for k in list(values) if k in field_names(cls)}
+        kind = HEADS.choose(own.get("task", "regression"))
+        method = _methods().choose(own.get("method", "tag-llm"))
+        head = dict(own.pop("head_options", None) or {})
+        head |= {k: values.pop(k) for k in list(values) if k in field_names(kind.Options)}
+        chosen = dict(own.pop("method_options", None) or {})
+        chosen |= {k: values.pop(k) for k in list(values) if k in field_names(method.Options)}
+        if values:
+            raise UsageError(_not_here(next(iter(values)), own.get("task", "regression"), method.name))
+        return cls(**own, head_options=head, method_options=chosen)
+
+    def flat(self) -> dict[str, Any]:
+        """The run's fields with the head's and the method's options beside them (what a pack records)."""
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        own.pop("head_options"), own.pop("method_options")
+        return own | dataclasses.asdict(self.head_options) | dataclasses.asdict(self.method_options)
+
+    @property
+    def head_kind(self) -> type:
+        return HEADS.choose(self.task) if self.trains_function else _NoHead
+
+    @property
+    def method_kind(self) -> type:
+        return _methods().choose(self.method)
 
     @property
     def stage_info(self) -> Stage:
@@ -185,3 +192,25 @@ class TrainConfig:
     def tag_name(self) -> str:
         """The tag this run learns: the domain's (stage 1) or the function's."""
         return str(self.function) if self.trains_function else self.domains[0]
+
+
+class _NoHead:
+    """What a domain stage trains instead of a head: nothing with options."""
+
+    Options = NoOptions
+
+
+def _methods():
+    from tagcli.train.methods import METHODS  # the methods import this module
+
+    return METHODS
+
+
+def _not_here(key: str, task: str, method: str) -> str:
+    """Why an option does not apply: which head kinds or methods take it."""
+    owners = [f"the {name} head" for name, kind in HEADS.items() if key in field_names(kind.Options)]
+    owners += [f"the {name} method" for name, m in _methods().items() if key in field_names(m.Options)]
+    flag = "--" + key.replace("_", "-")
+    if not owners:
+        return f"unknown option {flag}"
+    return f"{flag} is an option of {' and '.join(owners)}; this run trains a {task} head with the {method} method"

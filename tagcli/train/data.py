@@ -1,13 +1,16 @@
 """Training data: read and split the tables, clean and encode rows, parse labels with the head.
 
-Rows with a bad input or an incomplete label are dropped and counted (the count goes into the
-pack's manifest); nothing is silently zeroed.
+Rows with a bad input or an incomplete label are dropped and counted by reason (printed as a
+warning, and recorded in the pack's manifest and card); nothing is silently zeroed.
 """
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +19,7 @@ import pyarrow as pa
 from tagcli.core.batching import prepare_inputs
 from tagcli.core.domains import DomainInput
 from tagcli.core.heads import Head
+from tagcli.core.heads.classification import class_label
 from tagcli.core.prompt import EncodedRow, PromptEncoder, PromptTemplate
 from tagcli.errors import UsageError
 from tagcli.io.tables import open_table
@@ -34,9 +38,12 @@ class Examples:
     rows: list[EncodedRow]
     targets: list[Any]
     labels: list[Any]
-    dropped: int
     template: PromptTemplate
     inputs: dict[str, list[list[int]]]  # input slot → each kept row's input tokens (what `rows` lay out)
+    source: str = ""  # the file the rows came from (for messages)
+    read: int = 0  # rows read from it
+    dropped: Counter[str] = field(default_factory=Counter)  # why rows were dropped → how many
+    first_dropped: dict[str, str] = field(default_factory=dict)  # reason → the first such row's full error
 
 
 def read_table(path: str, limit: int | None) -> pa.Table:
@@ -52,14 +59,25 @@ def read_table(path: str, limit: int | None) -> pa.Table:
 
 
 def split_tables(config: TrainConfig) -> tuple[pa.Table, pa.Table]:
-    """(train, validation): `--val` if given, else a seeded `val_fraction` of `--data`."""
+    """(train, validation): `--val` if given, else a seeded `val_fraction` of `--data`; both checked
+    for the target columns."""
     if config.val:
-        return read_table(config.data, config.max_rows), read_table(config.val, config.max_val_rows)
-    table = read_table(config.data, config.max_rows)
-    order = np.random.default_rng(config.seed).permutation(table.num_rows)
-    n_val = max(1, int(round(table.num_rows * config.val_fraction)))
-    val = table.take(order[:n_val])
-    return table.take(np.sort(order[n_val:])), val.slice(0, config.max_val_rows) if config.max_val_rows else val
+        if Path(config.val).resolve() == Path(config.data).resolve():
+            raise UsageError(
+                f"--val {config.val} is the training file itself: its metrics would be measured on training rows",
+                hint="pass a held-out file, or leave --val out to hold out a share of --data",
+            )
+        train, val = read_table(config.data, config.max_rows), read_table(config.val, config.max_val_rows)
+    else:
+        table = read_table(config.data, config.max_rows)
+        order = np.random.default_rng(config.seed).permutation(table.num_rows)
+        n_val = max(1, int(round(table.num_rows * config.val_fraction)))
+        val = table.take(order[:n_val])
+        train = table.take(np.sort(order[n_val:]))
+        val = val.slice(0, config.max_val_rows) if config.max_val_rows else val
+    check_targets(config, train, config.data)
+    check_targets(config, val, config.val or config.data)
+    return train, val
 
 
 def check_targets(config: TrainConfig, table: pa.Table, where: str) -> None:
@@ -75,20 +93,23 @@ def encode_examples(
     specs: Mapping[str, DomainInput],
     table: pa.Table,
     head: Head | None,
+    source: str = "",
 ) -> Examples:
     """Clean, tokenize and lay out rows; rows with a bad input or a missing label are dropped and counted.
 
     `specs` says how each domain's cells are cleaned; the template's input slots (several may share a
     domain: `{input:drug_a=smiles}{input:drug_b=smiles}`) take their columns from `config.inputs`.
     """
-    slots = check_slots(config, template)
+    slots = template.slots  # checked against --input and --symmetric before the model loaded
     errors: list[str | None] = [None] * table.num_rows
     slot_specs = {slot: specs[domain] for slot, domain in slots.items()}
     tokens = prepare_inputs(encoder, slot_specs, table, config.columns | config.inputs, errors, slots)
-    labels = head.parse_labels([table.column(c).to_pylist() for c in config.targets]) if head is not None else []
+    cells = [table.column(c).to_pylist() for c in config.targets]
+    labels = head.parse_labels(cells) if head is not None else []
     for i, label in enumerate(labels):
         if errors[i] is None and not head.is_complete(label):  # type: ignore[union-attr]
-            errors[i] = "missing label"
+            blank = all(class_label(column[i]) is None for column in cells)
+            errors[i] = "missing label" if blank else head.unusable_label  # type: ignore[union-attr]
     keep = [i for i, e in enumerate(errors) if e is None]
     inputs = {slot: [tokens[slot][i] for i in keep] for slot in slots}
     rows = encoder.encode(template, inputs)
@@ -102,7 +123,19 @@ def encode_examples(
         rows = [EncodedRow(r.token_ids + a, r.slots + [-1] * len(a), r.readout) for r, a in zip(rows, answers)]
     else:
         targets = kept_labels
-    return Examples(rows, targets, kept_labels, table.num_rows - len(keep), template, inputs)
+    examples = Examples(rows, targets, kept_labels, template, inputs, source, table.num_rows)
+    for i, error in enumerate(errors):
+        if error is not None:
+            reason = drop_reason(error)
+            examples.dropped[reason] += 1
+            examples.first_dropped.setdefault(reason, f"row {i + 1}: {error}")
+    return examples
+
+
+def drop_reason(error: str) -> str:
+    """A row error without what is particular to the row: "invalid SMILES 'C1CC': unclosed ring" →
+    "invalid SMILES" (reasons are counted)."""
+    return re.split(r"['\"]|\d", error, maxsplit=1)[0].rstrip(" :,") or error
 
 
 def check_slots(config: TrainConfig, template: PromptTemplate) -> dict[str, str]:

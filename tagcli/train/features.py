@@ -12,7 +12,7 @@ row's inputs once, then the function suffix), so a head fitted here sees the sco
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -27,6 +27,11 @@ from tagcli.train.data import Examples
 
 MAX_BATCH_TOKENS = 32768
 BLOCK_ROWS = 2048  # rows per cached feature block (the grain of resuming)
+RowsDone = Callable[[int], None]  # told how many more rows were encoded (progress)
+
+
+def _nothing(rows: int) -> None:
+    pass
 
 
 def suffix_batch(model: TaggedModel, encoder: PromptEncoder, examples: Examples) -> TaggedBatch:
@@ -61,14 +66,20 @@ class ContextCache:
     """Contexts of `indices` computed once (no grad), reused by every tag step and validation."""
 
     def __init__(
-        self, model: TaggedModel, encoder: PromptEncoder, examples: Examples, indices: Sequence[int], batch_size: int
+        self,
+        model: TaggedModel,
+        encoder: PromptEncoder,
+        examples: Examples,
+        indices: Sequence[int],
+        batch_size: int,
+        rows_done: RowsDone = _nothing,
     ) -> None:
         self.model, self.suffix = model, suffix_batch(model, encoder, examples)
+        self.batches: list[tuple[list[int], SharedContext]] = []
         with torch.no_grad():
-            self.batches = [
-                ([indices[j] for j in chunk], context)
-                for chunk, context in contexts(model, encoder, examples, indices, batch_size)
-            ]
+            for chunk, context in contexts(model, encoder, examples, indices, batch_size):
+                self.batches.append(([indices[j] for j in chunk], context))
+                rows_done(len(chunk))
 
     def features(self, k: int, head: Head) -> tuple[list[int], torch.Tensor]:
         """Batch k's rows and readout features, with a graph back to the function tag when grad is on."""
@@ -90,11 +101,15 @@ class ContextCache:
 class FeatureCache:
     """Readout features of a split's rows on disk, in blocks of `BLOCK_ROWS` rows."""
 
-    def __init__(self, directory: Path, model: TaggedModel, head: Head) -> None:
-        # Features depend on the tags and the readout: a changed tag must not reuse old blocks.
+    def __init__(self, directory: Path, model: TaggedModel, head: Head, splits: Sequence[Examples]) -> None:
+        # Features depend on the tags, the readout and the rows: a changed tag or other data (a run
+        # with the same --out on another file) must not reuse old blocks.
         digest = hashlib.sha256(repr(head.readout.to_spec()).encode())
         for name, tag in sorted(model.tags.items()):
             digest.update(name.encode() + tag.detach().float().cpu().numpy().tobytes())
+        for examples in splits:
+            for row in examples.rows:
+                digest.update(repr(row.token_ids).encode())
         self.directory = directory / "features" / digest.hexdigest()[:16]
 
     def load(
@@ -106,6 +121,7 @@ class FeatureCache:
         split: str,
         batch_size: int,
         cached: ContextCache | None = None,
+        rows_done: RowsDone = _nothing,
     ) -> torch.Tensor:
         """Features [n_rows, width] of every row of `examples`, computed block by block where not on
         disk; rows whose contexts are `cached` (the tag steps' rows) only run the function suffix."""
@@ -121,12 +137,16 @@ class FeatureCache:
                 missing = [i for i in range(start, stop) if i not in known]
                 for i in set(range(start, stop)) - set(missing):
                     block[i - start] = known[i]
+                rows_done(stop - start - len(missing))
                 if missing:
                     for chunk, features in readouts(model, encoder, head.readout, examples, missing, batch_size):
                         block[[missing[j] - start for j in chunk]] = features.float().cpu()
+                        rows_done(len(chunk))
                 path.parent.mkdir(parents=True, exist_ok=True)
                 save_file({"features": block}, str(path) + ".tmp")
                 Path(str(path) + ".tmp").replace(path)
+            else:
+                rows_done(min(BLOCK_ROWS, len(examples.rows) - start))
             blocks.append(load_file(path)["features"])
         return torch.cat(blocks)
 

@@ -22,12 +22,18 @@ from tagcli.core.batching import epoch_batches, length_batches
 from tagcli.core.heads import Head
 from tagcli.core.model import TaggedModel
 from tagcli.core.prompt import EncodedRow, PromptEncoder, TaggedBatch, collate
+from tagcli.errors import deferred_stop, set_stop_hint
 from tagcli.train.config import TrainConfig
 from tagcli.train.data import Examples
 from tagcli.train.features import ContextCache, FeatureCache, contexts, fit_head, readouts, suffix_batch
 from tagcli.train.methods import TrainingMethod
 
 Progress = Callable[[dict[str, Any]], None]
+
+
+def checkpoint_dir(out: str) -> Path:
+    """Where a run writing the pack `out` keeps its checkpoints and cached features: `OUT.ckpt`."""
+    return Path(str(out).rstrip("/") + ".ckpt")
 
 
 class Trainer:
@@ -55,14 +61,18 @@ class Trainer:
         per_epoch = math.ceil(len(train_set.rows) / (config.batch_size * config.grad_accum))
         # A method that learns no tag (the linear probe) is done once its head is fitted.
         self.total_steps = (
-            0 if not method.tag_length else config.max_steps or max(1, math.ceil(per_epoch * config.epochs))
+            0
+            if not method.tag_length
+            else config.max_steps
+            if config.max_steps is not None
+            else max(1, math.ceil(per_epoch * config.epochs))
         )
         self.step = 0
         self.best: dict[str, Any] = {"score": -math.inf, "metrics": None, "step": 0, "state": None}
         self.history: list[dict[str, Any]] = []
         self.bad_evals = 0
         self.rows_seen = 0
-        self.checkpoint_dir = Path(str(config.out).rstrip("/") + ".ckpt")
+        self.checkpoint_dir = checkpoint_dir(config.out)
         self._epoch: tuple[int, list[list[int]]] | None = None  # (epoch, its micro-batches)
         self.train_contexts: ContextCache | None = None
         self.val_contexts: ContextCache | None = None
@@ -74,21 +84,44 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
+        """Steps until done or out of patience. A stop signal (Ctrl-C, SIGTERM, SIGHUP) checkpoints the
+        last finished step first, so `--resume` loses nothing."""
         if self.config.resume and (self.checkpoint_dir / "state.json").is_file():
             self._load_checkpoint()
+        try:
+            self._run()
+        except KeyboardInterrupt:
+            if self.step > 0:
+                self._save_checkpoint()
+                set_stop_hint(f"rerun the same train command with --resume to continue from step {self.step}")
+            raise
+        if self.best["state"] is not None:
+            self._restore(self.best["state"])
+
+    def _run(self) -> None:
         # Everything before the function tag is frozen: contexts of the tag-step rows and of the
         # validation rows are computed once; each step then runs only the tag positions.
         if self.objective == "readout" and self.method.frozen_context and self.method.tag_length > 0:
             rows = min(len(self.train_set.rows), self.config.tag_rows)
             size = self.config.batch_size
-            self.train_contexts = ContextCache(self.model, self.encoder, self.train_set, range(rows), size)
-            self.val_contexts = ContextCache(self.model, self.encoder, self.val_set, range(len(self.val_set.rows)), 64)
+            self.on_progress({"event": "phase", "phase": "encoding the tag steps' rows", "total": rows})
+            self.train_contexts = ContextCache(
+                self.model, self.encoder, self.train_set, range(rows), size, self._rows_done
+            )
+            self.on_progress(
+                {"event": "phase", "phase": "encoding the validation rows", "total": len(self.val_set.rows)}
+            )
+            self.val_contexts = ContextCache(
+                self.model, self.encoder, self.val_set, range(len(self.val_set.rows)), 64, self._rows_done
+            )
         if self.step == 0:
             self._validate()  # the initial state (closed-form head) is a candidate too
         started = time.perf_counter()
+        self.on_progress({"event": "phase", "phase": "tag steps", "total": self.total_steps})
         while self.step < self.total_steps:
-            loss = self._optimizer_step()
-            self.step += 1
+            with deferred_stop():  # a step is all or nothing
+                loss = self._optimizer_step()
+                self.step += 1
             elapsed = time.perf_counter() - started
             rate = self.rows_seen / elapsed if elapsed else 0.0
             self.on_progress(
@@ -101,8 +134,9 @@ class Trainer:
                 self._save_checkpoint()
             if stop:
                 break
-        if self.best["state"] is not None:
-            self._restore(self.best["state"])
+
+    def _rows_done(self, rows: int) -> None:
+        self.on_progress({"event": "rows", "rows": rows})
 
     def _optimizer_step(self) -> float:
         self.optimizer.zero_grad(set_to_none=True)
@@ -182,17 +216,27 @@ class Trainer:
         batches = [self.train_contexts.features(k, self.head) for k in range(len(self.train_contexts.batches))]
         rows = [i for chunk, _ in batches for i in chunk]
         hidden = torch.cat([features for _, features in batches]).float()
-        self.head.fit(hidden, [self.train_set.targets[i] for i in rows], self.train_set.targets)
+        with deferred_stop():  # the head is replaced whole or not at all
+            self.head.fit(hidden, [self.train_set.targets[i] for i in rows], self.train_set.targets)
 
     def fit_final_head(self, final: Head) -> None:
         """Replace the head the tag was trained with by `final`, fitted on cached readout features of
         every training row (the best tag is in place), and record its validation metrics."""
         name = self.config.tag_name
-        cache = FeatureCache(self.checkpoint_dir, self.model, final)
+        cache = FeatureCache(self.checkpoint_dir, self.model, final, (self.train_set, self.val_set))
         size = max(self.config.batch_size, 64)
-        train = cache.load(self.model, self.encoder, final, self.train_set, "train", size, self.train_contexts)
-        val = cache.load(self.model, self.encoder, final, self.val_set, "val", size, self.val_contexts)
-        final.fit_final(train, self.train_set.targets, val, self.val_set.targets, self.config.seed)
+        loads = (("train", self.train_set, self.train_contexts), ("val", self.val_set, self.val_contexts))
+        features = {}
+        for split, examples, cached in loads:
+            phase = f"final head: features of the {'training' if split == 'train' else 'validation'} rows"
+            self.on_progress({"event": "phase", "phase": phase, "total": len(examples.rows)})
+            features[split] = cache.load(
+                self.model, self.encoder, final, examples, split, size, cached, self._rows_done
+            )
+        self.on_progress({"event": "phase", "phase": "final head: fitting"})
+        final.fit_final(
+            features["train"], self.train_set.targets, features["val"], self.val_set.targets, self.config.seed
+        )
         self.model.heads[name] = self.head = final.to(self.model.lm.device)
         metrics = validation_metrics(
             self.model, self.encoder, final, self.val_set, self.config.targets, self.val_contexts

@@ -12,6 +12,21 @@ from tagcli.packs.format import Manifest, TagPack, tag_digest
 from tagcli.train.config import TrainConfig
 from tagcli.train.loop import Trainer
 
+RUN_HYPERPARAMETERS = (
+    "method",
+    "tag_length",
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "grad_accum",
+    "lr",
+    "head_lr",
+    "init_samples",
+    "tag_rows",
+    "eval_every",
+    "patience",
+)
+
 
 def make_pack(
     config: TrainConfig,
@@ -50,31 +65,14 @@ def make_pack(
                 "val": config.val or f"{config.val_fraction:.0%} of train",
                 "train_rows": len(train_set.rows),
                 "val_rows": len(val_set.rows),
-                "dropped_rows": train_set.dropped + val_set.dropped,
+                "dropped_rows": sum(train_set.dropped.values()) + sum(val_set.dropped.values()),
+                "dropped": {"train": dict(train_set.dropped), "val": dict(val_set.dropped)},
                 "targets": config.targets,
             },
-            "hyperparameters": {
-                k: getattr(config, k)
-                for k in (
-                    "method",
-                    "tag_length",
-                    "epochs",
-                    "max_steps",
-                    "batch_size",
-                    "grad_accum",
-                    "lr",
-                    "head_lr",
-                    "init_samples",
-                    "readout",
-                    "members",
-                    "hidden_units",
-                    "domain_components",
-                    "calibrate",
-                    "tag_rows",
-                    "eval_every",
-                    "patience",
-                )
-            },
+            # The run's settings that shape the result, then the head's and the method's own options.
+            "hyperparameters": {k: getattr(config, k) for k in RUN_HYPERPARAMETERS}
+            | asdict(config.head_options)
+            | asdict(config.method_options),
             "seed": config.seed,
             "steps": trainer.step,
             "best_step": trainer.best["step"],

@@ -74,9 +74,9 @@ def test_cached_features_equal_fresh_ones_and_resume_by_block(base, tmp_path: Pa
     encoder = PromptEncoder(base.tokenizer, model.tag_table)
     template = PromptTemplate("{tag:smiles}{input:smiles}{tag:fn}")
     inputs = {"smiles": encoder.tokenize_inputs(molecules(20))}
-    examples = Examples(encoder.encode(template, inputs), [0.0] * 20, [0.0] * 20, 0, template, inputs)
+    examples = Examples(encoder.encode(template, inputs), [0.0] * 20, [0.0] * 20, template, inputs)
 
-    cache = FeatureCache(tmp_path, model, head)
+    cache = FeatureCache(tmp_path, model, head, [examples])
     cached = cache.load(model, encoder, head, examples, "train", batch_size=4)
     fresh = torch.empty_like(cached)
     for chunk, features in readouts(model, encoder, readout, examples, range(20), batch_size=5):
@@ -98,9 +98,11 @@ def test_cached_features_equal_fresh_ones_and_resume_by_block(base, tmp_path: Pa
     reused = cache.load(model, encoder, head, examples, "train", batch_size=4, cached=contexts)
     torch.testing.assert_close(reused, fresh, atol=1e-5, rtol=1e-4)
 
+    other_rows = Examples(examples.rows[:-1], [0.0] * 19, [0.0] * 19, template, inputs)
+    assert FeatureCache(tmp_path, model, head, [other_rows]).directory != cache.directory  # other data: new features
     with torch.no_grad():
         model.tags["fn"].add_(0.1)
-    assert FeatureCache(tmp_path, model, head).directory != cache.directory  # a new tag: new features
+    assert FeatureCache(tmp_path, model, head, [examples]).directory != cache.directory  # a new tag: new features
 
 
 def test_ensemble_head_trains_round_trips_and_scores_like_its_features(base, data: Path, tmp_path: Path) -> None:
@@ -141,7 +143,7 @@ def test_ensemble_head_trains_round_trips_and_scores_like_its_features(base, dat
     encoder = PromptEncoder(base.tokenizer, model.tag_table)
     template = loaded.manifest.prompt_template()
     inputs = {"smiles": encoder.tokenize_inputs(values[:10])}
-    examples = Examples(encoder.encode(template, inputs), [0.0] * 10, [0.0] * 10, 0, template, inputs)
+    examples = Examples(encoder.encode(template, inputs), [0.0] * 10, [0.0] * 10, template, inputs)
     expected = torch.empty(10)
     for chunk, features in readouts(model, encoder, head.readout, examples, range(10)):
         expected[chunk] = head.predict(type("R", (), {"hidden": features})())["pred_y"].float()

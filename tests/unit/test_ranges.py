@@ -95,11 +95,12 @@ def test_training_records_the_declared_range(base, tmp_path: Path) -> None:
         batch_size=8,
         device="cpu",
         dtype="float32",
+        force=True,
     )
-    pack = train(TrainConfig(stage=2, out=str(tmp_path / "fn"), target_ranges={"*": "0,1"}, **common), base)
+    pack = train(TrainConfig.from_flat(dict(out=str(tmp_path / "fn"), target_ranges={"*": "0,1"}, **common)), base)
     assert pack.manifest.head["targets"][0]["range"] == [0.0, 1.0]
-    pack = train(TrainConfig(stage=2, out=str(tmp_path / "fn"), target_ranges={"y": ",1"}, **common), base)
+    pack = train(TrainConfig.from_flat(dict(out=str(tmp_path / "fn"), target_ranges={"y": ",1"}, **common)), base)
     assert pack.manifest.head["targets"][0]["range"] == [None, 1.0]
     for bad, message in [({"y": "1,0"}, "below"), ({"y": "a,b"}, "LOW,HIGH"), ({"z": "0,1"}, "not a --target")]:
         with pytest.raises(UsageError, match=message):
-            train(TrainConfig(stage=2, out=str(tmp_path / "bad"), target_ranges=bad, **common), base)
+            train(TrainConfig.from_flat(dict(out=str(tmp_path / "bad"), target_ranges=bad, **common)), base)

@@ -16,6 +16,7 @@ import torch
 from helpers import PROTEINS, SMILES, domain_pack, function_pack, regression_head, write_packs
 from tagcli.core.model import TaggedModel
 from tagcli.core.prompt import PromptEncoder, collate
+from tagcli.core.readout import ReadoutSpec
 from tagcli.errors import BadRowError, PackError, UsageError
 from tagcli.io.evaluation import evaluate_file
 from tagcli.io.runner import score_file
@@ -218,6 +219,15 @@ def test_non_finite_predictions_are_errors(base, tmp_path: Path) -> None:
     assert out.column("pred_y").to_pylist() == [None, None]
     error = out.column("error").to_pylist()[0]
     assert error.startswith("huge: ") and "non-finite value" in error
+
+
+def test_a_readout_below_the_models_blocks_is_a_pack_error(base, tmp_path: Path) -> None:
+    smiles = domain_pack(base, "smiles", seed=1)
+    head = regression_head(base.hidden_size, ["y"], readout=ReadoutSpec(("tag-mean",), (99,)))
+    save_pack(smiles, tmp_path / "smiles")
+    save_pack(function_pack(base, "deep", [smiles], head), tmp_path / "deep")
+    with pytest.raises(PackError, match="function 'deep': the readout reads layer 99, but the base model has 2"):
+        TagScorer("deep", base_model=base, pack_dirs=[str(tmp_path)])
 
 
 # --------------------------------------------------------------------------- columns

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import tagcli.train as train_module
-from helpers import PROTEINS, SMILES, domain_pack
+from helpers import PAPER_HEAD, PROTEINS, SMILES, domain_pack
 from tagcli.core.batching import epoch_batches
 from tagcli.core.model import TaggedModel
 from tagcli.core.prompt import PromptEncoder, PromptTemplate, collate
@@ -70,9 +70,11 @@ def config(stage: int, data: Path, out: Path, **overrides: Any) -> TrainConfig:
         head_lr=1e-3,
     )
     if stage > 1:
-        values.update(function="fn", targets=["y"])
+        values.update(function="fn", targets=["y"], init_samples=512)
+        if overrides.get("task", "regression") in ("regression", "classification"):
+            values.update(PAPER_HEAD)
     values.update(overrides)
-    return TrainConfig(stage=stage, **values)
+    return TrainConfig.from_flat({"stage": stage, **values})
 
 
 class Recorder:
@@ -128,12 +130,12 @@ def test_init_tag_is_the_mean_embedding_at_the_mean_norm(base) -> None:
         (2, {"function": None}, "needs --function and --target"),
         (2, {"targets": []}, "needs --function and --target"),
         (2, {"domains": ["protein", "smiles"]}, "use stage 3"),
-        (2, {"batch_size": 0}, "must be positive"),
-        (2, {"tag_length": 0}, "must be positive"),
+        (2, {"batch_size": 0}, "--batch-size must be at least 1, got 0"),
+        (2, {"tag_length": 0}, "--tag-length must be from 1 to 1024, got 0"),
         (1, {"method": "prompt-tuning"}, "stages 2 and 3"),
         (2, {"method": "linear-probe", "task": "text"}, "no text output"),
         (2, {"version": "../../evil"}, "bad --version"),
-        (2, {"task": "classification", "calibrate": True}, "recalibrates regression predictions"),
+        (2, {"task": "classification", "calibrate": True}, "--calibrate is an option of the regression head"),
     ],
 )
 def test_config_errors(tmp_path: Path, stage: int, overrides: dict, message: str) -> None:
@@ -355,9 +357,9 @@ def test_classification_needs_two_classes(base, tmp_path: Path) -> None:
         train(config(2, tmp_path / "one.csv", tmp_path / "c", targets=["label"], task="classification"), base)
 
 
-def _data_with_bad_rows(base, tmp_path: Path) -> pd.DataFrame:
+def _data_with_bad_rows(base, tmp_path: Path, seed: int = 0) -> pd.DataFrame:
     save_pack(domain_pack(base, "smiles"), tmp_path / "smiles")
-    values = molecules(20)
+    values = molecules(20, seed)
     frame = pd.DataFrame({"smiles": values, "y": [float(len(v)) for v in values], "label": ["a", "b"] * 10})
     frame.loc[2, "smiles"] = "C1CC"
     frame.loc[5, "y"] = np.nan
@@ -368,13 +370,14 @@ def _data_with_bad_rows(base, tmp_path: Path) -> pd.DataFrame:
 def test_rows_with_bad_inputs_or_missing_labels_are_dropped(base, tmp_path: Path) -> None:
     frame = _data_with_bad_rows(base, tmp_path)
     frame.to_parquet(tmp_path / "d.parquet", index=False)  # missing labels are nulls
-    data = str(tmp_path / "d.parquet")
-    pack = train(config(2, data, tmp_path / "fn", val=data, max_steps=1), base)
+    _data_with_bad_rows(base, tmp_path, seed=7).to_parquet(tmp_path / "v.parquet", index=False)
+    data, val = str(tmp_path / "d.parquet"), str(tmp_path / "v.parquet")
+    pack = train(config(2, data, tmp_path / "fn", val=val, max_steps=1), base)
     counts = pack.manifest.training["data"]
     assert (counts["train_rows"], counts["val_rows"], counts["dropped_rows"]) == (18, 18, 4)
     pack = train(
         config(
-            2, data, tmp_path / "cls", function="cls", targets=["label"], task="classification", val=data, max_steps=1
+            2, data, tmp_path / "cls", function="cls", targets=["label"], task="classification", val=val, max_steps=1
         ),
         base,
     )
@@ -384,17 +387,19 @@ def test_rows_with_bad_inputs_or_missing_labels_are_dropped(base, tmp_path: Path
 
 def test_blank_regression_label_in_csv_is_dropped(base, tmp_path: Path) -> None:
     _data_with_bad_rows(base, tmp_path).to_csv(tmp_path / "d.csv", index=False)
+    _data_with_bad_rows(base, tmp_path, seed=7).to_csv(tmp_path / "v.csv", index=False)
     data = str(tmp_path / "d.csv")
-    pack = train(config(2, data, tmp_path / "fn", val=data, max_steps=1), base)
+    pack = train(config(2, data, tmp_path / "fn", val=str(tmp_path / "v.csv"), max_steps=1), base)
     assert pack.manifest.training["data"]["dropped_rows"] == 4
 
 
 def test_blank_class_label_in_csv_is_not_a_class(base, tmp_path: Path) -> None:
     _data_with_bad_rows(base, tmp_path).to_csv(tmp_path / "d.csv", index=False)
-    data = str(tmp_path / "d.csv")
+    _data_with_bad_rows(base, tmp_path, seed=7).to_csv(tmp_path / "v.csv", index=False)
+    data, val = str(tmp_path / "d.csv"), str(tmp_path / "v.csv")
     pack = train(
         config(
-            2, data, tmp_path / "cls", function="cls", targets=["label"], task="classification", val=data, max_steps=1
+            2, data, tmp_path / "cls", function="cls", targets=["label"], task="classification", val=val, max_steps=1
         ),
         base,
     )
@@ -618,7 +623,7 @@ def test_training_readouts_equal_the_full_prompt_readout(base, template: str) ->
     n = 24
     values = {"protein": [PROTEINS[i % 3] for i in range(n)], "smiles": [SMILES[i % 8] for i in range(n)]}
     inputs = {d: encoder.tokenize_inputs(values[d]) for d in parsed.inputs}
-    examples = Examples(encoder.encode(parsed, inputs), [0.0] * n, [0.0] * n, 0, parsed, inputs)
+    examples = Examples(encoder.encode(parsed, inputs), [0.0] * n, [0.0] * n, parsed, inputs)
     indices = [7, 0, 23, 5, 12, 3, 18, 9, 1, 14]
     seen = []
     for chunk, hidden in readouts(model, encoder, PAPER, examples, indices, batch_size=4):

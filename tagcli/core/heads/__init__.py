@@ -14,19 +14,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from tagcli.core.heads.base import Columns, Head, Readout
+from tagcli.core.heads.base import Columns, Head, NoOptions, Readout
 from tagcli.core.heads.classification import ClassificationHead
 from tagcli.core.heads.regression import RegressionHead
 from tagcli.core.heads.text import TextHead
 from tagcli.errors import PackError
+from tagcli.registry import Registry
 
-HEADS: dict[str, type[Head]] = {}
+HEADS: Registry[type[Head]] = Registry("task")
 
 
 def register_head(kind: type[Head]) -> type[Head]:
     """Make a head kind known to packs and training by its `type_name` (usable as a decorator)."""
-    HEADS[kind.type_name] = kind
-    return kind
+    return HEADS.register(kind.type_name)(kind)
 
 
 for _kind in (RegressionHead, ClassificationHead, TextHead):
@@ -45,6 +45,7 @@ __all__ = [
     "ClassificationHead",
     "Columns",
     "Head",
+    "NoOptions",
     "Readout",
     "RegressionHead",
     "TextHead",

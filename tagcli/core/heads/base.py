@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
 
 import pyarrow as pa
@@ -20,6 +21,28 @@ from torch import nn
 from tagcli.core.readout import PAPER, ReadoutSpec
 
 Columns = dict[str, Any]  # output column -> a tensor [n] or a list of n values
+
+
+def card_number(value: Any) -> str:
+    """A number as model cards write it (4 significant digits); None as nothing."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+@dataclass
+class NoOptions:
+    """The options of a head kind or method that has none of its own."""
+
+    def for_tag_training(self) -> NoOptions:
+        """The options of the head the tag trains with (the final head may be richer)."""
+        return self
+
+    def resolve(self, n_layers: int, input_kinds: Sequence[str]) -> NoOptions:
+        """Defaults that depend on the base model and the inputs, made concrete (recorded as such)."""
+        return self
 
 
 class Readout(Protocol):
@@ -39,10 +62,15 @@ class Head(nn.Module):
     objective: ClassVar[Literal["readout", "next-token"]] = "readout"
     # The validation metric (lower is better) that picks the best training step.
     select_by: ClassVar[str]
+    # Why a row's label cell, not blank, still gives no label (training counts such rows by this reason).
+    unusable_label: ClassVar[str] = "a label this head cannot use"
     # The picture of an evaluation that fits this kind (`tagcli.plots`), or None.
     plot_kind: ClassVar[str | None] = None
     # Which hidden states the head reads (an instance may choose another; recorded in its spec).
     readout: ReadoutSpec = PAPER
+    # The kind's own training options (`tagcli.options` fields): flags of `tagcli train`, keys of its
+    # `--config` file, hyperparameters recorded in the pack.
+    Options: ClassVar[type] = NoOptions
 
     # -- outputs ---------------------------------------------------------------------------
     def output_columns(self) -> list[str]:
@@ -76,10 +104,9 @@ class Head(nn.Module):
 
     # -- training --------------------------------------------------------------------------
     @classmethod
-    def for_training(
-        cls, hidden_size: int, targets: list[str], label_cells: Mapping[str, list], **options: Any
-    ) -> Head:
-        """A new, untrained head for `targets` (label columns), given the training rows' label cells."""
+    def for_training(cls, hidden_size: int, targets: list[str], label_cells: Mapping[str, list], options: Any) -> Head:
+        """A new, untrained head for `targets` (label columns), given the training rows' label cells and
+        the kind's `Options` (resolved)."""
         raise NotImplementedError
 
     @property
@@ -91,9 +118,17 @@ class Head(nn.Module):
         """One label per row from the label columns' cells (None where the row has no usable label)."""
         raise NotImplementedError
 
+    def expected_labels(self) -> str:
+        """What a label cell must hold for this head (a hint for files whose labels it cannot use)."""
+        return "check the --target column"
+
     def is_complete(self, label: Any) -> bool:
         """Whether a parsed label can be trained on (every target present)."""
         return label is not None
+
+    def label_problem(self, labels: list[Any]) -> str | None:
+        """Why the training rows' labels (complete ones) give nothing to learn (None: they do)."""
+        return None
 
     def fit(self, hidden: torch.Tensor, labels: list[Any], all_labels: list[Any]) -> None:
         """Closed-form initialisation from readout hidden states of a sample of rows (default: none)."""
@@ -119,6 +154,17 @@ class Head(nn.Module):
     def summarize(self, per_target: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
         """The metrics a pack records and training selects by, from `target_metrics` keyed by column."""
         return dict(next(iter(per_target.values())))
+
+    # -- the model card --------------------------------------------------------------------
+    @classmethod
+    def card_predicts(cls, spec: Mapping[str, Any], readout: str) -> str:
+        """What a pack with this head spec predicts, for the card's Task section ("a number (`y`) ...")."""
+        return f"a {cls.type_name} head's outputs"
+
+    @classmethod
+    def card_limits(cls, spec: Mapping[str, Any]) -> list[str]:
+        """The card's limits of this head spec, one Markdown bullet each."""
+        return []
 
     # -- the pack format -------------------------------------------------------------------
     def to_spec(self) -> dict[str, Any]:

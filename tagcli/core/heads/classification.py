@@ -12,7 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from tagcli.core.heads.base import Columns, Readout
-from tagcli.core.heads.feature import FeatureHead
+from tagcli.core.heads.feature import FeatureHead, FeatureOptions
 from tagcli.core.metrics import classification_metrics
 from tagcli.errors import PackError, UsageError
 
@@ -26,6 +26,7 @@ def class_label(value: Any) -> str | None:
 
 class ClassificationHead(FeatureHead):
     type_name = "classification"
+    unusable_label = "a label that is not one of the training classes"
     select_by = "log_loss"
     plot_kind = "roc"
 
@@ -47,18 +48,21 @@ class ClassificationHead(FeatureHead):
 
     @classmethod
     def for_training(
-        cls, hidden_size: int, targets: list[str], label_cells: Mapping[str, list], **options: Any
+        cls, hidden_size: int, targets: list[str], label_cells: Mapping[str, list], options: FeatureOptions
     ) -> ClassificationHead:
         if len(targets) != 1:
             raise UsageError("a classification function has one --target column")
         classes = sorted({label for v in label_cells[targets[0]] if (label := class_label(v)) is not None})
         if len(classes) < 2:
             raise UsageError(f"classification needs at least two classes in '{targets[0]}', found {classes}")
-        return cls(hidden_size, targets[0], classes, **options.get("features", {}))
+        return cls(hidden_size, targets[0], classes, **options.head_arguments())
 
     def parse_labels(self, label_cells: Sequence[list]) -> list[Any]:
         index = {c: k for k, c in enumerate(self.classes)}
         return [index.get(label) if (label := class_label(v)) is not None else None for v in label_cells[0]]
+
+    def expected_labels(self) -> str:
+        return f"the pack's classes are {', '.join(self.classes)}"
 
     def loss(self, hidden: torch.Tensor, labels: list) -> torch.Tensor:
         return F.cross_entropy(self(hidden), torch.tensor(labels, dtype=torch.long, device=hidden.device))
@@ -83,6 +87,16 @@ class ClassificationHead(FeatureHead):
         chosen = probabilities[np.arange(len(truth)), truth] if len(truth) else np.array([])
         log_loss = float(-np.mean(np.log(np.clip(chosen, 1e-12, 1.0)))) if len(truth) else math.nan
         return [{**metrics, "log_loss": log_loss}]
+
+    @classmethod
+    def card_predicts(cls, spec: Mapping[str, Any], readout: str) -> str:
+        classes = ", ".join(str(c) for c in spec.get("classes") or [])
+        head = cls.card_head(spec)
+        return f"`{spec.get('target')}`, one of {classes}, with a probability per class ({head} on {readout})"
+
+    @classmethod
+    def card_limits(cls, spec: Mapping[str, Any]) -> list[str]:
+        return ["- Class probabilities are not calibrated beyond what the validation metrics show."]
 
     def to_spec(self) -> dict[str, Any]:
         return {"type": self.type_name, "target": self.target, "classes": self.classes, **self.feature_spec()}

@@ -13,8 +13,10 @@ far off them (the residual, Q), each measured in units of a typical training row
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -22,8 +24,9 @@ import torch
 from torch import nn
 
 from tagcli.core.heads.base import Columns, Head
-from tagcli.core.readout import PAPER, ReadoutSpec
-from tagcli.errors import PackError
+from tagcli.core.readout import AUTO, PAPER, ReadoutSpec, default_readout
+from tagcli.errors import PackError, UsageError
+from tagcli.options import option
 
 # Ridge and gradient training on standardised features give weights below ~1; a pack whose weights
 # are orders of magnitude larger was not produced by training (tampered, or a broken export).
@@ -33,7 +36,62 @@ MAX_MEMBERS, MAX_HIDDEN_UNITS, MAX_COMPONENTS = 64, 4096, 256
 IN_DOMAIN_QUANTILE = 0.95
 
 
+@dataclass
+class FeatureOptions:
+    """Training options of the heads that read features (regression and classification). The
+    defaults are the shipped packs' head: the tag trains with one linear member on the readout, then
+    the final head, an ensemble of small MLPs, is fitted on the readout features of every training row."""
+
+    readout: str = option(
+        AUTO,
+        "hidden states the head reads: POOL[+POOL][@LAYERS] with pools tag-last, tag-mean, input-mean and "
+        "decoder blocks from 1, e.g. input-mean+tag-mean@4,8,12; 'paper': the final layer at the last "
+        "function-tag position; 'auto': the shipped packs' (input-mean+tag-mean at every second block up "
+        "to 40% of the depth for molecules, 53% otherwise)",
+    )
+    members: int = option(
+        5, "heads in the ensemble (bootstrap samples); >1 adds pred_*_std", minimum=1, maximum=MAX_MEMBERS
+    )
+    hidden_units: int = option(32, "hidden units of each member's MLP (0: linear)", minimum=0, maximum=MAX_HIDDEN_UNITS)
+    domain_components: int = option(
+        16, "principal axes of the applicability-domain summary (0: none)", minimum=0, maximum=MAX_COMPONENTS
+    )
+
+    def __post_init__(self) -> None:
+        if self.readout != AUTO:
+            self.readout_spec()
+
+    def readout_spec(self) -> ReadoutSpec:
+        try:
+            return ReadoutSpec.parse(self.readout)
+        except ValueError as exc:
+            raise UsageError(f"--readout {self.readout!r}: {exc}") from None
+
+    def for_tag_training(self) -> FeatureOptions:
+        """The tag trains with one linear member on the readout (no summary): quick to refit at every step."""
+        return dataclasses.replace(self, members=1, hidden_units=0, domain_components=0)
+
+    def resolve(self, n_layers: int, input_kinds: Sequence[str]) -> FeatureOptions:
+        """`auto` made concrete for this base model and these inputs; a readout the model lacks refused."""
+        spec = default_readout(n_layers, input_kinds) if self.readout == AUTO else self.readout_spec()
+        problem = spec.check_model(n_layers)
+        if problem:
+            raise UsageError(f"--readout {self.readout}: {problem}")
+        return dataclasses.replace(self, readout=spec.text())
+
+    def head_arguments(self) -> dict[str, Any]:
+        """`FeatureHead` constructor arguments of resolved options."""
+        return {
+            "readout": self.readout_spec(),
+            "members": self.members,
+            "hidden_units": self.hidden_units,
+            "domain_components": self.domain_components,
+        }
+
+
 class FeatureHead(Head):
+    Options = FeatureOptions
+
     def __init__(
         self,
         hidden_size: int,
@@ -215,6 +273,15 @@ class FeatureHead(Head):
             k: torch.full(shape, self.LATER_TENSORS.get(k, 1.0 if "scale" in k else 0.0)) for k, shape in shapes.items()
         }
         return neutral | state
+
+    @classmethod
+    def card_head(cls, spec: Mapping[str, Any]) -> str:
+        """The head itself in words: "an ensemble of 5 MLPs (32 hidden units)", "a linear layer head"."""
+        members, units = spec.get("members", 1), spec.get("hidden_units", 0)
+        kind, detail = ("MLP", f" ({units} hidden units)") if units else ("linear layer", "")
+        if isinstance(members, int) and members > 1:
+            return f"an ensemble of {members} {kind}s{detail}"
+        return f"{'an' if kind == 'MLP' else 'a'} {kind}{detail} head"
 
     @staticmethod
     def feature_options(spec: Mapping[str, Any]) -> dict[str, Any]:

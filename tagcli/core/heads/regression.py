@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,10 +14,11 @@ import pyarrow as pa
 import torch
 from torch.nn import functional as F
 
-from tagcli.core.heads.base import Columns, Readout
-from tagcli.core.heads.feature import MAX_WEIGHT, FeatureHead, ridge
+from tagcli.core.heads.base import Columns, Readout, card_number
+from tagcli.core.heads.feature import MAX_WEIGHT, FeatureHead, FeatureOptions, ridge
 from tagcli.core.metrics import regression_metrics, summarize_targets
 from tagcli.errors import PackError, UsageError
+from tagcli.options import option
 
 # A prediction this many training standard deviations from the training mean is not an extrapolation
 # but a broken model or input; such a row becomes an error instead of a number.
@@ -46,6 +49,50 @@ def bounds(spec: Any) -> tuple[float, float]:
     return low, high
 
 
+@dataclass
+class RegressionOptions(FeatureOptions):
+    """A regression head's training options: the feature head's, valid ranges and recalibration."""
+
+    target_ranges: dict[str, str] = option(
+        {},
+        "a target's valid range, e.g. 0,1 for QED (either side may be empty); predictions are clipped to it",
+        flag="--target-range",
+        form="LOW,HIGH or TARGET=LOW,HIGH",
+    )
+    calibrate: bool = option(
+        False,
+        "map each prediction to a + b·prediction fitted on the validation rows (for a validation split "
+        "shaped like the rows to score, e.g. a cold split)",
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for text in self.target_ranges.values():
+            _range_text(text)
+
+    def for_tag_training(self) -> RegressionOptions:
+        """The tag trains with an uncalibrated linear head (see `FeatureOptions.for_tag_training`)."""
+        return dataclasses.replace(super().for_tag_training(), calibrate=False)
+
+    def ranges(self, targets: Sequence[str]) -> dict[str, list[float | None]]:
+        """`target_ranges` as [low, high] per target ("*": the only target), each side None when open."""
+        named = {targets[0] if name == "*" and len(targets) == 1 else name: t for name, t in self.target_ranges.items()}
+        unknown = sorted(set(named) - set(targets))
+        if unknown:
+            raise UsageError(f"--target-range names {', '.join(unknown)}, which is not a --target")
+        return {target: _range_text(text) for target, text in named.items()}
+
+
+def _range_text(text: str) -> list[float | None]:
+    try:
+        low, high = (float(v) if v.strip() else None for v in str(text).split(","))
+    except ValueError:
+        raise UsageError(f"--target-range takes LOW,HIGH (or TARGET=LOW,HIGH), not {text!r}") from None
+    if low is not None and high is not None and not low < high:
+        raise UsageError(f"--target-range {text}: LOW must be below HIGH")
+    return [low, high]
+
+
 class RegressionHead(FeatureHead):
     """Predicts `pred_<target>` per target; keeps each target's mean/std to un-standardise.
 
@@ -62,6 +109,8 @@ class RegressionHead(FeatureHead):
     """
 
     type_name = "regression"
+    Options = RegressionOptions
+    unusable_label = "a label that is not a finite number"
     select_by = "standardized_mse"  # Pearson alone would happily pick a badly calibrated head
     plot_kind = "parity"
 
@@ -174,14 +223,11 @@ class RegressionHead(FeatureHead):
     # -- training --------------------------------------------------------------------------
     @classmethod
     def for_training(
-        cls, hidden_size: int, targets: list[str], label_cells: Mapping[str, list], **options: Any
+        cls, hidden_size: int, targets: list[str], label_cells: Mapping[str, list], options: RegressionOptions
     ) -> RegressionHead:
-        ranges = options.get("ranges") or {}
-        unknown = sorted(set(ranges) - set(targets))
-        if unknown:
-            raise UsageError(f"--target-range names {', '.join(unknown)}, which is not a --target")
-        specs = [{"name": t} | ({"range": list(ranges[t])} if t in ranges else {}) for t in targets]
-        return cls(hidden_size, specs, calibrate=bool(options.get("calibrate")), **options.get("features", {}))
+        ranges = options.ranges(targets)
+        specs = [{"name": t} | ({"range": ranges[t]} if t in ranges else {}) for t in targets]
+        return cls(hidden_size, specs, calibrate=options.calibrate, **options.head_arguments())
 
     @property
     def n_labels(self) -> int:
@@ -194,8 +240,20 @@ class RegressionHead(FeatureHead):
         )
         return [row.tolist() if np.isfinite(row).any() else None for row in matrix]
 
+    def expected_labels(self) -> str:
+        return "labels must be numbers"
+
     def is_complete(self, label: Any) -> bool:
         return label is not None and all(math.isfinite(v) for v in label)
+
+    def label_problem(self, labels: list[Any]) -> str | None:
+        values = np.asarray(labels, dtype=float).reshape(len(labels), -1)
+        for target, column in zip(self.targets, values.T):
+            if len(column) and np.ptp(column) == 0:
+                return (
+                    f"target '{target['name']}' is {column[0]:g} on every training row: a constant has nothing to learn"
+                )
+        return None
 
     def set_target_stats(self, values: torch.Tensor) -> None:
         values = values.float().reshape(len(values), -1)
@@ -322,6 +380,48 @@ class RegressionHead(FeatureHead):
         n = max((m["n"] for m in per_target.values()), default=0)
         return summarize_targets(dict(per_target), self.target_std.cpu().numpy(), n)
 
+    # -- the model card --------------------------------------------------------------------
+    @classmethod
+    def card_predicts(cls, spec: Mapping[str, Any], readout: str) -> str:
+        targets = [t for t in spec.get("targets") or [] if isinstance(t, dict)]
+        named = ", ".join(_target_text(t) for t in targets)
+        count = f"{len(targets)} numbers" if len(targets) > 1 else "a number"
+        spread = " and its uncertainty (ensemble spread and error model)" if spec.get("members", 1) > 1 else ""
+        return f"{count} ({named}){spread}, from {cls.card_head(spec)} on {readout}"
+
+    @classmethod
+    def card_limits(cls, spec: Mapping[str, Any]) -> list[str]:
+        spread = [
+            f"{t.get('name')} {card_number(t['mean'])} ± {card_number(t['std'])}"
+            for t in spec.get("targets") or []
+            if isinstance(t, dict) and all(isinstance(t.get(k), (int, float)) for k in ("mean", "std"))
+        ]
+        seen = f" (training mean ± std: {'; '.join(spread)})" if 0 < len(spread) <= 3 else ""
+        members = spec.get("members") if isinstance(spec.get("members"), int) else 1
+        layer = "small MLPs" if spec.get("hidden_units") else "linear layers"
+        kind = (
+            f"an ensemble of {members} {layer}"
+            if members > 1
+            else ("a small MLP" if spec.get("hidden_units") else "linear")
+        )
+        lines = [
+            f"- The head is {kind}: it extrapolates beyond the values seen in training without warning, "
+            f"so values far from the training targets{seen} deserve suspicion."
+        ]
+        if spec.get("calibrated") is True:
+            lines.append(
+                "- Its predictions are recalibrated on the validation split (a + b·prediction per target): "
+                "they assume the rows you score resemble those rows more than the training rows."
+            )
+        for target in spec.get("targets") or []:
+            if isinstance(target, dict) and target.get("range"):
+                lines.append(
+                    f"- `pred_{target.get('name')}` is clipped to its valid range and "
+                    f"`pred_{target.get('name')}_out_of_range` flags where it was outside "
+                    "(`tagcli predict --no-clip` keeps the raw value)."
+                )
+        return lines
+
     # -- the pack format -------------------------------------------------------------------
     def to_spec(self) -> dict[str, Any]:
         calibrated = {"calibrated": True} if self.calibrate else {}
@@ -348,3 +448,13 @@ class RegressionHead(FeatureHead):
         if not isinstance(spec.get("calibrated", False), bool):
             raise PackError("regression head spec: 'calibrated' must be true or false")
         return cls(hidden_size, targets, calibrate=spec.get("calibrated", False), **cls.feature_options(spec))
+
+
+def _target_text(target: Mapping[str, Any]) -> str:
+    text = f"`{target.get('name')}`"
+    bounds = target.get("range")
+    if isinstance(bounds, (list, tuple)) and len(bounds) == 2:
+        low = "-inf" if bounds[0] is None else card_number(bounds[0])
+        high = "inf" if bounds[1] is None else card_number(bounds[1])
+        text += f" in [{low}, {high}]"
+    return text

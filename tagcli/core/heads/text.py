@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 from rapidfuzz.distance import Levenshtein
 
-from tagcli.core.heads.base import Columns, Head, Readout
+from tagcli.core.heads.base import Columns, Head, NoOptions, Readout
 from tagcli.core.heads.classification import class_label
 from tagcli.errors import PackError, UsageError
+from tagcli.options import option
 
 MAX_ANSWER_TOKENS = 4096  # a longer answer is no prediction; a larger limit in a pack is a broken spec
+
+
+@dataclass
+class TextOptions(NoOptions):
+    max_answer_tokens: int = option(32, "longest answer generated, in tokens", minimum=1, maximum=MAX_ANSWER_TOKENS)
 
 
 class TextHead(Head):
     """A text answer generated greedily by the LM's own head after the function tag."""
 
     type_name = "text"
+    Options = TextOptions
     objective = "next-token"
     select_by = "loss"  # next-token loss of the reference answers
 
@@ -38,14 +46,11 @@ class TextHead(Head):
 
     @classmethod
     def for_training(
-        cls, hidden_size: int, targets: list[str], label_cells: Mapping[str, list], **options: Any
+        cls, hidden_size: int, targets: list[str], label_cells: Mapping[str, list], options: TextOptions
     ) -> TextHead:
         if len(targets) != 1:
             raise UsageError("a text function has one --target column (the answer)")
-        limit = options.get("max_answer_tokens", 32)
-        if not 1 <= limit <= MAX_ANSWER_TOKENS:
-            raise UsageError(f"--max-answer-tokens must be from 1 to {MAX_ANSWER_TOKENS}, got {limit}")
-        return cls(targets[0], limit)
+        return cls(targets[0], options.max_answer_tokens)
 
     def parse_labels(self, label_cells: Sequence[list]) -> list[Any]:
         return [class_label(v) for v in label_cells[0]]
@@ -71,6 +76,15 @@ class TextHead(Head):
                 "char_error_rate": edits / characters if characters else float("nan"),
             }
         ]
+
+    @classmethod
+    def card_predicts(cls, spec: Mapping[str, Any], readout: str) -> str:
+        limit = spec.get("max_new_tokens")
+        return f"`{spec.get('target')}` as text the base model's own head writes (at most {limit} tokens)"
+
+    @classmethod
+    def card_limits(cls, spec: Mapping[str, Any]) -> list[str]:
+        return ["- Answers are generated text: check them; they may be any string the base model writes."]
 
     def to_spec(self) -> dict[str, Any]:
         return {"type": self.type_name, "target": self.target, "max_new_tokens": self.max_new_tokens}

@@ -9,20 +9,19 @@ A new method is a `TrainingMethod` subclass in its own module plus one `register
 
 from __future__ import annotations
 
-from tagcli.errors import UsageError
+from tagcli.registry import Registry
 from tagcli.train.config import TrainConfig
 from tagcli.train.methods.base import TrainingMethod
 from tagcli.train.methods.linear_probe import LinearProbe
 from tagcli.train.methods.prompt_tuning import PromptTuning
 from tagcli.train.methods.tag_llm import TagLLM
 
-METHODS: dict[str, type[TrainingMethod]] = {}
+METHODS: Registry[type[TrainingMethod]] = Registry("method")
 
 
 def register_method(method: type[TrainingMethod]) -> type[TrainingMethod]:
     """Make a method available to `train` and `--method` by its name (usable as a decorator)."""
-    METHODS[method.name] = method
-    return method
+    return METHODS.register(method.name)(method)
 
 
 for _method in (TagLLM, PromptTuning, LinearProbe):
@@ -30,9 +29,7 @@ for _method in (TagLLM, PromptTuning, LinearProbe):
 
 
 def method_for(config: TrainConfig) -> TrainingMethod:
-    if config.method not in METHODS:
-        raise UsageError(f"unknown method {config.method!r}; choose from {', '.join(METHODS)}")
-    return METHODS[config.method](config)
+    return METHODS.choose(config.method)(config)
 
 
 __all__ = ["METHODS", "TrainingMethod", "method_for", "register_method"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from tagcli.core.heads import NoOptions
 from tagcli.core.prompt import PromptTemplate
 from tagcli.errors import UsageError
 from tagcli.train.config import TrainConfig
@@ -17,6 +18,10 @@ from tagcli.train.config import TrainConfig
 
 class TrainingMethod:
     name: ClassVar[str]
+    about: ClassVar[str]  # what the method does, in a few words (the model card's Method line)
+    baseline: ClassVar[bool] = False  # a method the quality table compares Tag-LLM with
+    # The method's own training options (`tagcli.options` fields: flags, TOML keys, recorded values).
+    Options: ClassVar[type] = NoOptions
     # True when the learned tag follows the inputs: the contexts (prefix + inputs) do not depend on it.
     frozen_context: ClassVar[bool] = True
 
@@ -26,6 +31,13 @@ class TrainingMethod:
 
     def validate(self) -> None:
         """Refuse configurations this method cannot train (default: all are fine)."""
+
+    @classmethod
+    def card_limits(cls) -> list[str]:
+        """What the model card says about packs this method trained (Markdown bullets)."""
+        if cls.baseline:
+            return [f"- {cls.name} is a baseline method: compare against the tag-llm pack for the same task."]
+        return []
 
     @property
     def tag_length(self) -> int:

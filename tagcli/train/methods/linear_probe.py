@@ -12,6 +12,8 @@ class LinearProbe(TrainingMethod):
     """The head's closed-form (ridge) fit is already the best linear head: no gradient steps."""
 
     name = "linear-probe"
+    about = "no tags: a head on the frozen base model's reading of the plain inputs (a baseline)"
+    baseline = True
 
     def validate(self) -> None:
         kind = HEADS.get(self.config.task)

@@ -12,6 +12,8 @@ from tagcli.train.methods.base import TrainingMethod
 
 class PromptTuning(TrainingMethod):
     name = "prompt-tuning"
+    about = "one learned soft prompt in front of the plain inputs (a baseline; the base model stays frozen)"
+    baseline = True
     frozen_context = False  # the soft prompt is in front: gradients flow through whole rows
 
     @property

@@ -10,6 +10,7 @@ class TagLLM(TrainingMethod):
     """`{tag:D}{input:D}` per domain, then `{tag:F}`; stage 1 learns a domain tag on `{tag:D}{input:D}`."""
 
     name = "tag-llm"
+    about = "a learned function tag after learned domain tags around each input; the base model stays frozen"
 
     def default_template(self) -> PromptTemplate:
         domains = "".join(f"{{tag:{d}}}{{input:{d}}}" for d in self.config.domains)

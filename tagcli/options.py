@@ -1,0 +1,112 @@
+"""Options as typed dataclasses: the one place a setting's default, help text, flag and bounds live.
+
+`TrainConfig` (the run), each head kind's `Options` and each training method's `Options` are such
+dataclasses. `tagcli train` builds its flags from their fields, a `--config` TOML file takes the same
+keys, packs record the values, and `check_bounds` refuses an out-of-range value with a message that
+names the flag. A field's metadata:
+
+    help   what it sets (the flag's help text)
+    flag   the flag when it is not `--field-name` (plural fields are repeatable singular flags)
+    form   how a repeatable value is written, e.g. "SLOT=COLUMN"
+    min    / max   inclusive bounds of a number
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from tagcli.errors import UsageError
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = None,
+    form: str | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> Any:
+    """A dataclass field with the metadata above (mutable defaults are copied per instance)."""
+    metadata = {"help": help, "flag": flag, "form": form, "min": minimum, "max": maximum}
+    metadata = {k: v for k, v in metadata.items() if v is not None}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def flag(field: dataclasses.Field) -> str:
+    return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+
+
+def hints(cls: type) -> dict[str, Any]:
+    """Resolved type hints of an options dataclass (annotations are strings under `from __future__`)."""
+    return typing.get_type_hints(cls)
+
+
+def check_bounds(options: Any) -> None:
+    """Refuse numbers outside their fields' bounds, naming the flag: `--members must be at least 1, got 0`."""
+    for field in dataclasses.fields(options):
+        value = getattr(options, field.name)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        low, high = field.metadata.get("min"), field.metadata.get("max")
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise UsageError(f"{flag(field)} must be {_range(low, high)}, got {value}", hint=field.metadata["help"])
+
+
+def _range(low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return f"from {low:g} to {high:g}"
+    return f"at least {low:g}" if low is not None else f"at most {high:g}"
+
+
+def field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def build(cls: type, values: Mapping[str, Any], owner: str) -> Any:
+    """`cls(**values)` with the types checked, bounds checked and unknown keys refused (naming `owner`)."""
+    unknown = sorted(set(values) - set(field_names(cls)))
+    if unknown:
+        flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
+        raise UsageError(f"{flags} {'is not an option' if len(unknown) == 1 else 'are not options'} of {owner}")
+    types = hints(cls)
+    for name, value in values.items():
+        if not _fits(value, types[name]):
+            raise UsageError(f"--{name.replace('_', '-')} takes {_type_text(types[name])}, not {value!r}")
+    options = cls(**values)
+    check_bounds(options)
+    return options
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a value (from a TOML file or the Python API) has the field's type; ints pass for floats."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in args
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple)) and all(_fits(v, args[0]) for v in value) if args else True
+    if origin is dict:
+        return isinstance(value, Mapping)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _type_text(hint: Any) -> str:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is typing.Literal:
+        return " or ".join(map(repr, typing.get_args(hint)))
+    base = args[0] if args and typing.get_origin(hint) is not list else hint
+    return {int: "a whole number", float: "a number", bool: "true or false", str: "text"}.get(base, str(base))
