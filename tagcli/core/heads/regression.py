@@ -149,7 +149,7 @@ class RegressionHead(FeatureHead):
         return {column: pa.float64() for column in self.value_columns()} | spreads | flags | self.domain_types()
 
     def predict(self, readout: Readout) -> Columns:
-        x = self.standardise(readout.hidden)
+        x = self.standardise(self.features(readout))
         outputs = self.members_on(x)
         prediction = self.calibrated(outputs.mean(0))
         columns = dict(zip(self.value_columns(), (prediction * self.target_std + self.target_mean).unbind(dim=1)))
@@ -351,7 +351,7 @@ class RegressionHead(FeatureHead):
         for j in range(error.shape[1]):
             signals = torch.stack([spread[:, j], log_domain, level[:, j].double()], 1)
             y = error[:, j].clamp(min=1e-12).log()
-            slopes = torch.linalg.lstsq(signals - signals.mean(0), y - y.mean()).solution.clamp(0.0, MAX_POWER)
+            slopes = _slopes(signals - signals.mean(0), y - y.mean()).clamp(0.0, MAX_POWER)
             for power, slope in zip(powers, slopes.tolist()):
                 power[j] = slope
         self.spread_scale.fill_(1.0)
@@ -387,7 +387,7 @@ class RegressionHead(FeatureHead):
         named = ", ".join(_target_text(t) for t in targets)
         count = f"{len(targets)} numbers" if len(targets) > 1 else "a number"
         spread = " and its uncertainty (ensemble spread and error model)" if spec.get("members", 1) > 1 else ""
-        return f"{count} ({named}){spread}, from {cls.card_head(spec)} on {readout}"
+        return f"{count} ({named}){spread}, from {cls.card_head(spec)} on {cls.card_reads(spec, readout)}"
 
     @classmethod
     def card_limits(cls, spec: Mapping[str, Any]) -> list[str]:
@@ -448,6 +448,17 @@ class RegressionHead(FeatureHead):
         if not isinstance(spec.get("calibrated", False), bool):
             raise PackError("regression head spec: 'calibrated' must be true or false")
         return cls(hidden_size, targets, calibrate=spec.get("calibrated", False), **cls.feature_options(spec))
+
+
+def _slopes(signals: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Least-squares slopes of centred `y` on centred signal columns; a constant column (no domain
+    summary, no error model) gets 0. Solved without it: LAPACK's default least squares on a
+    rank-deficient matrix returned different slopes from run to run (spread power 1.02 or 0)."""
+    active = signals.abs().amax(0) > 1e-12
+    slopes = signals.new_zeros(signals.shape[1])
+    if bool(active.any()):
+        slopes[active] = torch.linalg.lstsq(signals[:, active], y, driver="gelsd").solution
+    return slopes
 
 
 def _target_text(target: Mapping[str, Any]) -> str:
