@@ -443,7 +443,9 @@ def run(only: list[str], data: str, sets: tuple[str, ...] = tuple(STEP_SETS)) ->
     for name, args in steps(data, sets):
         if only and not any(name.startswith(prefix) for prefix in only):
             continue
-        # A step is a tagcli command, or a Python module (`-m recipes.…`) that builds data.
+        # A step is a tagcli command, or a Python module (`-m recipes.…`) that builds data. The recipe
+        # rebuilds its own packs: --force lets a training step replace the previous build's pack.
+        args = [*args, "--force"] if args[0] == "train" else args
         command = [sys.executable, *args] if args[0] == "-m" else [sys.executable, "-m", "tagcli", *args]
         print(f"== {name}: {' '.join(['python', *args] if args[0] == '-m' else ['tagcli', *args])}", flush=True)
         started = time.perf_counter()

@@ -44,6 +44,11 @@ class FunctionPlan:
         """Input slot → its domain, in template order (`{input:smiles}`: the slot smiles of domain smiles)."""
         return self.template.slots
 
+    @property
+    def trained_slots(self) -> dict[str, str]:
+        """The slots as the pack was trained (what its head names) → this plan's slots, in order."""
+        return dict(zip(self.function.manifest.prompt_template().slots, self.slots))
+
 
 def plan_function(store: PackStore, function: str, domains: Sequence[str] | None = None) -> FunctionPlan:
     """Resolve a function pack and its domain packs by name; check they belong together."""
@@ -179,8 +184,9 @@ class TagScorer:
         for group in self.groups:
             slots = group[0].slots
             specs = {slot: group[0].domains[domain].manifest.domain_input() for slot, domain in slots.items()}
-            inputs = prepare_inputs(self.encoder, specs, table, self.columns, errors, slots)
-            predictions |= self._predict(group, inputs, errors, status)
+            texts: dict[str, list[str | None]] = {}
+            inputs = prepare_inputs(self.encoder, specs, table, self.columns, errors, slots, texts)
+            predictions |= self._predict(group, inputs, texts, errors, status)
         for i, message in enumerate(errors):
             if message is not None and status[i] == STATUS_OK:
                 status[i] = STATUS_INVALID
@@ -198,33 +204,65 @@ class TagScorer:
         return table.append_column("error", pa.array(errors, pa.string()))
 
     def _predict(
-        self, group: list[FunctionPlan], inputs: Mapping[str, list], errors: list[str | None], status: list[str]
+        self,
+        group: list[FunctionPlan],
+        inputs: Mapping[str, list],
+        texts: Mapping[str, list],
+        errors: list[str | None],
+        status: list[str],
     ) -> dict[str, list]:
         """Prediction columns of a group of functions over the rows still without an error.
 
-        With `both_orders`, the rows also run with their two input slots swapped and each function's
-        numeric raw outputs are averaged over the two orders (other outputs are the first order's).
+        Heads that read extra features get them first; a row whose features cannot be computed is
+        invalid (with the reason) and skips the model. With `both_orders`, the rows also run with
+        their two input slots swapped and each function's numeric raw outputs are averaged over the
+        two orders (other outputs are the first order's).
         """
         columns: dict[str, list] = {
             c: [None] * len(errors) for plan in group for c in plan.function.head.output_columns()
         }
         ready = [i for i, e in enumerate(errors) if e is None]
+        extras, problems = self._extra_features(group, {slot: [texts[slot][i] for i in ready] for slot in texts})
+        for i, problem in zip(ready, problems):
+            errors[i] = problem
+        kept = [j for j, problem in enumerate(problems) if problem is None]
+        ready = [ready[j] for j in kept]
         if not ready:
             return columns
         row_inputs = {slot: [inputs[slot][i] for i in ready] for slot in group[0].slots}
-        orders = [row_inputs]
+        orders = [(row_inputs, {name: None if x is None else x[kept] for name, x in extras.items()})]
         if self.both_orders:
             a, b = row_inputs
-            orders.append({a: row_inputs[b], b: row_inputs[a]})
-        runs = [self._raw_outputs(group, order, len(ready)) for order in orders]
+            swapped = {a: [texts[b][i] for i in ready], b: [texts[a][i] for i in ready]}
+            orders.append(({a: row_inputs[b], b: row_inputs[a]}, self._extra_features(group, swapped)[0]))
+        runs = [self._raw_outputs(group, order, len(ready), order_extras) for order, order_extras in orders]
         for plan in group:
             raw = average_orders([run[plan.function.name] for run in runs])
             self._collect(plan, raw, ready, columns, errors, status)
         return columns
 
+    def _extra_features(
+        self, group: list[FunctionPlan], row_texts: Mapping[str, list]
+    ) -> tuple[dict[str, torch.Tensor | None], list[str | None]]:
+        """Each function's extra features of the rows (None: its head reads none), and per row the first
+        reason one could not be computed."""
+        extras: dict[str, torch.Tensor | None] = {}
+        problems: list[str | None] = [None] * len(next(iter(row_texts.values()), []))
+        for plan in group:
+            # The head names the slots it was trained with; a zero-shot plan may have renamed them.
+            texts = {trained: row_texts[slot] for trained, slot in plan.trained_slots.items()}
+            values, found = plan.function.head.input_features(texts)
+            extras[plan.function.name] = values
+            problems = [p or (f and f"{plan.function.name}: {f}") for p, f in zip(problems, found)]
+        return extras, problems
+
     @torch.inference_mode()
     def _raw_outputs(
-        self, group: list[FunctionPlan], row_inputs: Mapping[str, list], n: int
+        self,
+        group: list[FunctionPlan],
+        row_inputs: Mapping[str, list],
+        n: int,
+        extras: Mapping[str, torch.Tensor | None],
     ) -> dict[str, dict[str, list]]:
         """Each function's raw output columns over `n` rows, in row order: tensors become lists of floats.
 
@@ -243,7 +281,9 @@ class TagScorer:
         ):
             for plan in group:
                 name = plan.function.name
-                for column, values in self.model.predict_after_context(context, suffixes[name], name).items():
+                extra = None if extras[name] is None else extras[name][chunk]
+                predicted = self.model.predict_after_context(context, suffixes[name], name, extra)
+                for column, values in predicted.items():
                     kept = outputs[name].setdefault(column, RawColumn([None] * n, isinstance(values, torch.Tensor)))
                     for j, value in zip(chunk, values.float().cpu().tolist() if kept.numeric else values):
                         kept.values[j] = value

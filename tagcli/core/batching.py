@@ -83,8 +83,10 @@ def prepare_inputs(
     columns: Mapping[str, str],
     errors: list[str | None],
     slots: Mapping[str, str] | None = None,
+    texts: dict[str, list[str | None]] | None = None,
 ) -> dict[str, list[list[int] | None]]:
-    """Token ids per input slot per row (None where the row is invalid); records why in `errors`.
+    """Token ids per input slot per row (None where the row is invalid); records why in `errors`, and
+    the cleaned text per slot in `texts` when given (what extra features are computed from).
 
     `domains` maps each input slot to how its cells are cleaned, `slots` each slot to its domain
     (default: every slot is its domain's own, `{input:DOMAIN}`). A row's error names its slot and
@@ -117,6 +119,8 @@ def prepare_inputs(
             if error is not None and errors[i] is None:
                 errors[i] = label + error
         tokens[slot] = row_tokens
+        if texts is not None:
+            texts[slot] = [text for text, _ in cleaned]
     return tokens
 
 

@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import numpy as np
+import torch
 from rdkit import Chem, rdBase
 from rdkit.Chem import Descriptors, rdFingerprintGenerator
 
 from tagcli.core.domains import AMINO_ACIDS
+from tagcli.registry import Registry
 
 FeatureRow = Callable[[str, Sequence[str]], np.ndarray]  # (clean input text, columns) → values; ValueError
 
@@ -147,32 +150,97 @@ def _composition_row(text: str, columns: Sequence[str]) -> np.ndarray:
     return np.array([values[c] for c in columns], dtype=np.float64)
 
 
-EXTRA_FEATURES: dict[str, ExtraFeatureSet] = {
-    s.name: s
-    for s in (
-        ExtraFeatureSet(
-            "rdkit2d",
-            "smiles",
-            f"RDKit's {len(Descriptors._descList) - 1} 2D descriptors (signed log scale)",
-            lambda: tuple(_descriptors()),
-            _rdkit2d_row,
-            lambda: f"rdkit {rdBase.rdkitVersion}",
-        ),
-        ExtraFeatureSet(
-            "ecfp4",
-            "smiles",
-            f"Morgan radius-2 fingerprint counts folded to {ECFP_BITS} (log scale)",
-            _ecfp_columns,
-            _ecfp_row,
-            lambda: f"rdkit {rdBase.rdkitVersion}",
-        ),
-        ExtraFeatureSet(
-            "composition",
-            "protein",
-            "amino-acid (20) and dipeptide (400) composition",
-            _composition_columns,
-            _composition_row,
-            lambda: "tagcli",
-        ),
-    )
-}
+EXTRA_FEATURES: Registry[ExtraFeatureSet] = Registry("extra-feature set")
+for _set in (
+    ExtraFeatureSet(
+        "rdkit2d",
+        "smiles",
+        f"RDKit's {len(_descriptors())} 2D descriptors (signed log scale)",
+        lambda: tuple(_descriptors()),
+        _rdkit2d_row,
+        lambda: f"rdkit {rdBase.rdkitVersion}",
+    ),
+    ExtraFeatureSet(
+        "ecfp4",
+        "smiles",
+        f"Morgan radius-2 fingerprint counts folded to {ECFP_BITS} (log scale)",
+        _ecfp_columns,
+        _ecfp_row,
+        lambda: f"rdkit {rdBase.rdkitVersion}",
+    ),
+    ExtraFeatureSet(
+        "composition",
+        "protein",
+        "amino-acid (20) and dipeptide (400) composition",
+        _composition_columns,
+        _composition_row,
+        lambda: "tagcli",
+    ),
+):
+    EXTRA_FEATURES.register(_set.name)(_set)
+
+
+@dataclass(frozen=True)
+class ExtraFeatures:
+    """One feature set bound to an input slot, with the exact columns a head reads (recorded in its spec)."""
+
+    name: str
+    slot: str
+    columns: tuple[str, ...]
+    library: str = ""  # what computed them when the head was trained, e.g. "rdkit 2026.09.1"
+
+    @classmethod
+    def bind(cls, name: str, slot: str) -> ExtraFeatures:
+        """Every column this tagcli computes for set `name`, read from input slot `slot`."""
+        features = EXTRA_FEATURES[name]
+        return cls(name, slot, features.all_columns(), features.library())
+
+    @property
+    def width(self) -> int:
+        return len(self.columns)
+
+    def compute(self, texts: Mapping[str, Sequence[str]]) -> tuple[np.ndarray, list[str | None]]:
+        return EXTRA_FEATURES[self.name].compute(texts[self.slot], self.columns)
+
+    def describe(self) -> str:
+        """For model cards: "RDKit's 216 2D descriptors (signed log scale) of smiles (rdkit 2026.09.1)"."""
+        help_text = EXTRA_FEATURES[self.name].help if self.name in EXTRA_FEATURES else self.name
+        return f"{help_text} of {self.slot}" + (f" ({self.library})" if self.library else "")
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"name": self.name, "slot": self.slot, "columns": list(self.columns), "library": self.library}
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> ExtraFeatures:
+        """ValueError (one line) for a spec this tagcli cannot compute: an unknown set or column."""
+        if not isinstance(spec, Mapping) or not all(isinstance(spec.get(k), str) for k in ("name", "slot")):
+            raise ValueError("an extra-feature entry needs 'name' and 'slot'")
+        columns = spec.get("columns")
+        if not isinstance(columns, list) or not columns or not all(isinstance(c, str) for c in columns):
+            raise ValueError(f"extra features {spec['name']!r} need a non-empty 'columns' list")
+        if spec["name"] not in EXTRA_FEATURES:
+            raise ValueError(f"extra features {spec['name']!r} are unknown here (known: {', '.join(EXTRA_FEATURES)})")
+        missing = EXTRA_FEATURES[spec["name"]].missing(columns)
+        if missing:
+            library = EXTRA_FEATURES[spec["name"]].library()
+            raise ValueError(
+                f"extra features {spec['name']!r} need {len(missing)} column(s) {library} cannot compute "
+                f"({', '.join(missing[:3])}): the pack was trained with {spec.get('library') or 'another version'}"
+            )
+        return cls(spec["name"], spec["slot"], tuple(columns), str(spec.get("library", "")))
+
+
+def input_features(
+    extras: Sequence[ExtraFeatures], texts: Mapping[str, Sequence[str]]
+) -> tuple[torch.Tensor | None, list[str | None]]:
+    """The extra features [n, width] of rows (float32; None without any) and per row why it has none."""
+    n = len(next(iter(texts.values()), []))
+    problems: list[str | None] = [None] * n
+    if not extras:
+        return None, problems
+    parts = []
+    for extra in extras:
+        values, found = extra.compute(texts)
+        parts.append(values)
+        problems = [p if p is not None else f for p, f in zip(problems, found)]
+    return torch.from_numpy(np.concatenate(parts, axis=1)), problems

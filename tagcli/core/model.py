@@ -195,11 +195,14 @@ class TaggedModel(nn.Module):
         return assemble(readout, context.states, states, tags), cache, mask
 
     @torch.inference_mode()
-    def predict_after_context(self, context: SharedContext, suffix: TaggedBatch, function: str) -> Columns:
-        """`predict` for rows whose context is encoded once and shared by several functions."""
+    def predict_after_context(
+        self, context: SharedContext, suffix: TaggedBatch, function: str, extra: torch.Tensor | None = None
+    ) -> Columns:
+        """`predict` for rows whose context is encoded once and shared by several functions; `extra`:
+        the rows' extra features for the head (`Head.input_features`)."""
         head = self.heads[function]
         features, cache, mask = self.readout_after_context(context, suffix, head.readout)
-        predicted = head.predict(BatchReadout(self, features, cache, mask, mask.sum(1, keepdim=True)))
+        predicted = head.predict(BatchReadout(self, features, cache, mask, mask.sum(1, keepdim=True), extra))
         context.rewind()
         return predicted
 
@@ -266,6 +269,7 @@ class BatchReadout:
     cache: Any
     mask: torch.Tensor  # [n, W] attention mask over the cached positions
     next_position: torch.Tensor  # [n, 1]
+    extra: torch.Tensor | None = None  # [n, k] the head's extra features of the rows, if it reads any
 
     def generate(self, max_new_tokens: int) -> list[list[int]]:
         return self.model.greedy(self.hidden, self.cache, self.mask, self.next_position, max_new_tokens)

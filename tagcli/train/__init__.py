@@ -77,9 +77,15 @@ def train(config: TrainConfig, base: BaseModel | None = None, on_progress: Progr
         d: domain_packs[d].manifest.domain_input() if d in domain_packs else _stage1_input(config)
         for d in config.domains
     }
-    resolved = config.head_options.resolve(base.n_layers, [specs[d].kind for d in config.domains])
+    slot_kinds = {slot: specs[domain].kind for slot, domain in template.slots.items()}
+    resolved = config.head_options.resolve(base.n_layers, slot_kinds)
     config = dataclasses.replace(config, head_options=resolved)  # `auto` made concrete, as the pack records it
     head = _new_head(config, base.hidden_size, train_table, final=False) if config.trains_function else None
+    # A readout head is refitted at the end on features of every training row (the final head); it
+    # exists from the start because rows whose extra features fail are dropped before any step.
+    final = (
+        _new_head(config, base.hidden_size, train_table, final=True) if head and head.objective == "readout" else None
+    )
     tags = {name: pack.tags[name] for name, pack in domain_packs.items()}
     if method.tag_length:
         tags[config.tag_name] = init_tag(base.model, method.tag_length)
@@ -90,24 +96,22 @@ def train(config: TrainConfig, base: BaseModel | None = None, on_progress: Progr
 
     encoder = PromptEncoder(base.tokenizer, model.tag_table)
     report({"event": "phase", "phase": "encoding rows"})
-    train_set = encode_examples(config, encoder, template, specs, train_table, head, config.data)
+    train_set = encode_examples(config, encoder, template, specs, train_table, head, config.data, final)
     val_source = config.val or f"the validation share of {config.data}"
-    val_set = encode_examples(config, encoder, template, specs, val_table, head, val_source)
+    val_set = encode_examples(config, encoder, template, specs, val_table, head, val_source, final)
     check_examples(config, train_set, val_set, report)
     if head is not None:
         check_labels(config, head, train_set)
     check_leakage(config, train_set, val_set, report)
 
-    # A readout head is refitted at the end on features of every training row; a method that trains
-    # no tag (the linear probe) has nothing to do before that.
-    final_head = head is not None and head.objective == "readout"
+    # A method that trains no tag (the linear probe) has nothing to do before the final head.
     trainer = Trainer(config, method, model, encoder, train_set, val_set, report)
-    if not (final_head and trainer.total_steps == 0):
+    if not (final is not None and trainer.total_steps == 0):
         if head is not None:
             fit_head(model, encoder, head, train_set, config.init_samples, config.seed)
         trainer.run()
-    if final_head:
-        trainer.fit_final_head(_new_head(config, base.hidden_size, train_table, final=True))
+    if final is not None:
+        trainer.fit_final_head(final)
     pack = make_pack(config, base, trainer, template, specs, domain_packs, time.perf_counter() - started)
     save_pack(pack, config.out)
     return pack

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from tagcli.core.batching import prepare_inputs
 from tagcli.core.domains import DomainInput
@@ -40,6 +41,7 @@ class Examples:
     labels: list[Any]
     template: PromptTemplate
     inputs: dict[str, list[list[int]]]  # input slot → each kept row's input tokens (what `rows` lay out)
+    extra: torch.Tensor | None = None  # [n, k] the final head's extra features of each kept row, if any
     source: str = ""  # the file the rows came from (for messages)
     read: int = 0  # rows read from it
     dropped: Counter[str] = field(default_factory=Counter)  # why rows were dropped → how many
@@ -94,6 +96,7 @@ def encode_examples(
     table: pa.Table,
     head: Head | None,
     source: str = "",
+    final: Head | None = None,
 ) -> Examples:
     """Clean, tokenize and lay out rows; rows with a bad input or a missing label are dropped and counted.
 
@@ -103,7 +106,9 @@ def encode_examples(
     slots = template.slots  # checked against --input and --symmetric before the model loaded
     errors: list[str | None] = [None] * table.num_rows
     slot_specs = {slot: specs[domain] for slot, domain in slots.items()}
-    tokens = prepare_inputs(encoder, slot_specs, table, config.columns | config.inputs, errors, slots)
+    texts: dict[str, list[str | None]] = {}
+    tokens = prepare_inputs(encoder, slot_specs, table, config.columns | config.inputs, errors, slots, texts)
+    extra = _extra_features(final, texts, errors) if final is not None else None
     cells = [table.column(c).to_pylist() for c in config.targets]
     labels = head.parse_labels(cells) if head is not None else []
     for i, label in enumerate(labels):
@@ -123,7 +128,8 @@ def encode_examples(
         rows = [EncodedRow(r.token_ids + a, r.slots + [-1] * len(a), r.readout) for r, a in zip(rows, answers)]
     else:
         targets = kept_labels
-    examples = Examples(rows, targets, kept_labels, template, inputs, source, table.num_rows)
+    kept_extra = extra[keep] if extra is not None else None
+    examples = Examples(rows, targets, kept_labels, template, inputs, kept_extra, source, table.num_rows)
     for i, error in enumerate(errors):
         if error is not None:
             reason = drop_reason(error)
@@ -132,10 +138,24 @@ def encode_examples(
     return examples
 
 
+def _extra_features(final: Head, texts: dict[str, list[str | None]], errors: list[str | None]) -> torch.Tensor | None:
+    """The final head's extra features of every row (rows already invalid get placeholders); a row whose
+    features cannot be computed gets the reason in `errors`."""
+    valid = [i for i, e in enumerate(errors) if e is None]
+    values, problems = final.input_features({slot: [column[i] for i in valid] for slot, column in texts.items()})
+    if values is None:
+        return None
+    extra = torch.full((len(errors), values.shape[1]), float("nan"))
+    extra[valid] = values
+    for i, problem in zip(valid, problems):
+        errors[i] = problem
+    return extra
+
+
 def drop_reason(error: str) -> str:
     """A row error without what is particular to the row: "invalid SMILES 'C1CC': unclosed ring" →
     "invalid SMILES" (reasons are counted)."""
-    return re.split(r"['\"]|\d", error, maxsplit=1)[0].rstrip(" :,") or error
+    return re.split(r"['\"]|\s\d", error, maxsplit=1)[0].rstrip(" :,") or error
 
 
 def check_slots(config: TrainConfig, template: PromptTemplate) -> dict[str, str]:

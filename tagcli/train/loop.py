@@ -234,9 +234,8 @@ class Trainer:
                 self.model, self.encoder, final, examples, split, size, cached, self._rows_done
             )
         self.on_progress({"event": "phase", "phase": "final head: fitting"})
-        final.fit_final(
-            features["train"], self.train_set.targets, features["val"], self.val_set.targets, self.config.seed
-        )
+        train, val = (_with_extra(features[split], examples.extra) for split, examples, _ in loads)
+        final.fit_final(train, self.train_set.targets, val, self.val_set.targets, self.config.seed)
         self.model.heads[name] = self.head = final.to(self.model.lm.device)
         metrics = validation_metrics(
             self.model, self.encoder, final, self.val_set, self.config.targets, self.val_contexts
@@ -348,7 +347,8 @@ def head_predictions(
             else readouts(model, encoder, head.readout, examples, indices, batch_size)
         )
         for chunk, hidden in batches:
-            yield chunk, head.predict(_Hidden(hidden))
+            extra = examples.extra[chunk] if examples.extra is not None else None
+            yield chunk, head.predict(_Hidden(hidden, extra))
         return
     prompts = [EncodedRow(r.token_ids[: r.readout + 1], r.slots[: r.readout + 1], r.readout) for r in examples.rows]
     for chunk in length_batches([len(r) for r in prompts], batch_size, 32768):
@@ -356,11 +356,17 @@ def head_predictions(
         yield chunk, head.predict(model.full_readout(batch))
 
 
-class _Hidden:
-    """A readout that only offers hidden states (validation of heads that do not generate)."""
+def _with_extra(features: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
+    """A final head's input: the readout features, then the rows' extra features (if it reads any)."""
+    return features if extra is None else torch.cat([features, extra], dim=1)
 
-    def __init__(self, hidden: torch.Tensor) -> None:
+
+class _Hidden:
+    """A readout that only offers hidden states and extra features (validation of heads that do not generate)."""
+
+    def __init__(self, hidden: torch.Tensor, extra: torch.Tensor | None = None) -> None:
         self.hidden = hidden
+        self.extra = extra
 
     def generate(self, max_new_tokens: int) -> list[list[int]]:
         raise RuntimeError("this readout cannot generate")

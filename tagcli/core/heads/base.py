@@ -40,8 +40,9 @@ class NoOptions:
         """The options of the head the tag trains with (the final head may be richer)."""
         return self
 
-    def resolve(self, n_layers: int, input_kinds: Sequence[str]) -> NoOptions:
-        """Defaults that depend on the base model and the inputs, made concrete (recorded as such)."""
+    def resolve(self, n_layers: int, slots: Mapping[str, str]) -> NoOptions:
+        """Defaults that depend on the base model and the input slots (slot → input kind), made
+        concrete (the pack records them so)."""
         return self
 
 
@@ -49,6 +50,7 @@ class Readout(Protocol):
     """What the model offers a head for a batch of rows: its readout features, and generation from them."""
 
     hidden: torch.Tensor  # [n, width] the head's readout (`Head.readout`) of each row
+    extra: torch.Tensor | None  # [n, k] the head's extra features of each row (`Head.input_features`)
 
     def generate(self, max_new_tokens: int) -> list[list[int]]:
         """Greedy answer token ids per row, continuing after the prompt."""
@@ -71,6 +73,12 @@ class Head(nn.Module):
     # The kind's own training options (`tagcli.options` fields): flags of `tagcli train`, keys of its
     # `--config` file, hyperparameters recorded in the pack.
     Options: ClassVar[type] = NoOptions
+
+    # -- inputs ----------------------------------------------------------------------------
+    def input_features(self, texts: Mapping[str, Sequence[str]]) -> tuple[torch.Tensor | None, list[str | None]]:
+        """Features the head reads beside the model's readout, computed from the rows' cleaned input
+        texts (slot → texts): [n, k] or None, and per row why it has none (such a row gets no prediction)."""
+        return None, [None] * len(next(iter(texts.values()), []))
 
     # -- outputs ---------------------------------------------------------------------------
     def output_columns(self) -> list[str]:

@@ -40,7 +40,7 @@ class ClassificationHead(FeatureHead):
         return {f"pred_{self.target}": pa.string()} | probabilities | self.domain_types()
 
     def predict(self, readout: Readout) -> Columns:
-        x = self.standardise(readout.hidden)
+        x = self.standardise(self.features(readout))
         probabilities = self.members_on(x).mean(0).softmax(dim=-1)
         columns: Columns = {f"pred_{self.target}": [self.classes[i] for i in probabilities.argmax(dim=-1).tolist()]}
         columns.update({f"prob_{c}": p for c, p in zip(self.classes, probabilities.unbind(dim=1))})
@@ -91,8 +91,8 @@ class ClassificationHead(FeatureHead):
     @classmethod
     def card_predicts(cls, spec: Mapping[str, Any], readout: str) -> str:
         classes = ", ".join(str(c) for c in spec.get("classes") or [])
-        head = cls.card_head(spec)
-        return f"`{spec.get('target')}`, one of {classes}, with a probability per class ({head} on {readout})"
+        head, reads = cls.card_head(spec), cls.card_reads(spec, readout)
+        return f"`{spec.get('target')}`, one of {classes}, with a probability per class ({head} on {reads})"
 
     @classmethod
     def card_limits(cls, spec: Mapping[str, Any]) -> list[str]:

@@ -23,7 +23,8 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from tagcli.core.heads.base import Columns, Head
+from tagcli.core.extra_features import EXTRA_FEATURES, ExtraFeatures, input_features
+from tagcli.core.heads.base import Columns, Head, Readout
 from tagcli.core.readout import AUTO, PAPER, ReadoutSpec, default_readout
 from tagcli.errors import PackError, UsageError
 from tagcli.options import option
@@ -56,10 +57,20 @@ class FeatureOptions:
     domain_components: int = option(
         16, "principal axes of the applicability-domain summary (0: none)", minimum=0, maximum=MAX_COMPONENTS
     )
+    extra_features: list[str] = option(
+        [],
+        "classic features the final head reads beside the tags, computed from the input: "
+        + "; ".join(f"{s.name} ({s.input_kind}): {s.help}" for s in EXTRA_FEATURES.values()),
+        flag="--extra-features",
+        form="NAME or SLOT=NAME, or several joined by commas",
+    )
 
     def __post_init__(self) -> None:
         if self.readout != AUTO:
             self.readout_spec()
+        self.extra_features = [e.strip() for item in self.extra_features for e in item.split(",") if e.strip()]
+        for item in self.extra_features:
+            EXTRA_FEATURES.choose(item.partition("=")[2] or item)
 
     def readout_spec(self) -> ReadoutSpec:
         try:
@@ -68,25 +79,48 @@ class FeatureOptions:
             raise UsageError(f"--readout {self.readout!r}: {exc}") from None
 
     def for_tag_training(self) -> FeatureOptions:
-        """The tag trains with one linear member on the readout (no summary): quick to refit at every step."""
-        return dataclasses.replace(self, members=1, hidden_units=0, domain_components=0)
+        """The tag trains with one linear member on the readout alone (no summary, no extra features):
+        quick to refit at every step, and the tag learns what the readout can carry."""
+        return dataclasses.replace(self, members=1, hidden_units=0, domain_components=0, extra_features=[])
 
-    def resolve(self, n_layers: int, input_kinds: Sequence[str]) -> FeatureOptions:
-        """`auto` made concrete for this base model and these inputs; a readout the model lacks refused."""
-        spec = default_readout(n_layers, input_kinds) if self.readout == AUTO else self.readout_spec()
+    def resolve(self, n_layers: int, slots: Mapping[str, str]) -> FeatureOptions:
+        """`auto` made concrete for this base model and these input slots (slot → input kind), each
+        extra-feature set bound to its slot ("rdkit2d" → "smiles=rdkit2d"); what cannot be read refused."""
+        spec = default_readout(n_layers, list(slots.values())) if self.readout == AUTO else self.readout_spec()
         problem = spec.check_model(n_layers)
         if problem:
             raise UsageError(f"--readout {self.readout}: {problem}")
-        return dataclasses.replace(self, readout=spec.text())
+        return dataclasses.replace(
+            self, readout=spec.text(), extra_features=[_bind(item, slots) for item in self.extra_features]
+        )
 
     def head_arguments(self) -> dict[str, Any]:
         """`FeatureHead` constructor arguments of resolved options."""
+        bound = [item.split("=", 1) for item in self.extra_features]
         return {
             "readout": self.readout_spec(),
             "members": self.members,
             "hidden_units": self.hidden_units,
             "domain_components": self.domain_components,
+            "extra_features": [ExtraFeatures.bind(name, slot) for slot, name in bound],
         }
+
+
+def _bind(item: str, slots: Mapping[str, str]) -> str:
+    """ "NAME" or "SLOT=NAME" → "SLOT=NAME", the slot being the one input of the set's kind."""
+    slot, _, name = item.rpartition("=")
+    kind = EXTRA_FEATURES.choose(name).input_kind
+    if slot:
+        if slots.get(slot) != kind:
+            raise UsageError(f"--extra-features {item}: {name} reads a {kind} input; slot {slot!r} is not one")
+        return item
+    fitting = [s for s, k in slots.items() if k == kind]
+    if len(fitting) != 1:
+        where = f"the slots {', '.join(fitting)}" if fitting else "no slot"
+        raise UsageError(
+            f"--extra-features {name} reads a {kind} input and the prompt has {where}", hint="name it: SLOT=NAME"
+        )
+    return f"{fitting[0]}={name}"
 
 
 class FeatureHead(Head):
@@ -100,11 +134,13 @@ class FeatureHead(Head):
         members: int = 1,
         hidden_units: int = 0,
         domain_components: int = 0,
+        extra_features: Sequence[ExtraFeatures] = (),
     ) -> None:
         super().__init__()
         self.readout = readout
         self.hidden_units = hidden_units
-        width = readout.width(hidden_size)
+        self.extra_features = tuple(extra_features)
+        width = readout.width(hidden_size) + sum(e.width for e in self.extra_features)
         self.members = nn.ModuleList(self._member(width, n_outputs) for _ in range(members))
         self.register_buffer("feature_mean", torch.zeros(width))
         self.register_buffer("feature_std", torch.ones(width))
@@ -118,6 +154,16 @@ class FeatureHead(Head):
         if not self.hidden_units:
             return nn.Linear(width, n_outputs)
         return nn.Sequential(nn.Linear(width, self.hidden_units), nn.GELU(), nn.Linear(self.hidden_units, n_outputs))
+
+    # -- inputs ------------------------------------------------------------------------------
+    def input_features(self, texts: Mapping[str, Sequence[str]]) -> tuple[torch.Tensor | None, list[str | None]]:
+        return input_features(self.extra_features, texts)
+
+    def features(self, readout: Readout) -> torch.Tensor:
+        """What the members read: the readout, then the extra features of the same rows."""
+        if not self.extra_features:
+            return readout.hidden.float()
+        return torch.cat([readout.hidden.float(), readout.extra.to(readout.hidden.device)], dim=1)
 
     # -- outputs -----------------------------------------------------------------------------
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -171,10 +217,13 @@ class FeatureHead(Head):
         self.set_feature_stats(hidden)
 
     def set_feature_stats(self, hidden: torch.Tensor) -> None:
-        """Standardise inputs with statistics of a sample of hidden states."""
+        """Standardise inputs with statistics of a sample of hidden states (and extra features). A column
+        constant on those rows (a fingerprint bit none of them sets) keeps its scale: dividing by its
+        zero spread would turn the first row that has it into an outlier of thousands of stds."""
         hidden = hidden.float()
+        std = hidden.std(0)
         self.feature_mean.copy_(hidden.mean(0))
-        self.feature_std.copy_(hidden.std(0).clamp(min=1e-4))
+        self.feature_std.copy_(torch.where(std < 1e-4, torch.ones_like(std), std))
 
     @torch.no_grad()
     def fit_domain(self, train: torch.Tensor, validation: torch.Tensor) -> None:
@@ -239,12 +288,13 @@ class FeatureHead(Head):
 
     # -- the pack format -----------------------------------------------------------------------
     def feature_spec(self) -> dict[str, Any]:
+        extras = {"extra_features": [e.to_spec() for e in self.extra_features]} if self.extra_features else {}
         return {
             "readout": self.readout.to_spec(),
             "members": len(self.members),
             "hidden_units": self.hidden_units,
             "domain_components": int(self.domain_axes.shape[0]),
-        }
+        } | extras
 
     # Tensors added after ensemble packs were first shipped, with the values that reproduce their scores.
     LATER_TENSORS = {
@@ -275,6 +325,18 @@ class FeatureHead(Head):
         return neutral | state
 
     @classmethod
+    def card_reads(cls, spec: Mapping[str, Any], readout: str) -> str:
+        """What the head reads: the readout, and any extra features beside it."""
+        extras = spec.get("extra_features") if isinstance(spec.get("extra_features"), list) else []
+        described = []
+        for entry in extras:
+            try:
+                described.append(ExtraFeatures.from_spec(entry).describe())
+            except ValueError as exc:
+                described.append(str(exc))
+        return readout + "".join(f", with {d}" for d in described)
+
+    @classmethod
     def card_head(cls, spec: Mapping[str, Any]) -> str:
         """The head itself in words: "an ensemble of 5 MLPs (32 hidden units)", "a linear layer head"."""
         members, units = spec.get("members", 1), spec.get("hidden_units", 0)
@@ -300,6 +362,10 @@ class FeatureHead(Head):
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise PackError(f"head spec: {key} must be an integer from {low} to {high}, not {value!r}")
             options[key] = value
+        try:
+            options["extra_features"] = [ExtraFeatures.from_spec(e) for e in spec.get("extra_features") or []]
+        except ValueError as exc:
+            raise PackError(f"head spec: {exc}", hint="install the tagcli and RDKit versions the pack names") from None
         return options
 
 
