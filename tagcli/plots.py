@@ -1,4 +1,5 @@
-"""Pictures of an evaluation: a parity plot with residuals (regression), ROC curves (classification).
+"""Pictures of an evaluation: a parity plot with residuals (regression), ROC curves and a calibration
+curve (classification).
 
 The head kind says which picture fits it (`Head.plot_kind`); this module draws it with matplotlib,
 an optional extra (`pip install 'tagcli[plot]'`), imported only when a plot is asked for.
@@ -77,22 +78,47 @@ def parity(plt: Any, scores: LabeledScores) -> Any:
 
 
 def roc(plt: Any, scores: LabeledScores) -> Any:
-    """ROC curve of each class against the rest (the positive class only, for two classes)."""
-    classes = scores.head.classes
+    """ROC curve of each class against the rest (the positive class only, for two classes), and the
+    calibration curve: the observed share of a class against its predicted probability, in bins."""
+    head = scores.head
+    classes = head.classes
     known = [i for i, label in enumerate(scores.labels) if label is not None]
     truth = np.array([scores.labels[i] for i in known], dtype=int)
     probabilities = np.array([[scores.predicted[f"prob_{c}"][i] for c in classes] for i in known], dtype=float)
-    figure, axis = plt.subplots(figsize=(5, 5))
-    for k in range(1, 2) if len(classes) == 2 else range(len(classes)):
+    figure, (axis, calibration) = plt.subplots(1, 2, figsize=(10, 5))
+    shown = [head.positive] if len(classes) == 2 else range(len(classes))
+    for k in shown:
         fpr, tpr = _roc_curve(truth == k, probabilities[:, k])
         axis.plot(fpr, tpr, label=classes[k])
     axis.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--")
-    m = classification_metrics(truth, probabilities)
+    m = classification_metrics(truth, probabilities, head.positive)
     axis.set(
         xlabel="false positive rate", ylabel="true positive rate", title=f"ROC-AUC = {m['roc_auc']:.3f}, n = {m['n']}"
     )
     axis.legend(loc="lower right")
+    for k in shown:
+        predicted, observed, counts = _calibration(truth == k, probabilities[:, k])
+        calibration.plot(predicted, observed, marker="o", label=f"{classes[k]} ({counts.sum()} rows)")
+    calibration.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle="--")
+    calibration.set(
+        xlabel="predicted probability",
+        ylabel="observed share",
+        title=f"calibration: Brier = {m['brier']:.3f}",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
+    calibration.legend(loc="upper left")
     return figure
+
+
+def _calibration(positive: np.ndarray, probability: np.ndarray, bins: int = 10) -> tuple[np.ndarray, ...]:
+    """Mean predicted probability and observed share of positives per non-empty bin of equal width."""
+    which = np.minimum((probability * bins).astype(int), bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    filled = counts > 0
+    predicted = np.bincount(which, weights=probability, minlength=bins)[filled] / counts[filled]
+    observed = np.bincount(which, weights=positive.astype(float), minlength=bins)[filled] / counts[filled]
+    return predicted, observed, counts[filled]
 
 
 def _roc_curve(positive: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

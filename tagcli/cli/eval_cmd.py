@@ -51,6 +51,11 @@ def evaluate(
         help="Also draw the evaluation into this file (.png/.svg/.pdf): a parity plot with residuals "
         "(regression) or ROC curves (classification). Needs the plot extra (matplotlib).",
     ),
+    group_col: str = typer.Option(
+        None,
+        "--group-col",
+        help="Also report the metrics per value of this column (e.g. cliff_mol: activity-cliff compounds vs the rest).",
+    ),
     pack_dir: PackDirs = None,
     format: Format = OutputFormat.human,
 ) -> None:
@@ -67,7 +72,7 @@ def evaluate(
         both_orders=both_orders,
         pack_dirs=pack_dir or (),
     )
-    scores = score_labeled(scorer, input, target)
+    scores = score_labeled(scorer, input, target, group_col=group_col)
     out = Output(format)
     unlabeled = scores.check_labels(input)
     if unlabeled:
@@ -87,5 +92,9 @@ def evaluate(
     if format is OutputFormat.json:
         out.json(report)
         return
-    rows = [{"target": t, **{k: v for k, v in report[t].items()}} for t in target]
-    out.table(rows, list(rows[0]), title=f"{function} on {input}: {report['scored']} of {report['rows']} rows scored")
+    groups = {"all rows": report} | report.get("groups", {})
+    rows = [{"rows": group, "target": t, **metrics[t]} for group, metrics in groups.items() for t in target]
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    if not group_col:
+        columns.remove("rows")
+    out.table(rows, columns, title=f"{function} on {input}: {report['scored']} of {report['rows']} rows scored")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import sys
+import threading
 import time
 import typing
 from pathlib import Path
@@ -182,7 +183,9 @@ def run_stage(stage: int, options: dict[str, Any]) -> None:
 
 class TrainingProgress:
     """Training events for people: a live bar on a terminal; on anything else (a log file, a pipe)
-    plain lines, one per phase, evaluation and warning, and at least every `LOG_INTERVAL` seconds."""
+    plain lines, one per phase, evaluation and warning, and at least every `LOG_INTERVAL` seconds
+    (a heartbeat thread repeats the current phase's line through steps that report nothing, such as
+    fitting the final head's members)."""
 
     def __init__(self, out: Output) -> None:
         self.out = out
@@ -192,13 +195,23 @@ class TrainingProgress:
         self.phase, self.total, self.done, self.loss, self.rate = "", None, 0, float("nan"), 0.0
         self.phase_started = self.started = time.monotonic()
         self.last_line = 0.0
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
 
     def __enter__(self) -> TrainingProgress:
+        if not self.live:
+            threading.Thread(target=self._heartbeat, daemon=True).start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
         if self.bar is not None:
             self.bar.stop()
+
+    def _heartbeat(self) -> None:
+        while not self.stopped.wait(1.0):
+            if self.phase and time.monotonic() - self.last_line >= LOG_INTERVAL:
+                self._print(self._line())
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["event"]
@@ -245,9 +258,10 @@ class TrainingProgress:
         return f"{self.phase}: " + ", ".join(p for p in parts if p)
 
     def _print(self, line: str) -> None:
-        self.last_line = time.monotonic()
-        console = self._bar().console if self.live else self.out.err
-        console.print(line, highlight=False, markup=False)
+        with self.lock:
+            self.last_line = time.monotonic()
+            console = self._bar().console if self.live else self.out.err
+            console.print(line, highlight=False, markup=False)
 
     def _bar(self) -> Progress:
         if self.bar is None:

@@ -51,17 +51,30 @@ def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[y_true].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
-    """Accuracy, and ROC-AUC (one-vs-rest macro average when there are more than two classes)."""
+def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray, positive: int = 1) -> dict[str, float]:
+    """Accuracy, balanced accuracy, ROC-AUC (one-vs-rest macro average when there are more than two
+    classes) and the Brier score; with two classes also PR-AUC, of class `positive`."""
     y_true = np.asarray(y_true, int)
     probabilities = np.asarray(probabilities, float)
     n_classes = probabilities.shape[1]
     aucs = [roc_auc(y_true == k, probabilities[:, k]) for k in (range(1, 2) if n_classes == 2 else range(n_classes))]
-    return {
+    predicted = probabilities.argmax(1)
+    truth = np.eye(n_classes)[y_true] if len(y_true) else np.zeros((0, n_classes))
+    metrics = {
         "n": int(len(y_true)),
-        "accuracy": float(np.mean(probabilities.argmax(1) == y_true)),
+        "accuracy": float(np.mean(predicted == y_true)) if len(y_true) else float("nan"),
+        "balanced_accuracy": balanced_accuracy(y_true, predicted),
         "roc_auc": float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan"),
+        # Two classes: the usual binary Brier score of the positive class; more: summed over classes.
+        "brier": brier(truth[:, positive], probabilities[:, positive])
+        if n_classes == 2
+        else float(np.mean(((probabilities - truth) ** 2).sum(1)))
+        if len(y_true)
+        else float("nan"),
     }
+    if n_classes == 2:
+        metrics["pr_auc"] = pr_auc(y_true == positive, probabilities[:, positive])
+    return metrics
 
 
 def pr_auc(y_true: np.ndarray, score: np.ndarray) -> float:

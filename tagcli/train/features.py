@@ -153,7 +153,13 @@ class FeatureCache:
 
 @torch.no_grad()
 def fit_head(
-    model: TaggedModel, encoder: PromptEncoder, head: Head, examples: Examples, samples: int, seed: int
+    model: TaggedModel,
+    encoder: PromptEncoder,
+    head: Head,
+    examples: Examples,
+    samples: int,
+    seed: int,
+    rows_done: RowsDone = _nothing,
 ) -> None:
     """Fit the head in closed form on the readouts of a seeded sample of training rows.
 
@@ -168,4 +174,5 @@ def fit_head(
     hidden = torch.empty(len(sample), head.readout.width(model.hidden_size), device=model.lm.device)
     for chunk, readout in readouts(model, encoder, head.readout, examples, sample):
         hidden[chunk] = readout.float()
+        rows_done(len(chunk))
     head.fit(hidden, [examples.targets[i] for i in sample], examples.targets)

@@ -106,13 +106,13 @@ class Trainer:
             size = self.config.batch_size
             self.on_progress({"event": "phase", "phase": "encoding the tag steps' rows", "total": rows})
             self.train_contexts = ContextCache(
-                self.model, self.encoder, self.train_set, range(rows), size, self._rows_done
+                self.model, self.encoder, self.train_set, range(rows), size, self.rows_done
             )
             self.on_progress(
                 {"event": "phase", "phase": "encoding the validation rows", "total": len(self.val_set.rows)}
             )
             self.val_contexts = ContextCache(
-                self.model, self.encoder, self.val_set, range(len(self.val_set.rows)), 64, self._rows_done
+                self.model, self.encoder, self.val_set, range(len(self.val_set.rows)), 64, self.rows_done
             )
         if self.step == 0:
             self._validate()  # the initial state (closed-form head) is a candidate too
@@ -135,7 +135,8 @@ class Trainer:
             if stop:
                 break
 
-    def _rows_done(self, rows: int) -> None:
+    def rows_done(self, rows: int) -> None:
+        """Progress: `rows` more rows encoded."""
         self.on_progress({"event": "rows", "rows": rows})
 
     def _optimizer_step(self) -> float:
@@ -230,9 +231,7 @@ class Trainer:
         for split, examples, cached in loads:
             phase = f"final head: features of the {'training' if split == 'train' else 'validation'} rows"
             self.on_progress({"event": "phase", "phase": phase, "total": len(examples.rows)})
-            features[split] = cache.load(
-                self.model, self.encoder, final, examples, split, size, cached, self._rows_done
-            )
+            features[split] = cache.load(self.model, self.encoder, final, examples, split, size, cached, self.rows_done)
         self.on_progress({"event": "phase", "phase": "final head: fitting"})
         train, val = (_with_extra(features[split], examples.extra) for split, examples, _ in loads)
         final.fit_final(train, self.train_set.targets, val, self.val_set.targets, self.config.seed)

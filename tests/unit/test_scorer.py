@@ -14,11 +14,12 @@ import pytest
 import torch
 
 from helpers import PROTEINS, SMILES, domain_pack, function_pack, regression_head, write_packs
+from tagcli.core.metrics import regression_metrics
 from tagcli.core.model import TaggedModel
 from tagcli.core.prompt import PromptEncoder, collate
 from tagcli.core.readout import ReadoutSpec
 from tagcli.errors import BadRowError, PackError, UsageError
-from tagcli.io.evaluation import evaluate_file
+from tagcli.io.evaluation import evaluate_file, score_labeled
 from tagcli.io.runner import score_file
 from tagcli.packs.format import save_pack
 from tagcli.scorer import TagScorer
@@ -463,11 +464,46 @@ def test_evaluate_file_regression(scorer, tmp_path: Path) -> None:
     assert metrics["mse"] == pytest.approx(float(np.mean((ok["pred_y"] - ok["y"]) ** 2)), rel=1e-6)
 
 
+def test_group_col_metrics_are_each_groups_own(scorer, tmp_path: Path) -> None:
+    frame = _labeled().assign(cliff_mol=[1, 0, 0] * 4)
+    frame.to_csv(tmp_path / "labeled.csv", index=False)
+    scores = score_labeled(scorer(), tmp_path / "labeled.csv", ["y"], window_rows=5, group_col="cliff_mol")
+    report = scores.report()
+    assert set(report["groups"]) == {"cliff_mol=0", "cliff_mol=1"} and report["y"]["n"] == 11
+    # By hand, from the same predictions: each group's rows alone.
+    rows = pd.DataFrame({"y": [y[0] for y in scores.labels], "pred": scores.predicted["pred_y"], "g": scores.groups})
+    assert sorted(rows["y"]) == sorted(frame["y"][frame["smiles"] != "C1CCC"])
+    for value, group in rows.groupby("g"):
+        expected = regression_metrics(group["y"].to_numpy(), group["pred"].to_numpy())
+        got = report["groups"][f"cliff_mol={value}"]["y"]
+        assert (
+            got["n"]
+            == expected["n"]
+            == len(group)
+            == (frame.loc[frame["smiles"] != "C1CCC", "cliff_mol"] == int(value)).sum()
+        )
+        for metric in ("mse", "mae", "pearson", "spearman"):
+            assert got[metric] == pytest.approx(expected[metric], rel=1e-9), metric
+    with pytest.raises(UsageError, match="no --group-col column 'series' in"):
+        score_labeled(scorer(), tmp_path / "labeled.csv", ["y"], group_col="series")
+
+
 def test_evaluate_file_classification(scorer, tmp_path: Path) -> None:
     pd.DataFrame({"smiles": SMILES, "label": ["active", "inactive"] * 4}).to_csv(tmp_path / "c.csv", index=False)
     report = evaluate_file(scorer("active"), tmp_path / "c.csv", ["label"])
-    assert report["scored"] == 8 and set(report["label"]) == {"n", "accuracy", "roc_auc", "log_loss"}
-    assert 0.0 <= report["label"]["accuracy"] <= 1.0
+    metrics = report["label"]
+    assert report["scored"] == 8
+    assert set(metrics) == {"n", "accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "brier", "log_loss"}
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["brier"] <= 1.0
+    # "active" is the positive class (named so): PR-AUC and Brier are about it, by hand here.
+    scored = score_file_table(scorer("active"), tmp_path / "c.csv")
+    truth = np.array([label == "active" for label in ["active", "inactive"] * 4])
+    p_active = np.array(scored["prob_active"])
+    assert metrics["brier"] == pytest.approx(float(np.mean((p_active - truth) ** 2)))
+
+
+def score_file_table(scorer: TagScorer, path: Path) -> dict[str, list]:
+    return scorer(pa.table(pd.read_csv(path)[["smiles"]])).to_pydict()
 
 
 def test_evaluate_file_argument_errors(scorer, tmp_path: Path) -> None:

@@ -16,6 +16,8 @@ from tagcli.core.heads.feature import FeatureHead, FeatureOptions
 from tagcli.core.metrics import classification_metrics
 from tagcli.errors import PackError, UsageError
 
+POSITIVE_NAMES = frozenset({"1", "true", "yes", "active", "positive", "pos"})
+
 
 def class_label(value: Any) -> str | None:
     """A class label (or text answer) as text; None, NaN and blank cells are missing labels."""
@@ -34,6 +36,13 @@ class ClassificationHead(FeatureHead):
         super().__init__(hidden_size, len(classes), **options)
         self.target = target
         self.classes = [str(c) for c in classes]
+
+    @property
+    def positive(self) -> int:
+        """The class PR-AUC and the Brier score of two classes are about: one named like a positive
+        ("1", "true", "yes", "active", "BBB+"), else the second in sorted order (as for 0/1 labels)."""
+        named = [k for k, c in enumerate(self.classes) if c.lower() in POSITIVE_NAMES or c.endswith("+")]
+        return named[0] if len(named) == 1 else min(1, len(self.classes) - 1)
 
     def output_types(self) -> dict[str, pa.DataType]:
         probabilities = {f"prob_{c}": pa.float64() for c in self.classes}
@@ -83,7 +92,7 @@ class ClassificationHead(FeatureHead):
         truth = np.array([labels[i] for i in known], dtype=int)
         probabilities = np.array([[predicted[f"prob_{c}"][i] for c in self.classes] for i in known], dtype=float)
         probabilities = probabilities.reshape(len(known), len(self.classes))
-        metrics = classification_metrics(truth, probabilities)
+        metrics = classification_metrics(truth, probabilities, self.positive)
         chosen = probabilities[np.arange(len(truth)), truth] if len(truth) else np.array([])
         log_loss = float(-np.mean(np.log(np.clip(chosen, 1e-12, 1.0)))) if len(truth) else math.nan
         return [{**metrics, "log_loss": log_loss}]
