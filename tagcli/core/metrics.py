@@ -62,3 +62,32 @@ def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dic
         "accuracy": float(np.mean(probabilities.argmax(1) == y_true)),
         "roc_auc": float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan"),
     }
+
+
+def pr_auc(y_true: np.ndarray, score: np.ndarray) -> float:
+    """Area under the precision-recall curve as average precision: the sum over distinct score
+    thresholds (highest first) of precision × the recall gained there; tied scores form one step."""
+    y_true = np.asarray(y_true).astype(bool)
+    n_pos = int(y_true.sum())
+    if n_pos == 0 or n_pos == len(y_true):
+        return float("nan")
+    score = np.asarray(score, float)
+    order = np.argsort(-score, kind="stable")
+    hits, ranked = np.cumsum(y_true[order]), score[order]
+    last = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]  # last row of each tie group
+    precision, recall = hits[last] / (last + 1), hits[last] / n_pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """The mean over the classes present in `y_true` of the fraction of their rows predicted right."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if len(y_true) == 0:
+        return float("nan")
+    return float(np.mean([np.mean(y_pred[y_true == k] == k) for k in np.unique(y_true)]))
+
+
+def brier(y_true: np.ndarray, probability: np.ndarray) -> float:
+    """Mean squared difference between the predicted probability of the positive class and the 0/1 truth."""
+    y_true, probability = np.asarray(y_true, float), np.asarray(probability, float)
+    return float(np.mean((probability - y_true) ** 2)) if len(y_true) else float("nan")
