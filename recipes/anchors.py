@@ -392,9 +392,14 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def load_average() -> list[float] | None:
+    """The 1/5/15-minute load averages (wall times on a shared machine depend on them)."""
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
 def run(data_dir: Path, endpoints: Sequence[str] | None = None, models: Sequence[str] | None = None) -> dict:
     """The anchors on the chosen endpoints (default: all), as written to measured_anchors.json."""
-    start = time.perf_counter()
+    start, load_at_start = time.perf_counter(), load_average()
     names = list(endpoints or ENDPOINTS)
     unknown = sorted(set(names) - set(ENDPOINTS)) + sorted(set(models or ()) - set(MODELS))
     if unknown:
@@ -405,6 +410,7 @@ def run(data_dir: Path, endpoints: Sequence[str] | None = None, models: Sequence
         "seed": SEED,
         "endpoints": results,
         "seconds": round(time.perf_counter() - start, 1),
+        "load_average": {"start": load_at_start, "end": load_average()},
     }
 
 

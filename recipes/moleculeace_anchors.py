@@ -26,7 +26,7 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,18 @@ import pandas as pd
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.svm import SVR
 
-from recipes.anchors import C_GRID, RESULTS, SEED, TREES, featurize, jsonable, knn_predict, machine, tanimoto_kernel
+from recipes.anchors import (
+    C_GRID,
+    RESULTS,
+    SEED,
+    TREES,
+    featurize,
+    jsonable,
+    knn_predict,
+    load_average,
+    machine,
+    tanimoto_kernel,
+)
 
 VAL_FRACTION = 0.2
 K_GRID = (1, 3, 5, 7, 9, 11)
@@ -151,6 +162,7 @@ def run_set(path: Path, models: Sequence[str]) -> dict[str, Any]:
         "n_val_carved": int(val.sum()),
         "feature_seconds": round(feature_seconds, 2),
         "models": results,
+        "seconds": round(feature_seconds + sum(r["seconds"] for r in results.values()), 2),
     }
 
 
@@ -184,33 +196,49 @@ def set_paths(data_dir: Path, sets: Sequence[str] | None = None) -> list[Path]:
     return paths
 
 
-def moleculeace_anchors(data_dir: Path, sets: Sequence[str] | None = None, models: Sequence[str] = MODELS) -> dict:
-    """The anchors on the chosen sets (default: all 30), as written to moleculeace_anchors.json."""
-    start, results = time.perf_counter(), {}
+def moleculeace_anchors(
+    data_dir: Path,
+    sets: Sequence[str] | None = None,
+    models: Sequence[str] = MODELS,
+    after_set: Callable[[dict[str, Any]], None] | None = None,
+) -> dict:
+    """The anchors on the chosen sets (default: all 30), as written to moleculeace_anchors.json;
+    `after_set` gets the result so far after every set (main writes it, so a stopped run keeps its sets)."""
+    start, results, load_at_start = time.perf_counter(), {}, load_average()
+
+    def so_far() -> dict[str, Any]:
+        return {
+            "machine": machine(),
+            "seed": SEED,
+            "validation": f"seeded random {VAL_FRACTION:.0%} of each set's train rows (numpy default_rng({SEED})); "
+            "chosen values refitted on all train rows (chemprop: not refitted)",
+            "sets": results,
+            "means": means(results),
+            "seconds": round(time.perf_counter() - start, 1),
+            "load_average": {"start": load_at_start, "end": load_average()},
+        }
+
     for path in set_paths(data_dir, sets):
         results[path.stem] = run_set(path, models)
         line = ", ".join(f"{m} {r['rmse']:.3f}/{r['rmse_cliff']:.3f}" for m, r in results[path.stem]["models"].items())
         print(f"{path.stem}: {line} (rmse/cliff)", flush=True)
-    return {
-        "machine": machine(),
-        "seed": SEED,
-        "validation": f"seeded random {VAL_FRACTION:.0%} of each set's train rows (numpy default_rng({SEED})); "
-        "chosen values refitted on all train rows (chemprop: not refitted)",
-        "sets": results,
-        "means": means(results),
-        "seconds": round(time.perf_counter() - start, 1),
-    }
+        if after_set is not None:
+            after_set(so_far())
+    return so_far()
 
 
 def merge(previous: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
-    """Fresh per-set model results over the previous file's; the means recomputed over the union."""
+    """Fresh per-set model results over the previous file's; the means recomputed over the union, and
+    `seconds` the sum of the sets' recorded times (features and every model run on them)."""
     sets = {name: dict(entry) for name, entry in previous.get("sets", {}).items()}
     for name, entry in fresh["sets"].items():
         kept = sets.get(name, {}).get("models", {})
-        sets[name] = {**entry, "models": {**kept, **entry["models"]}}
+        models = {**kept, **entry["models"]}
+        seconds = entry.get("feature_seconds", 0) + sum(r["seconds"] for r in models.values())
+        sets[name] = {**entry, "models": models, "seconds": round(seconds, 2)}
     sets = dict(sorted(sets.items()))
-    seconds = {"seconds": previous.get("seconds"), "seconds_last_run": fresh["seconds"]}
-    return {**fresh, "sets": sets, "means": means(sets), **seconds}
+    total = round(sum(entry.get("seconds", 0) for entry in sets.values()), 1)
+    return {**fresh, "sets": sets, "means": means(sets), "seconds": total}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -224,11 +252,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--chemprop", action="store_true", help="only chemprop, merged into the existing file")
     args = parser.parse_args(argv)
     models = list(OPTIONAL) if args.chemprop else (args.model or list(MODELS))
-    fresh = moleculeace_anchors(args.data, args.set, models)
-    if (args.set or args.model or args.chemprop) and args.out.is_file():
-        fresh = merge(json.loads(args.out.read_text()), fresh)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(jsonable(fresh), indent=2) + "\n")
+    partial = bool(args.set or args.model or args.chemprop)
+    previous = json.loads(args.out.read_text()) if partial and args.out.is_file() else {}
+
+    def write(result: dict[str, Any]) -> None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(jsonable(merge(previous, result)), indent=2) + "\n")
+
+    fresh = merge(previous, moleculeace_anchors(args.data, args.set, models, after_set=write))
+    write(fresh)
     for model, m in fresh["means"].items():
         print(f"{model}: mean rmse {m['mean_rmse']:.3f}, mean cliff rmse {m['mean_rmse_cliff']:.3f} ({m['sets']} sets)")
     print(f"wrote {args.out}")
