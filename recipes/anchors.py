@@ -397,21 +397,35 @@ def load_average() -> list[float] | None:
     return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
-def run(data_dir: Path, endpoints: Sequence[str] | None = None, models: Sequence[str] | None = None) -> dict:
-    """The anchors on the chosen endpoints (default: all), as written to measured_anchors.json."""
+def run(
+    data_dir: Path,
+    endpoints: Sequence[str] | None = None,
+    models: Sequence[str] | None = None,
+    after_endpoint: Callable[[dict[str, Any]], None] | None = None,
+) -> dict:
+    """The anchors on the chosen endpoints (default: all), as written to measured_anchors.json;
+    `after_endpoint` gets the result so far after every endpoint (main writes it)."""
     start, load_at_start = time.perf_counter(), load_average()
     names = list(endpoints or ENDPOINTS)
     unknown = sorted(set(names) - set(ENDPOINTS)) + sorted(set(models or ()) - set(MODELS))
     if unknown:
         raise ValueError(f"unknown endpoint(s) or model(s) {unknown}")
-    results = {name: run_endpoint(data_dir, name, models) for name in names}
-    return {
-        "machine": machine(),
-        "seed": SEED,
-        "endpoints": results,
-        "seconds": round(time.perf_counter() - start, 1),
-        "load_average": {"start": load_at_start, "end": load_average()},
-    }
+    results: dict[str, Any] = {}
+
+    def so_far() -> dict[str, Any]:
+        return {
+            "machine": machine(),
+            "seed": SEED,
+            "endpoints": dict(results),
+            "seconds": round(time.perf_counter() - start, 1),
+            "load_average": {"start": load_at_start, "end": load_average()},
+        }
+
+    for name in names:
+        results[name] = run_endpoint(data_dir, name, models)
+        if after_endpoint is not None:
+            after_endpoint(so_far())
+    return so_far()
 
 
 def merge(previous: dict[str, Any], fresh: dict[str, Any]) -> dict[str, Any]:
@@ -434,11 +448,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--endpoint", action="append", choices=sorted(ENDPOINTS), help="repeatable; default: all")
     parser.add_argument("--model", action="append", choices=sorted(MODELS), help="repeatable; default: all")
     args = parser.parse_args(argv)
-    fresh = run(args.data, args.endpoint, args.model)
-    if (args.endpoint or args.model) and args.out.is_file():
-        fresh = merge(json.loads(args.out.read_text()), fresh)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(jsonable(fresh), indent=2) + "\n")
+    partial = bool(args.endpoint or args.model)
+    previous = json.loads(args.out.read_text()) if partial and args.out.is_file() else {}
+
+    def write(result: dict[str, Any]) -> None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(jsonable(merge(previous, result) if previous else result), indent=2) + "\n")
+
+    fresh = run(args.data, args.endpoint, args.model, after_endpoint=write)
+    write(fresh)
     print(f"wrote {args.out} ({fresh['seconds']:.0f} s)")
 
 
