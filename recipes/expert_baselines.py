@@ -18,13 +18,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rdkit import Chem, DataStructs, RDLogger
-from rdkit.Chem import Descriptors, rdFingerprintGenerator
+from rdkit import Chem, RDLogger
+from rdkit.Chem import Descriptors
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.linear_model import RidgeCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from recipes.anchors import knn_predict, tanimoto_kernel
+from tagcli.core.extra_features import composition_matrix, ecfp4_counts
 from tagcli.core.metrics import regression_metrics
 
 RDLogger.DisableLog("rdApp.*")  # unparsable SMILES are expected and counted, not worth a log line each
@@ -38,20 +40,18 @@ ModelFn = Callable[[pd.DataFrame, pd.DataFrame, str], np.ndarray]
 
 
 # --- features -------------------------------------------------------------------------------------
-
-
-def _morgan() -> rdFingerprintGenerator.FingerprintGenerator64:
-    return rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+# Shared with the heads' extra features (tagcli.core.extra_features) and the anchors (recipes.anchors):
+# Morgan radius-2 / 2048 counts and bits, Tanimoto kNN and amino-acid composition (the same numbers as
+# before). The descriptors stay this file's own: raw values with `qed` left out, where the `rdkit2d`
+# extra features are log-scaled; moving to them changes the QED forest's numbers slightly.
 
 
 def morgan_bits(mols: Sequence[Chem.Mol]) -> np.ndarray:
-    gen = _morgan()
-    return np.array([gen.GetFingerprintAsNumPy(m) for m in mols], dtype=np.float32).reshape(len(mols), 2048)
+    return (ecfp4_counts(mols) > 0).astype(np.float32)
 
 
 def morgan_counts(mols: Sequence[Chem.Mol]) -> np.ndarray:
-    gen = _morgan()
-    return np.array([gen.GetCountFingerprintAsNumPy(m) for m in mols], dtype=np.float32).reshape(len(mols), 2048)
+    return ecfp4_counts(mols)
 
 
 # RDKit's descriptor list includes `qed` itself: leaving it in hands the QED task its own label (test MSE ~5e-8).
@@ -71,18 +71,9 @@ def rdkit_descriptors(mols: Sequence[Chem.Mol]) -> np.ndarray:
     return np.clip(np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), -DESCRIPTOR_CLIP, DESCRIPTOR_CLIP)
 
 
-# Byte -> column lookup so composition is one bincount per sequence; non-standard letters fall in a dropped bin.
-_AA_INDEX = np.full(256, len(AMINO_ACIDS), dtype=np.int64)
-_AA_INDEX[np.frombuffer(AMINO_ACIDS.encode(), dtype=np.uint8)] = np.arange(len(AMINO_ACIDS))
-
-
 def aa_composition(sequences: Sequence[str]) -> np.ndarray:
     """Fractions of the 20 standard amino acids (rows sum to 1 for standard-residue sequences)."""
-    out = np.zeros((len(sequences), len(AMINO_ACIDS)))
-    for i, seq in enumerate(sequences):
-        counts = np.bincount(_AA_INDEX[np.frombuffer(seq.upper().encode(), dtype=np.uint8)], minlength=21)
-        out[i] = counts[:20] / max(len(seq), 1)
-    return out
+    return composition_matrix([s.upper() for s in sequences])[:, : len(AMINO_ACIDS)]
 
 
 # --- models ---------------------------------------------------------------------------------------
@@ -94,13 +85,12 @@ def mean_model(train: pd.DataFrame, test: pd.DataFrame, target: str) -> np.ndarr
 
 def knn5_tanimoto(train: pd.DataFrame, test: pd.DataFrame, target: str, k: int = 5) -> np.ndarray:
     """Mean target of the k train molecules most Tanimoto-similar on Morgan bits (r=2, 2048)."""
-    gen = _morgan()
-    train_fps = [gen.GetFingerprint(m) for m in train["mol"]]
+    train_bits = morgan_bits(train["mol"])
     y = train[target].to_numpy(float)
     preds = np.empty(len(test))
-    for i, mol in enumerate(test["mol"]):
-        sims = np.asarray(DataStructs.BulkTanimotoSimilarity(gen.GetFingerprint(mol), train_fps))
-        preds[i] = y[np.argpartition(-sims, k - 1)[:k]].mean()
+    for start in range(0, len(test), 1000):  # 1,000 test rows at a time: the similarities stay ~160 MB
+        block = morgan_bits(test["mol"][start : start + 1000])
+        preds[start : start + len(block)] = knn_predict(tanimoto_kernel(block, train_bits), y, k)
     return preds
 
 

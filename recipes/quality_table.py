@@ -13,6 +13,12 @@ The pair and text packs: `tanimoto` (Pearson on the test pairs of `python -m rec
 recipes/results/pair_data`, against its fingerprint-free baseline `pair_baseline.json` there) and `formula`
 (exact match and character error rate of the molecular formula). The "Can I trust a prediction?" section
 comes from recipes/results/trust.json (`python -m recipes.trust_report`, `make trust`).
+
+The "Measured endpoints" tables (bbb, solubility, amp: labels that are measurements) put the anchors of
+recipes/results/measured_anchors.json (`python -m recipes.anchors`, part of `make baselines`) beside the
+tag-LLM packs' recorded test metrics: the shipped pack (tagpacks/NAME) and its comparison variants
+(recipes/baselines/NAME-tags-only, NAME-features-only), each "not built yet" while its folder is missing.
+The MoleculeACE table comes from recipes/results/moleculeace_anchors.json (`make moleculeace-anchors`).
 """
 
 from __future__ import annotations
@@ -235,8 +241,170 @@ def markdown(rows: dict[str, list[dict[str, Any]]], data: Path | None = None) ->
             f"(never seen by any function tag), on qed_test: Pearson {fmt(z['qed']['pearson'])}, Spearman {fmt(z['qed']['spearman'])}, "
             f"MSE {fmt(z['qed']['mse'])} over {fmt(z['scored'])} rows (chance: Pearson 0; the mean predictor's MSE is in the table).",
         ]
-    lines += ["", *timings()]
+    lines += ["", *measured_markdown(), *moleculeace_markdown(), *timings()]
     return "\n".join(lines) + "\n"
+
+
+# --- measured endpoints and MoleculeACE ------------------------------------------------------------
+
+ANCHORS = "measured_anchors.json"
+MOLECULEACE = "moleculeace_anchors.json"
+MEASURED = ("bbb", "solubility", "amp")
+# The tag-LLM packs of a measured endpoint: (label, folder, pack name suffix)
+MEASURED_PACKS = (
+    ("tagcli tag-llm", PACKS, ""),
+    ("tagcli tags only", BASELINES, "-tags-only"),
+    ("tagcli features only", BASELINES, "-features-only"),
+)
+COLUMNS = {
+    "classification": (
+        ("ROC-AUC", "roc_auc"),
+        ("PR-AUC", "pr_auc"),
+        ("bal. acc.", "balanced_accuracy"),
+        ("Brier", "brier"),
+        ("accuracy", "accuracy"),
+    ),
+    "regression": (("RMSE", "rmse"), ("MAE", "mae"), ("Pearson", "pearson"), ("Spearman", "spearman")),
+}
+ANCHOR_NAMES = {
+    "prior": "prior (train positive rate)",
+    "mean": "mean (train mean)",
+    "rf-ecfp4": "RandomForest, ECFP4 counts",
+    "rf-rdkit2d": "RandomForest, RDKit 2D descriptors",
+    "rf-composition": "RandomForest, amino-acid + dipeptide composition",
+    "svm-tanimoto-ecfp4": "SVM, Tanimoto kernel on ECFP4 bits",
+    "svm-tanimoto-ecfp4-c1": "SVM, Tanimoto kernel on ECFP4 bits, C = 1",
+    "knn-tanimoto-ecfp4": "kNN, Tanimoto on ECFP4 bits",
+    "chemprop": "chemprop v2 (D-MPNN)",
+    "admet-ai": "ADMET-AI, pretrained",
+}
+
+
+def read_json(name: str) -> dict[str, Any] | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def measured_pack_row(label: str, folder: str, name: str) -> dict[str, Any]:
+    """A tag-LLM pack's recorded test metrics (RMSE from MSE), or why there are none."""
+    path = REPO / folder / name / "manifest.json"
+    row: dict[str, Any] = {"model": f"{label} (`{folder}/{name}`)"}
+    if not path.is_file():
+        return {**row, "status": "not built yet"}
+    manifest = json.loads(path.read_text())
+    metrics = (manifest.get("metrics") or {}).get("test")
+    if not metrics:
+        return {**row, "status": "not evaluated"}
+    if isinstance(metrics.get("mse"), (int, float)):
+        metrics = {**metrics, "rmse": math.sqrt(metrics["mse"])}
+    return {**row, **metrics, "notes": readout(manifest)}
+
+
+def anchor_notes(result: dict[str, Any]) -> str:
+    notes = []
+    chosen = result.get("hyperparameters") or {}
+    if "C" in chosen:
+        notes.append(f"C = {chosen['C']:g} on validation")
+    if "epochs_trained" in result:
+        notes.append(f"{result['epochs_trained']} epochs (best {result['best_epoch']}), seed {chosen.get('seed', 0)}")
+    if "task" in result:
+        notes.append(f"`{result['task']}`; {result.get('note', '')}")
+    problems = result.get("feature_problems") or {}
+    if problems.get("train"):
+        notes.append(f"{problems['train']} train row{'s' * (problems['train'] > 1)} without features left out")
+    if problems.get("val") or problems.get("test"):
+        notes.append(
+            f"{problems.get('val', 0)} val / {problems.get('test', 0)} test rows without features get the prior"
+        )
+    return "; ".join(notes) or "–"
+
+
+def measured_markdown() -> list[str]:
+    """The "Measured endpoints" tables: tag-LLM packs, then the anchors of measured_anchors.json."""
+    results = read_json(ANCHORS)
+    lines = ["**Measured endpoints** (labels are measurements, not formulas; test splits)", ""]
+    if results is None:
+        lines += [
+            "Anchors not measured yet: `make baselines` (`python -m recipes.anchors`) writes "
+            f"recipes/results/{ANCHORS}.",
+            "",
+        ]
+    else:
+        m = results.get("machine", {})
+        bf16 = "with" if (m.get("flags") or {}).get("avx512_bf16") else "without"
+        packages = m.get("packages") or {}
+        lines += [
+            f"Anchors: `make baselines` (`recipes/anchors.py`), fit on train, hyperparameters on validation, seed "
+            f"{results.get('seed', 0)}; {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {bf16} AVX-512 bf16; "
+            f"RDKit {packages.get('rdkit')}, scikit-learn {packages.get('scikit-learn')}, chemprop {packages.get('chemprop')}, "
+            f"ADMET-AI {packages.get('admet-ai')}; {results.get('seconds', 0) / 60:.0f} min in all. "
+            "Seconds are wall time on a shared machine (features included for the first model that uses them).",
+            "",
+        ]
+    endpoints = (results or {}).get("endpoints", {})
+    for name in MEASURED:
+        entry = endpoints.get(name, {})
+        kind = entry.get("kind") or ("regression" if name == "solubility" else "classification")
+        extra = f", positive class {entry['positive']}" if entry.get("positive") is not None else ""
+        lines += [f"**{name}** ({name}_test, {kind}{extra}{'; ' + entry['note'] if entry.get('note') else ''})", ""]
+        columns = COLUMNS[kind]
+        lines += [
+            "| model | n | " + " | ".join(c for c, _ in columns) + " | seconds | notes |",
+            "|---" * (len(columns) + 4) + "|",
+        ]
+        rows = [measured_pack_row(label, folder, name + suffix) for label, folder, suffix in MEASURED_PACKS]
+        for model, r in entry.get("models", {}).items():
+            row = {"model": f"anchor: {ANCHOR_NAMES.get(model, model)}"}
+            if "metrics" not in r:
+                rows.append({**row, "status": f"{r.get('status', 'not run')}: {r.get('reason', '')}"})
+            else:
+                rows.append({**row, **r["metrics"], "seconds": r.get("seconds"), "notes": anchor_notes(r)})
+        for r in rows:
+            if "status" in r:
+                cells = [r["status"], *["–"] * (len(columns) + 2)]
+            else:
+                cells = [
+                    fmt(r.get("n")),
+                    *[fmt(r.get(k)) for _, k in columns],
+                    fmt(r.get("seconds")),
+                    r.get("notes", "–"),
+                ]
+            lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def moleculeace_markdown() -> list[str]:
+    """Mean test RMSE and cliff RMSE per model over the MoleculeACE sets, then every set in a fold."""
+    results = read_json(MOLECULEACE)
+    lines = ["**MoleculeACE** (30 ChEMBL activity-cliff sets, −log10 of the nM value, test splits as published)", ""]
+    if results is None:
+        return lines + [f"Not measured yet: `make moleculeace-anchors` writes recipes/results/{MOLECULEACE}.", ""]
+    m = results.get("machine", {})
+    models = list(results.get("means", {}))
+    lines += [
+        f"{results.get('validation', '')}. Cliff RMSE: over the test compounds with `cliff_mol` = 1. "
+        f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores; {results.get('seconds', 0) / 60:.0f} min for the default models.",
+        "",
+        "| model | sets | mean RMSE | mean cliff RMSE | seconds (all sets) |",
+        "|---|---|---|---|---|",
+    ]
+    for model, mean in results.get("means", {}).items():
+        seconds = sum(s["models"][model]["seconds"] for s in results["sets"].values() if model in s["models"])
+        lines.append(
+            f"| anchor: {ANCHOR_NAMES.get(model, model)} | {mean['sets']} | {fmt(mean['mean_rmse'])} | "
+            f"{fmt(mean['mean_rmse_cliff'])} | {fmt(round(seconds))} |"
+        )
+    lines += ["", "<details><summary>Every set: test RMSE / cliff RMSE</summary>", ""]
+    lines += ["| set | n test | n cliff | " + " | ".join(models) + " |", "|---" * (len(models) + 3) + "|"]
+    for name, entry in results.get("sets", {}).items():
+        first = next(iter(entry["models"].values()))
+        cells = [
+            f"{fmt(r['rmse'])} / {fmt(r['rmse_cliff'])}" if (r := entry["models"].get(model)) else "–"
+            for model in models
+        ]
+        lines.append(f"| {name} | {first['n_test']} | {first['n_cliff']} | " + " | ".join(cells) + " |")
+    return lines + ["", "</details>", ""]
 
 
 def timings() -> list[str]:

@@ -113,9 +113,12 @@ def _ecfp_row(text: str, columns: Sequence[str]) -> np.ndarray:
     return counts[[int(c.removeprefix("ecfp4_")) for c in columns]]
 
 
-def ecfp4_counts(smiles: Sequence[str]) -> np.ndarray:
-    """Raw Morgan radius-2 counts [n, 2048] of valid SMILES (for fingerprint baselines)."""
-    return np.stack([_morgan().GetCountFingerprintAsNumPy(_molecule(s)) for s in smiles]).astype(np.float32)
+def ecfp4_counts(molecules: Sequence[str | Chem.Mol]) -> np.ndarray:
+    """Raw Morgan radius-2 counts [n, 2048] of valid SMILES or RDKit molecules (for fingerprint baselines;
+    `> 0` gives the bit fingerprint: the bit and count generators fold the same hashes)."""
+    mols = [_molecule(m) if isinstance(m, str) else m for m in molecules]
+    counts = [_morgan().GetCountFingerprintAsNumPy(m) for m in mols]
+    return np.stack(counts).astype(np.float32) if counts else np.zeros((0, ECFP_BITS), dtype=np.float32)
 
 
 # --------------------------------------------------------------------------- composition
@@ -128,19 +131,29 @@ def _composition_columns() -> tuple[str, ...]:
     return tuple(f"aa_{r}" for r in RESIDUES) + tuple(f"dp_{d}" for d in DIPEPTIDES)
 
 
+# Byte -> residue index (0-19 in RESIDUES order); every other byte falls in bin 20, counted in the length only.
+_RESIDUE_INDEX = np.full(256, len(RESIDUES), dtype=np.int64)
+_RESIDUE_INDEX[np.frombuffer("".join(RESIDUES).encode(), dtype=np.uint8)] = np.arange(len(RESIDUES))
+
+
+def composition_matrix(sequences: Sequence[str]) -> np.ndarray:
+    """Amino-acid (20) and dipeptide (400) fractions [n, 420] (float64), in the columns' order: residue
+    counts over the length, pair counts over the number of pairs (rare residues count in both only)."""
+    out = np.zeros((len(sequences), len(RESIDUES) + len(DIPEPTIDES)))
+    bins = len(RESIDUES) + 1
+    for i, sequence in enumerate(sequences):
+        index = _RESIDUE_INDEX[np.frombuffer(sequence.encode("latin-1", "replace"), dtype=np.uint8)]
+        single = np.bincount(index, minlength=bins)[: len(RESIDUES)]
+        pairs = np.bincount(index[:-1] * bins + index[1:], minlength=bins * bins).reshape(bins, bins)
+        out[i, : len(RESIDUES)] = single / max(len(sequence), 1)
+        out[i, len(RESIDUES) :] = pairs[: len(RESIDUES), : len(RESIDUES)].ravel() / max(len(sequence) - 1, 1)
+    return out
+
+
 def composition(sequence: str) -> dict[str, float]:
     """Amino-acid and dipeptide fractions of a sequence, keyed like the columns (rare residues count
     in the length only)."""
-    single = {f"aa_{r}": 0.0 for r in RESIDUES}
-    for residue in sequence:
-        if residue in AMINO_ACIDS:
-            single[f"aa_{residue}"] += 1.0
-    pairs = {f"dp_{d}": 0.0 for d in DIPEPTIDES}
-    for a, b in zip(sequence, sequence[1:]):
-        if a in AMINO_ACIDS and b in AMINO_ACIDS:
-            pairs[f"dp_{a}{b}"] += 1.0
-    n, n_pairs = max(len(sequence), 1), max(len(sequence) - 1, 1)
-    return {k: v / n for k, v in single.items()} | {k: v / n_pairs for k, v in pairs.items()}
+    return dict(zip(_composition_columns(), composition_matrix([sequence])[0].tolist()))
 
 
 def _composition_row(text: str, columns: Sequence[str]) -> np.ndarray:

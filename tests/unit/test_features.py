@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
+from rdkit import Chem
 from safetensors.torch import load_file
 
 from helpers import POOLED, SMILES, domain_pack, ensemble_config, regression_head
@@ -310,3 +311,16 @@ def test_every_method_trains_a_pooled_ensemble_head(base, tmp_path: Path, method
     out = scorer(frame.head(6))
     assert out["status"].tolist() == ["ok"] * 6
     assert all(math.isfinite(v) for v in out["pred_y"]) and all(v >= 0 for v in out["pred_y_std"])
+
+
+def test_composition_matrix_by_hand_and_as_the_columns() -> None:
+    from tagcli.core.extra_features import _composition_columns, composition, composition_matrix, ecfp4_counts
+
+    columns = _composition_columns()
+    row = dict(zip(columns, composition_matrix(["ACA"])[0]))
+    assert row["aa_A"] == pytest.approx(2 / 3) and row["aa_C"] == pytest.approx(1 / 3)
+    assert row["dp_AC"] == row["dp_CA"] == 0.5 and sum(row.values()) == pytest.approx(2.0)
+    rare = dict(zip(columns, composition_matrix(["AXa"])[0]))  # rare and lower-case letters: length only
+    assert rare["aa_A"] == pytest.approx(1 / 3) and sum(v for k, v in rare.items() if k.startswith("dp_")) == 0
+    assert composition("ACA") == row and composition_matrix([]).shape == (0, 420)
+    assert np.array_equal(ecfp4_counts(["CCO"]), ecfp4_counts([Chem.MolFromSmiles("CCO")]))

@@ -93,3 +93,70 @@ def test_the_trust_section_is_replaced_between_its_markers(repo: Path) -> None:
     replaced = quality_table.replace_between(readme, quality_table.TRUST_BEGIN, quality_table.TRUST_END, section)
     assert replaced == f"a\n{quality_table.TRUST_BEGIN}\n{section}{quality_table.TRUST_END}\nb\n"
     assert quality_table.replace_between("no markers", quality_table.TRUST_BEGIN, "x", section) == "no markers"
+
+
+def test_measured_endpoints_show_packs_and_anchors(repo: Path) -> None:
+    text = quality_table.markdown(quality_table.task_rows(repo), repo)
+    assert "Anchors not measured yet: `make baselines`" in text
+    assert "| tagcli tag-llm (`tagpacks/bbb`) | not built yet |" in text
+    assert "| tagcli features only (`recipes/baselines/solubility-features-only`) | not built yet |" in text
+    assert "Not measured yet: `make moleculeace-anchors`" in text
+
+    bbb = {"rows": 687, "n": 687, "accuracy": 0.7, "roc_auc": 0.78, "log_loss": 0.6}
+    write_manifest(repo / "tagpacks" / "bbb", {"type": "classification", "target": "bbb"}, bbb, ["bbb"])
+    solubility = {"n": 253, "mse": 0.25, "mae": 0.4, "pearson": 0.93, "spearman": 0.92}
+    write_manifest(
+        repo / "recipes" / "baselines" / "solubility-tags-only",
+        {"type": "regression", "targets": [{"name": "log_solubility"}]},
+        solubility,
+        ["log_solubility"],
+    )
+    svm = {
+        "metrics": {
+            "n": 687,
+            "roc_auc": 0.766,
+            "pr_auc": 0.78,
+            "balanced_accuracy": 0.67,
+            "brier": 0.2,
+            "accuracy": 0.68,
+        },
+        "seconds": 17.0,
+        "hyperparameters": {"C": 3.0},
+        "feature_problems": {"train": 5, "val": 0, "test": 0},
+    }
+    skipped = {"status": "skipped", "reason": "No module named 'chemprop'"}
+    anchors = {
+        "machine": {"cpu": "AMD EPYC", "cores": 2, "flags": {"avx512_bf16": True}, "packages": {"rdkit": "2026.3.6"}},
+        "seed": 0,
+        "seconds": 600,
+        "endpoints": {
+            "bbb": {
+                "kind": "classification",
+                "positive": "BBB+",
+                "models": {"svm-tanimoto-ecfp4": svm, "chemprop": skipped},
+            }
+        },
+    }
+    results = repo / "recipes" / "results"
+    (results / "measured_anchors.json").write_text(json.dumps(anchors))
+    per_set = {"rmse": 0.7, "rmse_cliff": 0.8, "n_test": 161, "n_cliff": 67, "seconds": 2.0}
+    ace = {
+        "machine": {"cpu": "AMD EPYC", "cores": 2},
+        "validation": "seeded random 20%",
+        "seconds": 300,
+        "sets": {"CHEMBL1862_Ki": {"models": {"knn-tanimoto-ecfp4": per_set}}},
+        "means": {"knn-tanimoto-ecfp4": {"mean_rmse": 0.7, "mean_rmse_cliff": 0.8, "sets": 1}},
+    }
+    (results / "moleculeace_anchors.json").write_text(json.dumps(ace))
+    text = quality_table.markdown(quality_table.task_rows(repo), repo)
+    assert "with AVX-512 bf16" in text and "**bbb** (bbb_test, classification, positive class BBB+)" in text
+    assert "| tagcli tag-llm (`tagpacks/bbb`) | 687 | 0.78 | – | – | – | 0.7 | – |" in text
+    tags_only = next(line for line in text.splitlines() if "solubility-tags-only" in line)
+    assert "| 253 | 0.5 | 0.4 | 0.93 | 0.92 | – |" in tags_only  # RMSE from the recorded MSE
+    assert (
+        "| anchor: SVM, Tanimoto kernel on ECFP4 bits | 687 | 0.766 | 0.78 | 0.67 | 0.2 | 0.68 | 17 | "
+        "C = 3 on validation; 5 train rows without features left out |" in text
+    )
+    assert "| anchor: chemprop v2 (D-MPNN) | skipped: No module named 'chemprop' |" in text
+    assert "| anchor: kNN, Tanimoto on ECFP4 bits | 1 | 0.7 | 0.8 | 2 |" in text
+    assert "| CHEMBL1862_Ki | 161 | 67 | 0.7 / 0.8 |" in text
