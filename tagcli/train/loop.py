@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,8 @@ class Trainer:
             self._restore(self.best["state"])
 
     def _run(self) -> None:
+        if self.step >= self.total_steps > 0:  # resumed after its last step: nothing to encode or train
+            return
         # Everything before the function tag is frozen: contexts of the tag-step rows and of the
         # validation rows are computed once; each step then runs only the tag positions.
         if self.objective == "readout" and self.method.frozen_context and self.method.tag_length > 0:
@@ -236,9 +238,9 @@ class Trainer:
         train, val = (_with_extra(features[split], examples.extra) for split, examples, _ in loads)
         final.fit_final(train, self.train_set.targets, val, self.val_set.targets, self.config.seed)
         self.model.heads[name] = self.head = final.to(self.model.lm.device)
-        metrics = validation_metrics(
-            self.model, self.encoder, final, self.val_set, self.config.targets, self.val_contexts
-        )
+        with torch.no_grad():  # the validation rows' features are at hand: no second pass over them
+            raw = final.predict(_Hidden(features["val"], self.val_set.extra))
+        metrics = head_metrics(final, self.val_set, self.config.targets, [(range(len(self.val_set.rows)), raw)])
         self.history.append({"step": self.step, "head": "final", **metrics})
         self.best = {**self.best, "metrics": metrics, "state": self._state()}
         self.on_progress({"event": "eval", "step": self.step, "metrics": metrics, "improved": True})
@@ -319,13 +321,21 @@ def validation_metrics(
         metrics = next_token_metrics(model, encoder, examples, batch_size)
     if head is None:
         return metrics
+    predictions = head_predictions(model, encoder, head, examples, batch_size, cached)
+    return {**metrics, **head_metrics(head, examples, targets, predictions, encoder.tokenizer)}
+
+
+def head_metrics(
+    head: Head, examples: Examples, targets: list[str], predictions: Iterable, tokenizer: Any = None
+) -> dict[str, Any]:
+    """The head's summary metrics of its raw outputs, given per batch of rows as (rows, raw columns)."""
     predicted: dict[str, list] = {c: [None] * len(examples.rows) for c in head.output_columns()}
-    for chunk, raw in head_predictions(model, encoder, head, examples, batch_size, cached):
-        for column, values in head.decode(raw, encoder.tokenizer).items():
+    for chunk, raw in predictions:
+        for column, values in head.decode(raw, tokenizer).items():
             for j, value in zip(chunk, values):
                 predicted[column][j] = value
     per_target = dict(zip(targets, head.target_metrics(examples.labels, predicted)))
-    return {**metrics, **head.summarize(per_target)}
+    return head.summarize(per_target)
 
 
 def head_predictions(
