@@ -15,7 +15,7 @@ ANCHORS_STAMP := $(ANCHORS_VENV)/.installed
 
 DATA ?= ../shared/data
 
-.PHONY: install anchors-install demo test packs comparisons baselines moleculeace-anchors moleculeace-chemprop trust quality bench clean
+.PHONY: install anchors-install demo test packs comparisons baselines moleculeace moleculeace-anchors moleculeace-chemprop trust quality bench clean
 
 install: $(STAMP)
 
@@ -65,6 +65,11 @@ comparisons: install
 baselines: install anchors-install
 	$(BIN)/python -m recipes.expert_baselines --data $(DATA) --out recipes/results/expert_baselines.json
 	$(ANCHORS_BIN)/python -m recipes.anchors --data $(DATA)
+
+# MoleculeACE (issue #28): a function per set (tags alone, and tags + ECFP4 counts) beside the anchors (SVM,
+# RandomForest, kNN) on the same splits; recipes/results/moleculeace.json, then `make quality` for the table.
+moleculeace: install
+	$(BIN)/python -m recipes.moleculeace --data $(DATA)
 
 # The anchors on the 30 MoleculeACE sets (Tanimoto SVM, RandomForest, kNN; recipes/results/moleculeace_anchors.json).
 moleculeace-anchors: anchors-install

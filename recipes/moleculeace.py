@@ -1,0 +1,169 @@
+"""MoleculeACE: a function for each of the 30 bioactivity sets, scored on its test split and on its
+activity cliffs (issue #28).
+
+    .venv/bin/python -m recipes.moleculeace --data ../shared/data          # `make moleculeace`
+    .venv/bin/python -m recipes.moleculeace --sets CHEMBL204_Ki CHEMBL2034_Ki --no-anchors
+
+Per set (`moleculeace/CHEMBL*.parquet`: `smiles`, `y` = −log10 of the nM value, `cliff_mol`, `split`):
+validation is the same seeded share of the published train rows the anchors validate on
+(`moleculeace_anchors.carve_validation`); the base model is loaded once and each function is trained
+through the Python API (`tagcli.train.train`, what `tagcli train stage2` runs) with the shipped packs'
+head and a small tag budget (`TAG_STEPS`). Its pack is the **tags alone** model. The **tags + ECFP4**
+model resumes that finished run with a final head that also reads ECFP4 counts: the tag is the same and
+the readout features come from the run's feature cache, so only the new head is fitted. The test rows are
+encoded once and both heads score them; a test row the model refuses (too long) gets the training mean
+and is counted, as the anchors do for rows they cannot featurise.
+
+Anchors (SVM with a Tanimoto kernel, C on validation; RandomForest on ECFP4; kNN-Tanimoto; chemprop when
+`make moleculeace-chemprop` has run) come from recipes.moleculeace_anchors on the same splits.
+Writes recipes/results/moleculeace.json: per set and model `rmse`, `rmse_cliff`, `n_test`; per model
+`mean_rmse` and `mean_rmse_cliff`; seconds and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recipes.anchors import machine
+from recipes.moleculeace_anchors import carve_validation, cliff_rmse, means, moleculeace_anchors, rmse, set_paths
+from recipes.pack_features import readout_features
+from tagcli.basemodel.load import BaseModel, load_base_model
+from tagcli.packs.format import TagPack, load_pack
+from tagcli.train import TrainConfig, train
+from tagcli.train.loop import _Hidden
+
+REPO = Path(__file__).resolve().parent.parent
+WORK = REPO / "out" / "moleculeace"
+RESULTS = REPO / "recipes" / "results"
+TAG_STEPS = 100  # tag steps per set (on cached contexts); the ensemble head on every row does most of the work
+EXTRA = "ecfp4"  # the SVM's own features, beside the tags
+MODELS = {"tag-llm": "tags alone", f"tag-llm+{EXTRA}": f"tags + {EXTRA} counts"}
+
+
+def split_set(path: Path) -> dict[str, pd.DataFrame]:
+    """train (the published train rows but the carved validation), val, test."""
+    frame = pd.read_parquet(path)
+    published = frame[frame["split"] == "train"].reset_index(drop=True)
+    val_rows = np.zeros(len(published), dtype=bool)
+    val_rows[carve_validation(len(published))] = True
+    test = frame[frame["split"] == "test"].reset_index(drop=True)
+    return {"train": published[~val_rows], "val": published[val_rows], "test": test}
+
+
+def train_set(
+    name: str, splits: dict[str, pd.DataFrame], base: BaseModel, packs: Path, work: Path
+) -> tuple[TagPack, TagPack]:
+    """The set's function with the tags alone, then with ECFP4 counts too (the same tag)."""
+    folder = work / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val"):
+        splits[split][["smiles", "y"]].to_parquet(folder / f"{split}.parquet", index=False)
+    out = folder / "pack"
+    config = TrainConfig.from_flat(
+        {
+            "stage": 2,
+            "domains": ["smiles"],
+            "function": name.lower().replace("_", "-"),  # a tag name: lower case, digits and dashes
+            "targets": ["y"],
+            "data": str(folder / "train.parquet"),
+            "val": str(folder / "val.parquet"),
+            "out": str(out),
+            "pack_dirs": [str(packs)],
+            "max_steps": TAG_STEPS,
+            "eval_every": TAG_STEPS,
+            "seed": 0,
+            "force": True,
+            "description": f"MoleculeACE {name}: -log10 of the nM value from SMILES",
+        }
+    )
+    tags_alone = train(config, base)
+    shutil.rmtree(folder / "pack-tags", ignore_errors=True)
+    shutil.copytree(out, folder / "pack-tags")
+    options = dataclasses.replace(config.head_options, extra_features=[EXTRA])
+    with_extra = train(dataclasses.replace(config, resume=True, head_options=options), base)
+    return tags_alone, with_extra
+
+
+def score_test(
+    base: BaseModel, models: dict[str, TagPack], domain: TagPack, test: pd.DataFrame, train_mean: float
+) -> dict[str, Any]:
+    """rmse, rmse_cliff, n_test per model: the test rows encoded once, each head on them."""
+    first = next(iter(models.values()))
+    texts = test["smiles"].tolist()
+    hidden, errors = readout_features(base, first, domain, texts, first.head.readout)
+    refused = [e is not None for e in errors]
+    y, cliff = test["y"].to_numpy(float), test["cliff_mol"].to_numpy(int)
+    scored = {}
+    for model, pack in models.items():
+        extra, problems = pack.head.input_features({"smiles": texts})
+        predicted = pack.head.decode(pack.head.predict(_Hidden(hidden.nan_to_num(), extra)), None)
+        values = np.asarray(predicted[pack.head.value_columns()[0]], float)  # pred_y
+        failed = np.array(refused) | np.array([p is not None for p in problems])
+        values[failed] = train_mean  # as the anchors do for rows they cannot featurise
+        scored[model] = {
+            "rmse": rmse(y, values),
+            "rmse_cliff": cliff_rmse(y, values, cliff),
+            "n_test": len(y),
+            "n_cliff": int(cliff.sum()),
+            "unscored": int(failed.sum()),
+        }
+    return scored
+
+
+def run(
+    data: Path,
+    sets: list[str] | None = None,
+    anchors: bool = True,
+    base: BaseModel | None = None,
+    packs: Path = REPO / "tagpacks",
+    work: Path = WORK,
+) -> dict[str, Any]:
+    """Every chosen set's functions trained and scored (and the anchors beside them); `base` and
+    `packs` (where the smiles domain pack is) default to the embedded model and the shipped packs."""
+    started = time.perf_counter()
+    base = base or load_base_model()
+    domain = load_pack(packs / "smiles")
+    results: dict[str, Any] = {}
+    for path in set_paths(data, sets):
+        name, t0 = path.stem, time.perf_counter()
+        splits = split_set(path)
+        trained = dict(zip(MODELS, train_set(name, splits, base, packs, work)))
+        models = score_test(base, trained, domain, splits["test"], float(splits["train"]["y"].mean()))
+        results[name] = {"models": models, "seconds": round(time.perf_counter() - t0, 1)}
+        print(name, {m: (round(r["rmse"], 3), round(r["rmse_cliff"], 3)) for m, r in models.items()}, flush=True)
+    if anchors:
+        for name, found in moleculeace_anchors(data, sets)["sets"].items():
+            results.setdefault(name, {"models": {}})["models"].update(found["models"])
+    return {
+        "sets": results,
+        "means": means(results),
+        "models": MODELS,
+        "tag_steps": TAG_STEPS,
+        "seconds": round(time.perf_counter() - started, 1),
+        "machine": machine(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/data")
+    parser.add_argument("--sets", nargs="*", help="set names (e.g. CHEMBL204_Ki); default: all 30")
+    parser.add_argument("--no-anchors", action="store_true", help="the tag-LLM models only")
+    parser.add_argument("--out", type=Path, default=RESULTS / "moleculeace.json")
+    args = parser.parse_args()
+    result = run(Path(args.data).resolve(), args.sets, not args.no_anchors)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["means"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
