@@ -17,7 +17,8 @@ comes from recipes/results/trust.json (`python -m recipes.trust_report`, `make t
 The "Measured endpoints" tables (bbb, solubility, amp: labels that are measurements) put the anchors of
 recipes/results/measured_anchors.json (`python -m recipes.anchors`, part of `make baselines`) beside the
 tag-LLM packs' recorded test metrics: the shipped pack (tagpacks/NAME) and its comparison variants
-(recipes/baselines/NAME-tags-only, NAME-features-only), each "not built yet" while its folder is missing.
+(recipes/baselines/NAME-tags-only), each "not built yet" while its folder is missing, and the same head on the
+extra features alone (recipes/results/levers/NAME.json, no language model).
 The MoleculeACE table comes from recipes/results/moleculeace_anchors.json (`make moleculeace-anchors`).
 """
 
@@ -254,8 +255,8 @@ MEASURED = ("bbb", "solubility", "amp")
 MEASURED_PACKS = (
     ("tagcli tag-llm", PACKS, ""),
     ("tagcli tags only", BASELINES, "-tags-only"),
-    ("tagcli features only", BASELINES, "-features-only"),
 )
+LEVERS = "levers"  # recipes/results/levers/NAME.json (recipes/levers.py): the same head on extra features alone
 COLUMNS = {
     "classification": (
         ("ROC-AUC", "roc_auc"),
@@ -283,6 +284,17 @@ ANCHOR_NAMES = {
 def read_json(name: str) -> dict[str, Any] | None:
     path = RESULTS / name
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def features_alone_row(name: str) -> dict[str, Any]:
+    """The shipped head kind on the extra features alone (no language model), from recipes/levers.py."""
+    levers = read_json(f"{LEVERS}/{name}.json")
+    row: dict[str, Any] = {"model": "tagcli head on extra features alone, no LLM (`recipes/levers.py`)"}
+    if levers is None:
+        return {**row, "status": "not measured yet"}
+    chosen = levers["chosen"]["extra_features_alone"]
+    metrics = levers["variants"][chosen].get("test") or {}
+    return {**row, **metrics, "notes": f"{chosen}, the same ensemble head; chosen on validation"}
 
 
 def measured_pack_row(label: str, folder: str, name: str) -> dict[str, Any]:
@@ -353,6 +365,7 @@ def measured_markdown() -> list[str]:
             "|---" * (len(columns) + 4) + "|",
         ]
         rows = [measured_pack_row(label, folder, name + suffix) for label, folder, suffix in MEASURED_PACKS]
+        rows.append(features_alone_row(name))
         for model, r in entry.get("models", {}).items():
             row = {"model": f"anchor: {ANCHOR_NAMES.get(model, model)}"}
             if "metrics" not in r:

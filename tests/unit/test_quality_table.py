@@ -99,7 +99,8 @@ def test_measured_endpoints_show_packs_and_anchors(repo: Path) -> None:
     text = quality_table.markdown(quality_table.task_rows(repo), repo)
     assert "Anchors not measured yet: `make baselines`" in text
     assert "| tagcli tag-llm (`tagpacks/bbb`) | not built yet |" in text
-    assert "| tagcli features only (`recipes/baselines/solubility-features-only`) | not built yet |" in text
+    alone = "| tagcli head on extra features alone, no LLM (`recipes/levers.py`)"
+    assert f"{alone} | not measured yet |" in text
     assert "Not measured yet: `make moleculeace-anchors`" in text
 
     bbb = {"rows": 687, "n": 687, "accuracy": 0.7, "roc_auc": 0.78, "log_loss": 0.6}
@@ -148,7 +149,12 @@ def test_measured_endpoints_show_packs_and_anchors(repo: Path) -> None:
         "means": {"knn-tanimoto-ecfp4": {"mean_rmse": 0.7, "mean_rmse_cliff": 0.8, "sets": 1}},
     }
     (results / "moleculeace_anchors.json").write_text(json.dumps(ace))
+    (results / "levers").mkdir()
+    test = {"n": 253, "mse": 0.36, "rmse": 0.6, "mae": 0.45, "pearson": 0.96, "spearman": 0.95}
+    levers = {"chosen": {"extra_features_alone": "rdkit2d alone"}, "variants": {"rdkit2d alone": {"test": test}}}
+    (results / "levers" / "solubility.json").write_text(json.dumps(levers))
     text = quality_table.markdown(quality_table.task_rows(repo), repo)
+    assert f"{alone} | 253 | 0.6 | 0.45 | 0.96 | 0.95 | – | rdkit2d alone, the same ensemble head" in text
     assert "with AVX-512 bf16" in text and "**bbb** (bbb_test, classification, positive class BBB+)" in text
     assert "| tagcli tag-llm (`tagpacks/bbb`) | 687 | 0.78 | – | – | – | 0.7 | – |" in text
     tags_only = next(line for line in text.splitlines() if "solubility-tags-only" in line)
