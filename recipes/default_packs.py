@@ -52,6 +52,8 @@ class Task:
     targets: tuple[str, ...]
     budget: tuple[str, ...]  # train options, identical for tag-llm and the baselines
     description: str
+    # The shipped pack's extra features (`--extra-features`); its "tags only" comparison leaves them out.
+    extras: tuple[str, ...] = ()
 
 
 # The readout of the default regression packs: mean over each row's own tokens and over the function
@@ -153,6 +155,46 @@ TASKS = [
 ]
 METHODS = {"tag-llm": PACKS, "prompt-tuning": BASELINES, "linear-probe": BASELINES}
 
+# Measured endpoints (labels are measurements, not formulas): the molecule and protein budgets above, the
+# shipped head, and the extra features validation favoured (recipes/results/levers/NAME.json). Formula
+# packs stay tags-only: descriptors are their formulas' ingredients.
+MOLECULE_BUDGET = tuple(arg for arg in MOLECULES if arg not in ("--target-range", "0,1"))
+MEASURED_TASKS = [
+    Task(
+        "bbb",
+        2,
+        "bbb",
+        ("smiles",),
+        ("bbb",),
+        ("--task", "classification", *head(MOLECULE_READOUT), *MOLECULE_BUDGET),
+        "Blood-brain barrier permeability (B3DB: BBB+ or BBB-) from SMILES",
+        extras=("rdkit2d",),
+    ),
+    Task(
+        "solubility",
+        2,
+        "solubility",
+        ("smiles",),
+        ("log_solubility",),
+        (*head(MOLECULE_READOUT), *MOLECULE_BUDGET),
+        "Aqueous solubility (log mol/L, measured) from SMILES",
+        extras=("rdkit2d",),
+    ),
+    Task(
+        "amp",
+        2,
+        "amp",
+        ("protein",),
+        ("amp",),
+        (
+            *("--task", "classification", *head(READOUT), "--tag-rows", "2048", "--init-samples", "2048"),
+            *("--max-steps", "150", "--eval-every", "150", "--max-val-rows", "1000", "--lr", "3e-3"),
+        ),
+        "Antimicrobial peptide (1) or not (0), from a 10-50 residue sequence",
+        extras=("composition",),
+    ),
+]
+
 
 Step = tuple[str, list[str]]  # (name, arguments of `tagcli` or `python`)
 
@@ -220,7 +262,7 @@ def pack_steps(data: str) -> list[Step]:
             ],
         ),
     ]
-    tasks = [step for task in TASKS for step in task_steps(task, "tag-llm", data)]
+    tasks = [step for task in TASKS + MEASURED_TASKS for step in task_steps(task, "tag-llm", data)]
     return stage1 + tasks + pair_and_text_steps(data)
 
 
@@ -230,7 +272,8 @@ def comparison_steps(data: str) -> list[Step]:
     baselines = [
         step for method in METHODS if method != "tag-llm" for task in TASKS for step in task_steps(task, method, data)
     ]
-    return zero_shot_steps(data) + baselines + paper_readout_steps(data)
+    tags_only = [step for task in MEASURED_TASKS if task.extras for step in task_steps(task, "tag-llm", data, True)]
+    return zero_shot_steps(data) + baselines + paper_readout_steps(data) + tags_only
 
 
 STEP_SETS = {"packs": pack_steps, "comparisons": comparison_steps}
@@ -241,16 +284,20 @@ def steps(data: str, sets: tuple[str, ...] = tuple(STEP_SETS)) -> list[Step]:
     return [step for name in sets for step in STEP_SETS[name](data)]
 
 
-def task_steps(task: Task, method: str, data: str) -> list[Step]:
-    """Train `task` with `method`, then evaluate the pack on the test split (recording the metrics)."""
-    folder = METHODS[method]
+def task_steps(task: Task, method: str, data: str, tags_only: bool = False) -> list[Step]:
+    """Train `task` with `method`, then evaluate the pack on the test split (recording the metrics);
+    `tags_only`: the shipped pack's comparison without its extra features (recipes/baselines/NAME-tags-only)."""
+    folder = BASELINES if tags_only else METHODS[method]
     name = task.function if method == "tag-llm" else f"{task.function}-{method}"
+    name += "-tags-only" if tags_only else ""
+    extras = [] if tags_only or method != "tag-llm" else [arg for e in task.extras for arg in ("--extra-features", e)]
     domains = [arg for d in task.domains for arg in ("--domain", d)]
     targets = [arg for t in task.targets for arg in ("--target", t)]
     train = [
         *("train", f"stage{task.stage}", *domains, "--function", name, *targets, "--method", method),
         *("--data", f"{data}/{task.split}_train.parquet", "--val", f"{data}/{task.split}_val.parquet"),
         *task.budget,
+        *extras,
         *("--pack-dir", PACKS, "--out", f"{folder}/{name}", "--seed", "0"),
         *("--description", f"{task.description} ({method})"),
     ]

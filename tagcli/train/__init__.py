@@ -35,7 +35,6 @@ from tagcli.packs.store import PackStore
 from tagcli.train.checks import check_destination, check_examples, check_labels, check_leakage
 from tagcli.train.config import STAGES, TrainConfig
 from tagcli.train.data import check_slots, encode_examples, split_tables
-from tagcli.train.features import fit_head
 from tagcli.train.loop import Progress, Trainer, checkpoint_dir
 from tagcli.train.methods import METHODS, method_for, register_method
 from tagcli.train.pack import make_pack
@@ -107,10 +106,6 @@ def train(config: TrainConfig, base: BaseModel | None = None, on_progress: Progr
     # A method that trains no tag (the linear probe) has nothing to do before the final head.
     trainer = Trainer(config, method, model, encoder, train_set, val_set, report)
     if not (final is not None and trainer.total_steps == 0):
-        if head is not None and head.objective == "readout":
-            rows = min(config.init_samples, len(train_set.rows))
-            report({"event": "phase", "phase": "fitting the head the tag starts with", "total": rows})
-            fit_head(model, encoder, head, train_set, config.init_samples, config.seed, trainer.rows_done)
         trainer.run()
     if final is not None:
         trainer.fit_final_head(final)

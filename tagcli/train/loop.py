@@ -117,7 +117,9 @@ class Trainer:
                 self.model, self.encoder, self.val_set, range(len(self.val_set.rows)), 64, self.rows_done
             )
         if self.step == 0:
-            self._validate()  # the initial state (closed-form head) is a candidate too
+            if self.head is not None and self.head.objective == "readout":
+                self._refit_head()  # the tag starts with the best head for it, fitted in closed form
+            self._validate()  # the initial state is a candidate too
         started = time.perf_counter()
         self.on_progress({"event": "phase", "phase": "tag steps", "total": self.total_steps})
         while self.step < self.total_steps:
@@ -211,16 +213,25 @@ class Trainer:
 
     @torch.no_grad()
     def _refit_head(self) -> None:
-        """Refit the head in closed form for the current tag (on the cached contexts' rows when there are)."""
+        """Refit the head in closed form for the current tag: on the cached contexts' rows when there
+        are (they are encoded already), else on a seeded sample of `init_samples` training rows."""
         assert self.head is not None
         if self.train_contexts is None:
-            fit_head(self.model, self.encoder, self.head, self.train_set, self.config.init_samples, self.config.seed)
+            if self.step == 0:
+                rows = min(self.config.init_samples, len(self.train_set.rows))
+                self.on_progress({"event": "phase", "phase": "fitting the head the tag starts with", "total": rows})
+            config = self.config
+            fit_head(
+                self.model, self.encoder, self.head, self.train_set, config.init_samples, config.seed, self.rows_done
+            )
             return
         batches = [self.train_contexts.features(k, self.head) for k in range(len(self.train_contexts.batches))]
         rows = [i for chunk, _ in batches for i in chunk]
         hidden = torch.cat([features for _, features in batches]).float()
+        # Cached batches are sorted by length: shuffled (seeded) so the ridge's holdout is a fair sample.
+        order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(self.config.seed)).tolist()
         with deferred_stop():  # the head is replaced whole or not at all
-            self.head.fit(hidden, [self.train_set.targets[i] for i in rows], self.train_set.targets)
+            self.head.fit(hidden[order], [self.train_set.targets[rows[j]] for j in order], self.train_set.targets)
 
     def fit_final_head(self, final: Head) -> None:
         """Replace the head the tag was trained with by `final`, fitted on cached readout features of
