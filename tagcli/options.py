@@ -9,6 +9,8 @@ names the flag. A field's metadata:
     flag   the flag when it is not `--field-name` (plural fields are repeatable singular flags)
     form   how a repeatable value is written, e.g. "SLOT=COLUMN"
     min    / max   inclusive bounds of a number
+    scope  which commands take it: "all" (default), "function" or "domain" stages, or "api" (no flag)
+    recorded   a setting that shapes the result, recorded with the pack's hyperparameters
 """
 
 from __future__ import annotations
@@ -30,9 +32,12 @@ def option(
     form: str | None = None,
     minimum: float | None = None,
     maximum: float | None = None,
+    scope: str = "all",
+    recorded: bool = False,
 ) -> Any:
     """A dataclass field with the metadata above (mutable defaults are copied per instance)."""
-    metadata = {"help": help, "flag": flag, "form": form, "min": minimum, "max": maximum}
+    metadata = {"help": help, "flag": flag, "form": form, "min": minimum, "max": maximum, "scope": scope}
+    metadata |= {"recorded": True} if recorded else {}
     metadata = {k: v for k, v in metadata.items() if v is not None}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)

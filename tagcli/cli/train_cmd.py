@@ -39,50 +39,18 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-# The run's fields every stage takes, then each stage's own (a domain stage's or a function stage's).
-COMMON = [
-    "data",
-    "out",
-    "val",
-    "val_fraction",
-    "max_rows",
-    "max_val_rows",
-    "base_model",
-    "template",
-    "tag_length",
-    "epochs",
-    "max_steps",
-    "batch_size",
-    "grad_accum",
-    "lr",
-    "seed",
-    "device",
-    "dtype",
-    "eval_every",
-    "patience",
-    "checkpoint_every",
-    "resume",
-    "force",
-    "pack_dirs",
-    "columns",
-    "version",
-    "description",
-]
-OWN_FIELDS = {
-    "domain": ["domains", "input_kind", "max_tokens"],
-    "function": ["domains", "inputs", "symmetric", "function", "targets", "task", "method", "head_lr"]
-    + ["init_samples", "tag_rows"],
-}
 # Seconds between plain progress lines when stderr is not a terminal (a log file): a run is never
 # silent for longer than this.
 LOG_INTERVAL = 30.0
 
 
 def _fields(stage: int) -> list[tuple[dataclasses.Field, Any]]:
-    """(field, type hint) of every flag of a stage: the run's, then each head kind's and method's own."""
-    run = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    """(field, type hint) of every flag of a stage: the run's (those of its scope), then each head kind's
+    and method's own."""
     run_hints = hints(TrainConfig)
-    fields = [(run[name], run_hints[name]) for name in OWN_FIELDS[STAGES[stage].trains] + COMMON]
+    scopes = ("all", STAGES[stage].trains)
+    run = [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("scope") in scopes]
+    fields = [(f, run_hints[f.name]) for f in run]
     if STAGES[stage].trains == "function":
         seen = {f.name for f, _ in fields}
         for kind in [*HEADS.values(), *METHODS.values()]:

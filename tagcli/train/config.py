@@ -50,19 +50,23 @@ STAGES = {
 class TrainConfig:
     """The run's own settings; the head's and the method's options are typed objects inside."""
 
-    stage: int = option(2, "1: domain tag, 2: single-domain function tag, 3: cross-domain function tag")
+    stage: int = option(2, "1: domain tag, 2: single-domain function tag, 3: cross-domain function tag", scope="api")
     data: str = option("", "training table (CSV or Parquet)")
     out: str = option("", "pack directory to write (an existing pack is replaced only with --force)")
     domains: list[str] = option([], "domain tags, in prompt order", flag="--domain")
-    function: str | None = option(None, "function tag name (stages 2 and 3)")
-    targets: list[str] = option([], "label column(s)", flag="--target")
+    function: str | None = option(None, "function tag name (stages 2 and 3)", scope="function")
+    targets: list[str] = option([], "label column(s)", flag="--target", scope="function")
     task: str = option(
-        "regression", "head kind: regression, classification or text (the LM writes the answer after the tag)"
+        "regression",
+        "head kind: regression, classification or text (the LM writes the answer after the tag)",
+        scope="function",
     )
     method: str = option(
         "tag-llm",
         "tag-llm, or a baseline in the same harness: prompt-tuning (one soft prompt of p·k vectors in front) "
         "or linear-probe (head only, no tags)",
+        scope="function",
+        recorded=True,
     )
     columns: dict[str, str] = option(
         {}, "domain or input kind → input column", flag="--column", form="COL or DOMAIN=COL"
@@ -72,10 +76,15 @@ class TrainConfig:
         "input slot → column, e.g. drug_a=smiles_1 (default: a column named like the slot)",
         flag="--input",
         form="SLOT=COLUMN",
+        scope="function",
     )
-    symmetric: bool = option(False, "the template's two input slots of one domain may trade places (the pack says so)")
-    input_kind: str | None = option(None, "stage 1: smiles, protein or text (default: the domain name if known)")
-    max_tokens: int = option(512, "stage 1: longest input in tokens the domain accepts", minimum=1)
+    symmetric: bool = option(
+        False, "the template's two input slots of one domain may trade places (the pack says so)", scope="function"
+    )
+    input_kind: str | None = option(
+        None, "stage 1: smiles, protein or text (default: the domain name if known)", scope="domain"
+    )
+    max_tokens: int = option(512, "stage 1: longest input in tokens the domain accepts", minimum=1, scope="domain")
     val: str | None = option(None, "validation table; default: a split of --data")
     val_fraction: float = option(
         0.1, "share of --data held out for validation when --val is not given", minimum=0.01, maximum=0.9
@@ -84,24 +93,41 @@ class TrainConfig:
     max_val_rows: int | None = option(1000, "use only the first N validation rows", minimum=1)
     base_model: str = option(DEFAULT_BASE_MODEL, "base model name, HF id or dir")
     template: str | None = option(None, "prompt template; default: the method's own layout")
-    tag_length: int = option(10, "p, vectors per tag", minimum=1, maximum=1024)
-    epochs: float = option(1.0, "passes over the training rows", minimum=0.01)
-    max_steps: int | None = option(None, "stop after this many optimizer steps (0: no tag steps, head only)", minimum=0)
-    batch_size: int = option(16, "rows per micro-batch", minimum=1)
-    grad_accum: int = option(1, "micro-batches per optimizer step", minimum=1)
-    lr: float = option(3e-3, "learning rate of the tag vectors", minimum=1e-8, maximum=10.0)
-    head_lr: float = option(1e-4, "learning rate of the head the tag trains with", minimum=1e-8, maximum=10.0)
+    tag_length: int = option(10, "p, vectors per tag", minimum=1, maximum=1024, recorded=True)
+    epochs: float = option(1.0, "passes over the training rows", minimum=0.01, recorded=True)
+    max_steps: int | None = option(
+        None, "stop after this many optimizer steps (0: no tag steps, head only)", minimum=0, recorded=True
+    )
+    batch_size: int = option(16, "rows per micro-batch", minimum=1, recorded=True)
+    grad_accum: int = option(1, "micro-batches per optimizer step", minimum=1, recorded=True)
+    lr: float = option(3e-3, "learning rate of the tag vectors", minimum=1e-8, maximum=10.0, recorded=True)
+    head_lr: float = option(
+        1e-4,
+        "learning rate of the head the tag trains with",
+        minimum=1e-8,
+        maximum=10.0,
+        scope="function",
+        recorded=True,
+    )
     seed: int = option(0, "seed for initialisation, split and data order", minimum=0)
     device: str = option("auto", "auto, cpu, cuda, ...")
     dtype: str = option("auto", "auto, float32, bfloat16")
-    eval_every: int = option(50, "validate every N optimizer steps", minimum=1)
-    patience: int = option(5, "stop after N validations without improvement (0: never)", minimum=0)
+    eval_every: int = option(50, "validate every N optimizer steps", minimum=1, recorded=True)
+    patience: int = option(5, "stop after N validations without improvement (0: never)", minimum=0, recorded=True)
     checkpoint_every: int = option(50, "checkpoint every N optimizer steps", minimum=1)
     resume: bool = option(False, "continue from OUT.ckpt if it exists")
     force: bool = option(False, "replace the pack already at --out (only a tagcli pack is ever replaced)")
-    tag_rows: int = option(2048, "rows whose frozen contexts the tag steps cycle through", minimum=1)
-    init_samples: int = option(2048, "rows used to standardise and ridge-fit the head the tag trains with", minimum=1)
-    refit_head: bool = option(True, "refit a regression head by ridge at every validation")
+    tag_rows: int = option(
+        2048, "rows whose frozen contexts the tag steps cycle through", minimum=1, scope="function", recorded=True
+    )
+    init_samples: int = option(
+        2048,
+        "rows used to standardise and ridge-fit the head the tag trains with",
+        minimum=1,
+        scope="function",
+        recorded=True,
+    )
+    refit_head: bool = option(True, "refit a regression head by ridge at every validation", scope="api")
     pack_dirs: list[str] = option([], "extra folders searched for domain packs", flag="--pack-dir")
     version: str = option("0.1.0", "version written into the pack")
     description: str = option("", "one line describing the pack")

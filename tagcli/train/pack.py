@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 from tagcli.basemodel.load import BaseModel
 from tagcli.core.domains import DomainInput
@@ -11,21 +11,6 @@ from tagcli.core.prompt import PromptTemplate
 from tagcli.packs.format import Manifest, TagPack, tag_digest
 from tagcli.train.config import TrainConfig
 from tagcli.train.loop import Trainer
-
-RUN_HYPERPARAMETERS = (
-    "method",
-    "tag_length",
-    "epochs",
-    "max_steps",
-    "batch_size",
-    "grad_accum",
-    "lr",
-    "head_lr",
-    "init_samples",
-    "tag_rows",
-    "eval_every",
-    "patience",
-)
 
 
 def make_pack(
@@ -70,7 +55,7 @@ def make_pack(
                 "targets": config.targets,
             },
             # The run's settings that shape the result, then the head's and the method's own options.
-            "hyperparameters": {k: getattr(config, k) for k in RUN_HYPERPARAMETERS}
+            "hyperparameters": {f.name: getattr(config, f.name) for f in fields(config) if f.metadata.get("recorded")}
             | asdict(config.head_options)
             | asdict(config.method_options),
             "seed": config.seed,
