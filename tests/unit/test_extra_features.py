@@ -169,3 +169,41 @@ def test_extra_features_need_an_input_of_their_kind(base, data: Path, tmp_path: 
         train(ensemble_config(data, tmp_path / "fn", extra_features=["composition"]), base)
     with pytest.raises(UsageError, match="unknown extra-feature set 'maccs'"):
         ensemble_config(data, tmp_path / "fn", extra_features=["maccs"])
+
+
+def test_member_views_read_only_their_columns_and_weigh_the_same(base) -> None:
+    from helpers import regression_head
+    from tagcli.core.heads import RegressionHead
+
+    extra = ExtraFeatures.bind("rdkit2d", "smiles")
+    head = regression_head(8, members=3, views=("readout", "extra"), extra_features=[extra])
+    assert [m.in_features for m in head.members] == [8, extra.width, 8]  # views in turn: r, e, r
+    x = torch.randn(5, 8 + extra.width)
+    outputs = head.member_outputs(x)
+    expected = (outputs[[0, 2]].mean(0) + outputs[1]) / 2  # each view's mean, then their mean
+    torch.testing.assert_close(head(x), expected)
+    moved = x.clone()
+    moved[:, 8:] += 1.0  # other extra features: only the extra view's member moves
+    again = head.member_outputs(moved)
+    torch.testing.assert_close(again[[0, 2]], outputs[[0, 2]])
+    assert not torch.allclose(again[1], outputs[1])
+
+    spec = head.to_spec()
+    assert spec["member_views"] == ["readout", "extra"]
+    loaded = RegressionHead.from_spec(spec, 8)
+    loaded.load_state_dict(head.state_dict())
+    torch.testing.assert_close(loaded(x), head(x))
+    with pytest.raises(PackError, match="member_views \\['readout', 'extra'\\]: readout and extra views split"):
+        RegressionHead.from_spec({**spec, "extra_features": []}, 8)
+
+
+def test_member_views_need_extra_features(base, data: Path, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--member-views readout,extra: .* give --extra-features too"):
+        ensemble_config(data, tmp_path / "fn", member_views=["readout,extra"])
+    config = ensemble_config(
+        data, tmp_path / "fn", member_views=["readout,extra"], extra_features=["rdkit2d"], members=4
+    )
+    save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "smiles")
+    pack = train(config, base)
+    assert pack.manifest.head["member_views"] == ["readout", "extra"]
+    assert pack.manifest.training["hyperparameters"]["member_views"] == ["readout", "extra"]

@@ -50,7 +50,7 @@ class ClassificationHead(FeatureHead):
 
     def predict(self, readout: Readout) -> Columns:
         x = self.standardise(self.features(readout))
-        probabilities = self.members_on(x).mean(0).softmax(dim=-1)
+        probabilities = self.ensemble_mean(self.members_on(x)).softmax(dim=-1)
         columns: Columns = {f"pred_{self.target}": [self.classes[i] for i in probabilities.argmax(dim=-1).tolist()]}
         columns.update({f"prob_{c}": p for c, p in zip(self.classes, probabilities.unbind(dim=1))})
         return columns | self.domain_columns(x)

@@ -33,6 +33,9 @@ from tagcli.options import option
 # are orders of magnitude larger was not produced by training (tampered, or a broken export).
 MAX_WEIGHT = 1e3
 MAX_MEMBERS, MAX_HIDDEN_UNITS, MAX_COMPONENTS = 64, 4096, 256
+# What an ensemble member reads: the readout and the extra features (joint), or one of them.
+JOINT = "joint"
+VIEWS = (JOINT, "readout", "extra")
 # The share of validation rows inside the applicability domain (the threshold's percentile).
 IN_DOMAIN_QUANTILE = 0.95
 
@@ -65,12 +68,24 @@ class FeatureOptions:
         form="NAME or SLOT=NAME, or several joined by commas",
     )
 
+    member_views: list[str] = option(
+        [JOINT],
+        "what each ensemble member reads, taken in turn: joint (the readout and the extra features), readout, "
+        "extra; e.g. readout,extra makes the ensemble the average of a tags-only and a features-only model",
+        flag="--member-views",
+        form="VIEW[,VIEW...]",
+    )
+
     def __post_init__(self) -> None:
         if self.readout != AUTO:
             self.readout_spec()
         self.extra_features = [e.strip() for item in self.extra_features for e in item.split(",") if e.strip()]
         for item in self.extra_features:
             EXTRA_FEATURES.choose(item.partition("=")[2] or item)
+        self.member_views = [v.strip() for item in self.member_views for v in item.split(",") if v.strip()]
+        problem = views_problem(self.member_views, bool(self.extra_features), self.members)
+        if problem:
+            raise UsageError(f"--member-views {','.join(self.member_views)}: {problem}")
 
     def readout_spec(self) -> ReadoutSpec:
         try:
@@ -81,7 +96,9 @@ class FeatureOptions:
     def for_tag_training(self) -> FeatureOptions:
         """The tag trains with one linear member on the readout alone (no summary, no extra features):
         quick to refit at every step, and the tag learns what the readout can carry."""
-        return dataclasses.replace(self, members=1, hidden_units=0, domain_components=0, extra_features=[])
+        return dataclasses.replace(
+            self, members=1, hidden_units=0, domain_components=0, extra_features=[], member_views=[JOINT]
+        )
 
     def resolve(self, n_layers: int, slots: Mapping[str, str]) -> FeatureOptions:
         """`auto` made concrete for this base model and these input slots (slot → input kind), each
@@ -103,7 +120,20 @@ class FeatureOptions:
             "hidden_units": self.hidden_units,
             "domain_components": self.domain_components,
             "extra_features": [ExtraFeatures.bind(name, slot) for slot, name in bound],
+            "views": tuple(self.member_views),
         }
+
+
+def views_problem(views: Sequence[str], has_extra: bool, members: int) -> str | None:
+    """Why members cannot read these views (None: they can)."""
+    unknown = [v for v in views if v not in VIEWS]
+    if unknown or not views:
+        return f"views are {', '.join(VIEWS)}, not {', '.join(unknown) or 'nothing'}"
+    if not has_extra and set(views) != {JOINT}:
+        return "readout and extra views split the readout from the extra features: give --extra-features too"
+    if len(set(views)) > members:
+        return f"{len(set(views))} views need at least as many members, not {members}"
+    return None
 
 
 def _bind(item: str, slots: Mapping[str, str]) -> str:
@@ -135,13 +165,19 @@ class FeatureHead(Head):
         hidden_units: int = 0,
         domain_components: int = 0,
         extra_features: Sequence[ExtraFeatures] = (),
+        views: Sequence[str] = (JOINT,),
     ) -> None:
         super().__init__()
         self.readout = readout
         self.hidden_units = hidden_units
         self.extra_features = tuple(extra_features)
-        width = readout.width(hidden_size) + sum(e.width for e in self.extra_features)
-        self.members = nn.ModuleList(self._member(width, n_outputs) for _ in range(members))
+        self.views = tuple(views)
+        readout_width = readout.width(hidden_size)
+        width = readout_width + sum(e.width for e in self.extra_features)
+        spans = {JOINT: (0, width), "readout": (0, readout_width), "extra": (readout_width, width)}
+        # Member k reads the columns [a, b) of its view, views taken in turn.
+        self.spans = [spans[self.views[k % len(self.views)]] for k in range(members)]
+        self.members = nn.ModuleList(self._member(b - a, n_outputs) for a, b in self.spans)
         self.register_buffer("feature_mean", torch.zeros(width))
         self.register_buffer("feature_std", torch.ones(width))
         self.register_buffer("domain_axes", torch.zeros(domain_components, width))
@@ -168,14 +204,23 @@ class FeatureHead(Head):
     # -- outputs -----------------------------------------------------------------------------
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """Raw head output (standardised targets or logits): the members' mean, in float32."""
-        return self.member_outputs(hidden).mean(0)
+        return self.ensemble_mean(self.member_outputs(hidden))
 
     def member_outputs(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.members_on(self.standardise(hidden))
 
     def members_on(self, standardised: torch.Tensor) -> torch.Tensor:
-        """Every member's output [members, n, outputs] on standardised features."""
-        return torch.stack([member(standardised) for member in self.members])
+        """Every member's output [members, n, outputs] on (its view of) standardised features."""
+        return torch.stack([member(standardised[:, a:b]) for member, (a, b) in zip(self.members, self.spans)])
+
+    def ensemble_mean(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The members' mean [n, outputs]; with several views the mean of each view's mean, so every
+        view weighs the same whatever its number of members."""
+        kinds = [self.views[k % len(self.views)] for k in range(len(self.members))]
+        if len(set(kinds)) == 1:
+            return outputs.mean(0)
+        means = [outputs[[k for k, v in enumerate(kinds) if v == view]].mean(0) for view in dict.fromkeys(kinds)]
+        return torch.stack(means).mean(0)
 
     def standardise(self, hidden: torch.Tensor) -> torch.Tensor:
         return (hidden.float() - self.feature_mean) / self.feature_std
@@ -256,19 +301,20 @@ class FeatureHead(Head):
         generator = torch.Generator().manual_seed(seed)
         n = len(x)
         samples = []
-        for k, member in enumerate(self.members):
+        for k, (member, (a, b)) in enumerate(zip(self.members, self.spans)):
             rows = torch.randint(n, (n,), generator=generator) if len(self.members) > 1 else torch.arange(n)
             samples.append(rows)
+            seen = x[rows][:, a:b]
             if closed_form is not None and isinstance(member, nn.Linear):
                 with torch.no_grad():
-                    member.weight.copy_(closed_form(x[rows], y[rows]).T)
+                    member.weight.copy_(closed_form(seen, y[rows]).T)
                     member.bias.zero_()
             else:
                 torch.manual_seed(seed * 1009 + k)
                 for layer in member.modules():  # initial weights from the seed, not from what ran before
                     if isinstance(layer, nn.Linear):
                         layer.reset_parameters()
-                _train_member(member, x[rows], y[rows], validation, loss)
+                _train_member(member, seen, y[rows], (validation[0][:, a:b], validation[1]), loss)
         return samples
 
     @torch.no_grad()
@@ -289,6 +335,7 @@ class FeatureHead(Head):
     # -- the pack format -----------------------------------------------------------------------
     def feature_spec(self) -> dict[str, Any]:
         extras = {"extra_features": [e.to_spec() for e in self.extra_features]} if self.extra_features else {}
+        extras |= {"member_views": list(self.views)} if self.views != (JOINT,) else {}
         return {
             "readout": self.readout.to_spec(),
             "members": len(self.members),
@@ -341,6 +388,14 @@ class FeatureHead(Head):
         """The head itself in words: "an ensemble of 5 MLPs (32 hidden units)", "a linear layer head"."""
         members, units = spec.get("members", 1), spec.get("hidden_units", 0)
         kind, detail = ("MLP", f" ({units} hidden units)") if units else ("linear layer", "")
+        views = spec.get("member_views") if isinstance(spec.get("member_views"), list) else [JOINT]
+        if isinstance(members, int) and members > 1 and views != [JOINT]:
+            reads = {JOINT: "both", "readout": "the readout alone", "extra": "the extra features alone"}
+            each = ", ".join(
+                f"{sum(views[k % len(views)] == v for k in range(members))} on {reads.get(v, v)}"
+                for v in dict.fromkeys(views)
+            )
+            return f"an ensemble of {members} {kind}s{detail}: {each}, each view weighing the same"
         if isinstance(members, int) and members > 1:
             return f"an ensemble of {members} {kind}s{detail}"
         return f"{'an' if kind == 'MLP' else 'a'} {kind}{detail} head"
@@ -366,7 +421,15 @@ class FeatureHead(Head):
             options["extra_features"] = [ExtraFeatures.from_spec(e) for e in spec.get("extra_features") or []]
         except ValueError as exc:
             raise PackError(f"head spec: {exc}", hint="install the tagcli and RDKit versions the pack names") from None
-        return options
+        views = spec.get("member_views", [JOINT])
+        problem = (
+            views_problem(views, bool(options["extra_features"]), options["members"])
+            if isinstance(views, list)
+            else "not a list"
+        )
+        if problem:
+            raise PackError(f"head spec: member_views {views!r}: {problem}")
+        return options | {"views": tuple(views)}
 
 
 def _train_member(

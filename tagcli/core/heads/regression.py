@@ -151,7 +151,7 @@ class RegressionHead(FeatureHead):
     def predict(self, readout: Readout) -> Columns:
         x = self.standardise(self.features(readout))
         outputs = self.members_on(x)
-        prediction = self.calibrated(outputs.mean(0))
+        prediction = self.calibrated(self.ensemble_mean(outputs))
         columns = dict(zip(self.value_columns(), (prediction * self.target_std + self.target_mean).unbind(dim=1)))
         domain = self.domain_columns(x)
         if self.has_spread:
@@ -303,7 +303,7 @@ class RegressionHead(FeatureHead):
     @torch.no_grad()
     def fit_calibration(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Least-squares a, b of y ≈ a + b·ŷ per target on (standardised) validation rows."""
-        prediction = self.members_on(x).mean(0).double()
+        prediction = self.ensemble_mean(self.members_on(x)).double()
         for j in range(prediction.shape[1]):
             known = y[:, j].isfinite()
             p, target = prediction[known, j], y[known, j].double()
@@ -341,7 +341,7 @@ class RegressionHead(FeatureHead):
         """Slopes of log |error| on log spread, log domain score and the error level, then the scale (z² = 1)."""
         x = self.standardise(validation)
         outputs = self.members_on(x)
-        prediction = self.calibrated(outputs.mean(0))
+        prediction = self.calibrated(self.ensemble_mean(outputs))
         error = (prediction - val_y).abs().double()
         spread = outputs.std(0).clamp(min=1e-8).log().double()
         domain = self.domain_score(x) if self.has_domain else None
