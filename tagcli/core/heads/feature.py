@@ -27,7 +27,7 @@ from tagcli.core.extra_features import EXTRA_FEATURES, ExtraFeatures, input_feat
 from tagcli.core.heads.base import Columns, Head, Readout
 from tagcli.core.readout import AUTO, PAPER, ReadoutSpec, default_readout
 from tagcli.errors import PackError, UsageError
-from tagcli.options import option
+from tagcli.options import check_bounds, option
 
 # Ridge and gradient training on standardised features give weights below ~1; a pack whose weights
 # are orders of magnitude larger was not produced by training (tampered, or a broken export).
@@ -77,6 +77,7 @@ class FeatureOptions:
     )
 
     def __post_init__(self) -> None:
+        check_bounds(self)  # a bad number is named before any check that combines numbers
         if self.readout != AUTO:
             self.readout_spec()
         self.extra_features = [e.strip() for item in self.extra_features for e in item.split(",") if e.strip()]
