@@ -312,6 +312,16 @@ def measured_pack_row(label: str, folder: str, name: str) -> dict[str, Any]:
     return {**row, **metrics, "notes": readout(manifest)}
 
 
+def measured_packs(name: str) -> tuple[tuple[str, str, str], ...]:
+    """The tag-LLM rows of a measured endpoint: the shipped pack and, where it reads extra features, its
+    tags-only comparison; a shipped pack without extra features is itself the tags-alone row."""
+    path = REPO / PACKS / name / "manifest.json"
+    if not path.is_file():
+        return MEASURED_PACKS
+    head = json.loads(path.read_text()).get("head") or {}
+    return MEASURED_PACKS if head.get("extra_features") else (("tagcli tag-llm, tags alone", PACKS, ""),)
+
+
 def anchor_notes(result: dict[str, Any]) -> str:
     notes = []
     chosen = result.get("hyperparameters") or {}
@@ -364,7 +374,7 @@ def measured_markdown() -> list[str]:
             "| model | n | " + " | ".join(c for c, _ in columns) + " | seconds | notes |",
             "|---" * (len(columns) + 4) + "|",
         ]
-        rows = [measured_pack_row(label, folder, name + suffix) for label, folder, suffix in MEASURED_PACKS]
+        rows = [measured_pack_row(label, folder, name + suffix) for label, folder, suffix in measured_packs(name)]
         rows.append(features_alone_row(name))
         for model, r in entry.get("models", {}).items():
             row = {"model": f"anchor: {ANCHOR_NAMES.get(model, model)}"}

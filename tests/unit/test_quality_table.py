@@ -104,7 +104,10 @@ def test_measured_endpoints_show_packs_and_anchors(repo: Path) -> None:
     assert "Not measured yet: `make moleculeace-anchors`" in text
 
     bbb = {"rows": 687, "n": 687, "accuracy": 0.7, "roc_auc": 0.78, "log_loss": 0.6}
-    write_manifest(repo / "tagpacks" / "bbb", {"type": "classification", "target": "bbb"}, bbb, ["bbb"])
+    bbb_head = {"type": "classification", "target": "bbb", "extra_features": [{"name": "rdkit2d"}]}
+    write_manifest(repo / "tagpacks" / "bbb", bbb_head, bbb, ["bbb"])
+    amp = {"n": 697, "roc_auc": 0.957}  # no extra features: the shipped pack is the tags-alone row
+    write_manifest(repo / "tagpacks" / "amp", {"type": "classification", "target": "amp"}, amp, ["amp"])
     solubility = {"n": 253, "mse": 0.25, "mae": 0.4, "pearson": 0.93, "spearman": 0.92}
     write_manifest(
         repo / "recipes" / "baselines" / "solubility-tags-only",
@@ -157,6 +160,9 @@ def test_measured_endpoints_show_packs_and_anchors(repo: Path) -> None:
     assert f"{alone} | 253 | 0.6 | 0.45 | 0.96 | 0.95 | – | rdkit2d alone, the same ensemble head" in text
     assert "with AVX-512 bf16" in text and "**bbb** (bbb_test, classification, positive class BBB+)" in text
     assert "| tagcli tag-llm (`tagpacks/bbb`) | 687 | 0.78 | – | – | – | 0.7 | – |" in text
+    assert "| tagcli tags only (`recipes/baselines/bbb-tags-only`) | not built yet |" in text
+    assert "| tagcli tag-llm, tags alone (`tagpacks/amp`) | 697 | 0.957 |" in text
+    assert "amp-tags-only" not in text
     tags_only = next(line for line in text.splitlines() if "solubility-tags-only" in line)
     assert "| 253 | 0.5 | 0.4 | 0.93 | 0.92 | – |" in tags_only  # RMSE from the recorded MSE
     assert (
