@@ -40,6 +40,7 @@ from tagcli.errors import PackError, first_line
 from tagcli.home import make_readable
 from tagcli.packs.folder import HEADS_FILE, MANIFEST, PACK_FILES, TAGS_FILE, replace_folder
 from tagcli.packs.integrity import check_installed
+from tagcli.packs.reference import Reference
 
 FORMAT = "tagcli.pack"
 FORMAT_VERSION = 1
@@ -78,6 +79,7 @@ class Manifest:
     symmetric: bool = False  # function: its two input slots of one domain may trade places (written only when true)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    reference: dict[str, Any] | None = None  # function: its reference distribution (reference.py), when it has one
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
     tagcli_version: str = __version__
@@ -98,6 +100,8 @@ class Manifest:
         data = asdict(self)
         if not self.symmetric:  # manifests of packs without input slots stay as they were
             del data["symmetric"]
+        if self.reference is None:
+            del data["reference"]
         return data
 
     def to_json(self) -> str:
@@ -168,6 +172,7 @@ class Manifest:
             "domains must be a list of pack names",
         )
         if self.kind == "domain":
+            need(self.reference is None, "a domain pack has no reference distribution")
             spec = self.input
             need(
                 isinstance(spec, dict) and spec.get("kind") in INPUT_KINDS,
@@ -254,6 +259,7 @@ class TagPack:
     tags: dict[str, torch.Tensor]  # name → [tag_length, hidden_size] float32
     head: Head | None = None
     path: Path | None = None
+    reference: Reference | None = None  # where its predictions fall among a reference set's (function packs)
 
     @property
     def name(self) -> str:
@@ -303,7 +309,10 @@ def load_pack(path: str | Path, *, check_install: bool = True) -> TagPack:
     for name, vectors in tags.items():
         _check_tag(name, vectors, manifest, where)
     head = _load_head(path, manifest, where) if manifest.kind == "function" else None
-    return TagPack(manifest, {k: v.float() for k, v in tags.items()}, head, path)
+    reference = None
+    if head is not None and manifest.reference is not None:
+        reference = Reference.from_data(manifest.reference, head.ranked_columns(), where)
+    return TagPack(manifest, {k: v.float() for k, v in tags.items()}, head, path, reference)
 
 
 def read_manifest_data(path: str | Path, *, strict: bool = True) -> dict[str, Any]:
@@ -408,6 +417,7 @@ def save_pack(pack: TagPack, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if pack.head is not None:
         pack.manifest.head = pack.head.to_spec()
+    pack.manifest.reference = pack.reference.to_data() if pack.reference is not None else None
     pack.manifest.validate(f"pack {path}")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
