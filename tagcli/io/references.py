@@ -11,7 +11,7 @@ from pathlib import Path
 from tagcli.errors import PackError, UsageError
 from tagcli.io.runner import ScoreSummary, scored_batches
 from tagcli.io.tables import open_table
-from tagcli.packs.format import save_pack
+from tagcli.packs.format import record_reference
 from tagcli.packs.reference import Reference, reference_from_predictions
 from tagcli.scorer import STATUS_OK, TagScorer
 
@@ -38,12 +38,8 @@ def add_reference(scorer: TagScorer, data: str | Path, name: str, source: str) -
     """Score `data` with the scorer's function (built with percentiles=False) and store the reference in
     that pack's directory, replacing any reference it had."""
     pack = scorer.plans[0].function
-    if pack.path is None or not Path(pack.path).is_dir():
-        raise PackError(
-            f"cannot add a reference to pack '{pack.name}': it is not a pack directory",
-            hint="unpack a .tagpack with `tagcli pack export` first",
-        )
+    if pack.path is None or not Path(pack.path).is_dir():  # before the scoring, which may take minutes
+        raise PackError(f"cannot add a reference to pack '{pack.name}': it is not a pack directory")
     reference, summary = score_reference(scorer, data, name, source)
-    pack.reference = reference
-    save_pack(pack, pack.path)
+    record_reference(pack, reference)
     return reference, summary

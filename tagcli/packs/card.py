@@ -38,6 +38,8 @@ METRIC_ORDER = (
     "perplexity",
 )
 PER_TARGET = ("pearson", "spearman", "mse", "mae")
+# Metrics in the target's own units: averaged over targets of different units they mean nothing.
+UNIT_METRICS = ("mse", "mae")
 COLUMN_FLAGS = ("smiles", "protein")  # input kinds with their own `--KIND-col` option of `tagcli predict`
 WEAK_PEARSON = 0.3
 
@@ -57,6 +59,7 @@ def model_card(about: Mapping[str, Any]) -> str:
         ("Base model", _base_model),
         ("Training data", _training),
         ("Metrics", _metrics),
+        ("Reference set", _reference),
         ("Intended use and limits", _limits),
         ("How to use", _usage),
     )
@@ -244,6 +247,8 @@ def _metrics(about: Mapping[str, Any]) -> list[str]:
     if not splits:
         return ["No metrics were recorded."]
     names = _metric_names(splits.values())
+    if any(len(m.get("targets") or {}) > 1 for m in splits.values()):
+        names = [k for k in names if k not in UNIT_METRICS]  # those are per target, below
     lines = []
     if names:
         lines += [
@@ -269,6 +274,19 @@ def _metrics(about: Mapping[str, Any]) -> list[str]:
             for target, tm in targets.items():
                 lines.append(f"| {_cell(target)} | " + " | ".join(card_number(tm.get(k)) for k in PER_TARGET) + " |")
     return lines
+
+
+def _reference(about: Mapping[str, Any]) -> list[str]:
+    reference = about.get("reference")
+    if not isinstance(reference, dict) or not isinstance(reference.get("values"), dict):
+        return []
+    columns = ", ".join(f"`{c}_percentile`" for c in reference["values"])
+    return [
+        f"`tagcli predict` adds {columns}: where a row's prediction falls (0-100, mid-rank) among this "
+        f"pack's predictions for **{_text(reference.get('name'))}** ({_text(reference.get('rows'))} "
+        f"scored rows; {_text(reference.get('source'))}). The set is for percentiles only, never training data; "
+        "`--no-percentiles` leaves the columns out."
+    ]
 
 
 def _metric_names(splits: Sequence[Mapping[str, Any]] | Any) -> list[str]:

@@ -444,6 +444,24 @@ def record_metrics(pack: TagPack, split: str, metrics: dict[str, Any]) -> Path:
     return save_pack(pack, pack.path)
 
 
+def record_reference(pack: TagPack, reference: Reference) -> Path:
+    """Store `reference` in a pack directory's manifest; its tensor files are left byte for byte as they are."""
+    if pack.path is None or not pack.path.is_dir():
+        raise PackError(
+            f"cannot add a reference to pack '{pack.name}': it is not a pack directory",
+            hint="pass the pack's folder (a .tagpack archive is read-only)",
+        )
+    where = f"pack {pack.path}"
+    Reference.from_data(reference.to_data(), pack.head.ranked_columns() if pack.head else [], where)
+    pack.manifest.reference = reference.to_data()
+    pack.manifest.validate(where)
+    temporary = pack.path.parent / f".{pack.path.name}.{MANIFEST}.tmp"  # beside the pack, never inside it
+    temporary.write_text(pack.manifest.to_json(), encoding="utf-8")
+    temporary.replace(pack.path / MANIFEST)  # atomic: the old manifest or the new one, never half of either
+    pack.reference = reference
+    return pack.path
+
+
 def write_archive(pack_dir: str | Path, archive: str | Path) -> Path:
     """Pack a pack directory into one uncompressed tar (safetensors do not compress)."""
     pack_dir, archive = Path(pack_dir), Path(archive)
