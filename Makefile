@@ -15,6 +15,7 @@ ANCHORS_STAMP := $(ANCHORS_VENV)/.installed
 
 DATA ?= ../shared/data
 
+.PHONY: chromium docs
 .PHONY: install anchors-install demo test packs comparisons baselines moleculeace moleculeace-anchors moleculeace-chemprop trust quality bench clean
 
 install: $(STAMP)
@@ -44,7 +45,14 @@ demo: install
 	$(BIN)/tagcli predict --function qed examples/molecules.csv -o out/molecules.scored.csv
 	$(BIN)/python -c "import pandas as pd; pd.set_option('display.width', 200); print(pd.read_csv('out/molecules.scored.csv', keep_default_na=False).to_string(index=False))"
 
-test: install
+# The report's browser test (tests/cli/test_report.py) renders it in headless Chromium, the Debian package:
+# installed here where apt-get can; without it that one test skips, saying why.
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null \
+		|| (command -v apt-get >/dev/null && (apt-get install -y -qq chromium || (apt-get update -qq && apt-get install -y -qq chromium))) \
+		|| echo "chromium could not be installed: the browser test will skip"
+
+test: install chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
