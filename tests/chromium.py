@@ -4,7 +4,7 @@ The protocol runs over a pipe (`--remote-debugging-pipe`: commands in on fd 3, r
 fd 4, each a JSON message ending in a NUL byte), so no port and no websocket library are needed. Every
 console message, uncaught exception, log entry and network request of the page is recorded.
 
-    python tests/chromium.py PAGE.html SHOT.png     # what the README's screenshot is made with
+    python tests/chromium.py PAGE.html SHOT.png [HEIGHT]   # the README's screenshot: the top HEIGHT pixels
 """
 
 from __future__ import annotations
@@ -112,8 +112,15 @@ class DevTools:
             os.close(self._events)
 
 
-def visit(page: Path, screenshot: Path | None = None, chromium: str | None = None, width: int = 1200) -> PageVisit:
-    """Load `page` (a local file) in headless Chromium, record what it did, and optionally save a full-page PNG."""
+def visit(
+    page: Path,
+    screenshot: Path | None = None,
+    chromium: str | None = None,
+    width: int = 1200,
+    height: int | None = None,
+) -> PageVisit:
+    """Load `page` (a local file) in headless Chromium, record what it did, and optionally save a PNG of it:
+    the whole page, or its top `height` pixels."""
     binary = chromium or find_chromium()
     if binary is None:
         raise FileNotFoundError("no Chromium found")
@@ -124,7 +131,7 @@ def visit(page: Path, screenshot: Path | None = None, chromium: str | None = Non
             session = tools.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
             for domain in ("Page", "Runtime", "Log", "Network"):
                 tools.send(f"{domain}.enable", session=session)
-            metrics = {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+            metrics = {"width": width, "height": height or 900, "deviceScaleFactor": 1, "mobile": False}
             tools.send("Emulation.setDeviceMetricsOverride", metrics, session=session)
             tools.send("Page.navigate", {"url": page.resolve().as_uri()}, session=session)
             tools.wait_for("Page.loadEventFired")
@@ -135,7 +142,9 @@ def visit(page: Path, screenshot: Path | None = None, chromium: str | None = Non
             )["result"]["value"]
             if screenshot is not None:
                 shot = tools.send(
-                    "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session=session
+                    "Page.captureScreenshot",
+                    {"format": "png", "captureBeyondViewport": height is None},
+                    session=session,
                 )
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 screenshot.write_bytes(base64.b64decode(shot["data"]))
@@ -162,6 +171,7 @@ def _requests(events: list[dict[str, Any]]) -> list[str]:
 
 
 if __name__ == "__main__":
-    result = visit(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) > 2 else None)
+    shot, height = (Path(sys.argv[2]) if len(sys.argv) > 2 else None), (int(sys.argv[3]) if len(sys.argv) > 3 else None)
+    result = visit(Path(sys.argv[1]), shot, height=height)
     print(json.dumps(vars(result) | {"external_requests": result.external_requests}, indent=2))
     sys.exit(1 if result.errors or result.external_requests else 0)

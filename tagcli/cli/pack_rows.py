@@ -35,7 +35,7 @@ def list_row(item: ListedPack) -> dict[str, Any]:
     else:
         pack = item.pack
         assert pack.path is not None
-        row = _described(pack.manifest, pack.head.output_columns() if pack.head else []) | {
+        row = _described(pack.manifest, pack.output_columns()) | {
             "path": str(pack.path),
             "size": item.size,
             "status": item.origin,

@@ -17,6 +17,7 @@ from typing import Any
 from tagcli.core.heads import HEADS, head_from_spec
 from tagcli.core.heads.base import card_number
 from tagcli.errors import PackError
+from tagcli.packs.reference import percentile_column
 
 CARD_SUFFIX = ".md"  # `pack export` writes DIR/NAME-VERSION.md beside DIR/NAME-VERSION.tagpack
 
@@ -95,8 +96,10 @@ def output_columns(about: Mapping[str, Any]) -> list[str]:
     spec, hidden = about.get("head"), about.get("hidden_size")
     if not isinstance(spec, dict) or not isinstance(hidden, int):
         return []
+    reference = about.get("reference") if isinstance(about.get("reference"), dict) else {}
+    ranked = list(reference.get("values") or {}) if isinstance(reference.get("values"), dict) else []
     try:
-        return head_from_spec(spec, hidden).output_columns()
+        return head_from_spec(spec, hidden).output_columns() + [percentile_column(c) for c in ranked]
     except (PackError, ValueError, TypeError, KeyError):
         return []
 

@@ -40,7 +40,7 @@ from tagcli.errors import PackError, first_line
 from tagcli.home import make_readable
 from tagcli.packs.folder import HEADS_FILE, MANIFEST, PACK_FILES, TAGS_FILE, replace_folder
 from tagcli.packs.integrity import check_installed
-from tagcli.packs.reference import Reference
+from tagcli.packs.reference import Reference, percentile_column
 
 FORMAT = "tagcli.pack"
 FORMAT_VERSION = 1
@@ -267,6 +267,11 @@ class TagPack:
 
     def tag_digest(self) -> str:
         return tag_digest(self.tags[self.name])
+
+    def output_columns(self) -> list[str]:
+        """The columns the pack adds to a scored file: its head's, then the percentiles its reference gives."""
+        columns = self.head.output_columns() if self.head is not None else []
+        return columns + [percentile_column(c) for c in (self.reference.columns if self.reference else [])]
 
     def check_base_model(self, model_id: str, fingerprint: str) -> None:
         """Refuse to run on a base model other than the one the pack was trained for."""

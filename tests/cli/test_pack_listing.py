@@ -272,7 +272,7 @@ def test_export_writes_the_card_next_to_the_archive(tmp_path: Path, capsys: pyte
     assert code == 0 and f"model card {site / 'qed-0.1.0.md'}" in out
     assert sorted(p.name for p in site.iterdir()) == ["index.json", "qed-0.1.0.md", f"qed-0.1.0{ARCHIVE_SUFFIX}"]
     card = (site / "qed-0.1.0.md").read_text()
-    outputs = ["pred_qed", "pred_qed_std", "pred_qed_out_of_range", "domain_score", "in_domain"]
+    outputs = ["pred_qed", "pred_qed_std", "pred_qed_out_of_range", "domain_score", "in_domain", "pred_qed_percentile"]
     assert card == model_card(manifest("qed") | {"outputs": outputs})
     assert all(f"\n## {section}\n" in card for section in SECTIONS)
     index = json.loads((site / "index.json").read_text())
