@@ -84,7 +84,11 @@ class Reference:
 def _values_problem(values: Any) -> str | None:
     if not isinstance(values, list) or not 0 < len(values) <= MAX_REFERENCE_VALUES:
         return f"must be a list of 1 to {MAX_REFERENCE_VALUES} numbers"
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+    try:  # a JSON integer too large for a float overflows here
+        finite = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+    except OverflowError:
+        finite = False
+    if not finite:
         return "must all be finite numbers"
     if any(a > b for a, b in zip(values, values[1:])):
         return "must be sorted"
