@@ -50,6 +50,10 @@ def write_report(
     columns, for one function (default: the columns the pack was trained on, where the file has them)."""
     if sample_rows < 1:
         raise UsageError(f"--sample-rows must be positive, got {sample_rows}")
+    if str(source) == "-":
+        raise UsageError(
+            "tagcli report reads a scored file, not standard input", hint="save the scores to a file first"
+        )
     with open_table(source) as reader:
         columns = reader.schema.names
     check_scored(columns, str(source))

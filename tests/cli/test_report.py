@@ -123,6 +123,7 @@ def test_a_large_file_is_streamed_into_a_bounded_sample(packs: Path, tmp_path: P
     ("content", "message"),
     [
         (None, "no such file"),
+        ("-", "not standard input"),
         ("smiles\nCCO\n", "is not a scored file: it has no status and error columns"),
         ("smiles,pred_y,status,error\nCCO,abc,ok,\n", "column pred_y does not hold double values"),
     ],
@@ -131,9 +132,12 @@ def test_bad_input_is_one_error_line(
     capsys: pytest.CaptureFixture, packs: Path, tmp_path: Path, content: str | None, message: str
 ) -> None:
     source = tmp_path / "in.csv"
-    if content is not None:
+    if content not in (None, "-"):
         source.write_text(content)
-    code, out, err = cli(capsys, "report", str(source), "-F", "logp", "--pack-dir", str(packs))
+    given = "-" if content == "-" else str(source)
+    code, out, err = cli(
+        capsys, "report", given, "-o", str(tmp_path / "in.report.html"), "-F", "logp", "--pack-dir", str(packs)
+    )
     lines = err.strip().splitlines()
     assert code != 0 and len(lines) == 1 and lines[0].startswith("error:") and message in lines[0].lower(), err
     assert not (tmp_path / "in.report.html").exists()
