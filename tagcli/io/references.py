@@ -12,6 +12,7 @@ from tagcli.errors import PackError, UsageError
 from tagcli.io.runner import ScoreSummary, scored_batches
 from tagcli.io.tables import open_table
 from tagcli.packs.format import record_reference
+from tagcli.packs.integrity import is_pulled
 from tagcli.packs.reference import Reference, reference_from_predictions
 from tagcli.scorer import STATUS_OK, TagScorer
 
@@ -40,6 +41,11 @@ def add_reference(scorer: TagScorer, data: str | Path, name: str, source: str) -
     pack = scorer.plans[0].function
     if pack.path is None or not Path(pack.path).is_dir():  # before the scoring, which may take minutes
         raise PackError(f"cannot add a reference to pack '{pack.name}': it is not a pack directory")
+    if is_pulled(Path(pack.path)):  # its install record pins the manifest: a change would refuse the pack
+        raise PackError(
+            f"cannot add a reference to pack '{pack.name}' at {pack.path}: it was pulled from a registry",
+            hint="copy its folder elsewhere and add the reference there (--pack-dir it)",
+        )
     reference, summary = score_reference(scorer, data, name, source)
     record_reference(pack, reference)
     return reference, summary

@@ -18,6 +18,7 @@ from tagcli.io.runner import score_file
 from tagcli.io.workunits import Shard
 from tagcli.packs.folder import HEADS_FILE, MANIFEST, TAGS_FILE
 from tagcli.packs.format import load_pack
+from tagcli.packs.integrity import INSTALL_RECORD
 from tagcli.packs.reference import Reference, reference_from_predictions
 from tagcli.scorer import TagScorer
 
@@ -150,3 +151,13 @@ def test_percentiles_are_the_same_through_shards_and_resume(base, packs: Path, s
         )
     score_file(make_scorer(base, packs), source, resumed, window_rows=4, unit_rows=7, resume=True)
     assert pq.read_table(resumed).equals(expected)
+
+
+def test_a_pulled_pack_is_not_changed(base, tmp_path: Path) -> None:
+    write_packs(tmp_path, base)
+    scorer = TagScorer(str(tmp_path / "logp"), base_model=base, pack_dirs=[str(tmp_path)], percentiles=False)
+    (tmp_path / "logp" / INSTALL_RECORD).write_text("{}")  # as `pack pull` leaves it: the record pins the files
+    before = (tmp_path / "logp" / MANIFEST).read_bytes()
+    with pytest.raises(PackError, match="pulled from a registry"):
+        add_reference(scorer, tmp_path / "unused.csv", "set", "")
+    assert (tmp_path / "logp" / MANIFEST).read_bytes() == before
