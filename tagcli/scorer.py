@@ -149,25 +149,22 @@ class TagScorer:
     def describe(self) -> dict:
         """Everything that decides the numbers this scorer writes (recorded with sharded runs)."""
         packs = [pack for plan in self.plans for pack in (plan.function, *plan.domains.values())]
-        return (
-            {
-                "packs": {p.name: {"version": p.manifest.version, "sha256": p.tag_digest()} for p in packs},
-                "functions": [
-                    {"name": plan.function.name, "domains": list(plan.domains)}
-                    | ({"slots": plan.slots} if list(plan.slots) != plan.template.inputs else {})
-                    for plan in self.plans
-                ],
-                "base_model": {"id": self.base.id, "fingerprint": self.base.fingerprint},
-                "device": self.base.device.type,
-                "dtype": str(self.base.dtype).removeprefix("torch."),
-                "batch_size": self.batch_size,
-                "max_batch_tokens": self.max_batch_tokens,
-                "columns": self.columns,
-                "clip": self.clip,
-            }
-            | ({"both_orders": True} if self.both_orders else {})
-            | self._describe_references()
-        )
+        described = {
+            "packs": {p.name: {"version": p.manifest.version, "sha256": p.tag_digest()} for p in packs},
+            "functions": [
+                {"name": plan.function.name, "domains": list(plan.domains)}
+                | ({"slots": plan.slots} if list(plan.slots) != plan.template.inputs else {})
+                for plan in self.plans
+            ],
+            "base_model": {"id": self.base.id, "fingerprint": self.base.fingerprint},
+            "device": self.base.device.type,
+            "dtype": str(self.base.dtype).removeprefix("torch."),
+            "batch_size": self.batch_size,
+            "max_batch_tokens": self.max_batch_tokens,
+            "columns": self.columns,
+            "clip": self.clip,
+        } | ({"both_orders": True} if self.both_orders else {})
+        return described | self._describe_references()
 
     def _describe_references(self) -> dict:
         """The reference sets percentiles rank against (a run resumed with others would mix rankings)."""
