@@ -41,11 +41,12 @@ def packs(base, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def scored(base, packs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A scored CSV of 100 rows (20 invalid) with a label column `y`."""
+    """A scored CSV of 100 rows (20 invalid) with label columns `y` (logp) and `label` (active)."""
     folder = tmp_path_factory.mktemp("scored")
     values = (SMILES + ["C1CC", ""]) * 10
     labels = np.random.default_rng(0).normal(4.0, 1.0, len(values))
-    pd.DataFrame({"smiles": values, "y": labels}).to_csv(folder / "mols.csv", index=False)
+    classes = np.where(np.arange(len(values)) % 3 == 0, "active", "inactive")
+    pd.DataFrame({"smiles": values, "y": labels, "label": classes}).to_csv(folder / "mols.csv", index=False)
     score_file(
         TagScorer(["logp", "active"], base_model=base, pack_dirs=[str(packs)]), folder / "mols.csv", folder / "s.csv"
     )
@@ -82,6 +83,15 @@ def test_the_report_shows_counts_reasons_references_and_the_evaluation(
         r'(src|href)="(?!#)', page_html
     )  # nothing to run, nothing to fetch
     assert "# logp 0.1.0" not in page_html and "<h1>logp 0.1.0</h1>" in page_html  # the card, as HTML
+
+
+def test_a_classification_report_has_the_roc_and_calibration_plot(packs: Path, scored: Path, tmp_path) -> None:
+    summary = write_report(
+        scored, tmp_path / "r.html", functions=["active"], targets=["label"], store=PackStore([packs])
+    )
+    text = text_of((tmp_path / "r.html").read_text())
+    assert summary.labelled == ["active"] and "label column label" in text and "roc_auc" in text
+    assert "prob_active" in text and (tmp_path / "r.html").read_text().count("<svg") == 3  # 2 probabilities, ROC
 
 
 def test_without_functions_the_packs_whose_columns_the_file_has_are_found(packs: Path, scored: Path, tmp_path) -> None:
