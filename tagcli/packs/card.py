@@ -250,9 +250,11 @@ def _metrics(about: Mapping[str, Any]) -> list[str]:
     if not splits:
         return ["No metrics were recorded."]
     names = _metric_names(splits.values())
-    if any(len(m.get("targets") or {}) > 1 for m in splits.values()):
-        names = [k for k in names if k not in UNIT_METRICS]  # those are per target, below
+    targets = max((len(m["targets"]) for m in splits.values() if isinstance(m.get("targets"), dict)), default=0)
     lines = []
+    if targets > 1:
+        names = [k for k in names if k not in UNIT_METRICS]  # those are per target, below
+        lines += [f"Means over the {targets} targets of the unit-free metrics; each target's own are below.", ""]
     if names:
         lines += [
             "| metric | " + " | ".join(_cell(s) for s in splits) + " |",
