@@ -160,8 +160,9 @@ def _add_window(scored: ScoredFile, table: pa.Table, kept: list[str]) -> None:
     first = scored.rows
     scored.rows += table.num_rows
     status = table.column(STATUS).cast(pa.string())
-    scored.status.update(v for v in status.to_pylist())
-    _count_reasons(scored, status.to_pylist(), table.column(ERROR).cast(pa.string()).to_pylist(), first)
+    states = status.to_pylist()
+    scored.status.update(states)
+    _count_reasons(scored, states, table.column(ERROR).cast(pa.string()).to_pylist(), first)
     ok = pc.equal(status, STATUS_OK)
     for column in kept:
         kind = table.schema.field(column).type
