@@ -28,7 +28,8 @@ def cell(text: Any) -> str:
 
 def section(path: list[str], command: Any) -> list[str]:
     """The Markdown of one command: heading, usage, help, and a table of its parameters."""
-    usage = " ".join(command.collect_usage_pieces(typer.Context(command, info_name=path[-1])))
+    arguments = [p.name.upper() for p in command.params if p.param_type_name == "argument"]
+    usage = " ".join(["[OPTIONS]", *arguments] if not hasattr(command, "commands") else ["COMMAND [ARGS]..."])
     lines = [f"{'#' * min(len(path) + 1, 4)} `{' '.join(path)}`", "", f"```\n{' '.join(path)} {usage}\n```", ""]
     lines += [cell(command.help).replace("\\|", "|"), ""] if command.help else []
     params = [p for p in command.params if not getattr(p, "hidden", False)]
@@ -39,6 +40,7 @@ def section(path: list[str], command: Any) -> list[str]:
             if param.param_type_name == "argument":
                 names = f"`{param.name.upper()}`"
             default = param.default if param.default not in (None, (), [], False) else ""
+            default = getattr(default, "value", default)  # an enum option shows its value
             shown = f"`{default}`" if default != "" and not callable(default) else ""
             lines.append(f"| {names} | {cell(getattr(param, 'help', ''))} | {cell(shown)} |")
         lines.append("")
