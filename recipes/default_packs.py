@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from recipes import reference_sets
 from tagcli.basemodel.load import select_device
 
 REPO = Path(__file__).resolve().parent.parent
@@ -271,7 +272,33 @@ def pack_steps(data: str) -> list[Step]:
         ),
     ]
     tasks = [step for task in TASKS + MEASURED_TASKS for step in task_steps(task, "tag-llm", data)]
-    return stage1 + tasks + pair_and_text_steps(data)
+    return stage1 + tasks + pair_and_text_steps(data) + reference_steps(data)
+
+
+REFERENCE_SETS = "out/reference_sets"  # built by the `reference sets` step (recipes/reference_sets.py); not committed
+
+
+def reference_steps(data: str) -> list[Step]:
+    """Reference distributions for the packs whose predictions a percentile explains: QED among approved
+    drugs, protein descriptors among a UniProtKB sample. (tanimoto, a similarity of a pair, and the KIBA
+    binding score of a protein-ligand pair have no reference population of pairs to rank against.)"""
+
+    def reference(pack: str, file: str, name: str, source: str, column: str) -> Step:
+        args = ["pack", "reference", f"{PACKS}/{pack}", "--data", f"{REFERENCE_SETS}/{file}", "--column", column]
+        return f"{pack} reference", [*args, "--name", name, "--source", source, "--pack-dir", PACKS]
+
+    sets = ["-m", "recipes.reference_sets", "--data", data, "--out", REFERENCE_SETS]
+    return [
+        ("reference sets", sets),
+        reference("qed", reference_sets.DRUGS, reference_sets.DRUGS_NAME, reference_sets.DRUGS_SOURCE, "smiles"),
+        reference(
+            "protein-descriptors",
+            reference_sets.PROTEINS,
+            reference_sets.PROTEINS_NAME,
+            reference_sets.PROTEINS_SOURCE,
+            "sequence",
+        ),
+    ]
 
 
 def comparison_steps(data: str) -> list[Step]:

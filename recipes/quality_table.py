@@ -1,6 +1,6 @@
-"""The README quality table, regenerated from what is on disk (no model runs):
+"""The quality tables of the docs (docs/quality.md), regenerated from what is on disk (no model runs):
 
-    .venv/bin/python -m recipes.quality_table        # writes recipes/results/quality.md and the README section
+    .venv/bin/python -m recipes.quality_table        # writes recipes/results/quality.md and docs/quality.md's tables
 
 Sources: the test metrics recorded in each shipped pack (tagpacks/) and baseline pack
 (recipes/baselines/) by `tagcli eval --record test`, the expert baselines
@@ -479,10 +479,11 @@ def main() -> None:
     text = markdown(task_rows(data), data)
     trust = trust_markdown()
     (RESULTS / "quality.md").write_text(text + "\n## Can I trust a prediction?\n\n" + trust)
-    readme = (REPO / "README.md").read_text()
-    updated = replace_between(replace_between(readme, BEGIN, END, text), TRUST_BEGIN, TRUST_END, trust)
-    if updated != readme:
-        (REPO / "README.md").write_text(updated)
+    page = REPO / "docs" / "quality.md"
+    current = page.read_text()
+    updated = replace_between(replace_between(current, BEGIN, END, text), TRUST_BEGIN, TRUST_END, trust)
+    if updated != current:
+        page.write_text(updated)
     print(text)
     print(trust)
 

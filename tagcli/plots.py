@@ -20,15 +20,8 @@ from tagcli.io.evaluation import LabeledScores
 
 def write_plot(scores: LabeledScores, path: str | Path, title: str = "") -> Path:
     """Draw the picture that fits the head's kind into `path` (PNG, SVG or PDF, by its suffix)."""
-    kind = scores.head.plot_kind
-    if kind not in PLOTS:
-        raise UsageError(f"a {scores.head.type_name} function has no plot")
-    if not scores.labels:
-        raise UsageError("no row was scored with a label: nothing to plot")
-    plt = _pyplot()
-    figure = PLOTS[kind](plt, scores)
-    figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
+    plt = pyplot()
+    figure = evaluation_figure(plt, scores, title)
     path = Path(path)
     try:
         figure.savefig(path, dpi=120)
@@ -41,12 +34,26 @@ def write_plot(scores: LabeledScores, path: str | Path, title: str = "") -> Path
     return path
 
 
-def _pyplot() -> Any:
+def evaluation_figure(plt: Any, scores: LabeledScores, title: str = "") -> Any:
+    """The matplotlib figure of the picture that fits the head's kind (the caller closes it)."""
+    kind = scores.head.plot_kind
+    if kind not in PLOTS:
+        raise UsageError(f"a {scores.head.type_name} function has no plot")
+    if not scores.labels:
+        raise UsageError("no row was scored with a label: nothing to plot")
+    figure = PLOTS[kind](plt, scores)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only backend; a one-line error where matplotlib is missing."""
     try:
         import matplotlib
     except ImportError:
         raise TagcliError(
-            "--plot needs matplotlib, which is not installed", hint="pip install 'tagcli[plot]'"
+            "drawing plots needs matplotlib, which is not installed", hint="pip install 'tagcli[plot]'"
         ) from None
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt

@@ -25,6 +25,7 @@ from tagcli.core.model import TaggedModel
 from tagcli.core.prompt import PromptEncoder, PromptTemplate, collate
 from tagcli.errors import BadRowError, PackError, UsageError
 from tagcli.packs.format import TagPack
+from tagcli.packs.reference import Reference, percentile_column
 from tagcli.packs.store import PackStore
 
 STATUS_OK, STATUS_INVALID, STATUS_ERROR = "ok", "invalid", "error"
@@ -105,6 +106,7 @@ class TagScorer:
         strict: bool = False,
         clip: bool = True,  # bound predictions to the valid ranges targets declare
         both_orders: bool = False,  # symmetric packs: average the predictions of both orders of their two slots
+        percentiles: bool = True,  # rank predictions among a pack's reference set, where it carries one
     ) -> None:
         if batch_size < 1 or max_batch_tokens < 1:
             raise UsageError("--batch-size and --max-batch-tokens must be positive")
@@ -138,11 +140,16 @@ class TagScorer:
         self.strict = strict
         self.clip = clip
         self.both_orders = both_orders
+        self.references = {
+            plan.function.name: plan.function.reference
+            for plan in self.plans
+            if plan.function.reference is not None and percentiles
+        }
 
     def describe(self) -> dict:
         """Everything that decides the numbers this scorer writes (recorded with sharded runs)."""
         packs = [pack for plan in self.plans for pack in (plan.function, *plan.domains.values())]
-        return {
+        described = {
             "packs": {p.name: {"version": p.manifest.version, "sha256": p.tag_digest()} for p in packs},
             "functions": [
                 {"name": plan.function.name, "domains": list(plan.domains)}
@@ -157,10 +164,23 @@ class TagScorer:
             "columns": self.columns,
             "clip": self.clip,
         } | ({"both_orders": True} if self.both_orders else {})
+        return described | self._describe_references()
+
+    def _describe_references(self) -> dict:
+        """The reference sets percentiles rank against (a run resumed with others would mix rankings)."""
+        if not self.references:
+            return {}
+        return {"references": {name: ref.digest() for name, ref in self.references.items()}}
 
     @property
     def output_columns(self) -> list[str]:
-        return [c for plan in self.plans for c in plan.function.head.output_columns()] + ["status", "error"]
+        predicted = [c for plan in self.plans for c in plan.function.head.output_columns()]
+        ranked = [percentile_column(c) for _, c in self._ranked()]
+        return predicted + ranked + ["status", "error"]
+
+    def _ranked(self) -> list[tuple[Reference, str]]:
+        """(reference, output column) of every prediction that gets a percentile column."""
+        return [(ref, column) for ref in self.references.values() for column in ref.columns]
 
     def __call__(self, batch: pa.Table | pa.RecordBatch | pd.DataFrame) -> pa.Table | pd.DataFrame:
         if isinstance(batch, pd.DataFrame):
@@ -200,6 +220,9 @@ class TagScorer:
             # A row that failed for any function shows no prediction at all, not a partial one.
             values = [v if s == STATUS_OK else None for v, s in zip(values, status)]
             table = table.append_column(column, pa.array(values, types[column]))
+        for reference, column in self._ranked():
+            ranks = reference.percentiles(column, table.column(column).to_pylist())
+            table = table.append_column(percentile_column(column), pa.array(ranks, pa.float64()))
         table = table.append_column("status", pa.array(status, pa.string()))
         return table.append_column("error", pa.array(errors, pa.string()))
 

@@ -12,7 +12,7 @@ import sys
 import typer
 
 from tagcli import __version__
-from tagcli.cli import eval_cmd, model_cmd, pack_cmd, predict_cmd, train_cmd
+from tagcli.cli import eval_cmd, model_cmd, pack_cmd, predict_cmd, report_cmd, train_cmd
 from tagcli.cli.output import Output
 from tagcli.errors import INTERRUPTED, format_error
 
@@ -30,6 +30,7 @@ app = typer.Typer(
 )
 app.command("predict")(predict_cmd.predict)
 app.command("eval")(eval_cmd.evaluate)
+app.command("report")(report_cmd.report)
 app.add_typer(pack_cmd.app, name="pack")
 app.add_typer(model_cmd.app, name="model")
 app.add_typer(train_cmd.app, name="train")

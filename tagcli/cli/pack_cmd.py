@@ -8,13 +8,28 @@ from typing import Any
 import typer
 from rich.text import Text
 
-from tagcli.cli.options import BaseModelFilter, Format, Offline, PackDirs, Registries
+from tagcli.cli.options import (
+    BaseModelFilter,
+    Column,
+    Device,
+    Dtype,
+    Format,
+    Offline,
+    PackDirs,
+    ProteinColumn,
+    Registries,
+    SmilesColumn,
+    input_columns,
+)
 from tagcli.cli.output import Output, OutputFormat
 from tagcli.cli.pack_rows import human_row, list_block, list_row, size_text
 from tagcli.errors import PackError
+from tagcli.io.references import add_reference
 from tagcli.packs import install, listing
 from tagcli.packs.card import model_card
 from tagcli.packs.registries import configured_registries
+from tagcli.packs.store import PackStore
+from tagcli.scorer import TagScorer
 
 app = typer.Typer(help="Tag packs: domain and function tags with their heads.", no_args_is_help=True)
 
@@ -135,6 +150,41 @@ def export(
     line = (
         f"exported {result['name']} {result['version']} -> {result['archive']} ({size_text(result['size'])}, "
         f"sha256 {result['sha256'][:12]}…); model card {result['card']}; index {result['index']}"
+    )
+    Output(format).record(result, line)
+
+
+@app.command("reference")
+def reference(
+    name: str = typer.Argument(..., help="Function pack directory (or the name of one) to add the reference to."),
+    data: str = typer.Option(..., "--data", help="CSV or Parquet file of the reference set's inputs."),
+    set_name: str = typer.Option(..., "--name", help="What the reference set is, e.g. 'ChEMBL approved drugs'."),
+    source: str = typer.Option("", "--source", help="Where the set comes from, precisely enough to fetch it again."),
+    column: Column = None,
+    smiles_col: SmilesColumn = None,
+    protein_col: ProteinColumn = None,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    pack_dir: PackDirs = None,
+    format: Format = OutputFormat.human,
+) -> None:
+    """Score a reference set once with a function pack and store the distribution of its predictions in the
+    pack (tags and head untouched), so `predict` adds <column>_percentile columns. Replaces any earlier one."""
+    scorer = TagScorer(
+        name,
+        store=PackStore(pack_dir or ()),
+        columns=input_columns(column, smiles_col, protein_col, None),
+        device=device,
+        dtype=dtype,
+        percentiles=False,
+    )
+    added, summary = add_reference(scorer, data, set_name, source or str(data))
+    pack = scorer.plans[0].function
+    result = {"pack": pack.name, "path": str(pack.path), "reference": set_name, "rows": added.rows}
+    result |= {"columns": added.columns, "invalid": summary.invalid, "error": summary.error}
+    line = (
+        f"{pack.name}: reference '{set_name}' from {added.rows} of {summary.rows} rows "
+        f"({summary.invalid} invalid, {summary.error} error) ranks {', '.join(added.columns)} -> {pack.path}"
     )
     Output(format).record(result, line)
 

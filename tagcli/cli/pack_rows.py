@@ -15,6 +15,8 @@ from tagcli.packs.index import IndexEntry
 from tagcli.packs.listing import AvailablePack, BrokenPack, ListedPack
 
 HEADLINE = ("pearson", "mse", "accuracy", "roc_auc", "exact_match", "char_error_rate", "perplexity")
+# Several targets: the unit-free summary (their MSEs and MAEs are in different units).
+MULTI_TARGET_HEADLINE = ("pearson", "standardized_mse")
 
 
 def list_row(item: ListedPack) -> dict[str, Any]:
@@ -33,7 +35,7 @@ def list_row(item: ListedPack) -> dict[str, Any]:
     else:
         pack = item.pack
         assert pack.path is not None
-        row = _described(pack.manifest, pack.head.output_columns() if pack.head else []) | {
+        row = _described(pack.manifest, pack.output_columns()) | {
             "path": str(pack.path),
             "size": item.size,
             "status": item.origin,
@@ -81,19 +83,27 @@ def list_block(row: dict[str, Any]) -> Block:
 
 def metrics_text(headline: dict[str, Any], separator: str | None = ", ") -> Any:
     """Headline metrics for people: "pearson 0.5772, mse 0.0061 (test)"; with no separator, a list of lines."""
-    values = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in headline.items() if k != "split"]
+    shown = {k: v for k, v in headline.items() if k not in ("split", "targets")}
+    values = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()]
     if not values:
         return "" if separator is not None else []
+    where = str(headline.get("split", ""))
+    if headline.get("targets"):
+        where += f", mean of {headline['targets']} targets"
     if separator is None:
-        return [f"{headline.get('split', '')}:", *values]
-    return f"{separator.join(values)} ({headline.get('split')})"
+        return [f"{where}:", *values]
+    return f"{separator.join(values)} ({where})"
 
 
 def headline_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The test split's headline metrics if the pack has them, else validation's, to 4 decimals."""
+    """The test split's headline metrics if the pack has them, else validation's, to 4 decimals. A pack of
+    several targets gets their unit-free means and how many there are (`targets`), never a mean MSE."""
     split = "test" if metrics.get("test") else "val"
     chosen = metrics.get(split) or {}
-    return {"split": split} | {k: round(chosen[k], 4) for k in HEADLINE if isinstance(chosen.get(k), float)}
+    targets = len(chosen.get("targets") or {}) if isinstance(chosen.get("targets"), dict) else 0
+    names = MULTI_TARGET_HEADLINE if targets > 1 else HEADLINE
+    headline = {"split": split} | {k: round(chosen[k], 4) for k in names if isinstance(chosen.get(k), float)}
+    return headline | ({"targets": targets} if targets > 1 else {})
 
 
 def size_text(n: float) -> str:

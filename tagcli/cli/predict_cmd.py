@@ -82,6 +82,12 @@ def predict(
         help="Bound predictions to a target's valid range (e.g. QED to [0, 1]); "
         "pred_*_out_of_range flags them either way.",
     ),
+    percentiles: bool = typer.Option(
+        True,
+        "--percentiles/--no-percentiles",
+        help="Add <column>_percentile (0-100) beside each prediction a pack ranks among its reference set "
+        "(e.g. approved drugs; named on its card). On by default wherever a pack carries one.",
+    ),
     shard: str | None = typer.Option(
         None,
         "--shard",
@@ -146,6 +152,7 @@ def predict(
         store=store,
         strict=strict,
         clip=clip,
+        percentiles=percentiles,
     )
     with _progress(out, enabled=progress) as bar:
         task = bar.add_task("scoring", total=None)

@@ -17,6 +17,7 @@ from typing import Any
 from tagcli.core.heads import HEADS, head_from_spec
 from tagcli.core.heads.base import card_number
 from tagcli.errors import PackError
+from tagcli.packs.reference import percentile_column
 
 CARD_SUFFIX = ".md"  # `pack export` writes DIR/NAME-VERSION.md beside DIR/NAME-VERSION.tagpack
 
@@ -38,6 +39,8 @@ METRIC_ORDER = (
     "perplexity",
 )
 PER_TARGET = ("pearson", "spearman", "mse", "mae")
+# Metrics in the target's own units: averaged over targets of different units they mean nothing.
+UNIT_METRICS = ("mse", "mae")
 COLUMN_FLAGS = ("smiles", "protein")  # input kinds with their own `--KIND-col` option of `tagcli predict`
 WEAK_PEARSON = 0.3
 
@@ -57,6 +60,7 @@ def model_card(about: Mapping[str, Any]) -> str:
         ("Base model", _base_model),
         ("Training data", _training),
         ("Metrics", _metrics),
+        ("Reference set", _reference),
         ("Intended use and limits", _limits),
         ("How to use", _usage),
     )
@@ -92,8 +96,10 @@ def output_columns(about: Mapping[str, Any]) -> list[str]:
     spec, hidden = about.get("head"), about.get("hidden_size")
     if not isinstance(spec, dict) or not isinstance(hidden, int):
         return []
+    reference = about.get("reference") if isinstance(about.get("reference"), dict) else {}
+    ranked = list(reference.get("values") or {}) if isinstance(reference.get("values"), dict) else []
     try:
-        return head_from_spec(spec, hidden).output_columns()
+        return head_from_spec(spec, hidden).output_columns() + [percentile_column(c) for c in ranked]
     except (PackError, ValueError, TypeError, KeyError):
         return []
 
@@ -244,7 +250,11 @@ def _metrics(about: Mapping[str, Any]) -> list[str]:
     if not splits:
         return ["No metrics were recorded."]
     names = _metric_names(splits.values())
+    targets = max((len(m["targets"]) for m in splits.values() if isinstance(m.get("targets"), dict)), default=0)
     lines = []
+    if targets > 1:
+        names = [k for k in names if k not in UNIT_METRICS]  # those are per target, below
+        lines += [f"Means over the {targets} targets of the unit-free metrics; each target's own are below.", ""]
     if names:
         lines += [
             "| metric | " + " | ".join(_cell(s) for s in splits) + " |",
@@ -269,6 +279,19 @@ def _metrics(about: Mapping[str, Any]) -> list[str]:
             for target, tm in targets.items():
                 lines.append(f"| {_cell(target)} | " + " | ".join(card_number(tm.get(k)) for k in PER_TARGET) + " |")
     return lines
+
+
+def _reference(about: Mapping[str, Any]) -> list[str]:
+    reference = about.get("reference")
+    if not isinstance(reference, dict) or not isinstance(reference.get("values"), dict):
+        return []
+    columns = ", ".join(f"`{c}_percentile`" for c in reference["values"])
+    return [
+        f"`tagcli predict` adds {columns}: where a row's prediction falls (0-100, mid-rank) among this "
+        f"pack's predictions for **{_text(reference.get('name'))}** ({_text(reference.get('rows'))} "
+        f"scored rows; {_text(reference.get('source'))}). The set is for percentiles only, never training data; "
+        "`--no-percentiles` leaves the columns out."
+    ]
 
 
 def _metric_names(splits: Sequence[Mapping[str, Any]] | Any) -> list[str]:

@@ -40,6 +40,7 @@ from tagcli.errors import PackError, first_line
 from tagcli.home import make_readable
 from tagcli.packs.folder import HEADS_FILE, MANIFEST, PACK_FILES, TAGS_FILE, replace_folder
 from tagcli.packs.integrity import check_installed
+from tagcli.packs.reference import Reference, percentile_column
 
 FORMAT = "tagcli.pack"
 FORMAT_VERSION = 1
@@ -78,6 +79,7 @@ class Manifest:
     symmetric: bool = False  # function: its two input slots of one domain may trade places (written only when true)
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    reference: dict[str, Any] | None = None  # function: its reference distribution (reference.py), when it has one
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
     tagcli_version: str = __version__
@@ -98,6 +100,8 @@ class Manifest:
         data = asdict(self)
         if not self.symmetric:  # manifests of packs without input slots stay as they were
             del data["symmetric"]
+        if self.reference is None:
+            del data["reference"]
         return data
 
     def to_json(self) -> str:
@@ -168,6 +172,7 @@ class Manifest:
             "domains must be a list of pack names",
         )
         if self.kind == "domain":
+            need(self.reference is None, "a domain pack has no reference distribution")
             spec = self.input
             need(
                 isinstance(spec, dict) and spec.get("kind") in INPUT_KINDS,
@@ -254,6 +259,7 @@ class TagPack:
     tags: dict[str, torch.Tensor]  # name → [tag_length, hidden_size] float32
     head: Head | None = None
     path: Path | None = None
+    reference: Reference | None = None  # where its predictions fall among a reference set's (function packs)
 
     @property
     def name(self) -> str:
@@ -261,6 +267,11 @@ class TagPack:
 
     def tag_digest(self) -> str:
         return tag_digest(self.tags[self.name])
+
+    def output_columns(self) -> list[str]:
+        """The columns the pack adds to a scored file: its head's, then the percentiles its reference gives."""
+        columns = self.head.output_columns() if self.head is not None else []
+        return columns + [percentile_column(c) for c in (self.reference.columns if self.reference else [])]
 
     def check_base_model(self, model_id: str, fingerprint: str) -> None:
         """Refuse to run on a base model other than the one the pack was trained for."""
@@ -303,7 +314,10 @@ def load_pack(path: str | Path, *, check_install: bool = True) -> TagPack:
     for name, vectors in tags.items():
         _check_tag(name, vectors, manifest, where)
     head = _load_head(path, manifest, where) if manifest.kind == "function" else None
-    return TagPack(manifest, {k: v.float() for k, v in tags.items()}, head, path)
+    reference = None
+    if head is not None and manifest.reference is not None:
+        reference = Reference.from_data(manifest.reference, head.ranked_columns(), where)
+    return TagPack(manifest, {k: v.float() for k, v in tags.items()}, head, path, reference)
 
 
 def read_manifest_data(path: str | Path, *, strict: bool = True) -> dict[str, Any]:
@@ -408,6 +422,7 @@ def save_pack(pack: TagPack, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if pack.head is not None:
         pack.manifest.head = pack.head.to_spec()
+    pack.manifest.reference = pack.reference.to_data() if pack.reference is not None else None
     pack.manifest.validate(f"pack {path}")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
@@ -432,6 +447,24 @@ def record_metrics(pack: TagPack, split: str, metrics: dict[str, Any]) -> Path:
         raise PackError(f"cannot record metrics in pack '{pack.name}': it is not a pack directory")
     pack.manifest.metrics = {**pack.manifest.metrics, split: metrics}
     return save_pack(pack, pack.path)
+
+
+def record_reference(pack: TagPack, reference: Reference) -> Path:
+    """Store `reference` in a pack directory's manifest; its tensor files are left byte for byte as they are."""
+    if pack.path is None or not pack.path.is_dir():
+        raise PackError(
+            f"cannot add a reference to pack '{pack.name}': it is not a pack directory",
+            hint="pass the pack's folder (a .tagpack archive is read-only)",
+        )
+    where = f"pack {pack.path}"
+    Reference.from_data(reference.to_data(), pack.head.ranked_columns() if pack.head else [], where)
+    pack.manifest.reference = reference.to_data()
+    pack.manifest.validate(where)
+    temporary = pack.path.parent / f".{pack.path.name}.{MANIFEST}.tmp"  # beside the pack, never inside it
+    temporary.write_text(pack.manifest.to_json(), encoding="utf-8")
+    temporary.replace(pack.path / MANIFEST)  # atomic: the old manifest or the new one, never half of either
+    pack.reference = reference
+    return pack.path
 
 
 def write_archive(pack_dir: str | Path, archive: str | Path) -> Path:

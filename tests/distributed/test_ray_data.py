@@ -14,6 +14,8 @@ import pytest
 
 from helpers import SMILES, write_packs
 from tagcli import TagScorer
+from tagcli.io.references import add_reference
+from tagcli.packs.format import load_pack
 
 ray = pytest.importorskip("ray", reason="the Ray extra is not installed (pip install tagcli[ray])")
 
@@ -30,6 +32,9 @@ def local_ray():
 def test_tag_scorer_in_ray_data_map_batches(local_ray, base, tiny_model_dir: Path, tmp_path: Path) -> None:
     packs = tmp_path / "packs"
     write_packs(packs, base)
+    reference_set = tmp_path / "reference.csv"
+    reference_set.write_text("smiles\n" + "\n".join(SMILES) + "\n")
+    add_reference(TagScorer(str(packs / "logp"), base_model=base, pack_dirs=[str(packs)]), reference_set, "set", "")
     values = [SMILES[i % len(SMILES)] + "C" * (i % 5) for i in range(200)] + ["C1CC", ""]
     source = tmp_path / "mols.parquet"
     pq.write_table(pa.table({"id": list(range(len(values))), "smiles": values}), source, row_group_size=50)
@@ -66,3 +71,7 @@ def test_tag_scorer_in_ray_data_map_batches(local_ray, base, tiny_model_dir: Pat
     for column in ("pred_y", "prob_active"):
         ok = expected["status"] == "ok"
         assert scored.loc[ok, column].to_numpy() == pytest.approx(expected.loc[ok, column].to_numpy(), abs=1e-5)
+    # each actor ranks its own predictions among the pack's reference, as predict does
+    reference = load_pack(packs / "logp").reference
+    ranked = scored[scored["status"] == "ok"]
+    assert ranked["pred_y_percentile"].tolist() == reference.percentiles("pred_y", ranked["pred_y"].tolist())

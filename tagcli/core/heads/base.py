@@ -87,6 +87,11 @@ class Head(nn.Module):
     def output_types(self) -> dict[str, pa.DataType]:
         raise NotImplementedError
 
+    def ranked_columns(self) -> list[str]:
+        """Output columns a reference distribution may rank: numbers whose place among the predictions
+        for known inputs means something (`tagcli.packs.reference`; default: none)."""
+        return []
+
     def predict(self, readout: Readout) -> Columns:
         """Raw output columns for a batch (tensors, or token ids for generated text)."""
         raise NotImplementedError

@@ -48,6 +48,9 @@ class ClassificationHead(FeatureHead):
         probabilities = {f"prob_{c}": pa.float64() for c in self.classes}
         return {f"pred_{self.target}": pa.string()} | probabilities | self.domain_types()
 
+    def ranked_columns(self) -> list[str]:
+        return [f"prob_{c}" for c in self.classes]
+
     def predict(self, readout: Readout) -> Columns:
         x = self.standardise(self.features(readout))
         probabilities = self.ensemble_mean(self.members_on(x)).softmax(dim=-1)

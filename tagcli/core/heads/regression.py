@@ -139,6 +139,9 @@ class RegressionHead(FeatureHead):
     def value_columns(self) -> list[str]:
         return [f"pred_{t['name']}" for t in self.targets]
 
+    def ranked_columns(self) -> list[str]:
+        return self.value_columns()
+
     def ranged(self) -> list[tuple[str, float, float]]:
         """(value column, low, high) of each target with a declared valid range."""
         return [(f"pred_{t['name']}", *bounds(t["range"])) for t in self.targets if t.get("range")]
