@@ -186,7 +186,7 @@ def test_unknown_hub_id_offline_is_one_line_error() -> None:
     assert err.value.hint and "local directory" in err.value.hint
     with pytest.raises(BaseModelError):
         resolve.resolve_model_dir("tagcli-test/no-such-model-xyz@v1", offline=True)
-    with pytest.raises(BaseModelError, match="not an embedded model"):
+    with pytest.raises(BaseModelError, match="is not a Hugging Face repo id"):
         resolve.resolve_model_dir("bad repo id!!")
 
 
