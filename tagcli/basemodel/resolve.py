@@ -144,6 +144,12 @@ def hash_weights(path: Path) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
+def short_fingerprint(fingerprint: Any) -> str:
+    """`sha256:` and the first 12 hex digits, like a short git hash (no ellipsis: it is a complete token)."""
+    text = str(fingerprint or "?")
+    return text[: len("sha256:") + 12] if text.startswith("sha256:") else text
+
+
 def _weight_stats(path: Path) -> list[list[Any]]:
     return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(path.glob("*.safetensors"))]
 

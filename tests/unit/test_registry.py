@@ -394,7 +394,7 @@ def test_a_pack_for_another_base_model_is_refused_before_anything_is_installed(r
         with pytest.raises(PackError) as info:
             ensure_packs(["alien"], None, registries=[index_url(server)], base_model=str(tiny_model_dir))
     assert info.value.message.startswith("pack 'alien' 0.1.0 in http://127.0.0.1:")
-    assert "was trained for base model some/other-model (sha256:cdcdcdcdcdcd…), not " in info.value.message
+    assert "was trained for base model some/other-model (sha256:cdcdcdcdcdcd), not " in info.value.message
     assert info.value.hint == "pass --base-model some/other-model"
     assert installed() == {}
 
