@@ -192,7 +192,7 @@ def _predict(s: Setup) -> dict[str, Result]:
 
 
 def _hub_and_tampered(s: Setup) -> dict[str, Result]:
-    # (reading the same repo back from the HF cache with HF_HUB_OFFLINE=1 is tested in tests/unit/test_registry.py)
+    # (reading the same repo back from the HF cache with HF_HUB_OFFLINE=1 is tested in tests/unit/test_registries.py)
     return {
         "online": s.run(
             "pack", "pull", "logp", "--registry", "hf://org/packs", home="d", HF_HUB_OFFLINE="0", HF_ENDPOINT=s.hub

@@ -252,6 +252,12 @@ def test_a_stop_signal_checkpoints_the_current_step_and_resume_continues(setup: 
 # --------------------------------------------------------------------------- 6-10
 
 
+def test_a_validation_file_without_the_target_names_the_file_and_column(setup: Setup) -> None:
+    pd.DataFrame({"smiles": molecules(10, 2)}).to_csv(setup.root / "val-no-y.csv", index=False)
+    line = one_error(train(setup, val="val-no-y.csv"))
+    assert line == "error: no target column 'y' in val-no-y.csv (columns: smiles)"
+
+
 def test_a_constant_target_is_refused(setup: Setup) -> None:
     frame = pd.read_csv(setup.root / "train.csv").assign(y=3.0)
     frame.to_csv(setup.root / "constant.csv", index=False)
