@@ -27,6 +27,8 @@ from helpers import Result, domain_pack, function_pack, regression_head, tagcli_
 from tagcli.packs import listing
 from tagcli.packs.format import save_pack
 
+pytestmark = pytest.mark.slow  # every test runs the installed CLI as a subprocess
+
 OTHER_FINGERPRINT = "sha256:" + "cd" * 32
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 TIMEOUT = 180

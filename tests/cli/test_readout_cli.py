@@ -8,12 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from helpers import SMILES, cli_setup, function_pack, regression_head, tiny_base
 from tagcli.core.readout import ReadoutSpec
 from tagcli.packs.format import load_pack, save_pack
+
+pytestmark = pytest.mark.slow  # every test runs the installed CLI as a subprocess
 
 
 def test_a_head_trained_on_cached_features_scores_identically_through_predict(

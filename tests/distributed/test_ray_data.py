@@ -15,6 +15,8 @@ import pytest
 from helpers import SMILES, write_packs
 from tagcli import TagScorer
 
+pytestmark = pytest.mark.slow  # starts a local Ray instance and its actors (~35 s)
+
 ray = pytest.importorskip("ray", reason="the Ray extra is not installed (pip install tagcli[ray])")
 
 
