@@ -45,7 +45,6 @@ def hub_errors(
     from huggingface_hub import errors as hf
 
     also = f", or {instead}" if instead else ""
-
     not_found = (hf.EntryNotFoundError, getattr(hf, "RemoteEntryNotFoundError", hf.EntryNotFoundError))
     try:
         yield
@@ -59,7 +58,7 @@ def hub_errors(
         unreachable = f"could not reach the Hugging Face hub for {subject}, and it is not cached"
         raise error(unreachable, hint=UNREACHABLE_HINT + also) from None
     except hf.HFValidationError:
-        raise error(f"{subject}: {repo_id!r} is not a Hugging Face repo id", hint=invalid_hint) from None
+        raise error(f"{subject}: not a valid Hugging Face repo id", hint=invalid_hint) from None
     except hf.GatedRepoError:
         raise error(
             f"{subject}: {repo_id} is gated on the Hugging Face hub",

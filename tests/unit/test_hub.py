@@ -33,7 +33,7 @@ def connection_error() -> Exception:
     [
         (lambda: hf.LocalEntryNotFoundError("x"), True, f"{SUBJECT} is not in the local Hugging Face cache", "online"),
         (lambda: hf.LocalEntryNotFoundError("x"), False, "could not reach the Hugging Face hub for", "network"),
-        (lambda: hf.HFValidationError("x"), False, "'org/packs' is not a Hugging Face repo id", "repo id"),
+        (lambda: hf.HFValidationError("x"), False, f"{SUBJECT}: not a valid Hugging Face repo id", "repo id"),
         (http_error(hf.GatedRepoError), False, "org/packs is gated on the Hugging Face hub", "hf auth login"),
         (http_error(hf.RepositoryNotFoundError), False, "org/packs was not found on the Hugging Face hub", "repo id"),
         (http_error(hf.RevisionNotFoundError), False, "revision 'v9' of org/packs was not found", "after @"),
