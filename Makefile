@@ -15,8 +15,7 @@ ANCHORS_STAMP := $(ANCHORS_VENV)/.installed
 
 DATA ?= ../shared/data
 
-.PHONY: chromium docs
-.PHONY: install anchors-install demo test packs comparisons baselines moleculeace moleculeace-anchors moleculeace-chemprop trust quality bench clean
+.PHONY: install anchors-install chromium docs demo test test-fast packs comparisons baselines moleculeace moleculeace-anchors moleculeace-chemprop trust quality bench clean
 
 install: $(STAMP)
 
@@ -63,6 +62,12 @@ test: install chromium docs
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
+
+# The quick lane: everything not marked slow (pyproject.toml names what is).
+test-fast: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # Rebuild every shipped pack (tagpacks/) from the public splits and evaluate each once on its test split
 # (fixed seeds; ~55 min on 2 CPU cores, per-step times in recipes/results/recipe_timings.json).

@@ -16,8 +16,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from tagcli.errors import BaseModelError, UsageError, first_line
-from tagcli.home import env_true, tagcli_home, write_json_atomic
+from tagcli.errors import BaseModelError, UsageError
+from tagcli.home import tagcli_home, write_json_atomic
+from tagcli.hub import hub_errors, hub_offline
 
 DEFAULT_BASE_MODEL = "smollm2-135m"
 FINGERPRINT_CACHE = "fingerprints.json"
@@ -68,15 +69,15 @@ def resolve_model_dir(spec: str, offline: bool | None = None) -> tuple[str, Path
 
 def _snapshot(spec: str, offline: bool | None, embedded_names: list[str]) -> Path:
     """Download (or find in the HF cache) the safetensors files of a hub repo."""
-    from huggingface_hub import constants as hf_constants
-    from huggingface_hub import errors as hf_errors
     from huggingface_hub import snapshot_download
 
     repo_id, revision = _split_revision(spec)
-    if offline is None:
-        # huggingface_hub reads HF_HUB_OFFLINE once at import; re-read it so a later change counts.
-        offline = env_true("HF_HUB_OFFLINE") or env_true("TRANSFORMERS_OFFLINE") or hf_constants.is_offline_mode()
-    try:
+    offline = hub_offline() if offline is None else offline
+    hint = f"pass an embedded model ({', '.join(embedded_names)}), a local directory or a Hugging Face repo id"
+    subject = f"base model {spec}"
+    with hub_errors(
+        BaseModelError, subject, repo_id, revision, offline=offline, invalid_hint=hint, instead="pass a local directory"
+    ):
         return Path(
             snapshot_download(
                 repo_id,
@@ -85,48 +86,6 @@ def _snapshot(spec: str, offline: bool | None, embedded_names: list[str]) -> Pat
                 local_files_only=offline,
             )
         )
-    except hf_errors.LocalEntryNotFoundError:
-        # Raised both when downloads are off and when the hub is unreachable; say which.
-        if offline:
-            raise BaseModelError(
-                f"base model {spec} is not in the local Hugging Face cache and downloads are off",
-                hint="run once online (unset HF_HUB_OFFLINE) or pass a local directory",
-            ) from None
-        raise BaseModelError(
-            f"could not reach the Hugging Face hub for {spec}, and it is not in the local cache",
-            hint="check the network, or pass a local directory",
-        ) from None
-    except hf_errors.HFValidationError:
-        raise BaseModelError(
-            f"{spec!r} is not an embedded model, a local directory or a Hugging Face repo id",
-            hint=f"embedded: {', '.join(embedded_names)}",
-        ) from None
-    except hf_errors.GatedRepoError:
-        raise BaseModelError(
-            f"base model {spec} is gated on the Hugging Face hub",
-            hint="accept its license online and run `hf auth login`",
-        ) from None
-    except hf_errors.RepositoryNotFoundError:
-        raise BaseModelError(
-            f"base model {repo_id} was not found on the Hugging Face hub",
-            hint="check the repo id (and log in for private repos)",
-        ) from None
-    except hf_errors.RevisionNotFoundError:
-        raise BaseModelError(
-            f"revision {revision!r} of {repo_id} was not found", hint="check the part after @"
-        ) from None
-    except (hf_errors.HfHubHTTPError, OSError) as exc:
-        raise BaseModelError(
-            f"could not download base model {spec}: {first_line(exc)}",
-            hint="check the network, or run once online and then use HF_HUB_OFFLINE=1",
-        ) from None
-    except Exception as exc:  # e.g. httpx connection errors, which huggingface_hub lets through
-        if type(exc).__module__.split(".")[0] not in {"httpx", "httpcore", "requests", "urllib3"}:
-            raise
-        raise BaseModelError(
-            f"could not reach the Hugging Face hub for {spec}: {first_line(exc)}",
-            hint="check the network, or pass a local directory",
-        ) from None
 
 
 def _check_weights(path: Path) -> None:
@@ -183,6 +142,12 @@ def hash_weights(path: Path) -> str:
             # A uint8 view gives the exact stored bytes for any dtype, bf16 included (numpy has no bf16).
             digest.update(handle.get_tensor(name).contiguous().reshape(-1).view(torch.uint8).numpy())
     return f"sha256:{digest.hexdigest()}"
+
+
+def short_fingerprint(fingerprint: Any) -> str:
+    """`sha256:` and the first 12 hex digits, like a short git hash (no ellipsis: it is a complete token)."""
+    text = str(fingerprint or "?")
+    return text[: len("sha256:") + 12] if text.startswith("sha256:") else text
 
 
 def _weight_stats(path: Path) -> list[list[Any]]:

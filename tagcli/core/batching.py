@@ -20,6 +20,10 @@ from tagcli.core.model import SharedContext, TaggedModel
 from tagcli.core.prompt import PromptEncoder, PromptTemplate, collate
 from tagcli.errors import InputFileError, UsageError
 
+# Most padded tokens per forward pass (`--max-batch-tokens`): long inputs get smaller batches, so a batch's
+# activations stay bounded (scoring, training readouts and validation all use this default).
+MAX_BATCH_TOKENS = 32768
+
 
 def find_input_column(
     names: Sequence[str],

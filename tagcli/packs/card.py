@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tagcli.basemodel.resolve import short_fingerprint
 from tagcli.core.heads import HEADS, head_from_spec
 from tagcli.core.heads.base import card_number
 from tagcli.errors import PackError
@@ -102,12 +103,6 @@ def output_columns(about: Mapping[str, Any]) -> list[str]:
         return head_from_spec(spec, hidden).output_columns() + [percentile_column(c) for c in ranked]
     except (PackError, ValueError, TypeError, KeyError):
         return []
-
-
-def short_fingerprint(fingerprint: Any) -> str:
-    """`sha256:` and the first 12 hex digits, like a short git hash (no ellipsis: it is a complete token)."""
-    text = str(fingerprint or "?")
-    return text[: len("sha256:") + 12] if text.startswith("sha256:") else text
 
 
 # --------------------------------------------------------------------------- sections

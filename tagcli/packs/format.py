@@ -33,6 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tagcli import __version__
+from tagcli.basemodel.resolve import short_fingerprint
 from tagcli.core.domains import INPUT_KINDS, DomainInput
 from tagcli.core.heads import Head, head_from_spec
 from tagcli.core.prompt import NAME_RE, PromptTemplate
@@ -641,7 +642,3 @@ def _load_head(path: Path, manifest: Manifest, where: str) -> Head:
     if problem:
         raise PackError(f"{where}: head of '{manifest.name}' refused: {problem}")
     return head.eval()
-
-
-def short_fingerprint(fingerprint: str) -> str:
-    return fingerprint[:19] + "…" if len(fingerprint) > 20 else fingerprint

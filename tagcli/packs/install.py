@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from tagcli import __version__
-from tagcli.basemodel.resolve import fingerprint_model_dir, resolve_model_dir
+from tagcli.basemodel.resolve import fingerprint_model_dir, resolve_model_dir, short_fingerprint
 from tagcli.core.prompt import NAME_RE
 from tagcli.errors import PackError, UsageError
 from tagcli.home import make_readable, packs_dir
-from tagcli.packs.format import MANIFEST, TagPack, extract_archive, load_pack, read_manifest_data, short_fingerprint
+from tagcli.packs.format import MANIFEST, TagPack, extract_archive, load_pack, read_manifest_data
 from tagcli.packs.index import IndexEntry, version_key
 from tagcli.packs.integrity import INSTALL_RECORD, file_problems, is_pulled, read_record, sha256_file
 from tagcli.packs.registries import ENV_REGISTRY, Registry, config_path, configured_registries

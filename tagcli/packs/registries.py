@@ -31,8 +31,8 @@ from urllib.parse import urljoin
 
 import platformdirs
 
-from tagcli.errors import PackError, UsageError, first_line
-from tagcli.home import env_true
+from tagcli.errors import PackError, UsageError
+from tagcli.hub import hub_errors, hub_offline
 from tagcli.packs.format import ARCHIVE_SUFFIX, load_pack
 from tagcli.packs.index import INDEX_FILE, MAX_INDEX_BYTES, IndexEntry, parse_index
 from tagcli.packs.transport import check_archive, download, read_url, url_protocol
@@ -164,21 +164,15 @@ class HubRegistry(Registry):
 
     def _download(self, filename: str, offline: bool, revision: str | None) -> Path:
         """`filename` from the repo (or the local HF cache); every hub failure is a one-line PackError."""
-        from huggingface_hub import errors as hf_errors
         from huggingface_hub import hf_hub_download
 
-        # huggingface_hub reads HF_HUB_OFFLINE once at import; re-read it so a later change counts.
-        offline = offline or env_true("HF_HUB_OFFLINE") or env_true("TRANSFORMERS_OFFLINE")
-        where = f"registry {self.spec}"
+        offline = hub_offline(offline)
         options: dict[str, Any] = {}
         if "tqdm_class" in inspect.signature(hf_hub_download).parameters:  # newer huggingface_hub
             options["tqdm_class"] = _quiet_tqdm()
-        not_found = (
-            hf_errors.EntryNotFoundError,
-            getattr(hf_errors, "RemoteEntryNotFoundError", hf_errors.EntryNotFoundError),
-        )
-        unreachable = "check the network or HF_ENDPOINT"
-        try:
+        subject = f"registry {self.spec}: {filename}"
+        missing = "a pack registry repo holds index.json at its root"
+        with hub_errors(PackError, subject, self.repo_id, revision, offline=offline, missing_hint=missing):
             return Path(
                 hf_hub_download(
                     self.repo_id,
@@ -189,37 +183,6 @@ class HubRegistry(Registry):
                     **options,
                 )
             )
-        except hf_errors.LocalEntryNotFoundError:
-            if offline:
-                raise PackError(
-                    f"{where}: {filename} is not in the local Hugging Face cache and downloads are off",
-                    hint="run once online (without HF_HUB_OFFLINE / --offline)",
-                ) from None
-            raise PackError(
-                f"{where}: could not reach the Hugging Face hub for {filename}, and it is not cached", hint=unreachable
-            ) from None
-        except hf_errors.GatedRepoError:
-            raise PackError(
-                f"{where}: the repo is gated", hint="accept its terms online and run `hf auth login`"
-            ) from None
-        except hf_errors.RepositoryNotFoundError:
-            raise PackError(
-                f"{where}: repo {self.repo_id} was not found", hint="check the name (and log in for a private repo)"
-            ) from None
-        except hf_errors.RevisionNotFoundError:
-            raise PackError(f"{where}: revision {revision!r} was not found", hint="check the part after @") from None
-        except not_found:
-            raise PackError(
-                f"{where}: the repo has no {filename}", hint="a pack registry repo holds index.json at its root"
-            ) from None
-        except (hf_errors.HfHubHTTPError, hf_errors.HFValidationError, OSError) as exc:
-            raise PackError(f"{where}: could not download {filename}: {first_line(exc)}") from None
-        except Exception as exc:  # httpx connection errors, which huggingface_hub lets through
-            if type(exc).__module__.split(".")[0] not in {"httpx", "httpx2", "httpcore", "requests", "urllib3"}:
-                raise
-            raise PackError(
-                f"{where}: could not reach the Hugging Face hub: {first_line(exc)}", hint=unreachable
-            ) from None
 
 
 def _quiet_tqdm() -> type:

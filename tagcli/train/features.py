@@ -18,14 +18,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from tagcli.core.batching import encode_contexts
+from tagcli.core.batching import MAX_BATCH_TOKENS, encode_contexts
 from tagcli.core.heads import Head
 from tagcli.core.model import SharedContext, TaggedModel
 from tagcli.core.prompt import PromptEncoder, TaggedBatch, collate
 from tagcli.core.readout import ReadoutSpec
 from tagcli.train.data import Examples
 
-MAX_BATCH_TOKENS = 32768
 BLOCK_ROWS = 2048  # rows per cached feature block (the grain of resuming)
 RowsDone = Callable[[int], None]  # told how many more rows were encoded (progress)
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from tagcli.core.batching import epoch_batches, length_batches
+from tagcli.core.batching import MAX_BATCH_TOKENS, epoch_batches, length_batches
 from tagcli.core.heads import Head
 from tagcli.core.model import TaggedModel
 from tagcli.core.prompt import EncodedRow, PromptEncoder, TaggedBatch, collate
@@ -371,7 +371,7 @@ def head_predictions(
             yield chunk, head.predict(_Hidden(hidden, extra))
         return
     prompts = [EncodedRow(r.token_ids[: r.readout + 1], r.slots[: r.readout + 1], r.readout) for r in examples.rows]
-    for chunk in length_batches([len(r) for r in prompts], batch_size, 32768):
+    for chunk in length_batches([len(r) for r in prompts], batch_size, MAX_BATCH_TOKENS):
         batch = collate([prompts[i] for i in chunk], encoder.pad_id).to(model.lm.device)
         yield chunk, head.predict(model.full_readout(batch))
 
@@ -396,7 +396,7 @@ def next_token_metrics(
     model: TaggedModel, encoder: PromptEncoder, examples: Examples, batch_size: int
 ) -> dict[str, Any]:
     losses, counts = [], []
-    for chunk in length_batches([len(r) for r in examples.rows], batch_size, 32768):
+    for chunk in length_batches([len(r) for r in examples.rows], batch_size, MAX_BATCH_TOKENS):
         batch = collate([examples.rows[i] for i in chunk], encoder.pad_id).to(model.lm.device)
         targets = padded_targets([examples.targets[i] for i in chunk], batch).to(batch.input_ids.device)
         losses.append(float(model.next_token_loss(batch, targets)) * len(chunk))

@@ -19,6 +19,8 @@ import pytest
 from helpers import SMILES, Result, Setup, cli_setup, get, start_all
 from tagcli import __version__
 
+pytestmark = pytest.mark.slow  # every test runs the installed CLI as a subprocess
+
 OTHER_FINGERPRINT = "sha256:" + "cd" * 32
 
 

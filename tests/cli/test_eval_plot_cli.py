@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from helpers import SMILES, cli_setup
+
+pytestmark = pytest.mark.slow  # every test runs the installed CLI as a subprocess
 
 
 def test_eval_plot_writes_a_png(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -27,6 +27,8 @@ from helpers import Result, domain_pack, function_pack, regression_head, tagcli_
 from tagcli.packs import listing
 from tagcli.packs.format import save_pack
 
+pytestmark = pytest.mark.slow  # every test runs the installed CLI as a subprocess
+
 OTHER_FINGERPRINT = "sha256:" + "cd" * 32
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 TIMEOUT = 180
@@ -192,7 +194,7 @@ def _predict(s: Setup) -> dict[str, Result]:
 
 
 def _hub_and_tampered(s: Setup) -> dict[str, Result]:
-    # (reading the same repo back from the HF cache with HF_HUB_OFFLINE=1 is tested in tests/unit/test_registry.py)
+    # (reading the same repo back from the HF cache with HF_HUB_OFFLINE=1 is tested in tests/unit/test_registries.py)
     return {
         "online": s.run(
             "pack", "pull", "logp", "--registry", "hf://org/packs", home="d", HF_HUB_OFFLINE="0", HF_ENDPOINT=s.hub

@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from helpers import SMILES, cli_setup
+
+pytestmark = pytest.mark.slow  # every test runs the installed CLI as a subprocess
 
 
 def test_a_range_declared_at_training_clips_and_flags_predictions(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -8,11 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import SMILES, cli_setup
-from tagcli.packs.format import load_pack
+from helpers import SMILES, cli_setup, function_pack, regression_head, tiny_base
+from tagcli.core.readout import ReadoutSpec
+from tagcli.packs.format import load_pack, save_pack
+
+pytestmark = pytest.mark.slow  # every test runs the installed CLI as a subprocess
 
 
 def test_a_head_trained_on_cached_features_scores_identically_through_predict(
@@ -58,3 +62,27 @@ def test_a_head_trained_on_cached_features_scores_identically_through_predict(
     for column in ("pred_y", "pred_y_std", "domain_score"):
         np.testing.assert_allclose(out[column], expected[column].numpy(), rtol=1e-5, atol=1e-5, err_msg=column)
     assert out["in_domain"].tolist() == list(expected["in_domain"])
+
+
+def test_a_pack_reading_a_layer_the_base_model_lacks_is_one_line_before_scoring(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The tiny model has 2 decoder blocks; a pack whose readout reads block 3 (its fingerprint is the
+    tiny model's, so nothing else refuses it) is refused at load by predict and eval alike."""
+    s = cli_setup(tmp_path, tiny_model_dir)
+    base = tiny_base(tiny_model_dir)
+    head = regression_head(base.hidden_size, ["y"], readout=ReadoutSpec(("tag-mean",), (1, 3)))
+    save_pack(function_pack(base, "deep", [load_pack(s.packs / "smiles")], head), s.packs / "deep")
+    pd.DataFrame({"smiles": SMILES, "y": [1.0] * len(SMILES)}).to_csv(tmp_path / "in.csv", index=False)
+    common = ["in.csv", "-F", "deep", "--pack-dir", str(s.packs), *s.model_args()]
+    runs = {
+        "predict": s.run("predict", *common, "--no-progress", "-o", "out.csv"),
+        "eval": s.run("eval", *common, "--target", "y"),
+    }
+    for command, result in runs.items():
+        assert result.returncode == 1, result
+        assert result.stderr.strip().splitlines() == [
+            "error: function 'deep': the readout reads layer 3, but the base model has 2 "
+            "(hint: use the base model it was trained on)"
+        ], command
+    assert not (tmp_path / "out.csv").exists()

@@ -153,6 +153,7 @@ def test_bad_input_is_one_error_line(
     assert not (tmp_path / "in.report.html").exists()
 
 
+@pytest.mark.slow  # a real browser process
 @pytest.mark.skipif(
     find_chromium() is None, reason="Chromium is not installed (make test installs it where apt-get can)"
 )

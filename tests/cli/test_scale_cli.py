@@ -18,6 +18,7 @@ import pytest
 from helpers import SMILES, TIMEOUT, Setup, cli_setup
 from tagcli.io.workunits import PartDirectory
 
+pytestmark = pytest.mark.slow  # each test runs the installed CLI, most of them several times
 ROWS = 3000
 
 
@@ -88,6 +89,14 @@ def test_devices_runs_one_process_per_device(setup: Setup, reference: pa.Table) 
     assert f"2 processes scored {ROWS + 1} rows: {ok} ok, {ROWS + 1 - ok} invalid, 0 error" in result.stdout
     assert pq.read_table(setup.root / "devices.parquet").equals(reference)
     assert not PartDirectory(setup.root / "devices.parquet").path.exists()
+
+
+@pytest.mark.parametrize("devices", ["0", "-1"])
+def test_devices_below_one_is_a_usage_error(setup: Setup, devices: str) -> None:
+    result = setup.run(*setup.unit_predict_args("no-devices.parquet", "--devices", devices))
+    assert result.returncode == 2, result
+    assert "--devices" in result.stderr and "Traceback" not in result.stderr
+    assert not (setup.root / "no-devices.parquet").exists()
 
 
 def test_accelerate_launch_gives_each_process_its_shard(setup: Setup, reference: pa.Table) -> None:

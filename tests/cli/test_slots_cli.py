@@ -15,6 +15,8 @@ import pytest
 from helpers import SMILES, Result, Setup, cli_setup, function_pack, get, regression_head, start_all, tiny_base
 from tagcli.packs.format import load_pack, save_pack
 
+pytestmark = pytest.mark.slow  # every test runs the installed CLI as a subprocess
+
 PAIR = "{tag:smiles}{input:drug_a=smiles}{tag:smiles}{input:drug_b=smiles}{tag:%s}"
 FIRST = ["CCO", "c1ccccc1", "CC(=O)Oc1ccccc1C(=O)O", "CCN(CC)CC", "O=C(O)CCl"]
 SECOND = ["CCCCCC", "C1CCC", "c1ccccc1", "CCO", "OCC1OC(O)C(O)C(O)C1O"]  # row 2 is not a molecule

@@ -6,29 +6,21 @@ never a deleted file or a lost run.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import signal
 import subprocess
 import time
-import typing
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-import tagcli.cli.train_cmd as train_cmd
 from helpers import Setup, cli_setup
-from tagcli.cli.app import app
-from tagcli.core.heads import HEADS
-from tagcli.errors import UsageError
-from tagcli.options import flag
-from tagcli.train import TrainConfig
+
+pytestmark = pytest.mark.slow  # every test runs the installed CLI as a subprocess
 
 
 def molecules(n: int, seed: int) -> list[str]:
@@ -124,70 +116,6 @@ def test_out_on_a_read_only_file_system_is_refused_before_training(setup: Setup,
     assert time.monotonic() - started < 60  # refused at once, not after a training run
 
 
-# --------------------------------------------------------------------------- 2: explicit zeros and --config
-
-
-def _numeric_fields() -> list[tuple[str, dataclasses.Field, str]]:
-    """(flag, field, a task that takes it) of every numeric option of `train stage2`."""
-    fields = []
-    for field, hint in train_cmd._fields(2):
-        base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
-        if base in (int, float):
-            owners = [k for k, kind in HEADS.items() if field in dataclasses.fields(kind.Options)]
-            fields.append((flag(field), field, owners[0] if owners else "regression"))
-    return fields
-
-
-def parsed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *args: str) -> TrainConfig | BaseException | None:
-    """`tagcli train stage2 ARGS` run in-process up to `train`: the config it would train, or the error."""
-    seen: dict[str, Any] = {}
-
-    def capture(config: TrainConfig, on_progress: Any = None) -> None:
-        seen["config"] = config
-        raise SystemExit(0)
-
-    monkeypatch.setattr(train_cmd, "train", capture)
-    base = ["train", "stage2", "--domain", "smiles", "--function", "fn", "--target", "y"]
-    result = CliRunner().invoke(app, [*base, "--data", "d.csv", "--out", str(tmp_path / "out"), *args])
-    return seen.get("config") or result.exception
-
-
-def test_every_numeric_option_takes_an_explicit_zero_or_refuses_it_by_name(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    fields = _numeric_fields()
-    names = {name for name, _, _ in fields}
-    assert {"--patience", "--domain-components", "--members", "--max-rows", "--seed", "--lr"} <= names
-    assert "--max-answer-tokens" in names  # the text head's own option is a flag too
-    for name, field, task in fields:
-        got = parsed(monkeypatch, tmp_path, name, "0", "--task", task)
-        low = field.metadata.get("min")
-        if low is not None and low > 0:
-            assert isinstance(got, UsageError) and f"{name} must be" in got.message, (name, got)
-        else:
-            assert isinstance(got, TrainConfig), (name, got)
-            assert got.flat()[field.name] == 0, name  # kept as given, never replaced by a default
-
-
-def test_explicit_values_override_the_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    toml = tmp_path / "run.toml"
-    toml.write_text("seed = 5\npatience = 4\ncalibrate = true\nmembers = 3\n")
-    config = parsed(monkeypatch, tmp_path, "--config", str(toml))
-    assert isinstance(config, TrainConfig)
-    assert (config.seed, config.patience, config.head_options.calibrate) == (5, 4, True)
-    config = parsed(monkeypatch, tmp_path, "--config", str(toml), "--seed", "0", "--patience", "0", "--no-calibrate")
-    assert isinstance(config, TrainConfig)
-    assert (config.seed, config.patience, config.head_options.calibrate, config.head_options.members) == (
-        0,
-        0,
-        False,
-        3,
-    )
-    toml.write_text("sed = 5\n")
-    error = parsed(monkeypatch, tmp_path, "--config", str(toml))
-    assert isinstance(error, UsageError) and "unknown key(s) sed" in error.message
-
-
 def test_members_zero_and_negative_hidden_units_name_their_option(setup: Setup) -> None:
     assert "--members must be from 1 to 64, got 0" in one_error(train(setup, "--members", "0"), alone=True)
     line = one_error(train(setup, "--hidden-units", "-1"), alone=True)
@@ -250,6 +178,12 @@ def test_a_stop_signal_checkpoints_the_current_step_and_resume_continues(setup: 
 
 
 # --------------------------------------------------------------------------- 6-10
+
+
+def test_a_validation_file_without_the_target_names_the_file_and_column(setup: Setup) -> None:
+    pd.DataFrame({"smiles": molecules(10, 2)}).to_csv(setup.root / "val-no-y.csv", index=False)
+    line = one_error(train(setup, val="val-no-y.csv"))
+    assert line == "error: no target column 'y' in val-no-y.csv (columns: smiles)"
 
 
 def test_a_constant_target_is_refused(setup: Setup) -> None:

@@ -9,8 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from helpers import cli_setup
+
+pytestmark = pytest.mark.slow  # every test runs the installed CLI as a subprocess
 
 
 def test_no_flags_give_the_shipped_head_and_a_readable_log(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -17,6 +17,8 @@ from tagcli import TagScorer
 from tagcli.io.references import add_reference
 from tagcli.packs.format import load_pack
 
+pytestmark = pytest.mark.slow  # starts a local Ray instance and its actors (~35 s)
+
 ray = pytest.importorskip("ray", reason="the Ray extra is not installed (pip install tagcli[ray])")
 
 

@@ -236,6 +236,7 @@ def pyarrow_reads(data: bytes) -> dict[str, list[str]] | None:
     return {name: column[1:].to_pylist() for name, column in zip(names, table.columns)}
 
 
+@pytest.mark.slow  # scores hundreds of generated files
 @settings(FUZZ, max_examples=500)
 # Found by this test: pyarrow drops a BOM at the start of what it parses, so a cell starting with U+FEFF
 # lost it, and a row holding only U+FEFF vanished, wherever a chunk (or work unit) began.
@@ -347,6 +348,7 @@ def parquet_tables(draw: st.DrawFn) -> tuple[pa.Table, int]:
     return pa.table({name: columns[name] for name in order}), draw(st.integers(1, 4))
 
 
+@pytest.mark.slow  # scores hundreds of generated files
 @settings(FUZZ, max_examples=300)
 @given(case=parquet_tables(), out_suffix=st.sampled_from([".parquet", ".csv"]), units=st.integers(1, 5))
 def test_parquet_schemas_score_every_row_or_fail_with_one_error(
@@ -426,6 +428,7 @@ def odd_strings(draw: st.DrawFn) -> str:
     return draw(st.sampled_from([*SMILES, *PROTEINS]))  # plain valid ones keep the ok path covered
 
 
+@pytest.mark.slow  # scores hundreds of generated tables
 @settings(FUZZ, max_examples=200)
 @given(
     values=st.lists(odd_strings() | st.none(), min_size=1, max_size=10),
@@ -513,6 +516,7 @@ def cli(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
         return {name: (setup, future.result(timeout=TIMEOUT)) for name, future in futures.items()}
 
 
+@pytest.mark.slow  # runs the installed CLI as subprocesses
 @pytest.mark.parametrize("name", list(CLI_CASES))
 def test_cli_exit_code_and_one_error_line(cli: dict[str, tuple[Setup, Result]], name: str) -> None:
     """Exit 0 with every row written, or exit 1/2 with one `error:` line and no output file. The stdin

@@ -4,7 +4,7 @@ written outside $TAGCLI_HOME.
 
 Each case runs the real loader or puller: packs are loaded from disk (`load_pack`, `tagcli pack info`,
 `pack list`, the lax manifest peeks of `ensure_packs` and listings), pulls go through `tagcli pack pull`
-in-process against a registry folder or a loopback HTTP server (`serve` from test_registry.py, with
+in-process against a registry folder or a loopback HTTP server (`serve` from registry_server.py, with
 handlers here that lie: stall, flood, stream). After every refusal the test compares a snapshot of its
 whole tmp_path (TAGCLI_HOME, the registry, the redirected temp dir) with the one taken before.
 
@@ -39,11 +39,11 @@ from typing import Any
 
 import pytest
 import torch
-import unit.test_registry as registry_tests
 from safetensors.torch import load_file, save_file
-from unit.test_registry import RegistryHandler, _hub_cache, cli, entry_of, index_url, installed, serve, set_entry
 
+import registry_server as registry_tests
 from helpers import domain_pack, function_pack, regression_head
+from registry_server import RegistryHandler, cli, entry_of, hub_cache, index_url, installed, serve, set_entry
 from tagcli.errors import PackError
 from tagcli.home import packs_dir, tagcli_home
 from tagcli.packs import listing
@@ -51,7 +51,7 @@ from tagcli.packs.format import extract_archive, load_pack, save_pack
 from tagcli.packs.install import ensure_packs, pull
 from tagcli.packs.registries import parse_registry
 
-# test_registry.py's fixtures, here too: no configured registries (autouse), a registry folder per test
+# registry_server.py's fixtures, here too: no configured registries (autouse), a registry folder per test
 # (`reg`: smiles 0.2.0, protein, logp and alien, exported from `sources`)
 no_configured_registries = registry_tests.no_configured_registries
 reg, sources = registry_tests.reg, registry_tests.sources
@@ -666,7 +666,7 @@ class LyingHandler(RegistryHandler):
 
 @pytest.fixture(scope="module")
 def loopback(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One `serve` (test_registry.py) for the module: stopping a server takes half a second."""
+    """One `serve` (registry_server.py) for the module: stopping a server takes half a second."""
     with serve(tmp_path_factory.mktemp("empty")) as server:
         yield server
 
@@ -740,7 +740,7 @@ def flood(head: bytes, total: int, filler: bytes = bytes(MIB)) -> Callable:
 
 @dataclass
 class Ctx:
-    reg: Path  # the registry folder (sources from test_registry.py: smiles 0.2.0, protein, logp, alien)
+    reg: Path  # the registry folder (sources from registry_server.py: smiles 0.2.0, protein, logp, alien)
     server: Any
     tmp_path: Path
     monkeypatch: pytest.MonkeyPatch
@@ -825,7 +825,7 @@ def hub_zero_filled_member(ctx: Ctx) -> str:
     from huggingface_hub import constants
 
     ctx.monkeypatch.setattr(constants, "HF_HUB_CACHE", str(ctx.tmp_path / "hf"))
-    commit = _hub_cache(ctx.tmp_path / "hf", ctx.reg)
+    commit = hub_cache(ctx.tmp_path / "hf", ctx.reg)
     snapshot_dir = ctx.tmp_path / "hf" / "models--org--packs" / "snapshots" / commit
     archive = zero_filled_archive(ctx.sources / "protein", snapshot_dir / ctx.archive())
     digest = hashlib.sha256()

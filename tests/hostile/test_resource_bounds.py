@@ -21,6 +21,8 @@ import pytest
 from helpers import TIMEOUT, Setup, cli_setup, tagcli_executable
 from tagcli.io.tables import open_table
 
+pytestmark = pytest.mark.slow  # runs the installed CLI under a memory probe
+
 MB = 1 << 20
 PROTEIN = "ACDEFGHIKLMNPQRSTVWY" * 5_000  # 100,000 residues
 SMILES_2MB = "C" * 2_000_000

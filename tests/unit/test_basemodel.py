@@ -186,8 +186,9 @@ def test_unknown_hub_id_offline_is_one_line_error() -> None:
     assert err.value.hint and "local directory" in err.value.hint
     with pytest.raises(BaseModelError):
         resolve.resolve_model_dir("tagcli-test/no-such-model-xyz@v1", offline=True)
-    with pytest.raises(BaseModelError, match="not an embedded model"):
+    with pytest.raises(BaseModelError, match="^base model bad repo id!!: not a valid Hugging Face repo id ") as err:
         resolve.resolve_model_dir("bad repo id!!")
+    assert err.value.hint and "an embedded model (smollm2-135m)" in err.value.hint
 
 
 # --------------------------------------------------------------------------- embedded models

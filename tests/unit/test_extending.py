@@ -136,6 +136,7 @@ def run(base, labeled: Path, out: Path, **overrides: Any):
     return train(tiny_train_config(labeled, out, **({"function": out.name, "head_lr": 1e-2} | overrides)), base)
 
 
+@pytest.mark.slow
 def test_a_new_head_kind_trains_scores_and_evaluates(base, registered, labeled: Path, tmp_path: Path) -> None:
     save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "smiles")
     pack = run(base, labeled, tmp_path / "noisy", task="gaussian")
@@ -155,6 +156,7 @@ def test_a_new_head_kind_trains_scores_and_evaluates(base, registered, labeled: 
     )
 
 
+@pytest.mark.slow
 def test_a_new_method_trains_and_its_pack_scores(base, registered, labeled: Path, tmp_path: Path) -> None:
     save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "smiles")  # how its inputs are cleaned
     pack = run(base, labeled, tmp_path / "plain", method="function-only")

@@ -90,6 +90,7 @@ def trained(base, data: Path, tmp_path: Path):
     return train(config, base, on_progress), warnings
 
 
+@pytest.mark.slow
 def test_a_head_with_extra_features_trains_records_and_scores_like_its_features(
     base, trained, data: Path, tmp_path: Path
 ) -> None:
@@ -133,6 +134,7 @@ def _examples(encoder, template, smiles: list[str]):
     return Examples(encoder.encode(template, inputs), [0.0] * len(smiles), [0.0] * len(smiles), template, inputs)
 
 
+@pytest.mark.slow
 def test_shards_and_resume_give_the_one_run_output(base, trained, tmp_path: Path) -> None:
     rows = [SMILES[i % len(SMILES)] + "C" * (i % 4) for i in range(40)]
     rows[7], rows[21] = LITHIUM, "C1CC"
@@ -155,6 +157,7 @@ def test_shards_and_resume_give_the_one_run_output(base, trained, tmp_path: Path
     assert pq.read_table(tmp_path / "resumed.parquet").equals(one)
 
 
+@pytest.mark.slow
 def test_a_pack_whose_extra_features_cannot_be_computed_is_refused(base, trained, tmp_path: Path) -> None:
     pack = load_pack(tmp_path / "fn")
     pack.manifest.head["extra_features"][0]["columns"][0] = "NewDescriptor2031"
@@ -163,6 +166,7 @@ def test_a_pack_whose_extra_features_cannot_be_computed_is_refused(base, trained
         load_pack(tmp_path / "fn")
 
 
+@pytest.mark.slow
 def test_extra_features_need_an_input_of_their_kind(base, data: Path, tmp_path: Path) -> None:
     save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "smiles")
     with pytest.raises(UsageError, match="composition reads a protein input and the prompt has no slot"):
@@ -197,6 +201,7 @@ def test_member_views_read_only_their_columns_and_weigh_the_same(base) -> None:
         RegressionHead.from_spec({**spec, "extra_features": []}, 8)
 
 
+@pytest.mark.slow
 def test_member_views_need_extra_features(base, data: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--member-views readout,extra: .* give --extra-features too"):
         ensemble_config(data, tmp_path / "fn", member_views=["readout,extra"])

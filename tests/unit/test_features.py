@@ -106,6 +106,7 @@ def test_cached_features_equal_fresh_ones_and_resume_by_block(base, tmp_path: Pa
     assert FeatureCache(tmp_path, model, head, [examples]).directory != cache.directory  # a new tag: new features
 
 
+@pytest.mark.slow
 def test_ensemble_head_trains_round_trips_and_scores_like_its_features(base, data: Path, tmp_path: Path) -> None:
     save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "smiles")
     pack = train(ensemble_config(data, tmp_path / "fn"), base)
@@ -151,6 +152,7 @@ def test_ensemble_head_trains_round_trips_and_scores_like_its_features(base, dat
     np.testing.assert_allclose(out.column("pred_y").to_pylist()[:10], expected.tolist(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_domain_score_flags_rows_unlike_the_training_rows(base, data: Path, tmp_path: Path) -> None:
     save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "smiles")
     train(ensemble_config(data, tmp_path / "fn", members=1, hidden_units=0), base)
@@ -293,6 +295,7 @@ def test_calibration_fits_the_rows_the_validation_split_resembles() -> None:
     assert "calibration_slope" in head.check_state()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["tag-llm", "prompt-tuning", "linear-probe"])
 @pytest.mark.parametrize("stage", [2, 3])
 def test_every_method_trains_a_pooled_ensemble_head(base, tmp_path: Path, method: str, stage: int) -> None:

@@ -26,6 +26,7 @@ def synthetic_set(path: Path, seed: int) -> None:
     pd.DataFrame({"smiles": smiles, "y": y, "cliff_mol": cliff, "split": split}).to_parquet(path, index=False)
 
 
+@pytest.mark.slow  # trains a function per set and model
 def test_the_recipe_runs_end_to_end_on_two_sets(base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "data" / "moleculeace").mkdir(parents=True)
     for k, name in enumerate(("CHEMBL1_Ki", "CHEMBL2_EC50")):

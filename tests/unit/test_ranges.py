@@ -81,6 +81,7 @@ def test_a_bad_range_in_a_manifest_is_a_pack_error(base, tmp_path: Path, bad) ->
         load_pack(tmp_path / "logp")
 
 
+@pytest.mark.slow
 def test_training_records_the_declared_range(base, tmp_path: Path) -> None:
     save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "smiles")
     values = SMILES * 4

@@ -142,6 +142,7 @@ def test_symmetric_is_in_the_manifest_only_when_true_and_only_for_two_slots(base
         save_pack(one, tmp_path / "one")
 
 
+@pytest.mark.slow
 def test_stage3_trains_two_slots_of_one_domain(base, packs: Path, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     first = [SMILES[i % 8] + "C" * int(rng.integers(0, 4)) for i in range(40)]

@@ -167,11 +167,13 @@ def test_templates_must_fit_the_method(tmp_path: Path, method: str, template: st
             check()
 
 
+@pytest.mark.slow
 def test_stage1_template_must_end_with_the_input(base, data: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="stage-1 template"):
         train(config(1, data, tmp_path / "smiles", template="{input:smiles}{tag:smiles} end"), base)
 
 
+@pytest.mark.slow
 def test_missing_target_column(base, data: Path, tmp_path: Path) -> None:
     save_pack(domain_pack(base, "smiles"), tmp_path / "smiles")
     with pytest.raises(UsageError, match="no target column 'nope'"):
@@ -181,6 +183,7 @@ def test_missing_target_column(base, data: Path, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- stage 1
 
 
+@pytest.mark.slow
 def test_stage1_targets_are_the_input_tokens_only(
     base, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -208,6 +211,7 @@ def test_stage1_targets_are_the_input_tokens_only(
     assert base.tokenizer.decode(row) in set(molecules())
 
 
+@pytest.mark.slow
 def test_stage1_loss_decreases_and_only_the_tag_changes(
     base, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -241,6 +245,7 @@ def test_stage1_loss_decreases_and_only_the_tag_changes(
 # --------------------------------------------------------------------------- stage 2
 
 
+@pytest.mark.slow
 def test_stage2_trains_only_the_function_tag_and_head(
     base, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -278,6 +283,7 @@ def test_stage2_trains_only_the_function_tag_and_head(
     assert 0.5 * y.mean() < m.head["targets"][0]["mean"] < 1.5 * y.mean()
 
 
+@pytest.mark.slow
 def test_stage2_loss_decreases_on_a_learnable_target(base, tmp_path: Path) -> None:
     """Training fits row-specific labels that the ridge start cannot.
 
@@ -308,6 +314,7 @@ def test_stage2_loss_decreases_on_a_learnable_target(base, tmp_path: Path) -> No
     assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3])
 
 
+@pytest.mark.slow
 def test_stage2_pack_loads_and_scores(base, data: Path, tmp_path: Path) -> None:
     save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "smiles")
     pack = train(config(2, data, tmp_path / "fn", targets=["y", "z"]), base)
@@ -324,6 +331,7 @@ def test_stage2_pack_loads_and_scores(base, data: Path, tmp_path: Path) -> None:
         assert all(v is not None and np.isfinite(v) for v in out.column("pred_y").to_pylist()[:3])
 
 
+@pytest.mark.slow
 def test_classification_training(base, data: Path, tmp_path: Path) -> None:
     save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "smiles")
     pack = train(
@@ -350,6 +358,7 @@ def test_classification_training(base, data: Path, tmp_path: Path) -> None:
     assert pack.name == "oxy"
 
 
+@pytest.mark.slow
 def test_classification_needs_two_classes(base, tmp_path: Path) -> None:
     save_pack(domain_pack(base, "smiles"), tmp_path / "smiles")
     pd.DataFrame({"smiles": SMILES, "label": ["a"] * len(SMILES)}).to_csv(tmp_path / "one.csv", index=False)
@@ -367,6 +376,7 @@ def _data_with_bad_rows(base, tmp_path: Path, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
+@pytest.mark.slow
 def test_rows_with_bad_inputs_or_missing_labels_are_dropped(base, tmp_path: Path) -> None:
     frame = _data_with_bad_rows(base, tmp_path)
     frame.to_parquet(tmp_path / "d.parquet", index=False)  # missing labels are nulls
@@ -385,6 +395,7 @@ def test_rows_with_bad_inputs_or_missing_labels_are_dropped(base, tmp_path: Path
     assert pack.manifest.training["data"]["dropped_rows"] == 4
 
 
+@pytest.mark.slow
 def test_blank_regression_label_in_csv_is_dropped(base, tmp_path: Path) -> None:
     _data_with_bad_rows(base, tmp_path).to_csv(tmp_path / "d.csv", index=False)
     _data_with_bad_rows(base, tmp_path, seed=7).to_csv(tmp_path / "v.csv", index=False)
@@ -393,6 +404,7 @@ def test_blank_regression_label_in_csv_is_dropped(base, tmp_path: Path) -> None:
     assert pack.manifest.training["data"]["dropped_rows"] == 4
 
 
+@pytest.mark.slow
 def test_blank_class_label_in_csv_is_not_a_class(base, tmp_path: Path) -> None:
     _data_with_bad_rows(base, tmp_path).to_csv(tmp_path / "d.csv", index=False)
     _data_with_bad_rows(base, tmp_path, seed=7).to_csv(tmp_path / "v.csv", index=False)
@@ -406,6 +418,7 @@ def test_blank_class_label_in_csv_is_not_a_class(base, tmp_path: Path) -> None:
     assert pack.head.classes == ["a", "b"]
 
 
+@pytest.mark.slow
 def test_stage3_pairs(base, tmp_path: Path) -> None:
     save_pack(domain_pack(base, "smiles", seed=1), tmp_path / "smiles")
     save_pack(domain_pack(base, "protein", seed=2), tmp_path / "protein")
@@ -431,6 +444,7 @@ def test_stage3_pairs(base, tmp_path: Path) -> None:
     assert (out["status"] == "ok").all() and out["pred_kd"].notna().all()
 
 
+@pytest.mark.slow
 def test_prompt_tuning_baseline_has_the_tag_budget_in_front(
     base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -467,6 +481,7 @@ def test_prompt_tuning_baseline_has_the_tag_budget_in_front(
     assert (out["status"] == "ok").all() and out["pred_kd"].notna().all()
 
 
+@pytest.mark.slow
 def test_linear_probe_baseline_has_no_tags(base, data: Path, tmp_path: Path) -> None:
     save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "smiles")
     pack = train(config(2, data, tmp_path / "probe", function="probe", method="linear-probe"), base)
@@ -493,6 +508,7 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
     return {"tag": pack.tags[pack.name], **{f"head.{k}": v for k, v in pack.head.state_dict().items()}}
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(base, data: Path, tmp_path: Path) -> None:
     save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "packs" / "smiles")
     common = dict(
@@ -539,6 +555,7 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(base, data: Path, 
     assert [h["step"] for h in mb.training["history"]] == [h["step"] for h in ma.training["history"]]
 
 
+@pytest.mark.slow
 def test_resume_after_a_finished_run_does_not_train_again(base, data: Path, tmp_path: Path) -> None:
     save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "smiles")
     first = train(config(2, data, tmp_path / "fn", max_steps=2), base)
@@ -548,6 +565,7 @@ def test_resume_after_a_finished_run_does_not_train_again(base, data: Path, tmp_
     assert torch.equal(second.tags["fn"], first.tags["fn"])
 
 
+@pytest.mark.slow
 def test_checkpoints_hold_no_pickles(base, data: Path, tmp_path: Path) -> None:
     save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "smiles")
     train(config(2, data, tmp_path / "fn", max_steps=2), base)
@@ -562,6 +580,7 @@ def test_checkpoints_hold_no_pickles(base, data: Path, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- text answers
 
 
+@pytest.mark.slow
 def test_text_function_trains_on_the_answer_and_generates(
     base, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -113,6 +113,7 @@ def write_data(folder: Path) -> None:
         )
 
 
+@pytest.mark.slow
 def test_the_report_runs_a_tiny_ensemble_pack_and_writes_the_json(
     base, tiny_model_dir: Path, tmp_path: Path, capsys
 ) -> None:

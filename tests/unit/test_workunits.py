@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from helpers import SMILES, Crash, crash_after, logp_active_scorers
-from tagcli.errors import BadRowError, UsageError
+from tagcli.errors import BadRowError, InputFileError, UsageError
 from tagcli.io.runner import score_file
 from tagcli.io.tables import open_table
 from tagcli.io.workunits import PartDirectory, Shard, plan_units
@@ -202,3 +202,21 @@ def test_a_failure_before_any_unit_is_done_leaves_nothing_behind(scorer, source:
     assert not PartDirectory(out).path.exists() and not out.exists()
     score_file(scorer(), source, out, window_rows=4, unit_rows=7)  # a plain rerun needs no --resume
     assert pq.read_table(out).num_rows == 50
+
+
+def test_changed_while_scored_only_when_it_changed(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"smiles\nCCO\nCCN\nCCC\n")
+    plan = plan_units(path, 2)
+    plan.check_unit_rows(plan.units[0], 2)  # as planned
+    with pytest.raises(InputFileError) as wrong:  # the planner was wrong, the file is the same
+        plan.check_unit_rows(plan.units[0], 6)
+    assert str(wrong.value) == (
+        f"cannot split {path} into work units: unit 0 has 6 rows, expected 2, though the file did not change "
+        "(hint: score it as one unit with --unit-rows 6, and report this as a tagcli bug)"
+    )
+    whole = plan_units(path, 100)
+    whole.check_unit_rows(whole.units[0], 4)  # one unit is the whole file: no row can be lost or doubled
+    path.write_bytes(b"smiles\nCCO\nCCN\nCCC\nCCCC\n")
+    with pytest.raises(InputFileError, match=r"t\.csv changed while it was scored: unit 0 has 6 rows, expected 2$"):
+        plan.check_unit_rows(plan.units[0], 6)

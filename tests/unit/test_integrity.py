@@ -1,4 +1,4 @@
-"""Pulled packs are re-checked against their install record at every load (issue #17, item 1).
+"""tagcli.packs.integrity: pulled packs are re-checked against their install record at every load (#17).
 
 A pack pulled from a registry carries `.tagcli-install.json` with each file's sha256. A file changed,
 deleted or added since the pull makes every load refuse the pack with the line `pack verify` reports;

@@ -1,7 +1,7 @@
-"""Issue #17, hostile inputs and outputs: `tagcli predict` run the way a user runs it, on the tiny model.
+"""`tagcli predict`'s input and output files, run the way a user runs it, on the tiny model (issue #17).
 
 1. CSV records: work units must end records where pyarrow's parser ends them (a quote opens quoting
-   only at the start of a field), for any --unit-rows; "changed while it was scored" only if it did.
+   only at the start of a field), for any --unit-rows (the planner itself: tests/unit/test_csv_records.py).
 2. CSV output of a table with nested columns: one line naming the columns, before any scoring.
 3. An output folder that takes no files: one line naming the folder, before any scoring.
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import io
 import os
-import random
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,9 +22,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from helpers import TIMEOUT, Result, Setup, cli_setup
-from tagcli.errors import InputFileError
-from tagcli.io import csv_records
-from tagcli.io.workunits import plan_units
 
 STRAY_QUOTE = b'smiles,id\nab"c,1\nCCN,2\n'  # the probe's file
 # Stray quotes mid-field, a quoted newline, doubled quotes, a field that goes on after its closing
@@ -49,7 +45,7 @@ def pyarrow_parse(data: bytes) -> pa.Table:
 
 @pytest.fixture(scope="module")
 def setup(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Setup:
-    s = cli_setup(tmp_path_factory.mktemp("io-defects"), tiny_model_dir)
+    s = cli_setup(tmp_path_factory.mktemp("predict-files"), tiny_model_dir)
     (s.root / "in").mkdir()
     (s.root / "in" / "strayquote.csv").write_bytes(STRAY_QUOTE)
     (s.root / "in" / "tricky.csv").write_bytes(TRICKY)
@@ -100,6 +96,7 @@ def error_line(result: Result) -> str:
 # --------------------------------------------------------------------------- 1. CSV records
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unit_rows", [1, 2])
 def test_stray_quote_inside_an_unquoted_field_scores(results, setup: Setup, unit_rows: int) -> None:
     r = get(results, f"stray-{unit_rows}")
@@ -110,6 +107,7 @@ def test_stray_quote_inside_an_unquoted_field_scores(results, setup: Setup, unit
     assert table.select(["smiles", "id"]).equals(pyarrow_parse(STRAY_QUOTE))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unit_rows", UNIT_ROWS[:-1])
 def test_tricky_csv_gives_the_single_unit_output_for_any_unit_size(results, setup: Setup, unit_rows: int) -> None:
     single = get(results, f"tricky-{UNIT_ROWS[-1]}")
@@ -125,6 +123,7 @@ def test_tricky_csv_gives_the_single_unit_output_for_any_unit_size(results, setu
     assert table.column("smiles").to_pylist()[1:6] == ['ab"c', "C\nC", 'a"b,\n"', 'x"y"z', 'CC""']
 
 
+@pytest.mark.slow
 def test_tricky_csv_to_csv_output(results, setup: Setup) -> None:
     r = get(results, "tricky-csv")
     assert r.returncode == 0, str(r)
@@ -132,57 +131,10 @@ def test_tricky_csv_to_csv_output(results, setup: Setup) -> None:
     assert written.column("smiles").to_pylist() == pyarrow_parse(TRICKY).column("smiles").to_pylist()
 
 
-def test_units_end_where_pyarrow_ends_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Random bytes of quotes, commas, CR and LF: the plan counts pyarrow's records, every unit
-    parses as exactly its own rows, however the scan is chunked."""
-    path = tmp_path / "fuzz.csv"
-    alphabet = [b"a", b'"', b",", b"\n", b"\r", b'""', b"\r\n"]
-    rng = random.Random(17)
-    for _ in range(300):
-        body = b"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
-        path.write_bytes(b"h\n" + body)
-        expected = _pyarrow_records(b"h\n" + body)
-        for scan_bytes in (1, 3, 1 << 20):
-            monkeypatch.setattr(csv_records, "SCAN_BYTES", scan_bytes)
-            units = plan_units(path, 1).units
-            assert sum(u.num_rows for u in units) == expected, body
-            pieces = [b"h\n" + body[u.byte_range[0] - 2 : u.byte_range[1] - 2] for u in units if u.num_rows]
-            assert [_pyarrow_records(p) for p in pieces] == [1] * expected, body
-
-
-def _pyarrow_records(data: bytes) -> int:
-    """Records pyarrow finds (rows with too many fields counted, not failed)."""
-    invalid: list[object] = []
-    parse = pa_csv.ParseOptions(newlines_in_values=True, invalid_row_handler=lambda row: invalid.append(row) or "skip")
-    strings = pa_csv.ConvertOptions(column_types={"h": pa.string()})
-    try:
-        return pa_csv.read_csv(io.BytesIO(data), pa_csv.ReadOptions(), parse, strings).num_rows + len(invalid)
-    except pa.ArrowInvalid as exc:  # a header and no rows at all
-        assert "Empty CSV file" in str(exc)
-        return 0
-
-
-def test_changed_while_scored_only_when_it_changed(tmp_path: Path) -> None:
-    path = tmp_path / "t.csv"
-    path.write_bytes(b"smiles\nCCO\nCCN\nCCC\n")
-    plan = plan_units(path, 2)
-    plan.check_unit_rows(plan.units[0], 2)  # as planned
-    with pytest.raises(InputFileError) as wrong:  # the planner was wrong, the file is the same
-        plan.check_unit_rows(plan.units[0], 6)
-    assert str(wrong.value) == (
-        f"cannot split {path} into work units: unit 0 has 6 rows, expected 2, though the file did not change "
-        "(hint: score it as one unit with --unit-rows 6, and report this as a tagcli bug)"
-    )
-    whole = plan_units(path, 100)
-    whole.check_unit_rows(whole.units[0], 4)  # one unit is the whole file: no row can be lost or doubled
-    path.write_bytes(b"smiles\nCCO\nCCN\nCCC\nCCCC\n")
-    with pytest.raises(InputFileError, match=r"t\.csv changed while it was scored: unit 0 has 6 rows, expected 2$"):
-        plan.check_unit_rows(plan.units[0], 6)
-
-
 # --------------------------------------------------------------------------- 2. nested columns in CSV output
 
 
+@pytest.mark.slow
 def test_nested_columns_to_csv_fail_before_scoring(results, setup: Setup) -> None:
     line = error_line(get(results, "nested-csv"))
     assert line == (
@@ -193,12 +145,14 @@ def test_nested_columns_to_csv_fail_before_scoring(results, setup: Setup) -> Non
     assert leftovers == []  # no output, no part directory, no temp file
 
 
+@pytest.mark.slow
 def test_nested_columns_to_stdout(results) -> None:
     line = error_line(get(results, "nested-stdout"))
     hint = "(hint: write Parquet instead, e.g. -o FILE.parquet)"
     assert line == f"error: cannot write stdout: CSV cannot hold columns {NESTED_COLUMNS} {hint}"
 
 
+@pytest.mark.slow
 def test_nested_columns_to_parquet_are_kept(results, setup: Setup) -> None:
     r = get(results, "nested-parquet")
     assert r.returncode == 0, str(r)
@@ -209,6 +163,7 @@ def test_nested_columns_to_parquet_are_kept(results, setup: Setup) -> None:
 # --------------------------------------------------------------------------- 3. an output folder that takes no files
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into a 0o555 folder anyway")
 def test_read_only_output_folder(setup: Setup) -> None:
     folder = setup.root / "locked"
