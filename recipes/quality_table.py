@@ -18,7 +18,8 @@ The "Measured endpoints" tables (bbb, solubility, amp: labels that are measureme
 recipes/results/measured_anchors.json (`python -m recipes.anchors`, part of `make baselines`) beside the
 tag-LLM packs' recorded test metrics: the shipped pack (tagpacks/NAME) and its comparison variants
 (recipes/baselines/NAME-tags-only), each "not built yet" while its folder is missing, and the same head on the
-extra features alone (recipes/results/levers/NAME.json, no language model).
+tags alone and on the extra features alone (no language model) as validation chose them in
+recipes/results/levers/NAME.json.
 The MoleculeACE table comes from recipes/results/moleculeace_anchors.json (`make moleculeace-anchors`).
 """
 
@@ -256,7 +257,7 @@ MEASURED_PACKS = (
     ("tagcli tag-llm", PACKS, ""),
     ("tagcli tags only", BASELINES, "-tags-only"),
 )
-LEVERS = "levers"  # recipes/results/levers/NAME.json (recipes/levers.py): the same head on extra features alone
+LEVERS = "levers"  # recipes/results/levers/NAME.json (recipes/levers.py)
 COLUMNS = {
     "classification": (
         ("ROC-AUC", "roc_auc"),
@@ -286,13 +287,19 @@ def read_json(name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def features_alone_row(name: str) -> dict[str, Any]:
-    """The shipped head kind on the extra features alone (no language model), from recipes/levers.py."""
+LEVERS_ROWS = {  # key of `chosen` in recipes/results/levers/NAME.json → the row's label
+    "tags_alone": "tagcli head on the tags alone (`recipes/levers.py`)",
+    "extra_features_alone": "tagcli head on extra features alone, no LLM (`recipes/levers.py`)",
+}
+
+
+def levers_row(name: str, chosen_as: str) -> dict[str, Any]:
+    """A variant of recipes/levers.py that validation chose (tags alone, extra features alone), scored on test."""
     levers = read_json(f"{LEVERS}/{name}.json")
-    row: dict[str, Any] = {"model": "tagcli head on extra features alone, no LLM (`recipes/levers.py`)"}
-    if levers is None:
+    row: dict[str, Any] = {"model": LEVERS_ROWS[chosen_as]}
+    if levers is None or chosen_as not in levers.get("chosen", {}):
         return {**row, "status": "not measured yet"}
-    chosen = levers["chosen"]["extra_features_alone"]
+    chosen = levers["chosen"][chosen_as]
     metrics = levers["variants"][chosen].get("test") or {}
     return {**row, **metrics, "notes": f"{chosen}, the same ensemble head; chosen on validation"}
 
@@ -375,7 +382,7 @@ def measured_markdown() -> list[str]:
             "|---" * (len(columns) + 4) + "|",
         ]
         rows = [measured_pack_row(label, folder, name + suffix) for label, folder, suffix in measured_packs(name)]
-        rows.append(features_alone_row(name))
+        rows += [levers_row(name, chosen_as) for chosen_as in LEVERS_ROWS]
         for model, r in entry.get("models", {}).items():
             row = {"model": f"anchor: {ANCHOR_NAMES.get(model, model)}"}
             if "metrics" not in r:

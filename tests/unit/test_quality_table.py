@@ -154,10 +154,17 @@ def test_measured_endpoints_show_packs_and_anchors(repo: Path) -> None:
     (results / "moleculeace_anchors.json").write_text(json.dumps(ace))
     (results / "levers").mkdir()
     test = {"n": 253, "mse": 0.36, "rmse": 0.6, "mae": 0.45, "pearson": 0.96, "spearman": 0.95}
-    levers = {"chosen": {"extra_features_alone": "rdkit2d alone"}, "variants": {"rdkit2d alone": {"test": test}}}
+    tags = {"n": 253, "rmse": 0.65, "mae": 0.5, "pearson": 0.94, "spearman": 0.93}
+    levers = {
+        "chosen": {"extra_features_alone": "rdkit2d alone", "tags_alone": "input-mean 2-12"},
+        "variants": {"rdkit2d alone": {"test": test}, "input-mean 2-12": {"test": tags}},
+    }
     (results / "levers" / "solubility.json").write_text(json.dumps(levers))
     text = quality_table.markdown(quality_table.task_rows(repo), repo)
     assert f"{alone} | 253 | 0.6 | 0.45 | 0.96 | 0.95 | – | rdkit2d alone, the same ensemble head" in text
+    tags_alone = "| tagcli head on the tags alone (`recipes/levers.py`) | 253 | 0.65 | 0.5 | 0.94 | 0.93 | – |"
+    assert tags_alone + " input-mean 2-12, the same ensemble head" in text
+    assert "| tagcli head on the tags alone (`recipes/levers.py`) | not measured yet |" in text  # bbb, amp
     assert "with AVX-512 bf16" in text and "**bbb** (bbb_test, classification, positive class BBB+)" in text
     assert "| tagcli tag-llm (`tagpacks/bbb`) | 687 | 0.78 | – | – | – | 0.7 | – |" in text
     assert "| tagcli tags only (`recipes/baselines/bbb-tags-only`) | not built yet |" in text
