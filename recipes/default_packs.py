@@ -167,6 +167,8 @@ METHODS = {"tag-llm": PACKS, "prompt-tuning": BASELINES, "linear-probe": BASELIN
 # shipped head, and the extra features validation favoured (recipes/results/levers/NAME.json). Formula
 # packs stay tags-only: descriptors are their formulas' ingredients.
 MOLECULE_BUDGET = tuple(arg for arg in MOLECULES if arg not in ("--target-range", "0,1"))
+# Their readout: the input mean at blocks 2-12, which with half the members on RDKit 2D descriptors led
+# validation on bbb (ROC-AUC 0.840; input-mean + tag-mean 0.838) and solubility (RMSE 0.596; 0.600).
 MEASURED_READOUT = "input-mean@2,4,6,8,10,12"
 MEASURED_TASKS = [
     Task(
@@ -185,9 +187,9 @@ MEASURED_TASKS = [
         "solubility",
         ("smiles",),
         ("log_solubility",),
-        (*head(MOLECULE_READOUT), *MOLECULE_BUDGET),
+        (*head(MEASURED_READOUT, members=6), *MOLECULE_BUDGET),
         "Aqueous solubility (log mol/L, measured) from SMILES",
-        extras=("rdkit2d",),
+        extras=split_views("rdkit2d"),
     ),
     Task(
         "amp",
