@@ -48,6 +48,9 @@ def _input_mean(context: LayerStates, suffix: Mapping[int, torch.Tensor] | None,
     return context.input_sum[key] / context.input_count.clamp(min=1)
 
 
+FUNCTION_TAG_POOLS = frozenset({"tag-last", "tag-mean"})  # the pools that read the function tag's positions
+
+
 @dataclass(frozen=True)
 class ReadoutSpec:
     pools: tuple[str, ...] = ("tag-last",)
@@ -60,6 +63,12 @@ class ReadoutSpec:
             raise ValueError(f"readout layers are decoder block numbers from 1, got {list(self.layers)}")
         if len(set(self.layers)) != len(self.layers):
             raise ValueError(f"readout layers must be distinct, got {list(self.layers)}")
+
+    @property
+    def reads_function_tag(self) -> bool:
+        """Whether the function tag can change this readout: `input-mean` alone cannot (the tag follows the
+        inputs in a causal model), so training such a tag is wasted work."""
+        return any(pool in FUNCTION_TAG_POOLS for pool in self.pools)
 
     @property
     def layer_keys(self) -> tuple[int, ...]:

@@ -103,15 +103,24 @@ def train(config: TrainConfig, base: BaseModel | None = None, on_progress: Progr
         check_labels(config, head, train_set)
     check_leakage(config, train_set, val_set, report)
 
-    # A method that trains no tag (the linear probe) has nothing to do before the final head.
+    # A method that trains no tag (the linear probe) has nothing to do before the final head, nor has a
+    # readout the function tag cannot reach (input-mean alone: the tag follows the inputs).
     trainer = Trainer(config, method, model, encoder, train_set, val_set, report)
-    if not (final is not None and trainer.total_steps == 0):
+    if final is not None and trainer.total_steps and not final.readout.reads_function_tag:
+        report({"event": "warning", "message": TAG_UNREAD.format(readout=final.readout.text())})
+    if final is None or (trainer.total_steps and final.readout.reads_function_tag):
         trainer.run()
     if final is not None:
         trainer.fit_final_head(final)
     pack = make_pack(config, base, trainer, template, specs, domain_packs, time.perf_counter() - started)
     save_pack(pack, config.out)
     return pack
+
+
+TAG_UNREAD = (
+    "--readout {readout} reads no position of the function tag (it follows the inputs): the tag steps are "
+    "skipped and the head is fitted on the frozen model's features (add tag-mean or tag-last to train the tag)"
+)
 
 
 def _new_head(config: TrainConfig, hidden_size: int, train_table: pa.Table, final: bool) -> Head:

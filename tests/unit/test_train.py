@@ -284,6 +284,26 @@ def test_stage2_trains_only_the_function_tag_and_head(
 
 
 @pytest.mark.slow
+def test_a_readout_the_function_tag_cannot_reach_skips_the_tag_steps(base, data: Path, tmp_path: Path) -> None:
+    """input-mean reads the inputs only, which a causal model computes before the function tag: training
+    the tag could not change the head's features, so `train` says so and fits the head straight away."""
+    save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "packs" / "smiles")
+    events: list[dict] = []
+    packs = [str(tmp_path / "packs")]
+    pack = train(
+        config(2, data, tmp_path / "out" / "fn", pack_dirs=packs, max_steps=3, readout="input-mean@1,2"),
+        base,
+        events.append,
+    )
+    warnings = [e["message"] for e in events if e["event"] == "warning"]
+    assert any("--readout input-mean@1,2 reads no position of the function tag" in w for w in warnings)
+    assert step_losses(events) == []
+    assert torch.equal(pack.tags["fn"], init_tag(base.model, 2))  # never trained
+    assert pack.manifest.head["readout"] == {"pools": ["input-mean"], "layers": [1, 2]}
+    assert pack.manifest.metrics["val"]  # the final head was fitted and validated
+
+
+@pytest.mark.slow
 def test_stage2_loss_decreases_on_a_learnable_target(base, tmp_path: Path) -> None:
     """Training fits row-specific labels that the ridge start cannot.
 
