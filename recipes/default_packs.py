@@ -281,8 +281,8 @@ REFERENCE_SETS = "out/reference_sets"  # built by the `reference sets` step (rec
 
 
 def reference_steps(data: str) -> list[Step]:
-    """Reference distributions for the packs whose predictions a percentile explains: QED among approved
-    drugs, protein descriptors among a UniProtKB sample. (tanimoto, a similarity of a pair, and the KIBA
+    """Reference distributions for the packs whose predictions a percentile explains: QED, BBB and
+    solubility among approved drugs, protein descriptors among a UniProtKB sample. (tanimoto, a similarity of a pair, and the KIBA
     binding score of a protein-ligand pair have no reference population of pairs to rank against.)"""
 
     def reference(pack: str, file: str, name: str, source: str, column: str) -> Step:
@@ -292,7 +292,10 @@ def reference_steps(data: str) -> list[Step]:
     sets = ["-m", "recipes.reference_sets", "--data", data, "--out", REFERENCE_SETS]
     return [
         ("reference sets", sets),
-        reference("qed", reference_sets.DRUGS, reference_sets.DRUGS_NAME, reference_sets.DRUGS_SOURCE, "smiles"),
+        *(
+            reference(pack, reference_sets.DRUGS, reference_sets.DRUGS_NAME, reference_sets.DRUGS_SOURCE, "smiles")
+            for pack in ("qed", "bbb", "solubility")
+        ),
         reference(
             "protein-descriptors",
             reference_sets.PROTEINS,
