@@ -282,8 +282,9 @@ REFERENCE_SETS = "out/reference_sets"  # built by the `reference sets` step (rec
 
 def reference_steps(data: str) -> list[Step]:
     """Reference distributions for the packs whose predictions a percentile explains: QED, BBB and
-    solubility among approved drugs, protein descriptors among a UniProtKB sample. (tanimoto, a similarity of a pair, and the KIBA
-    binding score of a protein-ligand pair have no reference population of pairs to rank against.)"""
+    solubility among approved drugs, protein descriptors among a UniProtKB sample. (tanimoto, a similarity
+    of a pair, and the KIBA binding score of a protein-ligand pair have no reference population of pairs
+    to rank against.)"""
 
     def reference(pack: str, file: str, name: str, source: str, column: str) -> Step:
         args = ["pack", "reference", f"{PACKS}/{pack}", "--data", f"{REFERENCE_SETS}/{file}", "--column", column]

@@ -348,6 +348,31 @@ def anchor_notes(result: dict[str, Any]) -> str:
     return "; ".join(notes) or "–"
 
 
+GLANCE_BEGIN, GLANCE_END = "<!-- measured-glance:begin -->", "<!-- measured-glance:end -->"
+HEADLINE = {"classification": ("ROC-AUC", "roc_auc", max), "regression": ("RMSE", "rmse", min)}
+
+
+def glance_markdown() -> str:
+    """The README's one-line-per-endpoint summary: the shipped pack, the tags alone and the best anchor on
+    the headline metric (ROC-AUC or RMSE), from the same sources as the full tables."""
+    endpoints = (read_json(ANCHORS) or {}).get("endpoints", {})
+    lines = ["| pack | test metric | shipped pack | tags alone | best anchor |", "|---|---|---|---|---|"]
+    for name in MEASURED:
+        kind = endpoints.get(name, {}).get("kind") or ("regression" if name == "solubility" else "classification")
+        label, key, best = HEADLINE[kind]
+        shipped = measured_pack_row("", PACKS, name).get(key)
+        tags = levers_row(name, "tags_alone").get(key)
+        anchors = {
+            ANCHOR_NAMES.get(model, model): r["metrics"][key]
+            for model, r in endpoints.get(name, {}).get("models", {}).items()
+            if isinstance((r.get("metrics") or {}).get(key), (int, float)) and model not in ("prior", "mean")
+        }
+        top = best(anchors, key=anchors.get) if anchors else None
+        anchor = f"{fmt(anchors[top])} ({top})" if top else "not measured yet"
+        lines.append(f"| `{name}` | {label} | {fmt(shipped)} | {fmt(tags)} | {anchor} |")
+    return "\n".join(lines) + "\n"
+
+
 def measured_markdown() -> list[str]:
     """The "Measured endpoints" tables: tag-LLM packs, then the anchors of measured_anchors.json."""
     results = read_json(ANCHORS)
@@ -491,6 +516,11 @@ def main() -> None:
     updated = replace_between(replace_between(current, BEGIN, END, text), TRUST_BEGIN, TRUST_END, trust)
     if updated != current:
         page.write_text(updated)
+    readme = REPO / "README.md"
+    current = readme.read_text()
+    updated = replace_between(current, GLANCE_BEGIN, GLANCE_END, glance_markdown())
+    if updated != current:
+        readme.write_text(updated)
     print(text)
     print(trust)
 

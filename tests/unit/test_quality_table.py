@@ -177,5 +177,8 @@ def test_measured_endpoints_show_packs_and_anchors(repo: Path) -> None:
         "C = 3 on validation; 5 train rows without features left out |" in text
     )
     assert "| anchor: chemprop v2 (D-MPNN) | skipped: No module named 'chemprop' |" in text
+    glance = quality_table.glance_markdown()
+    assert "| `bbb` | ROC-AUC | 0.78 | – | 0.766 (SVM, Tanimoto kernel on ECFP4 bits) |" in glance
+    assert "| `solubility` | RMSE | – | 0.65 | not measured yet |" in glance  # shipped pack not built here
     assert "| anchor: kNN, Tanimoto on ECFP4 bits | 1 | 0.7 | 0.8 | 2 |" in text
     assert "| CHEMBL1862_Ki | 161 | 67 | 0.7 / 0.8 |" in text
