@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import write_packs
+from registry_server import cli
 from tagcli.cli.pack_rows import list_row, metrics_text
 from tagcli.packs import listing
 from tagcli.packs.card import model_card, output_columns
@@ -70,16 +71,6 @@ def no_configured_registries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("TAGCLI_CONFIG", str(tmp_path / "no-config.toml"))
     monkeypatch.delenv("TAGCLI_REGISTRY", raising=False)
     monkeypatch.setenv("COLUMNS", "80")
-
-
-def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    from tagcli.cli import main
-
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as done:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return done.value.code or 0, out, err
 
 
 def fits_80(text: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+import registry_server
 from helpers import domain_pack, function_pack, regression_head
 from tagcli.errors import PackError
 from tagcli.home import packs_dir
@@ -27,10 +28,7 @@ from tagcli.scorer import TagScorer
 HINT = "(hint: `tagcli pack pull logp --force` reinstalls it)"
 
 
-@pytest.fixture(autouse=True)
-def no_configured_registries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TAGCLI_CONFIG", str(tmp_path / "no-config.toml"))
-    monkeypatch.delenv("TAGCLI_REGISTRY", raising=False)
+no_configured_registries = registry_server.no_configured_registries
 
 
 @pytest.fixture(scope="module")
