@@ -42,7 +42,7 @@ from tagcli.cli.output import Output, OutputFormat
 from tagcli.errors import TagcliError, UsageError
 from tagcli.io.runner import DEFAULT_UNIT_ROWS, check_run, score_file
 from tagcli.io.tables import default_output_path
-from tagcli.io.workunits import PartDirectory, Shard
+from tagcli.io.workunits import DEFAULT_WINDOW_ROWS, PartDirectory, Shard
 from tagcli.packs.install import ensure_packs
 from tagcli.packs.store import PackStore
 from tagcli.scorer import TagScorer
@@ -73,7 +73,10 @@ def predict(
         32768, "--max-batch-tokens", help="Most padded tokens per forward pass (long inputs get smaller batches)."
     ),
     window_rows: int = typer.Option(
-        4096, "--window-rows", help="Rows read, length-sorted and written at a time (bounds memory)."
+        DEFAULT_WINDOW_ROWS,
+        "--window-rows",
+        help="Rows read, length-sorted and batched together (bounds memory). Fixed row ranges of the input: "
+        "shards, --devices, --unit-rows and --resume never change them; in bf16 this setting changes numbers.",
     ),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad row instead of marking it."),
     clip: bool = typer.Option(
@@ -103,7 +106,9 @@ def predict(
         help="Run N processes, one per GPU (cuda:0..N-1; with --device cpu, N CPU processes), each on its own shard.",
     ),
     unit_rows: int = typer.Option(
-        DEFAULT_UNIT_ROWS, "--unit-rows", help="Rows per work unit: the grain of sharding and resuming."
+        DEFAULT_UNIT_ROWS, "--unit-rows",
+        help="Rows per work unit: the grain of resuming (never straddles a window; above --window-rows, "
+        "rounded down to whole windows). Shards share out windows. Changes no numbers.",
     ),
     keep_parts: bool = typer.Option(
         False, "--keep-parts", help="Keep OUTPUT.parts/ (one Parquet part per unit, plus its manifest) after merging."

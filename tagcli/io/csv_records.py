@@ -22,13 +22,15 @@ SCAN_BYTES = 16 << 20  # unit planning scan chunk
 _QUOTE, _NEWLINE, _CR, _COMMA = ord('"'), ord("\n"), ord("\r"), ord(",")
 
 
-def scan_csv(stream: Any, offset: int, every: int) -> tuple[list[tuple[int, int]], int]:
-    """(row index, byte offset) of every `every`-th non-empty CSV record from `offset` on, and the row count.
+def scan_csv(stream: Any, offset: int, every: int, period: int | None = None) -> tuple[list[tuple[int, int]], int]:
+    """(row index, byte offset) of every `every`-th non-empty CSV record from `offset` on, counted
+    afresh every `period` rows (default: `every`; rows r with (r % period) % every == 0), and the row count.
 
     Records end where pyarrow's CSV parser ends them (see `line_ends`); blank lines are skipped, as
     pyarrow does. The stream is read in chunks; quotes or a CR at the end of a chunk wait for the
     next one, since the byte after them decides what they mean.
     """
+    period = period or every
     found: list[tuple[int, int]] = []
     row, record_start, quoted, previous, carry = 0, offset, False, _NEWLINE, b""
     while True:
@@ -41,7 +43,8 @@ def scan_csv(stream: Any, offset: int, every: int) -> tuple[list[tuple[int, int]
             starts = np.concatenate([[record_start - offset], ends[:-1] + 1])[: len(ends)]
             crlf = (block[ends] == _NEWLINE) & (np.where(ends > 0, block[ends - 1], previous) == _CR)
             real = starts[ends - starts - crlf > 0] + offset  # blank lines (CRLF ones too) hold no record
-            found += [(row + int(k), int(real[k])) for k in range((-row) % every, len(real), every)]
+            listed = np.flatnonzero((row + np.arange(len(real), dtype=np.int64)) % period % every == 0)
+            found += [(row + int(k), int(real[k])) for k in listed]
             row += len(real)
             if len(ends):
                 record_start = offset + int(ends[-1]) + 1
@@ -49,7 +52,7 @@ def scan_csv(stream: Any, offset: int, every: int) -> tuple[list[tuple[int, int]
         if not chunk:
             break
     if offset > record_start:  # a last record without a line end
-        if row % every == 0:
+        if row % period % every == 0:
             found.append((row, record_start))
         row += 1
     return found, row

@@ -3,9 +3,10 @@
 Memory stays bounded by `window_rows`: each window is read, sorted by length inside the
 scorer, scored and written back in input order before the next one is read. Files are scored
 into a part directory, one part per work unit (workunits.py), which is what makes `--shard` and
-`--resume` work; the parts are merged into the destination once every unit is done. A window is
-not cut at unit boundaries: a shard's small units are scored together (`window_groups`), since
-the scorer only length-sorts within a window and tiny windows pad every batch to their longest row.
+`--resume` work; the parts are merged into the destination once every unit is done. Windows are
+fixed row ranges of the input, the same however the work is cut: units smaller than a window are
+scored together as that window (`window_groups`), so every row meets the same batch neighbours
+(which matters in bf16) and tiny units do not pad every batch to their longest row.
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ import pyarrow as pa
 from tagcli import __version__
 from tagcli.errors import BadRowError, UsageError
 from tagcli.io.tables import STDIO, TableReader, TableWriter, check_destination, default_output_path, open_table
-from tagcli.io.workunits import InputPlan, PartDirectory, Shard, WorkUnit, plan_units, window_groups
+from tagcli.io.workunits import (
+    DEFAULT_WINDOW_ROWS,
+    InputPlan,
+    PartDirectory,
+    Shard,
+    WorkUnit,
+    plan_units,
+    window_groups,
+)
 from tagcli.scorer import STATUS_ERROR, STATUS_INVALID, STATUS_OK, TagScorer
 
 DEFAULT_UNIT_ROWS = 8192
@@ -79,7 +88,7 @@ def score_file(
     scorer: TagScorer,
     source: str | Path,
     destination: str | Path,
-    window_rows: int = 4096,
+    window_rows: int = DEFAULT_WINDOW_ROWS,
     unit_rows: int = DEFAULT_UNIT_ROWS,
     shard: Shard | None = None,
     resume: bool = False,
@@ -191,7 +200,7 @@ def _score_units(
     on_start: OnStart,
     on_rows: OnRows,
 ) -> None:
-    plan = plan_units(source, unit_rows)
+    plan = plan_units(source, unit_rows, window_rows)
     units = plan.units
     # Scoring no rows checks the columns up front and gives the output schema every part shares.
     schema = scorer.score(plan.schema.empty_table()).schema
@@ -207,7 +216,7 @@ def _score_units(
             on_start(sum(u.num_rows for u in todo))
         try:
             waiting = {u.index for u in todo}
-            for group in window_groups(mine, window_rows):  # from `mine`, not `todo`: the same groups on resume
+            for group in window_groups(mine):  # from `mine`, not `todo`: the same groups on resume
                 pending = [u for u in group if u.index in waiting]
                 if pending:
                     _score_group(run, group, pending)
@@ -236,11 +245,12 @@ class _UnitRun:
 
 
 def _score_group(run: _UnitRun, group: list[WorkUnit], pending: list[WorkUnit]) -> None:
-    """Score `group` (consecutive units of one shard) as one window, then write each pending unit.
+    """Score `group` (the units of one window) as that window, then write each pending unit.
 
     The group's done units (from an earlier, interrupted run) are scored again but not rewritten:
     their rows shape the batches as they did the first time, so the pending units get the numbers
-    an uninterrupted run gives them. A group of one unit is scored window by window (`_score_unit`).
+    an uninterrupted run gives them. A group of one unit (one window or several) is scored window by
+    window (`_score_unit`).
     """
     if len(group) == 1:
         _score_unit(run, group[0])
@@ -265,7 +275,7 @@ def _score_group(run: _UnitRun, group: list[WorkUnit], pending: list[WorkUnit]) 
 
 
 def _read_unit(run: _UnitRun, unit: WorkUnit) -> pa.Table:
-    """All rows of a unit small enough to share a window, checked against the plan."""
+    """All rows of a unit smaller than a window, checked against the plan."""
     with open_table(run.plan.path, batch_rows=run.window_rows, unit=unit) as reader:
         table = pa.Table.from_batches(list(reader), schema=reader.schema)
     run.plan.check_unit_rows(unit, table.num_rows)

@@ -79,7 +79,7 @@ def _suffix_index(path: str | Path) -> int:
 
 
 class TableReader:
-    """Iterate over a CSV or Parquet table as record batches of at most `batch_rows` rows.
+    """Iterate over a CSV or Parquet table as record batches of `batch_rows` rows (the last: at most).
 
     `schema` is known as soon as the reader is open; `total_rows` is exact for Parquet,
     a newline-count estimate for CSV files (good enough for a progress bar), and None
@@ -216,15 +216,26 @@ class TableReader:
         return _estimate_csv_rows(self.path, self._header_lines)
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
+        """Batches of exactly `batch_rows` rows (the last may be shorter), wherever the file's blocks or
+        row groups end: a batch is a scoring window, and windows must be the same in every reader."""
+        held: list[pa.RecordBatch] = []
+        rows = 0
         try:
             for batch in self._batches:
                 if self._parquet is not None:
                     self._check_parquet_batch(batch)
-                # CSV blocks are sized in bytes, not rows: re-slice to the promised size.
-                for start in range(0, batch.num_rows, self._batch_rows):
-                    yield batch.slice(start, self._batch_rows)
+                while batch.num_rows:
+                    piece = batch.slice(0, self._batch_rows - rows)
+                    held.append(piece)
+                    rows += piece.num_rows
+                    batch = batch.slice(piece.num_rows)
+                    if rows == self._batch_rows:
+                        yield pa.concat_batches(held)
+                        held, rows = [], 0
         except _READ_ERRORS as exc:
             raise self._read_error(exc) from exc
+        if held:
+            yield pa.concat_batches(held)
 
     def _check_parquet_batch(self, batch: pa.RecordBatch) -> None:
         """Fail on invalid values pyarrow does not check when it reads Parquet: string columns that hold

@@ -1,9 +1,10 @@
 """Work units and part directories: how a big scoring run is split, sharded, resumed and merged.
 
-    mols.parquet ──plan_units──▶ unit 0 │ unit 1 │ … │ unit k      (fixed row ranges, same in every process)
+    mols.parquet ──plan_units──▶ window 0        │ window 1        │ …   (fixed rows [k*W, (k+1)*W): the scoring grain)
+                                 unit 0 │ unit 1 │ unit 2 │ unit 3 │ …   (inside windows, or whole windows)
                                  + the input's schema            (read on the way: no second open)
-                  --shard I/N ─▶ units with index % N == I           (disjoint; together: all of them)
-               window_groups ─▶ [u0 u3 u6] [u9 u12 u15] …        (a shard's small units, scored as one window)
+                  --shard I/N ─▶ units whose group % N == I          (disjoint; together: all of them)
+               window_groups ─▶ [u0 u1] [u2 u3] …                 (the units of one group, scored together)
     out.parquet.parts/
         _manifest.json           what makes the run reproducible: input, packs, base model, settings
         _locks/shard-1-of-1.json which live process writes which units (lock.py)
@@ -14,13 +15,15 @@ A unit counts as done only when its `_units` record exists, and that record is w
 part file is in place; a process killed at any point leaves at most a temp file and no record, so
 `--resume` redoes exactly the unfinished units.
 
-The scorer sorts rows by length only within what it is given at once, so units are not the grain of
-scoring: a shard's consecutive small units are scored together in one window of up to `window_rows`
-rows (`window_groups`), and `--unit-rows 60` pads batches no more than one big unit does. Groups
-follow from the plan and the shard alone, never from which units are done: a resumed run scores a
-group with a missing unit whole again (writing only what is missing), so every row is batched with
-the same rows as in an uninterrupted run and resumed output is identical. Names starting with '_'
-or '.' are ignored by Parquet dataset readers, so the directory also reads as one dataset in row order.
+The scorer sorts rows by length and cuts batches only within what it is given at once, and in bf16 a
+row's numbers depend on the rows padded into its batch. So the grain of scoring is a fixed *window*
+of the input, rows [k*W, (k+1)*W) for W = `window_rows`, and units never straddle a window: units
+smaller than a window cut it into pieces scored together (one *group*), larger ones are rounded down
+to whole windows (each unit its own group, scored window by window). Shards own whole groups, and a
+resumed run scores a group with a missing unit whole again (writing only what is missing). Thus
+every row is batched with the same rows whatever the shards, `--devices`, `--unit-rows` or resume,
+and only `window_rows` (recorded in the manifest) changes numbers. Names starting with '_' or '.'
+are ignored by Parquet dataset readers, so the directory also reads as one dataset in row order.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class WorkUnit:
     first_row: int
     num_rows: int
     byte_range: tuple[int, int] | None = None
+    group: int = 0  # the window group it is scored with (`window_groups`), and what a shard owns
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ class InputPlan:
 
 @dataclass(frozen=True)
 class Shard:
-    """This process's share of the units: those with index % count == index."""
+    """This process's share of the units: those whose window group % count == index."""
 
     index: int = 0
     count: int = 1
@@ -111,42 +115,51 @@ class Shard:
         return cls(int(os.environ.get("RANK", "0")), world) if world > 1 else None
 
     def owns(self, unit: WorkUnit) -> bool:
-        return unit.index % self.count == self.index
+        return unit.group % self.count == self.index
 
     def __str__(self) -> str:
         return f"{self.index + 1}/{self.count}"
 
 
-def window_groups(units: Sequence[WorkUnit], window_rows: int) -> list[list[WorkUnit]]:
-    """`units` in order, packed into groups of consecutive units of at most `window_rows` rows in all.
+DEFAULT_WINDOW_ROWS = 4096
 
-    Each group is scored as one window, length-sorted across its units, so padding does not grow as
-    units shrink. A unit larger than `window_rows` is a group of its own (scored window by window).
-    """
+
+def window_groups(units: Sequence[WorkUnit]) -> list[list[WorkUnit]]:
+    """`units` in order, in groups of consecutive units of the same window group: each group is scored
+    as one whole window (or, for a unit of several windows, window by window)."""
     groups: list[list[WorkUnit]] = []
-    rows = 0
     for unit in units:
-        if groups and rows + unit.num_rows <= window_rows:
+        if groups and groups[-1][-1].group == unit.group:
             groups[-1].append(unit)
-            rows += unit.num_rows
         else:
             groups.append([unit])
-            rows = unit.num_rows
     return groups
 
 
-def plan_units(path: str | Path, unit_rows: int) -> InputPlan:
-    """Cut a table into units of `unit_rows` rows (the last may be shorter; an empty table: one empty unit).
+def unit_layout(unit_rows: int, window_rows: int) -> tuple[int, int]:
+    """(rows per unit, rows per group): units never straddle a window, so a unit smaller than a window
+    cuts it into pieces, and a larger one is rounded down to whole windows (a group of its own)."""
+    if unit_rows < 1:
+        raise UsageError(f"--unit-rows must be at least 1, got {unit_rows}")
+    if window_rows < 1:
+        raise UsageError(f"--window-rows must be at least 1, got {window_rows}")
+    if unit_rows < window_rows:
+        return unit_rows, window_rows
+    rows = unit_rows // window_rows * window_rows
+    return rows, rows
+
+
+def plan_units(path: str | Path, unit_rows: int, window_rows: int = DEFAULT_WINDOW_ROWS) -> InputPlan:
+    """Cut a table into units laid out by `unit_layout` (an empty table: one empty unit).
 
     Parquet row counts and the schema come from the footer. Plain CSV files are scanned once for
     record boundaries (quote-aware, so newlines inside quoted cells stay inside their row); gzipped
     CSV cannot be entered in the middle, so it is a single unit. A CSV schema is its header's names,
     every column a string.
     """
-    if unit_rows < 1:
-        raise UsageError(f"--unit-rows must be at least 1, got {unit_rows}")
+    layout = unit_layout(unit_rows, window_rows)
     stamp = _stamp(path)  # before reading: a change from now on shows as a different stamp
-    units, schema = _plan_parquet(path, unit_rows) if table_format(path) == "parquet" else _plan_csv(path, unit_rows)
+    units, schema = _plan_parquet(path, layout) if table_format(path) == "parquet" else _plan_csv(path, layout)
     return InputPlan(units, schema, str(path), stamp)
 
 
@@ -158,30 +171,36 @@ def _stamp(path: str | Path) -> tuple[int, int] | None:
     return stat.st_size, stat.st_mtime_ns
 
 
-def _plan_parquet(path: str | Path, unit_rows: int) -> tuple[list[WorkUnit], pa.Schema]:
+def _plan_parquet(path: str | Path, layout: tuple[int, int]) -> tuple[list[WorkUnit], pa.Schema]:
     try:
         with pq.ParquetFile(path) as footer:
             total, schema = footer.metadata.num_rows, footer.schema_arrow
     except (pa.ArrowException, OSError) as exc:
         raise InputFileError(f"cannot read {path} as Parquet: {exc}") from exc
-    starts = range(0, total, unit_rows)
-    units = [WorkUnit(k, start, min(unit_rows, total - start)) for k, start in enumerate(starts)]
+    unit, group = layout
+    starts = [row for first in range(0, total, group) for row in range(first, min(first + group, total), unit)]
+    ends = [*starts[1:], total]
+    units = [WorkUnit(k, start, end - start, group=start // group) for k, (start, end) in enumerate(zip(starts, ends))]
     return units or [WorkUnit(0, 0, 0)], schema
 
 
-def _plan_csv(path: str | Path, unit_rows: int) -> tuple[list[WorkUnit], pa.Schema]:
+def _plan_csv(path: str | Path, layout: tuple[int, int]) -> tuple[list[WorkUnit], pa.Schema]:
     if str(path).lower().endswith(".gz"):
         with gzip.open(path, "rb") as stream:
             names, _ = read_csv_header(stream, str(path))  # type: ignore[arg-type]
             _, total = scan_csv(stream, stream.tell(), every=1 << 62)
         return [WorkUnit(0, 0, total)], csv_schema(names)
+    unit, group = layout
     with open_bytes(str(path)) as stream:
         names, _ = read_csv_header(stream, str(path))
         data_start, size = stream.tell(), Path(path).stat().st_size
-        row_starts, total = scan_csv(stream, data_start, every=unit_rows)
+        row_starts, total = scan_csv(stream, data_start, every=unit, period=group)
     ends = [offset for _, offset in row_starts[1:]] + [size]
     rows = [row for row, _ in row_starts[1:]] + [total]
-    units = [WorkUnit(k, row, rows[k] - row, (offset, ends[k])) for k, (row, offset) in enumerate(row_starts)]
+    units = [
+        WorkUnit(k, row, rows[k] - row, (offset, ends[k]), group=row // group)
+        for k, (row, offset) in enumerate(row_starts)
+    ]
     return units or [WorkUnit(0, 0, 0, (data_start, size))], csv_schema(names)
 
 

@@ -1,7 +1,9 @@
-"""Scoring windows span work units: `--unit-rows` changes neither padding nor the output (issue #15).
+"""Scoring windows are fixed row ranges of the input: how the work is cut (`--unit-rows`, shards,
+resume) changes neither padding nor the output (issues #15, #25).
 
-The scorer length-sorts rows only within the window it is given; a shard's small units are packed
-into one window (`window_groups`), so the batches a run scores are those of one big unit.
+The scorer length-sorts and batches rows only within the window it is given, and in bf16 a row's
+numbers depend on its batch; units never straddle a window and shards own whole windows, so every
+run scores the very same windows.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.csv  # noqa: F401  (pa.csv)
 import pyarrow.parquet as pq
 import pytest
 
@@ -16,7 +19,8 @@ from helpers import SMILES, Crash, crash_after, logp_active_scorers
 from tagcli.core import batching
 from tagcli.errors import BadRowError
 from tagcli.io.runner import DEFAULT_UNIT_ROWS, score_file
-from tagcli.io.workunits import PartDirectory, Shard, WorkUnit, window_groups
+from tagcli.io.tables import open_table
+from tagcli.io.workunits import PartDirectory, Shard, WorkUnit, plan_units, window_groups
 
 ROWS = 50
 
@@ -42,21 +46,34 @@ def scored(scorer, source: Path, out: Path, **settings) -> pa.Table:
     return pq.read_table(out)
 
 
-def units(*sizes: int) -> list[WorkUnit]:
-    starts = [sum(sizes[:k]) for k in range(len(sizes))]
-    return [WorkUnit(k, start, n) for k, (start, n) in enumerate(zip(starts, sizes))]
+def layout(tmp_path: Path, unit_rows: int, window_rows: int) -> list[tuple[int, int, int]]:
+    """(first row, rows, group) of each unit of a 23-row table, as Parquet and as CSV (the same)."""
+    table = pa.table({"id": list(range(23))})
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=5)
+    pa.csv.write_csv(table, tmp_path / "t.csv")
+    plans = [plan_units(tmp_path / name, unit_rows, window_rows) for name in ("t.parquet", "t.csv")]
+    cuts = [[(u.first_row, u.num_rows, u.group) for u in plan.units] for plan in plans]
+    assert cuts[0] == cuts[1]
+    return cuts[0]
 
 
-def test_window_groups_pack_consecutive_units_up_to_the_window() -> None:
-    def sizes(groups: list[list[WorkUnit]]) -> list[list[int]]:
-        return [[u.num_rows for u in group] for group in groups]
+def test_units_never_straddle_a_window(tmp_path: Path) -> None:
+    # smaller than a window: each window is cut into units of one group
+    assert layout(tmp_path, 3, 7) == [
+        *[(0, 3, 0), (3, 3, 0), (6, 1, 0)],
+        *[(7, 3, 1), (10, 3, 1), (13, 1, 1)],
+        *[(14, 3, 2), (17, 3, 2), (20, 1, 2)],
+        (21, 2, 3),
+    ]
+    assert layout(tmp_path, 10, 4) == [(0, 8, 0), (8, 8, 1), (16, 7, 2)]  # larger: rounded down to whole windows
+    assert layout(tmp_path, 7, 7) == [(0, 7, 0), (7, 7, 1), (14, 7, 2), (21, 2, 3)]
 
-    assert sizes(window_groups(units(7, 7, 7, 7, 1), 21)) == [[7, 7, 7], [7, 1]]
-    assert sizes(window_groups(units(30, 30, 5), 21)) == [[30], [30], [5]]  # a big unit stays alone
-    assert sizes(window_groups(units(5, 30, 5, 5), 21)) == [[5], [30], [5, 5]]
-    assert sizes(window_groups(units(0), 4096)) == [[0]]  # an empty file still gets its one unit
-    shard = [u for u in units(*[7] * 9) if Shard(1, 3).owns(u)]  # units 1, 4, 7
-    assert [[u.index for u in g] for g in window_groups(shard, 14)] == [[1, 4], [7]]
+
+def test_window_groups_and_shards_follow_the_window() -> None:
+    units = [WorkUnit(k, 3 * k, 3, group=k // 3) for k in range(8)]  # 3 units per window
+    assert [[u.index for u in g] for g in window_groups(units)] == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    mine = [u for u in units if Shard(1, 2).owns(u)]
+    assert [[u.index for u in g] for g in window_groups(mine)] == [[3, 4, 5]]  # a whole window, never a piece
 
 
 @pytest.mark.parametrize("unit_rows", [1, 7, 60])
@@ -115,8 +132,23 @@ def test_resume_inside_a_group_gives_the_uninterrupted_output(
 
 def test_strict_in_a_group_names_the_row_and_keeps_the_units_before_it(scorer, source: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
-    # shard 3/3 owns units 2, 5, 8 (rows 11-15, 26-30, 41-45): one window; row 29 is the first bad one
+    # shard 2/3 owns the second window, units 4-7 (rows 21-40); row 29 is its first bad one
     with pytest.raises(BadRowError, match=r"^row 29: "):
-        score_file(scorer(strict=True), source, out, window_rows=20, unit_rows=5, shard=Shard(2, 3))
+        score_file(scorer(strict=True), source, out, window_rows=20, unit_rows=5, shard=Shard(1, 3))
     parts = PartDirectory(out)
-    assert [parts.is_done(WorkUnit(k, 5 * k, 5)) for k in (2, 5, 8)] == [True, False, False]
+    assert [parts.is_done(WorkUnit(k, 5 * k, 5)) for k in (4, 5, 6, 7)] == [True, False, False, False]
+
+
+def test_shards_run_the_batches_of_one_run(scorer, source: Path, tmp_path: Path, monkeypatch) -> None:
+    """The same batches, not just the same numbers: in fp32 different batches agree anyway, in bf16 not."""
+    settings = {"window_rows": 12, "unit_rows": 5}
+    one_run = batch_shapes(scorer, source, tmp_path / "one.parquet", monkeypatch, **settings)
+    out = tmp_path / "shards.parquet"
+    shards = [batch_shapes(scorer, source, out, monkeypatch, shard=Shard(k, 3), **settings) for k in range(3)]
+    assert sorted(shape for shard in shards for shape in shard) == sorted(one_run)
+    assert all(shards)  # every shard had work
+
+
+def test_windows_are_exact_whatever_the_row_groups(source: Path) -> None:
+    with open_table(source, batch_rows=7) as reader:  # row groups of 16 rows
+        assert [batch.num_rows for batch in reader] == [7] * 7 + [1]

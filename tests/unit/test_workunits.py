@@ -113,7 +113,7 @@ def source(tmp_path: Path) -> Path:
 
 def reference(scorer, source: Path, tmp_path: Path) -> pa.Table:
     out = tmp_path / "reference.parquet"
-    score_file(scorer(), source, out, window_rows=4, unit_rows=7)
+    score_file(scorer(), source, out, window_rows=4, unit_rows=8)
     return pq.read_table(out)
 
 
@@ -125,16 +125,16 @@ def test_resume_after_a_crash_gives_the_uninterrupted_output(
     out = tmp_path / "out.parquet"
     s = scorer()
     with pytest.raises(Crash):
-        score_file(s, source, out, window_rows=4, unit_rows=7, on_rows=crash_after(crash_at))
+        score_file(s, source, out, window_rows=4, unit_rows=8, on_rows=crash_after(crash_at))
     parts = PartDirectory(out)
-    finished = (crash_at - 1) // 7  # the crash hits inside a unit, which is then not marked done
+    finished = (crash_at - 1) // 8  # the crash hits inside a unit, which is then not marked done
     assert not out.exists() and parts.path.is_dir() == (finished > 0)  # nothing done: nothing kept
     if finished:
         with pytest.raises(UsageError, match="--resume"):  # never silently mixes runs
-            score_file(s, source, out, window_rows=4, unit_rows=7)
-    summary = score_file(s, source, out, window_rows=4, unit_rows=7, resume=True)
+            score_file(s, source, out, window_rows=4, unit_rows=8)
+    summary = score_file(s, source, out, window_rows=4, unit_rows=8, resume=True)
     assert summary.skipped_units == finished  # and units finished before it are not redone
-    assert summary.rows == 50 - 7 * finished and summary.merged
+    assert summary.rows == 50 - 8 * finished and summary.merged
     assert pq.read_table(out).equals(expected)
     assert not parts.path.exists()  # merged and cleaned up
 
@@ -142,9 +142,9 @@ def test_resume_after_a_crash_gives_the_uninterrupted_output(
 def test_resume_refuses_parts_of_a_different_run(scorer, source: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
     with pytest.raises(Crash):
-        score_file(scorer(), source, out, window_rows=4, unit_rows=7, on_rows=crash_after(10))
+        score_file(scorer(), source, out, window_rows=4, unit_rows=8, on_rows=crash_after(10))
     with pytest.raises(UsageError, match="different run.*max_batch_tokens"):
-        score_file(scorer(max_batch_tokens=99), source, out, window_rows=4, unit_rows=7, resume=True)
+        score_file(scorer(max_batch_tokens=99), source, out, window_rows=4, unit_rows=8, resume=True)
     with pytest.raises(UsageError, match="different run.*unit_rows"):
         score_file(scorer(), source, out, window_rows=4, unit_rows=5, resume=True)
 
@@ -152,7 +152,7 @@ def test_resume_refuses_parts_of_a_different_run(scorer, source: Path, tmp_path:
 def test_shards_together_give_one_run(scorer, source: Path, tmp_path: Path) -> None:
     expected = reference(scorer, source, tmp_path)
     out = tmp_path / "out.parquet"
-    summaries = [score_file(scorer(), source, out, window_rows=4, unit_rows=7, shard=Shard(k, 3)) for k in range(3)]
+    summaries = [score_file(scorer(), source, out, window_rows=4, unit_rows=8, shard=Shard(k, 3)) for k in range(3)]
     assert sum(s.rows for s in summaries) == 50
     assert [s.merged for s in summaries] == [False, False, True]  # the last shard to finish merges
     assert pq.read_table(out).equals(expected)
@@ -198,9 +198,9 @@ def test_a_failure_before_any_unit_is_done_leaves_nothing_behind(scorer, source:
     assert PartDirectory(out).path.is_dir()  # the first unit is done: kept for --resume
     PartDirectory(out).remove()
     with pytest.raises(BadRowError, match="row 9"):
-        score_file(scorer(strict=True), source, out, window_rows=4, unit_rows=10)
+        score_file(scorer(strict=True), source, out, window_rows=4, unit_rows=12)
     assert not PartDirectory(out).path.exists() and not out.exists()
-    score_file(scorer(), source, out, window_rows=4, unit_rows=7)  # a plain rerun needs no --resume
+    score_file(scorer(), source, out, window_rows=4, unit_rows=8)  # a plain rerun needs no --resume
     assert pq.read_table(out).num_rows == 50
 
 
