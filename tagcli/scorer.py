@@ -13,15 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import pandas as pd
 import pyarrow as pa
 import torch
 
 from tagcli.basemodel.load import BaseModel, load_base_model
-from tagcli.core.batching import encode_contexts, prepare_inputs
+from tagcli.core.batching import context_batches, prepare_inputs
 from tagcli.core.heads import Columns
-from tagcli.core.model import TaggedModel
+from tagcli.core.model import SharedContext, TaggedModel
 from tagcli.core.prompt import PromptEncoder, PromptTemplate, collate
 from tagcli.errors import BadRowError, PackError, UsageError
 from tagcli.packs.format import TagPack
@@ -29,6 +30,18 @@ from tagcli.packs.reference import Reference, percentile_column
 from tagcli.packs.store import PackStore
 
 STATUS_OK, STATUS_INVALID, STATUS_ERROR = "ok", "invalid", "error"
+
+# One batch's raw outputs: function → column → (numeric?, the batch's values in batch order), JSON-ready.
+BatchOutputs = dict[str, dict[str, tuple[bool, list[Any]]]]
+
+
+class BatchJournal(Protocol):
+    """What a window's batches produced, kept by a file runner (io/checkpoints.py) so that a resumed run
+    skips them. Keys name a batch within one call of `TagScorer.score`; batches follow from the rows alone."""
+
+    def recall(self, key: str) -> BatchOutputs | None: ...
+
+    def record(self, key: str, outputs: BatchOutputs) -> None: ...
 
 
 @dataclass
@@ -189,8 +202,13 @@ class TagScorer:
             return scored
         return self.score(pa.table(batch) if isinstance(batch, pa.RecordBatch) else batch)
 
-    def score(self, table: pa.Table, row_offset: int = 0) -> pa.Table:
-        """`table` with prediction, status and error columns appended (row order kept)."""
+    def score(
+        self, table: pa.Table, row_offset: int = 0, journal: BatchJournal | None = None, strict: bool | None = None
+    ) -> pa.Table:
+        """`table` with prediction, status and error columns appended (row order kept).
+
+        `journal` keeps each batch's outputs and hands back those of batches already run (a resumed
+        window); `strict` overrides the scorer's own setting (a runner that checks rows itself)."""
         clash = sorted(set(self.output_columns) & set(table.column_names))
         if clash:
             raise UsageError(f"input already has column(s) {', '.join(clash)}", hint="rename them; tagcli writes these")
@@ -201,21 +219,18 @@ class TagScorer:
         types: dict[str, pa.DataType] = {}
         for plan in self.plans:
             types |= plan.function.head.output_types()
-        for group in self.groups:
+        for g, group in enumerate(self.groups):
             slots = group[0].slots
             specs = {slot: group[0].domains[domain].manifest.domain_input() for slot, domain in slots.items()}
             texts: dict[str, list[str | None]] = {}
             inputs = prepare_inputs(self.encoder, specs, table, self.columns, errors, slots, texts)
-            predictions |= self._predict(group, inputs, texts, errors, status)
+            predictions |= self._predict(group, inputs, texts, errors, status, _Journal(journal, str(g)))
         for i, message in enumerate(errors):
             if message is not None and status[i] == STATUS_OK:
                 status[i] = STATUS_INVALID
-        if self.strict:
-            bad = next((i for i, s in enumerate(status) if s != STATUS_OK), None)
-            if bad is not None:
-                raise BadRowError(
-                    f"row {row_offset + bad + 1}: {errors[bad]}", hint="drop --strict to get a status per row"
-                )
+        bad = next((i for i, s in enumerate(status) if s != STATUS_OK), None)
+        if bad is not None and (self.strict if strict is None else strict):
+            raise bad_row_error(row_offset + bad, errors[bad])
         for column, values in predictions.items():
             # A row that failed for any function shows no prediction at all, not a partial one.
             values = [v if s == STATUS_OK else None for v, s in zip(values, status)]
@@ -233,6 +248,7 @@ class TagScorer:
         texts: Mapping[str, list],
         errors: list[str | None],
         status: list[str],
+        journal: _Journal,
     ) -> dict[str, list]:
         """Prediction columns of a group of functions over the rows still without an error.
 
@@ -258,7 +274,10 @@ class TagScorer:
             a, b = row_inputs
             swapped = {a: [texts[b][i] for i in ready], b: [texts[a][i] for i in ready]}
             orders.append(({a: row_inputs[b], b: row_inputs[a]}, self._extra_features(group, swapped)[0]))
-        runs = [self._raw_outputs(group, order, len(ready), order_extras) for order, order_extras in orders]
+        runs = [
+            self._raw_outputs(group, order, len(ready), order_extras, journal.within(str(k)))
+            for k, (order, order_extras) in enumerate(orders)
+        ]
         for plan in group:
             raw = average_orders([run[plan.function.name] for run in runs])
             self._collect(plan, raw, ready, columns, errors, status)
@@ -286,31 +305,55 @@ class TagScorer:
         row_inputs: Mapping[str, list],
         n: int,
         extras: Mapping[str, torch.Tensor | None],
-    ) -> dict[str, dict[str, list]]:
+        journal: _Journal,
+    ) -> dict[str, dict[str, RawColumn]]:
         """Each function's raw output columns over `n` rows, in row order: tensors become lists of floats.
 
         The group's functions share everything up to the end of the inputs, so each batch encodes
-        the shared prefix once, the rows' inputs once, and then only each function's suffix.
+        the shared prefix once, the rows' inputs once, and then only each function's suffix. A batch
+        the journal already holds is not run again.
         """
         pad, device = self.encoder.pad_id, self.base.device
         suffixes = {
             plan.function.name: collate([self.encoder.encode_suffix(plan.template)], pad).to(device) for plan in group
         }
         suffix_tokens = max(s.input_ids.shape[1] for s in suffixes.values())
-        outputs: dict[str, dict[str, list]] = {plan.function.name: {} for plan in group}
+        outputs: dict[str, dict[str, RawColumn]] = {plan.function.name: {} for plan in group}
         template = group[0].template
-        for chunk, context in encode_contexts(
+        batches = context_batches(
             self.model, self.encoder, template, row_inputs, self.batch_size, self.max_batch_tokens, suffix_tokens
-        ):
-            for plan in group:
-                name = plan.function.name
-                extra = None if extras[name] is None else extras[name][chunk]
-                predicted = self.model.predict_after_context(context, suffixes[name], name, extra)
-                for column, values in predicted.items():
-                    kept = outputs[name].setdefault(column, RawColumn([None] * n, isinstance(values, torch.Tensor)))
-                    for j, value in zip(chunk, values.float().cpu().tolist() if kept.numeric else values):
+        )
+        for k, (chunk, encode) in enumerate(batches):
+            done = journal.recall(str(k))
+            if done is None:
+                done = self._run_batch(group, chunk, encode(), suffixes, extras)
+                journal.record(str(k), done)
+            for name, columns in done.items():
+                for column, (numeric, values) in columns.items():
+                    kept = outputs[name].setdefault(column, RawColumn([None] * n, numeric))
+                    for j, value in zip(chunk, values):
                         kept.values[j] = value
-        return {name: dict(columns) for name, columns in outputs.items()}
+        return outputs
+
+    def _run_batch(
+        self,
+        group: list[FunctionPlan],
+        chunk: list[int],
+        context: SharedContext,
+        suffixes: Mapping[str, Any],
+        extras: Mapping[str, torch.Tensor | None],
+    ) -> BatchOutputs:
+        """Each function's raw outputs over one batch (numeric ones as floats)."""
+        done: BatchOutputs = {}
+        for plan in group:
+            name = plan.function.name
+            extra = None if extras[name] is None else extras[name][chunk]
+            predicted = self.model.predict_after_context(context, suffixes[name], name, extra)
+            done[name] = {
+                column: (True, values.float().cpu().tolist()) if isinstance(values, torch.Tensor) else (False, values)
+                for column, values in predicted.items()
+            }
+        return done
 
     def _collect(
         self,
@@ -333,6 +376,29 @@ class TagScorer:
         for row, problem in zip(rows, problems):
             if problem is not None:
                 status[row], errors[row] = STATUS_ERROR, f"{plan.function.name}: {problem}"
+
+
+@dataclass
+class _Journal:
+    """A `BatchJournal` seen from inside one call: keys prefixed by function group and order (none: no journal)."""
+
+    journal: BatchJournal | None
+    prefix: str
+
+    def within(self, name: str) -> _Journal:
+        return _Journal(self.journal, f"{self.prefix}.{name}")
+
+    def recall(self, key: str) -> BatchOutputs | None:
+        return None if self.journal is None else self.journal.recall(f"{self.prefix}.{key}")
+
+    def record(self, key: str, outputs: BatchOutputs) -> None:
+        if self.journal is not None:
+            self.journal.record(f"{self.prefix}.{key}", outputs)
+
+
+def bad_row_error(row: int, reason: str | None) -> BadRowError:
+    """--strict's error for the row at 0-based position `row` of the input."""
+    return BadRowError(f"row {row + 1}: {reason}", hint="drop --strict to get a status per row")
 
 
 @dataclass

@@ -10,7 +10,8 @@ Training uses the same path for its readouts (so its features are the scorer's f
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 
 import pyarrow as pa
 import torch
@@ -166,7 +167,22 @@ def encode_contexts(
     max_tokens: int,
     suffix_tokens: int = 0,
 ) -> Iterator[tuple[list[int], SharedContext]]:
-    """Rows of `template` in length-sorted batches: each batch's row indices and its KV context.
+    """Rows of `template` in length-sorted batches: each batch's row indices and its KV context."""
+    for chunk, encode in context_batches(model, encoder, template, inputs, batch_size, max_tokens, suffix_tokens):
+        yield chunk, encode()
+
+
+def context_batches(
+    model: TaggedModel,
+    encoder: PromptEncoder,
+    template: PromptTemplate,
+    inputs: Mapping[str, Sequence[list[int]]],
+    batch_size: int,
+    max_tokens: int,
+    suffix_tokens: int = 0,
+) -> Iterator[tuple[list[int], Callable[[], SharedContext]]]:
+    """Rows of `template` in length-sorted batches: each batch's row indices and what encodes its KV
+    context when called (a batch already scored, e.g. one a resumed run has in its checkpoint, is skipped).
 
     The shared prefix runs once per batch and each row's inputs once; `suffix_tokens` (what runs
     after the inputs) counts towards the token budget. Pairs: rows with the same first input (one
@@ -178,20 +194,20 @@ def encode_contexts(
     shared = len(split.prefix) + suffix_tokens
     leads, rests = encoder.encode_lead_rest(template, inputs) if len(template.inputs) > 1 else (None, None)
     groups = [tuple(r.token_ids) for r in leads] if leads else None
+
+    def encode_leads(chunk: list[int]) -> SharedContext:
+        distinct = {key: k for k, key in enumerate(dict.fromkeys(groups[j] for j in chunk))}
+        first = {groups[j]: j for j in reversed(chunk)}
+        lead_batch = collate([leads[first[key]] for key in distinct], pad).to(device)
+        lead_of_row = torch.tensor([distinct[groups[j]] for j in chunk], device=device)
+        rest_batch = collate([rests[j] for j in chunk], pad).to(device)
+        return model.encode_shared_leads(prefix, lead_batch, lead_of_row, rest_batch)
+
+    def encode(chunk: list[int]) -> SharedContext:
+        return model.encode_context(prefix, collate([split.body[j] for j in chunk], pad).to(device))
+
     for chunk in length_batches([shared + len(r) for r in split.body], batch_size, max_tokens, groups):
-        if groups:
-            distinct = {key: k for k, key in enumerate(dict.fromkeys(groups[j] for j in chunk))}
-            first = {groups[j]: j for j in reversed(chunk)}
-            lead_batch = collate([leads[first[key]] for key in distinct], pad).to(device)
-            lead_of_row = torch.tensor([distinct[groups[j]] for j in chunk], device=device)
-            yield (
-                chunk,
-                model.encode_shared_leads(
-                    prefix, lead_batch, lead_of_row, collate([rests[j] for j in chunk], pad).to(device)
-                ),
-            )
-        else:
-            yield chunk, model.encode_context(prefix, collate([split.body[j] for j in chunk], pad).to(device))
+        yield chunk, partial(encode_leads if groups else encode, chunk)
 
 
 def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, window: int = 50) -> list[list[int]]:

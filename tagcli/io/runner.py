@@ -11,9 +11,11 @@ scored together as that window (`window_groups`), so every row meets the same ba
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,17 @@ import pyarrow as pa
 
 from tagcli import __version__
 from tagcli.errors import BadRowError, UsageError
-from tagcli.io.tables import STDIO, TableReader, TableWriter, check_destination, default_output_path, open_table
+from tagcli.io.checkpoints import OnNotice, WindowCheckpoint
+from tagcli.io.tables import (
+    STDIO,
+    DiskFullError,
+    TableReader,
+    TableWriter,
+    check_destination,
+    default_output_path,
+    format_bytes,
+    open_table,
+)
 from tagcli.io.workunits import (
     DEFAULT_WINDOW_ROWS,
     InputPlan,
@@ -32,7 +44,7 @@ from tagcli.io.workunits import (
     plan_units,
     window_groups,
 )
-from tagcli.scorer import STATUS_ERROR, STATUS_INVALID, STATUS_OK, TagScorer
+from tagcli.scorer import STATUS_ERROR, STATUS_INVALID, STATUS_OK, TagScorer, bad_row_error
 
 DEFAULT_UNIT_ROWS = 8192
 OnStart = Callable[[int | None], None] | None
@@ -95,11 +107,14 @@ def score_file(
     keep_parts: bool = False,
     on_start: OnStart = None,
     on_rows: OnRows = None,
+    on_notice: OnNotice = None,
 ) -> ScoreSummary:
     """Score `source` (CSV/Parquet/'-') into `destination` ('-' for stdout).
 
     Files go through `DEST.parts/`: this process scores its shard's units (skipping finished
     ones with `resume`), and whichever process finds every unit done merges them into `destination`.
+    `on_start` gets the rows this process will score, `on_rows` each count scored and written,
+    `on_notice` a line about something set aside (a damaged part or checkpoint, scored again).
     """
     summary = ScoreSummary(output=str(destination))
     started = time.perf_counter()
@@ -119,8 +134,7 @@ def score_file(
             resume,
             keep_parts,
             summary,
-            on_start,
-            on_rows,
+            _Callbacks(on_start, on_rows, on_notice),
         )
     summary.seconds = time.perf_counter() - started
     return summary
@@ -197,8 +211,7 @@ def _score_units(
     resume: bool,
     keep_parts: bool,
     summary: ScoreSummary,
-    on_start: OnStart,
-    on_rows: OnRows,
+    callbacks: _Callbacks,
 ) -> None:
     plan = plan_units(source, unit_rows, window_rows)
     units = plan.units
@@ -206,29 +219,39 @@ def _score_units(
     schema = scorer.score(plan.schema.empty_table()).schema
     check_destination(destination, schema)  # a column CSV cannot hold, a read-only folder: say so before scoring
     parts = PartDirectory(destination)
-    run = _UnitRun(scorer, plan, parts, schema, window_rows, summary, on_rows)
+    run = _UnitRun(scorer, plan, parts, schema, window_rows, summary, callbacks)
     manifest = _run_manifest(scorer, source, units, unit_rows, window_rows, schema)
     with parts.open(manifest, join=resume or shard.count > 1, shard=shard):  # this shard's lock, held to the end
         mine = [u for u in units if shard.owns(u)]
-        todo = [u for u in mine if not (resume and parts.is_done(u))]
+        todo = [u for u in mine if not (resume and parts.check_done(u, callbacks.on_notice))]
         summary.skipped_units = len(units) - len(todo)
-        if on_start:
-            on_start(sum(u.num_rows for u in todo))
+        if callbacks.on_start:
+            callbacks.on_start(sum(u.num_rows for u in todo))
         try:
             waiting = {u.index for u in todo}
             for group in window_groups(mine):  # from `mine`, not `todo`: the same groups on resume
                 pending = [u for u in group if u.index in waiting]
                 if pending:
                     _score_group(run, group, pending)
-        except BaseException:
-            if shard.count == 1 and not any(parts.is_done(u) for u in units):
-                parts.remove()  # nothing to resume (e.g. --strict hit a bad row in the first unit)
+        except BaseException as exc:
+            # Nothing to resume: no unit done, and no window scored in part unless --strict stopped at a bad row.
+            resumable = parts.has_checkpoints() and not isinstance(exc, BadRowError)
+            if shard.count == 1 and not any(parts.is_done(u) for u in units) and not resumable:
+                parts.remove()
             raise
         if all(parts.is_done(u) for u in units):
-            parts.merge(units, destination, schema)
+            with disk_full_hint(parts, units, parts.size(units)):
+                parts.merge(units, destination, schema)
             summary.merged = True
             if shard.count == 1 and not keep_parts:
                 parts.remove()
+
+
+@dataclass
+class _Callbacks:
+    on_start: OnStart = None  # the rows this process will score
+    on_rows: OnRows = None  # rows scored and written
+    on_notice: OnNotice = None  # something the user should know (a damaged part or checkpoint set aside)
 
 
 @dataclass
@@ -241,7 +264,21 @@ class _UnitRun:
     schema: pa.Schema  # of every part
     window_rows: int
     summary: ScoreSummary
-    on_rows: OnRows
+    callbacks: _Callbacks
+
+    def checkpoint(self, first_row: int, rows: int) -> WindowCheckpoint:
+        path = self.parts.checkpoint(first_row)
+        return WindowCheckpoint.resume(path, {"first_row": first_row, "rows": rows}, self.callbacks.on_notice)
+
+    def score_window(self, table: pa.Table, first_row: int, checkpoint: WindowCheckpoint, strict: bool) -> pa.Table:
+        """One window, its batches kept in `checkpoint`; stopped (a signal, a bad row, a full disk),
+        what it scored so far is saved for --resume."""
+        try:
+            return self.scorer.score(table, row_offset=first_row, journal=checkpoint, strict=strict)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the error that stopped the window is the one to report
+                checkpoint.save()
+            raise
 
 
 def _score_group(run: _UnitRun, group: list[WorkUnit], pending: list[WorkUnit]) -> None:
@@ -249,29 +286,30 @@ def _score_group(run: _UnitRun, group: list[WorkUnit], pending: list[WorkUnit]) 
 
     The group's done units (from an earlier, interrupted run) are scored again but not rewritten:
     their rows shape the batches as they did the first time, so the pending units get the numbers
-    an uninterrupted run gives them. A group of one unit (one window or several) is scored window by
-    window (`_score_unit`).
+    an uninterrupted run gives them (batches in the window's checkpoint are not run again). A group
+    of one unit (one window or several) is scored window by window (`_score_unit`). With --strict,
+    the units before the first bad row are written before the error.
     """
     if len(group) == 1:
         _score_unit(run, group[0])
         return
     started = time.perf_counter()
     tables = [_read_unit(run, unit) for unit in group]
-    try:
-        scored = run.scorer.score(pa.concat_tables(tables), row_offset=group[0].first_row)
-    except BadRowError:
-        # --strict: redo the group unit by unit, so that the error counts rows from its own unit (a
-        # shard's units are not contiguous) and the units before the bad row are done, as without groups.
-        for unit in pending:
-            _score_unit(run, unit)
-        return
+    window = pa.concat_tables(tables)
+    checkpoint = run.checkpoint(group[0].first_row, window.num_rows)
+    scored = run.score_window(window, group[0].first_row, checkpoint, strict=False)
+    status = scored.column("status").to_pylist()
+    bad = next((i for i, s in enumerate(status) if s != STATUS_OK), None) if run.scorer.strict else None
     seconds_per_row = (time.perf_counter() - started) / max(1, scored.num_rows)
     waiting, offset = {u.index for u in pending}, 0
     for unit, table in zip(group, tables):
+        if bad is not None and offset + table.num_rows > bad:
+            raise bad_row_error(group[0].first_row + bad, scored.column("error")[bad].as_py())
         if unit.index in waiting:
             rows = scored.slice(offset, table.num_rows)
             _write_unit(run, unit, rows, seconds_per_row * rows.num_rows)
         offset += table.num_rows
+    checkpoint.remove()
 
 
 def _read_unit(run: _UnitRun, unit: WorkUnit) -> pa.Table:
@@ -286,30 +324,58 @@ def _write_unit(run: _UnitRun, unit: WorkUnit, scored: pa.Table, seconds: float)
     """Write a unit's scored rows as its part, then record it as done."""
     counts = ScoreSummary()
     counts.add(scored.column("status").combine_chunks())
-    with run.parts.writer(unit, run.schema) as writer:
+    with disk_full_hint(run.parts, run.plan.units, scored.nbytes), run.parts.writer(unit, run.schema) as writer:
         writer.write(scored)
     run.parts.mark_done(unit, {**counts.counts(), "seconds": round(seconds, 3)})
-    run.summary.add_counts(counts)
-    run.summary.units += 1
-    if run.on_rows:
-        run.on_rows(scored.num_rows)
+    _count(run, counts)
 
 
 def _score_unit(run: _UnitRun, unit: WorkUnit) -> None:
-    """Score one unit into its part file, then record it as done."""
-    counts, started = ScoreSummary(), time.perf_counter()
+    """Score one unit, window by window, into its part file, then record it as done. Each finished
+    window stays in its checkpoint until the unit is done, so a resumed run does not score it again."""
+    counts, started, checkpoints = ScoreSummary(), time.perf_counter(), []
+    end = unit.first_row + unit.num_rows
     with (
+        disk_full_hint(run.parts, run.plan.units),
         open_table(run.plan.path, batch_rows=run.window_rows, unit=unit) as reader,
         run.parts.writer(unit, run.schema) as writer,
     ):
-        for scored in scored_batches(run.scorer, reader, counts, first_row=unit.first_row):
+        for batch in reader:
+            first_row = unit.first_row + counts.rows
+            checkpoints.append(run.checkpoint(first_row, batch.num_rows))
+            table = pa.Table.from_batches([batch], schema=reader.schema)
+            scored = run.score_window(table, first_row, checkpoints[-1], strict=run.scorer.strict)
+            if first_row + scored.num_rows < end:
+                checkpoints[-1].save()
+            counts.add(scored.column("status").combine_chunks())
             writer.write(scored)
-            if run.on_rows:
-                run.on_rows(scored.num_rows)
+            if run.callbacks.on_rows:
+                run.callbacks.on_rows(scored.num_rows)
     run.plan.check_unit_rows(unit, counts.rows)  # "changed while it was scored" only if it did
     run.parts.mark_done(unit, {**counts.counts(), "seconds": round(time.perf_counter() - started, 3)})
+    for checkpoint in checkpoints:
+        checkpoint.remove()
+    _count(run, counts, rows_reported=True)
+
+
+def _count(run: _UnitRun, counts: ScoreSummary, rows_reported: bool = False) -> None:
     run.summary.add_counts(counts)
     run.summary.units += 1
+    if run.callbacks.on_rows and not rows_reported:
+        run.callbacks.on_rows(counts.rows)
+
+
+@contextmanager
+def disk_full_hint(parts: PartDirectory, units: list[WorkUnit], needed: int | None = None) -> Iterator[None]:
+    """A full disk while writing a part or the merged output: the line says how much is needed (where
+    known) and that the finished units are kept for --resume."""
+    try:
+        yield
+    except DiskFullError as exc:
+        done = sum(parts.is_done(u) for u in units)
+        need = f"; it needs about {format_bytes(needed)}" if needed else ""
+        hint = f"free space in {exc.folder}, then rerun with --resume ({done} finished unit(s) kept in {parts.path})"
+        raise DiskFullError(exc.message.removesuffix(")") + need + ")", exc.folder, hint) from exc
 
 
 def _run_manifest(

@@ -15,6 +15,7 @@ import gzip
 import os
 import re
 import secrets
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -565,14 +566,39 @@ def _reserve_temp(dest: Path) -> Path:
 _FOLDER_ERRORS = (errno.EROFS, errno.EACCES, errno.EPERM)  # no file can be created or replaced there
 
 
+class DiskFullError(InputFileError):
+    """No space left on the device of `folder`."""
+
+    def __init__(self, message: str, folder: Path, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.folder = folder
+
+
+def _free_in(folder: Path) -> str:
+    return f"{format_bytes(shutil.disk_usage(folder).free)} free in {folder}" if folder.is_dir() else f"in {folder}"
+
+
+def format_bytes(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
 @contextmanager
 def write_errors(name: str) -> Iterator[None]:
-    """Turn an OSError while writing `name` into one line; a folder that takes no files says so."""
+    """Turn an OSError while writing `name` into one line: a folder that takes no files, a folder that
+    is gone and a full disk say so (pyarrow reports ENOSPC in its own words, with the errno in the text)."""
     try:
         yield
     except OSError as exc:
+        folder = Path(exc.filename or name).absolute().parent
+        if exc.errno == errno.ENOSPC or "[errno 28]" in str(exc).lower():
+            raise DiskFullError(f"cannot write {name}: no space left on device ({_free_in(folder)})", folder) from exc
         if exc.errno in _FOLDER_ERRORS:
-            folder = Path(exc.filename or name).absolute().parent
             reason = (exc.strerror or os.strerror(exc.errno)).lower()
             raise InputFileError(f"cannot write {name}: the folder {folder} is not writable ({reason})") from exc
+        if exc.errno == errno.ENOENT and not folder.is_dir():
+            raise InputFileError(f"cannot write {name}: the folder {folder} is gone (deleted while writing?)") from exc
         raise InputFileError(f"cannot write {name}: {exc.strerror or _reason(exc)}") from exc

@@ -34,7 +34,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from tagcli.home import write_json_atomic
 from tagcli.io.csv_records import scan_csv
 from tagcli.io.lock import RunLock, StaleLock
 from tagcli.io.tables import TableWriter, csv_schema, open_bytes, read_csv_header, table_format, write_errors
+from tagcli.packs.integrity import sha256_file
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,7 @@ class PartDirectory:
 
     MANIFEST = "_manifest.json"
     RECORDS = "_units"
+    CHECKPOINTS = "_checkpoints"  # what a killed run scored of the window it was in (checkpoints.py)
     LOCKS = "_locks"  # one lock file per shard of each live process (lock.py)
 
     def __init__(self, destination: str | Path) -> None:
@@ -221,6 +223,15 @@ class PartDirectory:
 
     def _record(self, unit: WorkUnit) -> Path:
         return self.path / self.RECORDS / f"{unit.index:06d}.json"
+
+    def checkpoint(self, first_row: int) -> Path:
+        return self.path / self.CHECKPOINTS / f"window-{first_row:012d}.json"
+
+    def has_checkpoints(self) -> bool:
+        return any((self.path / self.CHECKPOINTS).glob("window-*.json"))
+
+    def size(self, units: Sequence[WorkUnit]) -> int:
+        return sum(self.part(u).stat().st_size for u in units if self.part(u).is_file())
 
     def open(self, manifest: dict[str, Any], join: bool, shard: Shard | None = None) -> RunLock:
         """Lock `shard` (default: the whole run) here, then start the directory with `manifest`, or
@@ -311,6 +322,34 @@ class PartDirectory:
     def is_done(self, unit: WorkUnit) -> bool:
         return self._record(unit).is_file() and self.part(unit).is_file()
 
+    def check_done(self, unit: WorkUnit, on_notice: Callable[[str], None] | None = None) -> bool:
+        """Done, and its part is the file that was written: a part truncated, changed or damaged since
+        is named, set aside and its unit left to be scored again."""
+        if not self.is_done(unit):
+            return False
+        problem = self._part_problem(unit)
+        if problem is None:
+            return True
+        if on_notice:
+            on_notice(f"{self.part(unit)} {problem}: its unit is scored again")
+        self._discard(unit)
+        return False
+
+    def _part_problem(self, unit: WorkUnit) -> str | None:
+        try:
+            record = json.loads(self._record(unit).read_text(encoding="utf-8"))
+            size, expected = record["bytes"], record["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return "has no readable record of what was written"
+        actual = self.part(unit).stat().st_size
+        if actual != size:
+            return f"holds {actual} bytes where {size} were written (truncated?)"
+        return None if sha256_file(self.part(unit)) == expected else "is not the file that was written (damaged?)"
+
+    def _discard(self, unit: WorkUnit) -> None:
+        self._record(unit).unlink(missing_ok=True)
+        self.part(unit).unlink(missing_ok=True)
+
     def writer(self, unit: WorkUnit, schema: pa.Schema) -> TableWriter:
         """An atomic writer for the unit's part; clears temp files a killed attempt left behind."""
         for stale in self.path.glob(f".{self.part(unit).name}.*.tmp"):
@@ -318,11 +357,26 @@ class PartDirectory:
         return TableWriter(self.part(unit), schema)
 
     def mark_done(self, unit: WorkUnit, record: dict[str, Any]) -> None:
+        """Record the unit as done, with its part's size and digest (a damaged part is found later)."""
+        part = self.part(unit)
+        written = {"bytes": part.stat().st_size, "sha256": sha256_file(part)}
         with write_errors(str(self._record(unit))):
-            write_json_atomic(self._record(unit), {"unit": unit.index, "first_row": unit.first_row, **record})
+            write_json_atomic(
+                self._record(unit), {"unit": unit.index, "first_row": unit.first_row, **record, **written}
+            )
 
     def merge(self, units: list[WorkUnit], destination: str | Path, schema: pa.Schema) -> None:
-        """Concatenate every unit's part, in unit order, into `destination` (atomically)."""
+        """Concatenate every unit's part, in unit order, into `destination` (atomically). Parts that are
+        not what was written are never merged: they are set aside and the run refuses to finish."""
+        damaged = [(u, problem) for u in units if (problem := self._part_problem(u)) is not None]
+        for unit, _ in damaged:
+            self._discard(unit)
+        if damaged:
+            unit, problem = damaged[0]
+            raise InputFileError(
+                f"{len(damaged)} part(s) not merged: {self.part(unit)} {problem}",
+                hint="rerun with --resume to score the set-aside unit(s) again",
+            )
         with TableWriter(destination, schema) as writer:
             for unit in units:
                 with pq.ParquetFile(self.part(unit)) as part:

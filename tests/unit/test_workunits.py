@@ -128,8 +128,9 @@ def test_resume_after_a_crash_gives_the_uninterrupted_output(
         score_file(s, source, out, window_rows=4, unit_rows=8, on_rows=crash_after(crash_at))
     parts = PartDirectory(out)
     finished = (crash_at - 1) // 8  # the crash hits inside a unit, which is then not marked done
-    assert not out.exists() and parts.path.is_dir() == (finished > 0)  # nothing done: nothing kept
-    if finished:
+    kept = finished > 0 or parts.has_checkpoints()  # a finished unit or window is kept for --resume
+    assert not out.exists() and parts.path.is_dir() == kept  # nothing done: nothing kept
+    if kept:
         with pytest.raises(UsageError, match="--resume"):  # never silently mixes runs
             score_file(s, source, out, window_rows=4, unit_rows=8)
     summary = score_file(s, source, out, window_rows=4, unit_rows=8, resume=True)
