@@ -172,6 +172,7 @@ def predict(
             keep_parts=keep_parts,
             on_start=lambda total: bar.update(task, total=total),
             on_rows=lambda n: bar.advance(task, n),
+            on_notice=out.warn,
         )
     line = (
         f"scored {summary.rows} rows: {summary.ok} ok, {summary.invalid} invalid, {summary.error} error "

@@ -31,10 +31,10 @@ OnNotice = Callable[[str], None] | None
 class WindowCheckpoint:
     """A `BatchJournal` (scorer.py) for one window, written to `path` at most every `every` seconds."""
 
-    def __init__(self, path: Path, window: dict[str, int], every: float = CHECKPOINT_SECONDS) -> None:
+    def __init__(self, path: Path, window: dict[str, int], every: float | None = None) -> None:
         self.path = path
         self.window = window  # first row and row count: a checkpoint of another window is never used
-        self.every = every
+        self.every = CHECKPOINT_SECONDS if every is None else every
         self.batches: dict[str, BatchOutputs] = {}
         self.recalled = 0
         self._unsaved = 0
@@ -42,7 +42,7 @@ class WindowCheckpoint:
 
     @classmethod
     def resume(
-        cls, path: Path, window: dict[str, int], on_notice: OnNotice = None, every: float = CHECKPOINT_SECONDS
+        cls, path: Path, window: dict[str, int], on_notice: OnNotice = None, every: float | None = None
     ) -> WindowCheckpoint:
         """The checkpoint at `path` if a killed run left a sound one for this window, else an empty one."""
         checkpoint = cls(path, window, every)

@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from tagcli import __version__
-from tagcli.errors import BadRowError, UsageError
+from tagcli.errors import BadRowError, InputFileError, UsageError
 from tagcli.io.checkpoints import OnNotice, WindowCheckpoint
 from tagcli.io.tables import (
     STDIO,
@@ -240,7 +240,7 @@ def _score_units(
                 parts.remove()
             raise
         if all(parts.is_done(u) for u in units):
-            with disk_full_hint(parts, units, parts.size(units)):
+            with write_failures(parts, units, parts.size(units)):
                 parts.merge(units, destination, schema)
             summary.merged = True
             if shard.count == 1 and not keep_parts:
@@ -324,7 +324,7 @@ def _write_unit(run: _UnitRun, unit: WorkUnit, scored: pa.Table, seconds: float)
     """Write a unit's scored rows as its part, then record it as done."""
     counts = ScoreSummary()
     counts.add(scored.column("status").combine_chunks())
-    with disk_full_hint(run.parts, run.plan.units, scored.nbytes), run.parts.writer(unit, run.schema) as writer:
+    with write_failures(run.parts, run.plan.units, scored.nbytes), run.parts.writer(unit, run.schema) as writer:
         writer.write(scored)
     run.parts.mark_done(unit, {**counts.counts(), "seconds": round(seconds, 3)})
     _count(run, counts)
@@ -336,7 +336,7 @@ def _score_unit(run: _UnitRun, unit: WorkUnit) -> None:
     counts, started, checkpoints = ScoreSummary(), time.perf_counter(), []
     end = unit.first_row + unit.num_rows
     with (
-        disk_full_hint(run.parts, run.plan.units),
+        write_failures(run.parts, run.plan.units),
         open_table(run.plan.path, batch_rows=run.window_rows, unit=unit) as reader,
         run.parts.writer(unit, run.schema) as writer,
     ):
@@ -366,9 +366,9 @@ def _count(run: _UnitRun, counts: ScoreSummary, rows_reported: bool = False) -> 
 
 
 @contextmanager
-def disk_full_hint(parts: PartDirectory, units: list[WorkUnit], needed: int | None = None) -> Iterator[None]:
-    """A full disk while writing a part or the merged output: the line says how much is needed (where
-    known) and that the finished units are kept for --resume."""
+def write_failures(parts: PartDirectory, units: list[WorkUnit], needed: int | None = None) -> Iterator[None]:
+    """A part or the merged output cannot be written: a full disk says how much is needed (where known)
+    and that the finished units are kept for --resume; a part folder deleted mid-run says so."""
     try:
         yield
     except DiskFullError as exc:
@@ -376,6 +376,12 @@ def disk_full_hint(parts: PartDirectory, units: list[WorkUnit], needed: int | No
         need = f"; it needs about {format_bytes(needed)}" if needed else ""
         hint = f"free space in {exc.folder}, then rerun with --resume ({done} finished unit(s) kept in {parts.path})"
         raise DiskFullError(exc.message.removesuffix(")") + need + ")", exc.folder, hint) from exc
+    except InputFileError:
+        if parts.path.is_dir():
+            raise
+        raise InputFileError(
+            f"{parts.path} was deleted while the run was writing it", hint="rerun without --resume to start again"
+        ) from None
 
 
 def _run_manifest(

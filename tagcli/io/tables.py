@@ -588,8 +588,8 @@ def format_bytes(size: float) -> str:
 
 @contextmanager
 def write_errors(name: str) -> Iterator[None]:
-    """Turn an OSError while writing `name` into one line: a folder that takes no files, a folder that
-    is gone and a full disk say so (pyarrow reports ENOSPC in its own words, with the errno in the text)."""
+    """Turn an OSError while writing `name` into one line: a folder that takes no files and a full disk
+    say so (pyarrow reports ENOSPC in its own words, with the errno in its text)."""
     try:
         yield
     except OSError as exc:
@@ -599,6 +599,4 @@ def write_errors(name: str) -> Iterator[None]:
         if exc.errno in _FOLDER_ERRORS:
             reason = (exc.strerror or os.strerror(exc.errno)).lower()
             raise InputFileError(f"cannot write {name}: the folder {folder} is not writable ({reason})") from exc
-        if exc.errno == errno.ENOENT and not folder.is_dir():
-            raise InputFileError(f"cannot write {name}: the folder {folder} is gone (deleted while writing?)") from exc
         raise InputFileError(f"cannot write {name}: {exc.strerror or _reason(exc)}") from exc
