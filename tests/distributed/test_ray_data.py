@@ -9,12 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.csv  # noqa: F401  (pa.csv)
 import pyarrow.parquet as pq
 import pytest
 
 from helpers import SMILES, write_packs
 from tagcli import TagScorer
+from tagcli.distributed import WindowScorer, window_dataset
 from tagcli.io.references import add_reference
+from tagcli.io.runner import score_file
 from tagcli.packs.format import load_pack
 
 pytestmark = pytest.mark.slow  # starts a local Ray instance and its actors (~35 s)
@@ -77,3 +80,30 @@ def test_tag_scorer_in_ray_data_map_batches(local_ray, base, tiny_model_dir: Pat
     reference = load_pack(packs / "logp").reference
     ranked = scored[scored["status"] == "ok"]
     assert ranked["pred_y_percentile"].tolist() == reference.percentiles("pred_y", ranked["pred_y"].tolist())
+
+
+def test_window_scorer_writes_what_predict_writes(local_ray, base, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Actors that score whole windows of the file: the batches `predict` runs, so bf16 numbers match too."""
+    packs = tmp_path / "packs"
+    write_packs(packs, base)
+    values = [SMILES[i % len(SMILES)] + "C" * (i % 5) for i in range(100)] + ["C1CC", ""]
+    source = tmp_path / "mols.csv"
+    pa.csv.write_csv(pa.table({"id": list(range(len(values))), "smiles": values}), source)
+    options = {"function": ["logp", "active"], "base_model": str(tiny_model_dir), "device": "cpu",
+               "dtype": "bfloat16", "pack_dirs": [str(packs)], "batch_size": 4}  # fmt: skip
+    scored = (
+        window_dataset(source, window_rows=16)
+        .map_batches(
+            WindowScorer,
+            fn_constructor_kwargs=options,
+            compute=local_ray.data.ActorPoolStrategy(size=2),
+            num_cpus=1,
+            batch_size=1,
+            batch_format="pyarrow",
+        )
+        .to_arrow_refs()
+    )
+    table = pa.concat_tables(local_ray.get(scored)).sort_by("id")
+    expected = tmp_path / "predict.parquet"
+    score_file(TagScorer(**options), source, expected, window_rows=16, unit_rows=5)
+    assert table.equals(pq.read_table(expected).sort_by("id"))  # ids are CSV strings: both sorted as text

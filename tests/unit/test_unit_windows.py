@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from helpers import SMILES, Crash, crash_after, logp_active_scorers
+from tagcli.basemodel.load import load_base_model
 from tagcli.core import batching
 from tagcli.errors import BadRowError
 from tagcli.io.runner import DEFAULT_UNIT_ROWS, score_file
@@ -152,3 +153,27 @@ def test_shards_run_the_batches_of_one_run(scorer, source: Path, tmp_path: Path,
 def test_windows_are_exact_whatever_the_row_groups(source: Path) -> None:
     with open_table(source, batch_rows=7) as reader:  # row groups of 16 rows
         assert [batch.num_rows for batch in reader] == [7] * 7 + [1]
+
+
+@pytest.fixture(scope="module")
+def bf16_scorer(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The tiny model in bf16, where (as in the real one) a row's numbers depend on its batch neighbours."""
+    return logp_active_scorers(load_base_model(str(tiny_model_dir), device="cpu", dtype="bfloat16"),
+                               tmp_path_factory.mktemp("bf16-packs"))  # fmt: skip
+
+
+def test_bf16_numbers_are_the_same_however_the_work_is_cut(bf16_scorer, source: Path, tmp_path: Path) -> None:
+    settings = {"window_rows": 12, "unit_rows": 5}
+    expected = scored(bf16_scorer, source, tmp_path / "one.parquet", **settings)
+    other_window = scored(bf16_scorer, source, tmp_path / "other-window.parquet", window_rows=20, unit_rows=5)
+    assert not other_window.equals(expected)  # batches do move bf16 numbers: the comparison below can fail
+    assert scored(bf16_scorer, source, tmp_path / "units.parquet", window_rows=12, unit_rows=50).equals(expected)
+    shards = tmp_path / "shards.parquet"
+    for k in range(3):
+        score_file(bf16_scorer(), source, shards, shard=Shard(k, 3), **settings)
+    assert pq.read_table(shards).equals(expected)
+    resumed = tmp_path / "resumed.parquet"
+    with pytest.raises(Crash):
+        score_file(bf16_scorer(), source, resumed, on_rows=crash_after(15), **settings)
+    score_file(bf16_scorer(), source, resumed, resume=True, **settings)
+    assert pq.read_table(resumed).equals(expected)
