@@ -34,6 +34,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from types import TracebackType
@@ -195,8 +196,16 @@ class RunLock:
             except OSError:  # removed with its folder after the merge
                 pass
 
+    def alone(self) -> bool:
+        """No other live process holds a lock here (no other shard can be merging at this moment)."""
+        return not any(f.path != self.path and f.is_live() for f in self._found(lambda index, count: True))
+
     def _overlapping(self) -> list[_Found]:
         """Lock files here whose shard shares units with this one (this shard's own file included)."""
+        return self._found(lambda index, count: _overlap(self.index, self.count, index, count))
+
+    def _found(self, wanted: Callable[[int, int], bool]) -> list[_Found]:
+        """Lock files here of the shards (0-based index, count) `wanted` accepts."""
         try:
             names = sorted(os.listdir(self.folder))
         except FileNotFoundError:
@@ -204,7 +213,7 @@ class RunLock:
         found = []
         for name in names:
             match = _NAME.fullmatch(name)
-            if match and _overlap(self.index, self.count, int(match.group(1)) - 1, int(match.group(2))):
+            if match and wanted(int(match.group(1)) - 1, int(match.group(2))):
                 lock = _read(self.folder / name)
                 if lock is not None:
                     found.append(lock)

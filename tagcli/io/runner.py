@@ -34,6 +34,7 @@ from tagcli.io.tables import (
     default_output_path,
     format_bytes,
     open_table,
+    remove_temp_files,
 )
 from tagcli.io.workunits import (
     DEFAULT_WINDOW_ROWS,
@@ -221,7 +222,7 @@ def _score_units(
     parts = PartDirectory(destination)
     run = _UnitRun(scorer, plan, parts, schema, window_rows, summary, callbacks)
     manifest = _run_manifest(scorer, source, units, unit_rows, window_rows, schema)
-    with parts.open(manifest, join=resume or shard.count > 1, shard=shard):  # this shard's lock, held to the end
+    with parts.open(manifest, join=resume or shard.count > 1, shard=shard) as lock:  # held to the end
         mine = [u for u in units if shard.owns(u)]
         todo = [u for u in mine if not (resume and parts.check_done(u, callbacks.on_notice))]
         summary.skipped_units = len(units) - len(todo)
@@ -240,6 +241,8 @@ def _score_units(
                 parts.remove()
             raise
         if all(parts.is_done(u) for u in units):
+            if lock.alone():  # no other shard merging now: temp files next to the output are a killed merge's
+                remove_temp_files(destination)
             with write_failures(parts, units, parts.size(units)):
                 parts.merge(units, destination, schema)
             summary.merged = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import glob
 import gzip
 import os
 import re
@@ -545,6 +546,13 @@ def _nulls_as_strings(schema: pa.Schema) -> pa.Schema:
         [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in schema],
         metadata=schema.metadata,
     )
+
+
+def remove_temp_files(path: str | Path) -> None:
+    """Remove the temp files writers of `path` left behind (a process killed while writing it)."""
+    dest = Path(path)
+    for temp in dest.parent.glob(f".{glob.escape(dest.name)}.*.tmp"):
+        temp.unlink(missing_ok=True)
 
 
 def _reserve_temp(dest: Path) -> Path:

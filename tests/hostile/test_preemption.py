@@ -77,6 +77,7 @@ def test_a_signal_anywhere_then_resume_gives_the_uninterrupted_output(
     assert resumed.returncode == 0, resumed.stderr
     assert pq.read_table(out).equals(expected)
     assert not PartDirectory(out).path.exists()
+    assert not list(setup.root.glob(f".{out.name}.*"))  # a killed merge's temp file is gone too
 
 
 def test_sigterm_to_tagcli_predict_keeps_the_parts_and_releases_the_lock(setup: Setup) -> None:
