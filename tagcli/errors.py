@@ -109,6 +109,11 @@ def set_stop_hint(hint: str | None) -> None:
     _stop["hint"] = hint
 
 
+def stop_signal() -> int | None:
+    """The signal that stopped the run (None: none yet)."""
+    return _stop["signal"]  # type: ignore[return-value]
+
+
 def interrupted(exc: BaseException) -> bool:
     return isinstance(exc, KeyboardInterrupt) or _stop["signal"] is not None
 

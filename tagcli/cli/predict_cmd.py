@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import tempfile
 
 import torch
 import typer
@@ -39,7 +41,7 @@ from tagcli.cli.options import (
     slot_columns,
 )
 from tagcli.cli.output import Output, OutputFormat
-from tagcli.errors import TagcliError, UsageError
+from tagcli.errors import TagcliError, UsageError, stop_signal
 from tagcli.io.runner import DEFAULT_UNIT_ROWS, check_run, score_file
 from tagcli.io.tables import default_output_path
 from tagcli.io.workunits import DEFAULT_WINDOW_ROWS, PartDirectory, Shard
@@ -106,7 +108,8 @@ def predict(
         help="Run N processes, one per GPU (cuda:0..N-1; with --device cpu, N CPU processes), each on its own shard.",
     ),
     unit_rows: int = typer.Option(
-        DEFAULT_UNIT_ROWS, "--unit-rows",
+        DEFAULT_UNIT_ROWS,
+        "--unit-rows",
         help="Rows per work unit: the grain of resuming (never straddles a window; above --window-rows, "
         "rounded down to whole windows). Shards share out windows. Changes no numbers.",
     ),
@@ -208,15 +211,22 @@ def _run_device_processes(out: Output, count: int, device: str, destination: str
         "--format",
         "json",
     ]  # the last --format wins: summaries come back as JSON
+    logs = [tempfile.TemporaryFile("w+") for _ in placements]  # a file, not a pipe: a chatty shard never blocks
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "tagcli", *argv, "--shard", f"{k + 1}/{count}", "--device", placement, *shard_args],
             stdout=subprocess.PIPE,
+            stderr=log,
             text=True,
         )
-        for k, placement in enumerate(placements)
+        for k, (placement, log) in enumerate(zip(placements, logs))
     ]
-    outputs = [child.communicate()[0] for child in children]  # errors went straight to stderr
+    outputs = _wait_for_shards(children)
+    for k, log in enumerate(logs):  # each shard's warnings and errors, labelled
+        log.seek(0)
+        for line in log.read().splitlines():
+            out.err.print(f"shard {k + 1}/{count}: {line}", highlight=False, markup=False)
+        log.close()
     failed = [k + 1 for k, child in enumerate(children) if child.returncode != 0]
     if failed:
         raise TagcliError(
@@ -231,6 +241,21 @@ def _run_device_processes(out: Output, count: int, device: str, destination: str
         f"{count} processes scored {totals['rows']} rows: {totals['ok']} ok, {totals['invalid']} invalid, "
         f"{totals['error']} error -> {destination}",
     )
+
+
+def _wait_for_shards(children: list[subprocess.Popen]) -> list[str]:
+    """Each shard process's stdout once it ends. A SIGTERM or SIGHUP that stops this process (a scheduler
+    preempting the job) is passed on, so every shard stops as it would alone; Ctrl-C reached them already."""
+    try:
+        return [child.communicate()[0] for child in children]
+    except KeyboardInterrupt:
+        stop = stop_signal()
+        for child in children:
+            if stop not in (None, signal.SIGINT) and child.poll() is None:
+                child.send_signal(stop)
+        for child in children:
+            child.wait()
+        raise
 
 
 def _without_option(argv: list[str], name: str) -> list[str]:

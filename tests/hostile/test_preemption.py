@@ -80,12 +80,14 @@ def test_a_signal_anywhere_then_resume_gives_the_uninterrupted_output(
     assert not list(setup.root.glob(f".{out.name}.*"))  # a killed merge's temp file is gone too
 
 
-def test_sigterm_to_tagcli_predict_keeps_the_parts_and_releases_the_lock(setup: Setup) -> None:
+@pytest.mark.parametrize("devices", [[], ["--devices", "2"]])
+def test_sigterm_to_tagcli_predict_keeps_the_parts_and_releases_the_lock(setup: Setup, devices: list[str]) -> None:
+    """A scheduler's SIGTERM to `predict` (with --devices: to the parent only, which passes it on)."""
     big = setup.root / "big.csv"
     big.write_text("smiles\n" + "\n".join(SMILES * 3000) + "\n")
-    out = setup.root / "big.out.parquet"
+    out = setup.root / f"big{len(devices)}.out.parquet"
     records = PartDirectory(out).path / PartDirectory.RECORDS
-    process = setup.start(*setup.unit_predict_args(str(out), source=str(big)), stdout=subprocess.DEVNULL)
+    process = setup.start(*setup.unit_predict_args(str(out), *devices, source=str(big)), stdout=subprocess.DEVNULL)
     deadline = time.time() + TIMEOUT
     while not any(records.glob("*.json")) and time.time() < deadline:  # a unit is done
         time.sleep(0.05)
