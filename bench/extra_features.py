@@ -25,7 +25,7 @@ from tagcli.basemodel.load import load_base_model
 from tagcli.core.extra_features import EXTRA_FEATURES, ExtraFeatures
 from tagcli.core.heads import RegressionHead
 from tagcli.packs.format import TagPack, load_pack, save_pack
-from tagcli.scorer import TagScorer
+from tagcli.scoring.scorer import TagScorer
 
 SETS = ("rdkit2d", "ecfp4")
 

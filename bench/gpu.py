@@ -131,7 +131,7 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
 def measure(args: argparse.Namespace, device: torch.device) -> dict:
     from tagcli.core.batching import length_batches
     from tagcli.core.prompt import collate
-    from tagcli.scorer import TagScorer
+    from tagcli.scoring.scorer import TagScorer
 
     started = time.perf_counter()
     base = random_base(args, device)

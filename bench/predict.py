@@ -62,9 +62,9 @@ from tagcli.core.batching import encode_contexts, length_batches
 from tagcli.core.heads import RegressionHead
 from tagcli.core.prompt import collate
 from tagcli.core.readout import ReadoutSpec
-from tagcli.io.runner import DEFAULT_UNIT_ROWS, score_file
 from tagcli.packs.format import Manifest, TagPack, load_pack, save_pack
-from tagcli.scorer import TagScorer
+from tagcli.scoring.runner import DEFAULT_UNIT_ROWS, score_file
+from tagcli.scoring.scorer import TagScorer
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "qed_test.parquet"

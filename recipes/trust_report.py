@@ -265,7 +265,7 @@ def run_pack(
     max_batch_tokens: int | None = None,
 ) -> dict[str, Any]:
     from tagcli.core.prompt import PromptTemplate
-    from tagcli.scorer import TagScorer
+    from tagcli.scoring.scorer import TagScorer
 
     path = packs / spec.function / "manifest.json"
     if not path.is_file():

@@ -7,7 +7,7 @@ __all__ = ["TagScorer", "__version__"]
 def __getattr__(name: str):
     # Lazy, so `import tagcli` (and reading __version__) does not pull in torch.
     if name == "TagScorer":
-        from tagcli.scorer import TagScorer
+        from tagcli.scoring.scorer import TagScorer
 
         return TagScorer
     raise AttributeError(f"module 'tagcli' has no attribute {name!r}")

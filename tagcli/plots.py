@@ -15,7 +15,7 @@ import numpy as np
 
 from tagcli.core.metrics import classification_metrics, regression_metrics
 from tagcli.errors import TagcliError, UsageError
-from tagcli.io.evaluation import LabeledScores
+from tagcli.scoring.evaluation import LabeledScores
 
 
 def write_plot(scores: LabeledScores, path: str | Path, title: str = "") -> Path:

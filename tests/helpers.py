@@ -24,7 +24,7 @@ import torch
 from tagcli.basemodel.load import BaseModel, load_base_model
 from tagcli.core.heads import ClassificationHead, Head, RegressionHead
 from tagcli.packs.format import Manifest, TagPack, save_pack
-from tagcli.scorer import TagScorer
+from tagcli.scoring.scorer import TagScorer
 
 if TYPE_CHECKING:
     from tagcli.train import TrainConfig

@@ -21,9 +21,9 @@ from tagcli.cli.options import (
     slot_columns,
 )
 from tagcli.cli.output import Output, OutputFormat
-from tagcli.io.evaluation import pack_metrics, score_labeled
 from tagcli.packs.format import record_metrics
-from tagcli.scorer import TagScorer
+from tagcli.scoring.evaluation import pack_metrics, score_labeled
+from tagcli.scoring.scorer import TagScorer
 
 
 def evaluate(

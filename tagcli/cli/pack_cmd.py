@@ -24,12 +24,12 @@ from tagcli.cli.options import (
 from tagcli.cli.output import Output, OutputFormat
 from tagcli.cli.pack_rows import human_row, list_block, list_row, size_text
 from tagcli.errors import PackError
-from tagcli.io.references import add_reference
 from tagcli.packs import install, listing
 from tagcli.packs.card import model_card
 from tagcli.packs.registries import configured_registries
 from tagcli.packs.store import PackStore
-from tagcli.scorer import TagScorer
+from tagcli.scoring.references import add_reference
+from tagcli.scoring.scorer import TagScorer
 
 app = typer.Typer(help="Tag packs: domain and function tags with their heads.", no_args_is_help=True)
 

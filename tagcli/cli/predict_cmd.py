@@ -42,12 +42,12 @@ from tagcli.cli.options import (
 )
 from tagcli.cli.output import Output, OutputFormat
 from tagcli.errors import TagcliError, UsageError, stop_signal
-from tagcli.io.runner import DEFAULT_UNIT_ROWS, check_run, score_file
 from tagcli.io.tables import default_output_path
 from tagcli.io.workunits import DEFAULT_WINDOW_ROWS, PartDirectory, Shard
 from tagcli.packs.install import ensure_packs
 from tagcli.packs.store import PackStore
-from tagcli.scorer import TagScorer
+from tagcli.scoring.runner import DEFAULT_UNIT_ROWS, check_run, score_file
+from tagcli.scoring.scorer import TagScorer
 
 
 def predict(

@@ -1,1 +1,1 @@
-"""Files: streaming table readers/writers, work units and part directories, and the file runner."""
+"""Files: streaming table readers/writers (CSV, Parquet, stdin/stdout), work units, part directories and run locks."""

@@ -22,7 +22,7 @@ from tagcli.errors import UsageError
 from tagcli.io.tables import open_table
 from tagcli.packs.format import TagPack
 from tagcli.packs.reference import PERCENTILE_SUFFIX
-from tagcli.scorer import STATUS_OK
+from tagcli.scoring.scorer import STATUS_OK
 
 SAMPLE_ROWS = 20_000
 FLAGGED_SHOWN = 25

@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 
 from tagcli import __version__
-from tagcli.io.evaluation import LabeledScores
-from tagcli.io.runner import ScoreSummary
 from tagcli.packs.card import model_card
 from tagcli.packs.reference import PERCENTILE_SUFFIX
 from tagcli.plots import evaluation_figure, pyplot
 from tagcli.report.collect import DOMAIN_SCORE, ROW, STATUS, ScoredFile
-from tagcli.scorer import STATUS_ERROR, STATUS_INVALID, STATUS_OK
+from tagcli.scoring.evaluation import LabeledScores
+from tagcli.scoring.runner import ScoreSummary
+from tagcli.scoring.scorer import STATUS_ERROR, STATUS_INVALID, STATUS_OK
 
 BINS = 40
 REASONS_SHOWN = 15

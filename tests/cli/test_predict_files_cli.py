@@ -190,7 +190,7 @@ def _in_process(setup: Setup, capsys: pytest.CaptureFixture[str], *args: str) ->
 @pytest.fixture
 def scored_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many rows each scoring call got (calls with 0 rows only check the columns)."""
-    from tagcli.scorer import TagScorer
+    from tagcli.scoring.scorer import TagScorer
 
     calls: list[int] = []
     score = TagScorer.score

@@ -16,13 +16,13 @@ from chromium import find_chromium, visit
 
 from helpers import SMILES, write_packs
 from tagcli.cli.app import run
-from tagcli.io.references import add_reference
-from tagcli.io.runner import score_file
 from tagcli.packs.format import load_pack
 from tagcli.packs.store import PackStore
 from tagcli.report import write_report
 from tagcli.report.collect import read_scored
-from tagcli.scorer import TagScorer
+from tagcli.scoring.references import add_reference
+from tagcli.scoring.runner import score_file
+from tagcli.scoring.scorer import TagScorer
 
 OUT = Path(__file__).resolve().parents[2] / "out"
 

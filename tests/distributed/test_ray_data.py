@@ -15,10 +15,10 @@ import pytest
 
 from helpers import SMILES, write_packs
 from tagcli import TagScorer
-from tagcli.distributed import WindowScorer, window_dataset
-from tagcli.io.references import add_reference
-from tagcli.io.runner import score_file
 from tagcli.packs.format import load_pack
+from tagcli.scoring.distributed import WindowScorer, window_dataset
+from tagcli.scoring.references import add_reference
+from tagcli.scoring.runner import score_file
 
 pytestmark = pytest.mark.slow  # starts a local Ray instance and its actors (~35 s)
 

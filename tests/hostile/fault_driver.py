@@ -21,8 +21,8 @@ from typing import Any
 
 from tagcli.errors import format_error, watch_stop_signals
 from tagcli.io import checkpoints, tables
-from tagcli.io.runner import score_file
-from tagcli.scorer import TagScorer
+from tagcli.scoring.runner import score_file
+from tagcli.scoring.scorer import TagScorer
 
 SETTINGS = {"window_rows": 12, "unit_rows": 5}  # windows of 12 rows, each cut into units of 5, 5 and 2
 

@@ -41,9 +41,9 @@ from helpers import PROTEINS, SMILES, TIMEOUT, Result, Setup, cli_setup, tiny_ba
 from tagcli.core.domains import DomainInput
 from tagcli.errors import TagcliError
 from tagcli.io import csv_records
-from tagcli.io.runner import score_file
 from tagcli.io.tables import open_table
-from tagcli.scorer import TagScorer
+from tagcli.scoring.runner import score_file
+from tagcli.scoring.scorer import TagScorer
 
 FUZZ = settings(
     deadline=None,

@@ -445,7 +445,7 @@ def test_stray_pickles_beside_a_pack_are_never_opened(
     where: str, library: Path, tmp_path: Path, marker: Path, base, capsys: pytest.CaptureFixture
 ) -> None:
     """Decision: beside a pack without an install record, other files are ignored; nothing opens them."""
-    from tagcli.scorer import TagScorer
+    from tagcli.scoring.scorer import TagScorer
 
     root = tmp_path / "packdir" if where == "pack-dir" else packs_dir()
     shutil.copytree(library, root)

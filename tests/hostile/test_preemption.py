@@ -22,8 +22,8 @@ import pytest
 
 from helpers import SMILES, TIMEOUT, Setup, cli_setup, logp_active_scorers
 from tagcli.errors import InputFileError, format_error
-from tagcli.io.runner import score_file
 from tagcli.io.workunits import PartDirectory
+from tagcli.scoring.runner import score_file
 
 DRIVER = Path(__file__).with_name("fault_driver.py")
 SETTINGS = {"window_rows": 12, "unit_rows": 5}  # fault_driver.SETTINGS
@@ -179,7 +179,7 @@ def test_a_part_damaged_before_the_merge_is_never_merged(scorer, source: Path, t
 def test_a_damaged_checkpoint_is_named_and_its_window_scored_again(
     scorer, source: Path, tmp_path: Path, monkeypatch, damage: str
 ) -> None:
-    monkeypatch.setattr("tagcli.io.checkpoints.CHECKPOINT_SECONDS", 0.0)
+    monkeypatch.setattr("tagcli.scoring.checkpoints.CHECKPOINT_SECONDS", 0.0)
     out = tmp_path / "out.parquet"
     parts = stopped_run(scorer, source, out, rows=5)  # stopped inside the first window, after its first unit
     [checkpoint] = (parts.path / PartDirectory.CHECKPOINTS).glob("*.json")

@@ -27,8 +27,8 @@ import pytest
 from helpers import SMILES, TIMEOUT, Setup, cli_setup
 from tagcli.errors import UsageError
 from tagcli.io.lock import STALE_AFTER_SECONDS, RunLock, RunLockedError, StaleLock
-from tagcli.io.runner import check_run
 from tagcli.io.workunits import PartDirectory
+from tagcli.scoring.runner import check_run
 
 ROWS = 2400
 STARTED = r"started (\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d"

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from chromium import find_chromium, visit
 
-from tagcli.io.runner import score_file
 from tagcli.packs.store import PackStore
 from tagcli.report import write_report
-from tagcli.scorer import TagScorer
+from tagcli.scoring.runner import score_file
+from tagcli.scoring.scorer import TagScorer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "molecules.csv"

@@ -29,10 +29,10 @@ from tagcli.core.heads.feature import FeatureHead
 from tagcli.core.metrics import regression_metrics
 from tagcli.core.prompt import PromptTemplate
 from tagcli.errors import UsageError
-from tagcli.io.evaluation import evaluate_file
 from tagcli.options import option
 from tagcli.packs.format import load_pack, save_pack
-from tagcli.scorer import TagScorer
+from tagcli.scoring.evaluation import evaluate_file
+from tagcli.scoring.scorer import TagScorer
 from tagcli.train import train
 from tagcli.train.methods import METHODS, register_method
 from tagcli.train.methods.tag_llm import TagLLM

@@ -17,11 +17,11 @@ import torch
 from helpers import SMILES, Crash, crash_after, domain_pack, ensemble_config
 from tagcli.core.extra_features import EXTRA_FEATURES, ExtraFeatures, composition
 from tagcli.errors import PackError, UsageError
-from tagcli.io.runner import score_file
 from tagcli.io.workunits import Shard
 from tagcli.packs.card import model_card
 from tagcli.packs.format import load_pack, save_pack
-from tagcli.scorer import TagScorer
+from tagcli.scoring.runner import score_file
+from tagcli.scoring.scorer import TagScorer
 from tagcli.train import train
 from tagcli.train.features import readouts
 from tagcli.train.loop import _Hidden

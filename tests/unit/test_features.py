@@ -23,7 +23,7 @@ from tagcli.core.prompt import PromptEncoder, PromptTemplate
 from tagcli.core.readout import ReadoutSpec
 from tagcli.errors import PackError
 from tagcli.packs.format import load_pack, save_pack
-from tagcli.scorer import TagScorer
+from tagcli.scoring.scorer import TagScorer
 from tagcli.train import features as features_module
 from tagcli.train import train
 from tagcli.train.data import Examples

@@ -25,7 +25,7 @@ from tagcli.packs.install import ensure_packs, pull, remove
 from tagcli.packs.registries import parse_registry
 from tagcli.packs.store import PackStore, builtin_packs_dir
 from tagcli.packs.transport import sha256_file
-from tagcli.scorer import TagScorer
+from tagcli.scoring.scorer import TagScorer
 
 no_configured_registries = registry_server.no_configured_registries
 reg, sources = registry_server.reg, registry_server.sources

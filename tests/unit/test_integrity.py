@@ -23,7 +23,7 @@ from tagcli.packs.format import load_pack, save_pack
 from tagcli.packs.install import pull
 from tagcli.packs.registries import parse_registry
 from tagcli.packs.store import PackStore, builtin_packs_dir
-from tagcli.scorer import TagScorer
+from tagcli.scoring.scorer import TagScorer
 
 HINT = "(hint: `tagcli pack pull logp --force` reinstalls it)"
 

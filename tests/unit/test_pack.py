@@ -27,7 +27,7 @@ from tagcli.packs.format import (
     write_archive,
 )
 from tagcli.packs.store import PackStore, sibling_pack
-from tagcli.scorer import TagScorer
+from tagcli.scoring.scorer import TagScorer
 
 OTHER_FINGERPRINT = "sha256:" + "ab" * 32
 

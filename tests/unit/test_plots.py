@@ -11,9 +11,9 @@ import pytest
 
 from helpers import SMILES, write_packs
 from tagcli.errors import TagcliError, UsageError
-from tagcli.io.evaluation import score_labeled
 from tagcli.plots import write_plot
-from tagcli.scorer import TagScorer
+from tagcli.scoring.evaluation import score_labeled
+from tagcli.scoring.scorer import TagScorer
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -13,7 +13,7 @@ import pytest
 from helpers import SMILES, domain_pack, function_pack, regression_head
 from tagcli.errors import PackError, UsageError
 from tagcli.packs.format import load_pack, save_pack
-from tagcli.scorer import TagScorer
+from tagcli.scoring.scorer import TagScorer
 from tagcli.train import TrainConfig, train
 
 

@@ -13,14 +13,14 @@ import pytest
 
 from helpers import SMILES, Crash, crash_after, write_packs
 from tagcli.errors import PackError, UsageError
-from tagcli.io.references import add_reference
-from tagcli.io.runner import score_file
 from tagcli.io.workunits import Shard
 from tagcli.packs.folder import HEADS_FILE, MANIFEST, TAGS_FILE
 from tagcli.packs.format import load_pack
 from tagcli.packs.integrity import INSTALL_RECORD
 from tagcli.packs.reference import Reference, reference_from_predictions
-from tagcli.scorer import TagScorer
+from tagcli.scoring.references import add_reference
+from tagcli.scoring.runner import score_file
+from tagcli.scoring.scorer import TagScorer
 
 REFERENCE_SMILES = SMILES + ["CCCO", "CC(C)O", "c1ccncc1", "CC(=O)N", "C1CCCCC1", "not a molecule"]
 

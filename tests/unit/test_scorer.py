@@ -19,10 +19,10 @@ from tagcli.core.model import TaggedModel
 from tagcli.core.prompt import PromptEncoder, collate
 from tagcli.core.readout import ReadoutSpec
 from tagcli.errors import BadRowError, PackError, UsageError
-from tagcli.io.evaluation import evaluate_file, score_labeled
-from tagcli.io.runner import score_file
 from tagcli.packs.format import save_pack
-from tagcli.scorer import TagScorer
+from tagcli.scoring.evaluation import evaluate_file, score_labeled
+from tagcli.scoring.runner import score_file
+from tagcli.scoring.scorer import TagScorer
 
 
 @pytest.fixture(scope="module")
@@ -523,8 +523,8 @@ def test_the_scorer_is_the_package_api() -> None:
 
 
 def test_eval_metrics_recorded_in_the_pack(scorer, tmp_path: Path) -> None:
-    from tagcli.io.evaluation import pack_metrics
     from tagcli.packs.format import load_pack, record_metrics
+    from tagcli.scoring.evaluation import pack_metrics
 
     s = scorer("logp")
     labeled = tmp_path / "labeled.parquet"

@@ -18,7 +18,7 @@ from helpers import SMILES, domain_pack, function_pack, regression_head, tiny_tr
 from tagcli.core.prompt import PromptTemplate
 from tagcli.errors import PackError, UsageError
 from tagcli.packs.format import load_pack, save_pack
-from tagcli.scorer import TagScorer
+from tagcli.scoring.scorer import TagScorer
 from tagcli.train import TrainConfig, train
 
 PAIR = "{tag:smiles}{input:drug_a=smiles}{tag:smiles}{input:drug_b=smiles}{tag:%s}"

@@ -22,7 +22,7 @@ from tagcli.core.prompt import PromptEncoder, PromptTemplate, collate
 from tagcli.core.readout import PAPER
 from tagcli.errors import UsageError
 from tagcli.packs.format import load_pack, save_pack, tag_digest
-from tagcli.scorer import TagScorer
+from tagcli.scoring.scorer import TagScorer
 from tagcli.train import TrainConfig, init_tag, train
 from tagcli.train.data import Examples
 from tagcli.train.features import readouts

@@ -19,9 +19,9 @@ from helpers import SMILES, Crash, crash_after, logp_active_scorers
 from tagcli.basemodel.load import load_base_model
 from tagcli.core import batching
 from tagcli.errors import BadRowError
-from tagcli.io.runner import DEFAULT_UNIT_ROWS, score_file
 from tagcli.io.tables import open_table
 from tagcli.io.workunits import PartDirectory, Shard, WorkUnit, plan_units, window_groups
+from tagcli.scoring.runner import DEFAULT_UNIT_ROWS, score_file
 
 ROWS = 50
 

@@ -13,9 +13,9 @@ import pytest
 
 from helpers import SMILES, Crash, crash_after, logp_active_scorers
 from tagcli.errors import BadRowError, InputFileError, UsageError
-from tagcli.io.runner import score_file
 from tagcli.io.tables import open_table
 from tagcli.io.workunits import PartDirectory, Shard, plan_units
+from tagcli.scoring.runner import score_file
 
 TRICKY_CSV = (
     'id,smiles\n1,CCO\n\n2,"C\nC"\r\n3,"a""b,\n"\n\r\n4,x\n5,y'  # quoted newlines, blank lines, CRLF, no final newline

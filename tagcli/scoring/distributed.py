@@ -3,7 +3,7 @@ writes what `tagcli predict` writes, bit for bit in bf16 too. (`ds.map_batches(T
 `read_parquet` also works, but Ray decides which rows share a batch, and in bf16 that moves numbers.)
 
     import ray
-    from tagcli.distributed import WindowScorer, window_dataset
+    from tagcli.scoring.distributed import WindowScorer, window_dataset
 
     windows = window_dataset("/shared/big.parquet")          # one row per window: where to read it
     scored = windows.map_batches(
@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from tagcli.io.tables import open_table
 from tagcli.io.workunits import DEFAULT_WINDOW_ROWS, WorkUnit, plan_units
-from tagcli.scorer import TagScorer
+from tagcli.scoring.scorer import TagScorer
 
 if TYPE_CHECKING:
     import ray.data

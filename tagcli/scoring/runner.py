@@ -24,7 +24,6 @@ import pyarrow as pa
 
 from tagcli import __version__
 from tagcli.errors import BadRowError, InputFileError, UsageError
-from tagcli.io.checkpoints import OnNotice, WindowCheckpoint
 from tagcli.io.tables import (
     STDIO,
     DiskFullError,
@@ -45,7 +44,8 @@ from tagcli.io.workunits import (
     plan_units,
     window_groups,
 )
-from tagcli.scorer import STATUS_ERROR, STATUS_INVALID, STATUS_OK, TagScorer, bad_row_error
+from tagcli.scoring.checkpoints import OnNotice, WindowCheckpoint
+from tagcli.scoring.scorer import STATUS_ERROR, STATUS_INVALID, STATUS_OK, TagScorer, bad_row_error
 
 DEFAULT_UNIT_ROWS = 8192
 OnStart = Callable[[int | None], None] | None

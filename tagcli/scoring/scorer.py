@@ -36,7 +36,7 @@ BatchOutputs = dict[str, dict[str, tuple[bool, list[Any]]]]
 
 
 class BatchJournal(Protocol):
-    """What a window's batches produced, kept by a file runner (io/checkpoints.py) so that a resumed run
+    """What a window's batches produced, kept by a file runner (scoring/checkpoints.py) so that a resumed run
     skips them. Keys name a batch within one call of `TagScorer.score`; batches follow from the rows alone."""
 
     def recall(self, key: str) -> BatchOutputs | None: ...

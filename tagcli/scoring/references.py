@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from tagcli.errors import PackError, UsageError
-from tagcli.io.runner import ScoreSummary, scored_batches
 from tagcli.io.tables import open_table
 from tagcli.packs.format import record_reference
 from tagcli.packs.integrity import is_pulled
 from tagcli.packs.reference import Reference, reference_from_predictions
-from tagcli.scorer import STATUS_OK, TagScorer
+from tagcli.scoring.runner import ScoreSummary, scored_batches
+from tagcli.scoring.scorer import STATUS_OK, TagScorer
 
 
 def score_reference(scorer: TagScorer, data: str | Path, name: str, source: str) -> tuple[Reference, ScoreSummary]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from tagcli.home import write_json_atomic
 from tagcli.io.tables import write_errors
-from tagcli.scorer import BatchOutputs
+from tagcli.scoring.scorer import BatchOutputs
 
 CHECKPOINT_SECONDS = 30.0  # how often a window's finished batches are written (at most this much work is lost)
 OnNotice = Callable[[str], None] | None

@@ -14,9 +14,9 @@ import pyarrow.compute as pc
 
 from tagcli.core.heads import Head
 from tagcli.errors import UsageError
-from tagcli.io.runner import ScoreSummary, scored_batches
 from tagcli.io.tables import open_table
-from tagcli.scorer import STATUS_OK, TagScorer
+from tagcli.scoring.runner import ScoreSummary, scored_batches
+from tagcli.scoring.scorer import STATUS_OK, TagScorer
 
 
 @dataclass
