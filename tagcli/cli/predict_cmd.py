@@ -78,8 +78,8 @@ def predict(
     window_rows: int = typer.Option(
         DEFAULT_WINDOW_ROWS,
         "--window-rows",
-        help="Rows read, length-sorted and batched together (bounds memory). Fixed row ranges of the input: "
-        "shards, --devices, --unit-rows and --resume never change them; in bf16 this setting changes numbers.",
+        help="Rows length-sorted and batched together, as fixed row ranges of the input (bounds memory). "
+        "In bf16 another value changes the numbers; shards, --devices, --unit-rows and --resume never do.",
     ),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad row instead of marking it."),
     clip: bool = typer.Option(
@@ -97,11 +97,14 @@ def predict(
     shard: str | None = typer.Option(
         None,
         "--shard",
-        help="Score only shard I of N (e.g. 2/8): a disjoint share of the work units. "
+        help="Score only shard I of N (e.g. 2/8): a disjoint share of the windows, with one run's numbers. "
         "Shards write OUTPUT.parts/; the last to finish merges.",
     ),
     resume: bool = typer.Option(
-        False, "--resume", help="Continue an interrupted run: skip the work units already in OUTPUT.parts/."
+        False,
+        "--resume",
+        help="Continue an interrupted run from OUTPUT.parts/ (finished units skipped, checkpointed batches "
+        "reused), with one run's output.",
     ),
     devices: int = typer.Option(
         1,
@@ -111,8 +114,8 @@ def predict(
     unit_rows: int = typer.Option(
         DEFAULT_UNIT_ROWS,
         "--unit-rows",
-        help="Rows per work unit: the grain of resuming (never straddles a window; above --window-rows, "
-        "rounded down to whole windows). Shards share out windows. Changes no numbers.",
+        help="Rows per work unit, one part file each: a piece of one window, or whole windows (rounded down) "
+        "above --window-rows. Changes no numbers.",
     ),
     keep_parts: bool = typer.Option(
         False, "--keep-parts", help="Keep OUTPUT.parts/ (one Parquet part per unit, plus its manifest) after merging."
