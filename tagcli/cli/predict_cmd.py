@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 
 import torch
 import typer
@@ -16,9 +17,9 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.text import Text
 
@@ -77,8 +78,8 @@ def predict(
     window_rows: int = typer.Option(
         DEFAULT_WINDOW_ROWS,
         "--window-rows",
-        help="Rows read, length-sorted and batched together (bounds memory). Fixed row ranges of the input: "
-        "shards, --devices, --unit-rows and --resume never change them; in bf16 this setting changes numbers.",
+        help="Rows length-sorted and batched together, as fixed row ranges of the input (bounds memory). "
+        "In bf16 another value changes the numbers; shards, --devices, --unit-rows and --resume never do.",
     ),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad row instead of marking it."),
     clip: bool = typer.Option(
@@ -96,11 +97,14 @@ def predict(
     shard: str | None = typer.Option(
         None,
         "--shard",
-        help="Score only shard I of N (e.g. 2/8): a disjoint share of the work units. "
+        help="Score only shard I of N (e.g. 2/8): a disjoint share of the windows, with one run's numbers. "
         "Shards write OUTPUT.parts/; the last to finish merges.",
     ),
     resume: bool = typer.Option(
-        False, "--resume", help="Continue an interrupted run: skip the work units already in OUTPUT.parts/."
+        False,
+        "--resume",
+        help="Continue an interrupted run from OUTPUT.parts/ (finished units skipped, checkpointed batches "
+        "reused), with one run's output.",
     ),
     devices: int = typer.Option(
         1,
@@ -110,8 +114,8 @@ def predict(
     unit_rows: int = typer.Option(
         DEFAULT_UNIT_ROWS,
         "--unit-rows",
-        help="Rows per work unit: the grain of resuming (never straddles a window; above --window-rows, "
-        "rounded down to whole windows). Shards share out windows. Changes no numbers.",
+        help="Rows per work unit, one part file each: a piece of one window, or whole windows (rounded down) "
+        "above --window-rows. Changes no numbers.",
     ),
     keep_parts: bool = typer.Option(
         False, "--keep-parts", help="Keep OUTPUT.parts/ (one Parquet part per unit, plus its manifest) after merging."
@@ -162,8 +166,7 @@ def predict(
         clip=clip,
         percentiles=percentiles,
     )
-    with _progress(out, enabled=progress) as bar:
-        task = bar.add_task("scoring", total=None)
+    with ScoringBar(out, enabled=progress) as bar:
         summary = score_file(
             scorer,
             input,
@@ -173,8 +176,8 @@ def predict(
             shard=shard_of_run,
             resume=resume,
             keep_parts=keep_parts,
-            on_start=lambda total: bar.update(task, total=total),
-            on_rows=lambda n: bar.advance(task, n),
+            on_start=bar.start,
+            on_rows=bar.advance,
             on_notice=out.warn,
         )
     line = (
@@ -271,19 +274,60 @@ def _without_option(argv: list[str], name: str) -> list[str]:
     return kept
 
 
+class ScoringBar:
+    """The progress bar of a scoring run. It appears once scoring begins, so a run refused before that
+    prints its error line alone, and counts only the rows this process scores (`score_file`'s
+    `on_start` total leaves out units done earlier or by other shards)."""
+
+    def __init__(self, out: Output, enabled: bool, get_time: Callable[[], float] | None = None) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            RowsPerSecond(),
+            TimeElapsedColumn(),
+            TimeLeft(),
+            console=out.err,
+            disable=not enabled,
+            get_time=get_time,
+        )
+        self.task: TaskID | None = None
+
+    def start(self, total: int | None) -> None:
+        self.progress.start()
+        self.task = self.progress.add_task("scoring", total=total)
+
+    def advance(self, rows: int) -> None:
+        self.progress.advance(self.task, rows)
+
+    def __enter__(self) -> ScoringBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.task is not None:
+            self.progress.stop()
+
+
+def average_rate(task: Task) -> float | None:
+    """Rows per second since scoring began. Not rich's `task.speed`, which averages the last 30 s of
+    updates: a window's units are written together once it is scored, milliseconds apart, and that
+    burst read as a rate shows thousands of rows per second for a run doing a few."""
+    elapsed = task.finished_time or task.elapsed
+    return task.completed / elapsed if elapsed and task.completed else None
+
+
 class RowsPerSecond(ProgressColumn):
     def render(self, task: Task) -> Text:
-        return Text(f"{task.speed:.1f} rows/s" if task.speed else "- rows/s", style="progress.data.speed")
+        rate = average_rate(task)
+        return Text(f"{rate:.1f} rows/s" if rate else "- rows/s", style="progress.data.speed")
 
 
-def _progress(out: Output, enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        RowsPerSecond(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=out.err,
-        disable=not enabled,
-    )
+class TimeLeft(ProgressColumn):
+    """The time left at the average rate."""
+
+    def render(self, task: Task) -> Text:
+        rate = average_rate(task)
+        if task.total is None or not rate:
+            return Text("-:--:--", style="progress.remaining")
+        minutes, seconds = divmod(int(max(0.0, task.total - task.completed) / rate), 60)
+        return Text(f"{minutes // 60:d}:{minutes % 60:02d}:{seconds:02d}", style="progress.remaining")
