@@ -8,22 +8,27 @@ from tagcli.cli.options import (
     BaseModelOption,
     BatchSize,
     BothOrders,
+    Clip,
     Column,
     Device,
     Domains,
     Dtype,
     Format,
     Inputs,
+    MaxBatchTokens,
+    Offline,
     PackDirs,
     ProteinColumn,
+    Registries,
     SmilesColumn,
     input_columns,
     slot_columns,
 )
 from tagcli.cli.output import Output, OutputFormat
+from tagcli.cli.scorer_request import ScorerRequest
+from tagcli.core.batching import MAX_BATCH_TOKENS
 from tagcli.packs.format import record_metrics
 from tagcli.scoring.evaluation import pack_metrics, score_labeled
-from tagcli.scoring.scorer import TagScorer
 
 
 def evaluate(
@@ -40,6 +45,8 @@ def evaluate(
     device: Device = "auto",
     dtype: Dtype = "auto",
     batch_size: BatchSize = 64,
+    max_batch_tokens: MaxBatchTokens = MAX_BATCH_TOKENS,
+    clip: Clip = True,
     record: str = typer.Option(
         None,
         "--record",
@@ -57,23 +64,31 @@ def evaluate(
         help="Also report the metrics per value of this column (e.g. cliff_mol: activity-cliff compounds vs the rest).",
     ),
     pack_dir: PackDirs = None,
+    registry: Registries = None,
+    offline: Offline = False,
     format: Format = OutputFormat.human,
 ) -> None:
     """Print MSE, MAE, Pearson and Spearman (classification: accuracy, ROC-AUC) per target."""
-    scorer = TagScorer(
-        function,
+    out = Output(format)
+    request = ScorerRequest(
+        [function],
         domain or None,
+        columns=input_columns(column, smiles_col, protein_col, domain),
+        inputs=slot_columns(input_slot),
         base_model=base_model,
         device=device,
         dtype=dtype,
         batch_size=batch_size,
-        columns=input_columns(column, smiles_col, protein_col, domain),
-        inputs=slot_columns(input_slot),
+        max_batch_tokens=max_batch_tokens,
         both_orders=both_orders,
-        pack_dirs=pack_dir or (),
+        clip=clip,
+        pack_dirs=pack_dir or [],
+        registries=registry or [],
+        offline=offline,
     )
+    request.pull_missing(out)
+    scorer = request.scorer()
     scores = score_labeled(scorer, input, target, group_col=group_col)
-    out = Output(format)
     unlabeled = scores.check_labels(input)
     if unlabeled:
         out.warn(unlabeled)

@@ -43,6 +43,18 @@ BaseModelOption = Annotated[
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.")]
 Dtype = Annotated[str, typer.Option("--dtype", help="auto (bf16 where supported), float32, bfloat16, float16.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Most rows per forward pass.")]
+MaxBatchTokens = Annotated[
+    int,
+    typer.Option("--max-batch-tokens", help="Most padded tokens per forward pass (long inputs get smaller batches)."),
+]
+Clip = Annotated[
+    bool,
+    typer.Option(
+        "--clip/--no-clip",
+        help="Bound predictions to a target's valid range (e.g. QED to [0, 1]); "
+        "pred_*_out_of_range flags them either way.",
+    ),
+]
 PackDirs = Annotated[
     list[str] | None, typer.Option("--pack-dir", help="Extra folder to search for packs (searched first).")
 ]

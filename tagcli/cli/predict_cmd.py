@@ -27,12 +27,14 @@ from tagcli.cli.options import (
     BaseModelOption,
     BatchSize,
     BothOrders,
+    Clip,
     Column,
     Device,
     Domains,
     Dtype,
     Format,
     Inputs,
+    MaxBatchTokens,
     Offline,
     PackDirs,
     ProteinColumn,
@@ -42,13 +44,12 @@ from tagcli.cli.options import (
     slot_columns,
 )
 from tagcli.cli.output import Output, OutputFormat
+from tagcli.cli.scorer_request import ScorerRequest
+from tagcli.core.batching import MAX_BATCH_TOKENS
 from tagcli.errors import TagcliError, UsageError, stop_signal
 from tagcli.io.tables import default_output_path
 from tagcli.io.workunits import DEFAULT_WINDOW_ROWS, PartDirectory, Shard
-from tagcli.packs.install import ensure_packs
-from tagcli.packs.store import PackStore
 from tagcli.scoring.runner import DEFAULT_UNIT_ROWS, check_run, score_file
-from tagcli.scoring.scorer import TagScorer
 
 
 def predict(
@@ -72,9 +73,7 @@ def predict(
     device: Device = "auto",
     dtype: Dtype = "auto",
     batch_size: BatchSize = 64,
-    max_batch_tokens: int = typer.Option(
-        32768, "--max-batch-tokens", help="Most padded tokens per forward pass (long inputs get smaller batches)."
-    ),
+    max_batch_tokens: MaxBatchTokens = MAX_BATCH_TOKENS,
     window_rows: int = typer.Option(
         DEFAULT_WINDOW_ROWS,
         "--window-rows",
@@ -82,12 +81,7 @@ def predict(
         "In bf16 another value changes the numbers; shards, --devices, --unit-rows and --resume never do.",
     ),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad row instead of marking it."),
-    clip: bool = typer.Option(
-        True,
-        "--clip/--no-clip",
-        help="Bound predictions to a target's valid range (e.g. QED to [0, 1]); "
-        "pred_*_out_of_range flags them either way.",
-    ),
+    clip: Clip = True,
     percentiles: bool = typer.Option(
         True,
         "--percentiles/--no-percentiles",
@@ -133,39 +127,29 @@ def predict(
     destination = output or ("-" if input == "-" else str(default_output_path(input)))
     shard_of_run = Shard.parse(shard) if shard else Shard.from_launcher()
     check_run(input, destination, shard_of_run)  # the input as output, a live run on it: say so before any work
-    # Missing packs (and the domain packs they need) are pulled from the registries first, unless --offline;
-    # the scorer then loads them from the same store.
-    store = PackStore(pack_dir or ())
-    function, domain = ensure_packs(
+    request = ScorerRequest(
         function,
         domain or None,
-        registries=registry or (),
-        store=store,
-        offline=offline,
-        base_model=base_model,
-        on_pull=lambda r: out.err.print(f"pulled {r['name']} {r['version']} from {r['registry']}", highlight=False),
-    )
-    if devices > 1:  # after ensure_packs, so the processes don't all download the same packs
-        if shard:
-            raise UsageError("--devices starts its own shards; drop --shard")
-        _run_device_processes(out, devices, device, destination, keep_parts)
-        return
-    scorer = TagScorer(
-        function,
-        domain or None,
+        columns=input_columns(column, smiles_col, protein_col, domain),
+        inputs=slot_columns(input_slot),
         base_model=base_model,
         device=device,
         dtype=dtype,
         batch_size=batch_size,
         max_batch_tokens=max_batch_tokens,
-        columns=input_columns(column, smiles_col, protein_col, domain),
-        inputs=slot_columns(input_slot),
         both_orders=both_orders,
-        store=store,
-        strict=strict,
         clip=clip,
-        percentiles=percentiles,
+        pack_dirs=pack_dir or [],
+        registries=registry or [],
+        offline=offline,
     )
+    request.pull_missing(out)
+    if devices > 1:  # after pulling, so the processes don't all download the same packs
+        if shard:
+            raise UsageError("--devices starts its own shards; drop --shard")
+        _run_device_processes(out, devices, device, destination, keep_parts)
+        return
+    scorer = request.scorer(strict=strict, percentiles=percentiles)
     with ScoringBar(out, enabled=progress) as bar:
         summary = score_file(
             scorer,
@@ -179,6 +163,7 @@ def predict(
             on_start=bar.start,
             on_rows=bar.advance,
             on_notice=out.warn,
+            checked=True,
         )
     line = (
         f"scored {summary.rows} rows: {summary.ok} ok, {summary.invalid} invalid, {summary.error} error "

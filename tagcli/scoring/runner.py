@@ -109,6 +109,7 @@ def score_file(
     on_start: OnStart = None,
     on_rows: OnRows = None,
     on_notice: OnNotice = None,
+    checked: bool = False,
 ) -> ScoreSummary:
     """Score `source` (CSV/Parquet/'-') into `destination` ('-' for stdout).
 
@@ -116,10 +117,12 @@ def score_file(
     ones with `resume`), and whichever process finds every unit done merges them into `destination`.
     `on_start` gets the rows this process will score, `on_rows` each count scored and written,
     `on_notice` a line about something set aside (a damaged part or checkpoint, scored again).
+    `checked`: the caller ran `check_run` already (the CLI does, before it loads the model).
     """
     summary = ScoreSummary(output=str(destination))
     started = time.perf_counter()
-    check_run(source, destination, shard)
+    if not checked:
+        check_run(source, destination, shard)
     if STDIO in (str(source), str(destination)):
         if resume or shard is not None:
             raise UsageError("--shard and --resume need an input file and an output file, not stdin/stdout")

@@ -366,10 +366,7 @@ class TagScorer:
     ) -> None:
         """Write predictions into `columns`; a row the head finds no prediction for is an error."""
         head = plan.function.head
-        decoded = head.decode(raw, self.base.tokenizer)
-        problems = head.row_problems(decoded)  # judged on the raw values, before any clipping
-        if self.clip:
-            decoded = head.clip(decoded)
+        decoded, problems = head.finish(head.decode(raw, self.base.tokenizer), self.clip)
         for column, values in decoded.items():
             for row, value in zip(rows, values):
                 columns[column][row] = value

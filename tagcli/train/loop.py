@@ -339,13 +339,22 @@ def validation_metrics(
 def head_metrics(
     head: Head, examples: Examples, targets: list[str], predictions: Iterable, tokenizer: Any = None
 ) -> dict[str, Any]:
-    """The head's summary metrics of its raw outputs, given per batch of rows as (rows, raw columns)."""
+    """The head's summary metrics of its raw outputs, given per batch of rows as (rows, raw columns).
+
+    Values are finished as `predict` and `eval` finish them (`Head.finish`: clipped to declared ranges,
+    rows that give no prediction left out), so validation and `eval --record` follow one rule."""
     predicted: dict[str, list] = {c: [None] * len(examples.rows) for c in head.output_columns()}
+    kept = [True] * len(examples.rows)
     for chunk, raw in predictions:
-        for column, values in head.decode(raw, tokenizer).items():
+        decoded, problems = head.finish(head.decode(raw, tokenizer))
+        for column, values in decoded.items():
             for j, value in zip(chunk, values):
                 predicted[column][j] = value
-    per_target = dict(zip(targets, head.target_metrics(examples.labels, predicted)))
+        for j, problem in zip(chunk, problems):
+            kept[j] = problem is None
+    labels = [label for label, keep in zip(examples.labels, kept) if keep]
+    predicted = {c: [v for v, keep in zip(values, kept) if keep] for c, values in predicted.items()}
+    per_target = dict(zip(targets, head.target_metrics(labels, predicted)))
     return head.summarize(per_target)
 
 

@@ -120,7 +120,7 @@ def setup(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     archive = root / "www" / "bad" / "logp-0.1.0.tagpack"
     archive.write_bytes(archive.read_bytes().replace(b'"logp"', b'"LOGP"', 1))
     shutil.copytree(root / "www" / "reg", root / "hub" / "org" / "packs")
-    pd.DataFrame({"smiles": ["CCO", "c1ccccc1", "C1CCC"]}).to_csv(root / "in.csv", index=False)
+    pd.DataFrame({"smiles": ["CCO", "c1ccccc1", "C1CCC"], "y": [0.1, 0.5, 0.3]}).to_csv(root / "in.csv", index=False)
 
     static = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root / "www")))
     hub = ThreadingHTTPServer(("127.0.0.1", 0), type("Hub", (FakeHub,), {"root": root / "hub"}))
@@ -190,6 +190,9 @@ def _predict(s: Setup) -> dict[str, Result]:
     tags.write_bytes(bytes(data))
     changed_out = str(s.root / "changed.csv")
     runs["changed"] = s.run("predict", "in.csv", "-F", "logp", "--offline", "-o", changed_out, *model, home="b3")
+    evaluate = ["eval", "in.csv", "-F", "logp", "-t", "y", "--registry", s.url, *model[:-1], "--format", "json"]
+    runs["eval_auto_pull"] = s.run(*evaluate, "--max-batch-tokens", "256", "--no-clip", home="e")
+    runs["eval_offline"] = s.run(*evaluate, "--offline", home="e2")
     return runs
 
 
@@ -257,6 +260,18 @@ def test_predict_pulls_a_missing_pack(results, setup: Setup) -> None:
     assert [line for line in r.stdout.splitlines() if line.strip()][0].startswith("scored 3 rows: 2 ok, 1 invalid")
     assert pd.read_csv(setup.root / "out.csv")["status"].tolist() == ["ok", "ok", "invalid"]
     assert setup.installed("b") == ["logp", "smiles"]
+
+
+def test_eval_pulls_a_missing_pack_and_takes_predicts_scorer_options(results, setup: Setup) -> None:
+    r = get(results, "predict")["eval_auto_pull"]
+    assert r.returncode == 0, str(r)
+    assert f"pulled logp 0.1.0 from {setup.url}" in r.stderr and setup.installed("e") == ["logp", "smiles"]
+    assert json.loads(r.stdout)["scored"] == 2
+    offline = get(results, "predict")["eval_offline"]
+    assert one_error_line(offline) == (
+        "error: tag pack 'logp' is not installed, and --offline forbids pulling it "
+        "(hint: run `tagcli pack pull logp` first, or drop --offline)"
+    )
 
 
 def test_predict_refuses_a_pulled_pack_whose_file_was_changed(results, setup: Setup) -> None:

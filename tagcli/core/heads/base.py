@@ -104,6 +104,12 @@ class Head(nn.Module):
         """Bound decoded values to the valid ranges the head declares (default: none declared)."""
         return decoded
 
+    def finish(self, decoded: dict[str, list], clip: bool = True) -> tuple[dict[str, list], list[str | None]]:
+        """The one rule `predict`, `eval` and training validation share: per row why its values are no
+        prediction (judged on the raw values), then the values bound to their declared ranges."""
+        problems = self.row_problems(decoded)
+        return (self.clip(decoded) if clip else decoded), problems
+
     def row_problems(self, decoded: Mapping[str, list]) -> list[str | None]:
         """Per row, why its decoded values are not a prediction (None: fine). A non-finite number never is."""
         floats = [c for c, kind in self.output_types().items() if pa.types.is_floating(kind)]
