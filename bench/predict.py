@@ -63,7 +63,8 @@ from tagcli.core.heads import RegressionHead
 from tagcli.core.prompt import collate
 from tagcli.core.readout import ReadoutSpec
 from tagcli.io.runner import DEFAULT_UNIT_ROWS, score_file
-from tagcli.packs.format import Manifest, TagPack, load_pack, save_pack
+from tagcli.packs.format import TagPack, load_pack, save_pack
+from tagcli.packs.manifest import Manifest
 from tagcli.scorer import TagScorer
 
 REPO = Path(__file__).resolve().parent.parent

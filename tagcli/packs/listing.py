@@ -18,10 +18,13 @@ from tagcli.basemodel.resolve import DEFAULT_BASE_MODEL
 from tagcli.core.prompt import NAME_RE
 from tagcli.errors import PackError
 from tagcli.home import packs_dir, write_json_atomic
-from tagcli.packs.format import ARCHIVE_SUFFIX, MANIFEST, TagPack, load_pack, read_manifest_data, write_archive
+from tagcli.packs.archive import ARCHIVE_SUFFIX, write_archive
+from tagcli.packs.folder import MANIFEST
+from tagcli.packs.format import TagPack, load_pack
 from tagcli.packs.index import INDEX_FILE, IndexEntry, index_document, parse_index
 from tagcli.packs.install import find_remote, model_fingerprint
 from tagcli.packs.integrity import INSTALL_RECORD, file_problems, is_pulled, read_record
+from tagcli.packs.manifest import read_manifest_data
 from tagcli.packs.registries import ENV_REGISTRY, Registry, config_path
 from tagcli.packs.store import PackStore, builtin_packs_dir, is_pack_folder, split_ref
 
