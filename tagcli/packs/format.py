@@ -30,6 +30,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from tagcli.atomic import write_text_atomic
 from tagcli.basemodel.resolve import short_fingerprint
 from tagcli.core.heads import Head, head_from_spec
 from tagcli.errors import PackError, first_line
@@ -155,9 +156,8 @@ def record_reference(pack: TagPack, reference: Reference) -> Path:
     Reference.from_data(reference.to_data(), pack.head.ranked_columns() if pack.head else [], where)
     pack.manifest.reference = reference.to_data()
     pack.manifest.validate(where)
-    temporary = pack.path.parent / f".{pack.path.name}.{MANIFEST}.tmp"  # beside the pack, never inside it
-    temporary.write_text(pack.manifest.to_json(), encoding="utf-8")
-    temporary.replace(pack.path / MANIFEST)  # atomic: the old manifest or the new one, never half of either
+    # the temp file beside the pack, never inside it (a pack folder holds only the pack's files)
+    write_text_atomic(pack.path / MANIFEST, pack.manifest.to_json(), directory=pack.path.parent)
     pack.reference = reference
     return pack.path
 
