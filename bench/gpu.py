@@ -96,7 +96,8 @@ def random_base(args: argparse.Namespace, device: torch.device):
 def random_packs(base, directory: Path) -> None:
     """A smiles domain pack and an `fn` function pack (random tags, a linear head) for `base`."""
     from tagcli.core.heads import RegressionHead
-    from tagcli.packs.format import Manifest, TagPack, save_pack
+    from tagcli.packs.format import TagPack, save_pack
+    from tagcli.packs.manifest import Manifest
 
     hidden, record = base.hidden_size, {"id": base.id, "fingerprint": base.fingerprint}
     common = {"version": "0.1.0", "tag_length": TAG_LENGTH, "hidden_size": hidden, "base_model": record}

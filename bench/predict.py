@@ -62,7 +62,8 @@ from tagcli.core.batching import encode_contexts, length_batches
 from tagcli.core.heads import RegressionHead
 from tagcli.core.prompt import collate
 from tagcli.core.readout import ReadoutSpec
-from tagcli.packs.format import Manifest, TagPack, load_pack, save_pack
+from tagcli.packs.format import TagPack, load_pack, save_pack
+from tagcli.packs.manifest import Manifest
 from tagcli.scoring.runner import DEFAULT_UNIT_ROWS, score_file
 from tagcli.scoring.scorer import TagScorer
 

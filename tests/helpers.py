@@ -24,7 +24,8 @@ import torch
 
 from tagcli.basemodel.load import BaseModel, load_base_model
 from tagcli.core.heads import ClassificationHead, Head, RegressionHead
-from tagcli.packs.format import Manifest, TagPack, save_pack
+from tagcli.packs.format import TagPack, save_pack
+from tagcli.packs.manifest import Manifest
 from tagcli.scoring.scorer import TagScorer
 
 if TYPE_CHECKING:

@@ -19,9 +19,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tagcli.atomic import write_json_atomic
 from tagcli.basemodel.resolve import DEFAULT_BASE_MODEL, hash_weights, read_json, remember_fingerprint
 from tagcli.errors import BaseModelError, UsageError, first_line
-from tagcli.home import make_readable, models_dir, write_json_atomic
+from tagcli.home import make_readable, models_dir
 
 METADATA_FILE = "tagcli-model.json"
 SAVED_DTYPE = "bfloat16"  # the GGUF is 4-bit; bf16 keeps all of it at half the size of fp32

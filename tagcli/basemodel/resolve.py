@@ -16,8 +16,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from tagcli.atomic import write_json_atomic
 from tagcli.errors import BaseModelError, UsageError
-from tagcli.home import tagcli_home, write_json_atomic
+from tagcli.home import tagcli_home
 from tagcli.hub import hub_errors, hub_offline
 
 DEFAULT_BASE_MODEL = "smollm2-135m"

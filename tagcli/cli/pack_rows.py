@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from tagcli.cli.output import Block
-from tagcli.packs.format import Manifest
 from tagcli.packs.index import IndexEntry
 from tagcli.packs.listing import AvailablePack, BrokenPack, ListedPack
+from tagcli.packs.manifest import Manifest
 
 HEADLINE = ("pearson", "mse", "accuracy", "roc_auc", "exact_match", "char_error_rate", "perplexity")
 # Several targets: the unit-free summary (their MSEs and MAEs are in different units).

@@ -15,7 +15,6 @@ import glob
 import gzip
 import os
 import re
-import secrets
 import shutil
 import sys
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from tagcli.atomic import commit_temp, reserve_temp
 from tagcli.errors import InputFileError, UsageError, first_line
 from tagcli.io.csv_records import csv_record_chunks
 
@@ -358,7 +358,7 @@ class TableWriter:
                 if self._tmp is None:
                     sys.stdout.buffer.flush()
                 else:
-                    os.replace(self._tmp, self.path)
+                    commit_temp(self._tmp, Path(self.path))
         except BaseException:
             self.abort()
             raise
@@ -563,12 +563,8 @@ def _reserve_temp(dest: Path) -> Path:
             f"cannot write {dest}: directory {dest.parent} does not exist",
             hint="create the directory first, or choose another output path",
         )
-    tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.tmp")
     with write_errors(str(dest)):
-        # O_EXCL: never clobber another file; mode 0o666 lets the umask apply, so the
-        # result gets normal permissions (mkstemp would make it 0600).
-        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-    return tmp
+        return reserve_temp(dest)
 
 
 _FOLDER_ERRORS = (errno.EROFS, errno.EACCES, errno.EPERM)  # no file can be created or replaced there

@@ -42,8 +42,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tagcli.atomic import write_json_atomic
 from tagcli.errors import InputFileError, UsageError, first_line
-from tagcli.home import write_json_atomic
 from tagcli.io.csv_records import scan_csv
 from tagcli.io.lock import RunLock, StaleLock
 from tagcli.io.tables import TableWriter, csv_schema, open_bytes, read_csv_header, table_format, write_errors

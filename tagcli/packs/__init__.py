@@ -1,6 +1,10 @@
 """Tag packs: the format, where they are found on this machine, and registries to pull them from.
 
-format      the pack format: manifest, load/validate/save, archives (the one manifest reader)
+format      the pack format: TagPack, load/validate/save
+manifest    the manifest schema and validation (the one manifest reader)
+archive     `.tagpack` archives: writing, and extracting only what every header check allows
+limits      caps on what a pack may make tagcli read, and checks of untrusted JSON
+messages    untrusted values quoted in one short line
 store       where a pack NAME is found on this machine, and a function's sibling domain packs
 index       a registry's index.json and its entries
 registries  the kinds of registries (hf://, URLs, folders) and which are configured

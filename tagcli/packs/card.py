@@ -8,12 +8,11 @@ said is derived from the manifest; nothing is looked up, so the card of a pack i
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tagcli.atomic import SHARED, write_text_atomic
 from tagcli.basemodel.resolve import short_fingerprint
 from tagcli.core.heads import HEADS, head_from_spec
 from tagcli.core.heads.base import card_number
@@ -77,17 +76,7 @@ def model_card(about: Mapping[str, Any]) -> str:
 
 def write_card(path: str | Path, about: Mapping[str, Any]) -> Path:
     """Write the model card of `about` to `path` atomically (temp file + rename), world-readable."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(model_card(about))
-        Path(tmp).chmod(0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, model_card(about), mode=SHARED)
 
 
 def output_columns(about: Mapping[str, Any]) -> list[str]:

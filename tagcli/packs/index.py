@@ -23,8 +23,11 @@ from typing import TYPE_CHECKING, Any
 from packaging.version import InvalidVersion, Version
 
 from tagcli.errors import PackError
-from tagcli.packs.format import MAX_ARCHIVE_BYTES, MIB, VERSION_RE, TagPack, brief, is_int, is_name, parse_json
+from tagcli.packs.format import TagPack
 from tagcli.packs.integrity import sha256_file
+from tagcli.packs.limits import MAX_ARCHIVE_BYTES, MIB, is_int, parse_json
+from tagcli.packs.manifest import VERSION_RE, is_name
+from tagcli.packs.messages import brief
 
 if TYPE_CHECKING:
     from tagcli.packs.registries import Registry

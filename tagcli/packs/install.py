@@ -30,9 +30,12 @@ from tagcli.basemodel.resolve import fingerprint_model_dir, resolve_model_dir, s
 from tagcli.core.prompt import NAME_RE
 from tagcli.errors import PackError, UsageError
 from tagcli.home import make_readable, packs_dir
-from tagcli.packs.format import MANIFEST, TagPack, extract_archive, load_pack, read_manifest_data
+from tagcli.packs.archive import extract_archive
+from tagcli.packs.folder import MANIFEST
+from tagcli.packs.format import TagPack, load_pack
 from tagcli.packs.index import IndexEntry, version_key
 from tagcli.packs.integrity import INSTALL_RECORD, file_problems, is_pulled, read_record, sha256_file
+from tagcli.packs.manifest import read_manifest_data
 from tagcli.packs.registries import ENV_REGISTRY, Registry, config_path, configured_registries
 from tagcli.packs.store import PackStore, builtin_packs_dir, is_pack_folder, sibling_pack, split_ref
 from tagcli.packs.transport import downloads_dir

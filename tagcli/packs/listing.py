@@ -6,22 +6,24 @@ rows or a table, is the CLI's business (`tagcli.cli.pack_rows`).
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tagcli.atomic import SHARED, atomic_path, write_json_atomic
 from tagcli.basemodel.resolve import DEFAULT_BASE_MODEL
 from tagcli.core.prompt import NAME_RE
 from tagcli.errors import PackError
-from tagcli.home import packs_dir, write_json_atomic
-from tagcli.packs.format import ARCHIVE_SUFFIX, MANIFEST, TagPack, load_pack, read_manifest_data, write_archive
+from tagcli.home import packs_dir
+from tagcli.packs.archive import ARCHIVE_SUFFIX, write_archive
+from tagcli.packs.folder import MANIFEST
+from tagcli.packs.format import TagPack, load_pack
 from tagcli.packs.index import INDEX_FILE, IndexEntry, index_document, parse_index
 from tagcli.packs.install import find_remote, model_fingerprint
 from tagcli.packs.integrity import INSTALL_RECORD, file_problems, is_pulled, read_record
+from tagcli.packs.manifest import read_manifest_data
 from tagcli.packs.registries import ENV_REGISTRY, Registry, config_path
 from tagcli.packs.store import PackStore, builtin_packs_dir, is_pack_folder, split_ref
 
@@ -210,20 +212,12 @@ def export(ref: str, to_dir: str | Path, *, pack_dirs: Sequence[str] = ()) -> di
     entries = parse_index(index_path.read_bytes(), f"index {index_path}") if index_path.is_file() else []
     m = pack.manifest
     filename = f"{m.name}-{m.version}{ARCHIVE_SUFFIX}"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.", dir=to_dir)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(to_dir / filename, mode=SHARED) as temp:
         if pack.path.is_file():
-            shutil.copyfile(pack.path, tmp)
+            shutil.copyfile(pack.path, temp)
         else:
-            write_archive(pack.path, tmp)
-        tmp.chmod(0o644)
-        entry = IndexEntry.from_pack(pack, tmp, filename)
-        os.replace(tmp, to_dir / filename)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+            write_archive(pack.path, temp)
+        entry = IndexEntry.from_pack(pack, temp, filename)
     card = to_dir / f"{m.name}-{m.version}{CARD_SUFFIX}"
     write_card(card, vars(m) | {"outputs": entry.outputs})
     entries = [e for e in entries if (e.name, e.version) != (m.name, m.version)] + [entry]

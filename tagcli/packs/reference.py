@@ -24,7 +24,7 @@ import numpy as np
 from tagcli.errors import PackError
 
 PERCENTILE_SUFFIX = "_percentile"
-# A manifest may be 1 MiB (format.MAX_MANIFEST_BYTES); a larger reference set keeps this many quantiles.
+# A manifest may be 1 MiB (limits.MAX_MANIFEST_BYTES); a larger reference set keeps this many quantiles.
 MAX_REFERENCE_VALUES = 5000
 
 

@@ -33,7 +33,8 @@ import platformdirs
 
 from tagcli.errors import PackError, UsageError
 from tagcli.hub import hub_errors, hub_offline
-from tagcli.packs.format import ARCHIVE_SUFFIX, load_pack
+from tagcli.packs.archive import ARCHIVE_SUFFIX
+from tagcli.packs.format import load_pack
 from tagcli.packs.index import INDEX_FILE, MAX_INDEX_BYTES, IndexEntry, parse_index
 from tagcli.packs.transport import check_archive, download, read_url, url_protocol
 

@@ -27,8 +27,11 @@ import tagpacks
 from tagcli.core.prompt import NAME_RE
 from tagcli.errors import PackError
 from tagcli.home import packs_dir
-from tagcli.packs.format import ARCHIVE_SUFFIX, MANIFEST, VERSION_RE, TagPack, load_pack, read_manifest_data
+from tagcli.packs.archive import ARCHIVE_SUFFIX
+from tagcli.packs.folder import MANIFEST
+from tagcli.packs.format import TagPack, load_pack
 from tagcli.packs.integrity import is_pulled, read_record
+from tagcli.packs.manifest import VERSION_RE, read_manifest_data
 
 
 def builtin_packs_dir() -> Path:

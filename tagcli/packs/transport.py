@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 from tagcli.errors import PackError, UsageError, first_line
 from tagcli.home import tagcli_home
-from tagcli.packs.format import ARCHIVE_SUFFIX
+from tagcli.packs.archive import ARCHIVE_SUFFIX
 from tagcli.packs.integrity import sha256_file
 
 CHUNK = 1 << 20  # bytes per read (and per Range request when resuming)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tagcli.home import write_json_atomic
+from tagcli.atomic import write_json_atomic
 from tagcli.io.tables import write_errors
 from tagcli.scoring.scorer import BatchOutputs
 

@@ -19,7 +19,7 @@ from tagcli.basemodel.resolve import DEFAULT_BASE_MODEL
 from tagcli.core.heads import HEADS, NoOptions
 from tagcli.errors import UsageError
 from tagcli.options import build, check_bounds, field_names, option
-from tagcli.packs.format import VERSION_RE
+from tagcli.packs.manifest import VERSION_RE
 
 
 @dataclass(frozen=True)

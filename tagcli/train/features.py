@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from tagcli.atomic import atomic_path
 from tagcli.core.batching import MAX_BATCH_TOKENS, encode_contexts
 from tagcli.core.heads import Head
 from tagcli.core.model import SharedContext, TaggedModel
@@ -142,8 +143,8 @@ class FeatureCache:
                         block[[missing[j] - start for j in chunk]] = features.float().cpu()
                         rows_done(len(chunk))
                 path.parent.mkdir(parents=True, exist_ok=True)
-                save_file({"features": block}, str(path) + ".tmp")
-                Path(str(path) + ".tmp").replace(path)
+                with atomic_path(path) as temp:
+                    save_file({"features": block}, temp)
             else:
                 rows_done(min(BLOCK_ROWS, len(examples.rows) - start))
             blocks.append(load_file(path)["features"])

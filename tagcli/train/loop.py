@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from tagcli.atomic import atomic_path, write_text_atomic
 from tagcli.core.batching import MAX_BATCH_TOKENS, epoch_batches, length_batches
 from tagcli.core.heads import Head
 from tagcli.core.model import TaggedModel
@@ -289,10 +290,9 @@ class Trainer:
             "param_groups": optimizer["param_groups"],
             "config": asdict(self.config),
         }
-        save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, directory / "state.safetensors.tmp")
-        (directory / "state.json.tmp").write_text(json.dumps(meta, default=str))
-        (directory / "state.safetensors.tmp").replace(directory / "state.safetensors")
-        (directory / "state.json.tmp").replace(directory / "state.json")
+        with atomic_path(directory / "state.safetensors") as temp:
+            save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, temp)
+        write_text_atomic(directory / "state.json", json.dumps(meta, default=str))
 
     def _load_checkpoint(self) -> None:
         meta = json.loads((self.checkpoint_dir / "state.json").read_text())

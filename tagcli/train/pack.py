@@ -8,7 +8,8 @@ from dataclasses import asdict, fields
 from tagcli.basemodel.load import BaseModel
 from tagcli.core.domains import DomainInput
 from tagcli.core.prompt import PromptTemplate
-from tagcli.packs.format import Manifest, TagPack, tag_digest
+from tagcli.packs.format import TagPack, tag_digest
+from tagcli.packs.manifest import Manifest
 from tagcli.train.config import TrainConfig
 from tagcli.train.loop import Trainer
 

@@ -17,9 +17,10 @@ from helpers import write_packs
 from registry_server import cli
 from tagcli.cli.pack_rows import list_row, metrics_text
 from tagcli.packs import listing
+from tagcli.packs.archive import ARCHIVE_SUFFIX
 from tagcli.packs.card import model_card, output_columns
-from tagcli.packs.format import ARCHIVE_SUFFIX, read_manifest_data
 from tagcli.packs.index import IndexEntry
+from tagcli.packs.manifest import read_manifest_data
 from tagcli.packs.store import builtin_packs_dir
 
 BUILTIN = ("binding-affinity", "protein-descriptors", "qed", "smiles", "protein")

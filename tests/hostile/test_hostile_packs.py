@@ -47,7 +47,8 @@ from registry_server import RegistryHandler, cli, entry_of, hub_cache, index_url
 from tagcli.errors import PackError
 from tagcli.home import packs_dir, tagcli_home
 from tagcli.packs import listing
-from tagcli.packs.format import extract_archive, load_pack, save_pack
+from tagcli.packs.archive import extract_archive
+from tagcli.packs.format import load_pack, save_pack
 from tagcli.packs.install import ensure_packs, pull
 from tagcli.packs.registries import parse_registry
 

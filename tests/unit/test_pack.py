@@ -16,16 +16,9 @@ from safetensors.torch import load_file, save_file
 from helpers import classification_head, domain_pack, function_pack, regression_head
 from tagcli.core.prompt import PromptTemplate
 from tagcli.errors import PackError
-from tagcli.packs.format import (
-    FORMAT_VERSION,
-    Manifest,
-    check_template,
-    load_pack,
-    read_manifest_data,
-    save_pack,
-    tag_digest,
-    write_archive,
-)
+from tagcli.packs.archive import write_archive
+from tagcli.packs.format import load_pack, save_pack, tag_digest
+from tagcli.packs.manifest import FORMAT_VERSION, Manifest, check_template, read_manifest_data
 from tagcli.packs.store import PackStore, sibling_pack
 from tagcli.scoring.scorer import TagScorer
 
