@@ -1,9 +1,10 @@
 """Options as typed dataclasses: the one place a setting's default, help text, flag and bounds live.
 
-`TrainConfig` (the run), each head kind's `Options` and each training method's `Options` are such
-dataclasses. `tagcli train` builds its flags from their fields, a `--config` TOML file takes the same
-keys, packs record the values, and `check_bounds` refuses an out-of-range value with a message that
-names the flag. A field's metadata:
+`TrainConfig` (the run) is such a dataclass; each head kind's and each training method's `Options`
+subclass the frozen `Options` below. `tagcli train` builds its flags from their fields (grouped by the
+kind that declares them), a `--config` TOML file takes the same keys, packs record the values, the
+model card says them as the flags that reproduce them (`Options.card_line`), and `check_bounds`
+refuses an out-of-range value with a message that names the flag. A field's metadata:
 
     help   what it sets (the flag's help text)
     flag   the flag when it is not `--field-name` (plural fields are repeatable singular flags)
@@ -16,10 +17,11 @@ names the flag. A field's metadata:
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from tagcli.errors import UsageError
 
@@ -42,6 +44,47 @@ def option(
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+OptionsT = TypeVar("OptionsT", bound="Options")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The typed options of a head kind or a training method; this class itself: none of its own.
+
+    A subclass is a frozen dataclass whose fields are `option(...)`s (normalising `__post_init__`s set
+    fields with `object.__setattr__`)."""
+
+    def for_tag_training(self: OptionsT) -> OptionsT:
+        """The options of the head the tag trains with (the final head may be richer)."""
+        return self
+
+    def resolve(self: OptionsT, n_layers: int, slots: Mapping[str, str]) -> OptionsT:
+        """Defaults that depend on the base model and the input slots (slot → input kind), made
+        concrete (the pack records them so)."""
+        return self
+
+    @classmethod
+    def card_line(cls, recorded: Mapping[str, Any], owner: str) -> str | None:
+        """The model card's line of these options as a pack recorded them: the flags that reproduce them
+        (`--members 5 --calibrate`). Keys the class does not declare are ignored and absent ones skipped
+        (older packs recorded fewer); None when nothing is left to say."""
+        words = [w for f in dataclasses.fields(cls) if f.name in recorded for w in _flag_words(f, recorded[f.name])]
+        return f"- **Options of the {owner}:** `{shlex.join(words)}`" if words else None
+
+
+def _flag_words(field: dataclasses.Field, value: Any) -> list[str]:
+    """`value` as command-line words of the field's flag: a repeatable flag once per item, a boolean
+    as `--x` or `--no-x`, an empty collection or None as nothing."""
+    name = flag(field)
+    if isinstance(value, bool):
+        return [name if value else f"--no-{name[2:]}"]
+    if isinstance(value, Mapping):  # `KEY=VALUE` items; "*" stands for "every one" and is left out
+        return [w for key, v in value.items() for w in (name, str(v) if key == "*" else f"{key}={v}")]
+    if isinstance(value, (list, tuple)):
+        return [w for v in value for w in (name, str(v))]
+    return [] if value is None else [name, str(value)]
 
 
 def flag(field: dataclasses.Field) -> str:

@@ -25,7 +25,7 @@ from tagcli.cli.options import slot_columns
 from tagcli.cli.output import Output, OutputFormat
 from tagcli.core.heads import HEADS
 from tagcli.errors import UsageError
-from tagcli.options import flag, hints
+from tagcli.options import field_names, flag, hints
 from tagcli.train import STAGES, TrainConfig, train
 from tagcli.train.methods import METHODS
 
@@ -63,32 +63,34 @@ def _fields(stage: int) -> list[tuple[dataclasses.Field, Any]]:
 
 
 def _owners(name: str) -> str:
-    """Which head kinds and methods take an option: "For the regression head: " (nothing when all heads do)."""
-    heads = [k for k, kind in HEADS.items() if name in {f.name for f in dataclasses.fields(kind.Options)}]
-    methods = [m for m, method in METHODS.items() if name in {f.name for f in dataclasses.fields(method.Options)}]
-    if len(heads) == len(HEADS):
-        return ""
+    """Which head kinds and methods take an option: "the regression and classification heads"."""
+    heads = [k for k, kind in HEADS.items() if name in field_names(kind.Options)]
+    methods = [m for m, method in METHODS.items() if name in field_names(method.Options)]
     owners = [f"the {' and '.join(heads)} head{'s' if len(heads) > 1 else ''}"] if heads else []
     owners += [f"the {' and '.join(methods)} method{'s' if len(methods) > 1 else ''}"] if methods else []
-    return f"For {' and '.join(owners)}: "
+    return " and ".join(owners)
 
 
 def _option(field: dataclasses.Field, hint: Any) -> tuple[Any, Any]:
-    """(annotation, typer.Option) for one option field; every default is None: "not given"."""
-    help_text = field.metadata.get("help", "")
-    if field.name not in {f.name for f in dataclasses.fields(TrainConfig)}:
-        help_text = _owners(field.name) + help_text
+    """(annotation, typer.Option) for one option field; every default is None: "not given". A head kind's
+    or method's option says whose it is, in its help and by its panel in `--help`."""
+    help_text, panel = field.metadata.get("help", ""), None
+    if field.name not in field_names(TrainConfig):
+        owners = _owners(field.name)
+        help_text, panel = f"For {owners}: {help_text}", f"Options of {owners}"
     name = flag(field)
     if hint is bool:
-        return bool | None, typer.Option(None, f"{name}/--no-{name[2:]}", help=help_text)
+        return bool | None, typer.Option(None, f"{name}/--no-{name[2:]}", help=help_text, rich_help_panel=panel)
     origin = typing.get_origin(hint)
     if origin in (list, dict):
         form = f" ({field.metadata['form']})" if field.metadata.get("form") else ""
-        return list[str] | None, typer.Option(None, name, help=f"{help_text}{form}; repeatable")
+        help_text = f"{help_text}{form}; repeatable"
+        return list[str] | None, typer.Option(None, name, help=help_text, rich_help_panel=panel)
     if origin is typing.Literal:
-        return str | None, typer.Option(None, name, help=f"{help_text}: {' or '.join(map(str, typing.get_args(hint)))}")
+        help_text = f"{help_text}: {' or '.join(map(str, typing.get_args(hint)))}"
+        return str | None, typer.Option(None, name, help=help_text, rich_help_panel=panel)
     base = next((t for t in typing.get_args(hint) if t is not type(None)), hint)  # X | None → X
-    return base | None, typer.Option(None, name, help=help_text)
+    return base | None, typer.Option(None, name, help=help_text, rich_help_panel=panel)
 
 
 class StageCommand:

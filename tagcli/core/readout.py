@@ -28,27 +28,38 @@ PAPER_NAME = "paper"  # the paper's readout: the final layer at the last functio
 AUTO = "auto"  # the shipped packs' readout for this base model and these inputs (`default_readout`)
 
 
-# A pool: (context states, suffix states or None, tag positions in the suffix, layer key) → [n, d].
-Pool = Callable[..., torch.Tensor]
+@dataclass(frozen=True)
+class Pool:
+    """One way of pooling a row's hidden states: how, in words (the model card), and whether it reads
+    the function tag's positions (a pool that does not cannot be changed by training the tag)."""
+
+    # (context states, suffix states or None, tag positions in the suffix, layer key) → [n, d]
+    read: Callable[..., torch.Tensor]
+    words: str
+    reads_function_tag: bool
+
+
 POOLS: Registry[Pool] = Registry("readout pool")
 
 
-@POOLS.register("tag-last")
+def _pool(name: str, words: str, reads_function_tag: bool) -> Callable[[Callable[..., torch.Tensor]], Pool]:
+    """Register the decorated function as the pool `name`."""
+    return lambda read: POOLS.register(name)(Pool(read, words, reads_function_tag))
+
+
+@_pool("tag-last", "the last function-tag position", reads_function_tag=True)
 def _tag_last(context: LayerStates, suffix: Mapping[int, torch.Tensor] | None, tags: Sequence[int], key: int):
     return context.last[key] if suffix is None else suffix[key][:, -1].float()
 
 
-@POOLS.register("tag-mean")
+@_pool("tag-mean", "the mean over the function tag", reads_function_tag=True)
 def _tag_mean(context: LayerStates, suffix: Mapping[int, torch.Tensor] | None, tags: Sequence[int], key: int):
     return context.last[key] if suffix is None else suffix[key][:, list(tags)].float().mean(1)
 
 
-@POOLS.register("input-mean")
+@_pool("input-mean", "the mean over the input tokens", reads_function_tag=False)
 def _input_mean(context: LayerStates, suffix: Mapping[int, torch.Tensor] | None, tags: Sequence[int], key: int):
     return context.input_sum[key] / context.input_count.clamp(min=1)
-
-
-FUNCTION_TAG_POOLS = frozenset({"tag-last", "tag-mean"})  # the pools that read the function tag's positions
 
 
 @dataclass(frozen=True)
@@ -68,7 +79,7 @@ class ReadoutSpec:
     def reads_function_tag(self) -> bool:
         """Whether the function tag can change this readout: `input-mean` alone cannot (the tag follows the
         inputs in a causal model), so training such a tag is wasted work."""
-        return any(pool in FUNCTION_TAG_POOLS for pool in self.pools)
+        return any(POOLS[pool].reads_function_tag for pool in self.pools)
 
     @property
     def layer_keys(self) -> tuple[int, ...]:
@@ -182,5 +193,5 @@ def assemble(
     `suffix` maps layer keys to [n, s, d] states of the positions after the inputs (None when the
     prompt ends with its input: tag pools then read the last input position).
     """
-    parts = [POOLS[pool](context, suffix, tag_positions, key) for key in spec.layer_keys for pool in spec.pools]
+    parts = [POOLS[pool].read(context, suffix, tag_positions, key) for key in spec.layer_keys for pool in spec.pools]
     return torch.cat(parts, dim=-1)

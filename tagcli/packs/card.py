@@ -16,6 +16,7 @@ from tagcli.atomic import SHARED, write_text_atomic
 from tagcli.basemodel.resolve import short_fingerprint
 from tagcli.core.heads import HEADS, head_from_spec
 from tagcli.core.heads.base import card_number
+from tagcli.core.readout import POOLS
 from tagcli.errors import PackError
 from tagcli.packs.reference import percentile_column
 
@@ -127,21 +128,15 @@ def _method(about: Mapping[str, Any]) -> Any:
     return METHODS.get(str(about.get("method", "tag-llm")))
 
 
-POOL_TEXT = {
-    "tag-last": "the last function-tag position",
-    "tag-mean": "the mean over the function tag",
-    "input-mean": "the mean over the input tokens",
-}
-
-
 def _readout(about: Mapping[str, Any]) -> str:
     """What a readout head reads: the pools and layers of its readout spec (the paper's by default)."""
     head = about.get("head") if isinstance(about.get("head"), dict) else {}
     readout = head.get("readout") if isinstance(head.get("readout"), dict) else {}
-    pools = [POOL_TEXT.get(str(p), str(p)) for p in readout.get("pools") or ["tag-last"]]
+    names = [str(p) for p in readout.get("pools") or ["tag-last"]]
+    pools = [POOLS[p].words if p in POOLS else p for p in names]
     layers = [str(k) for k in readout.get("layers") or []]
     template = str(about.get("template") or "")
-    if pools == [POOL_TEXT["tag-last"]] and not template.rstrip().endswith(f"{{tag:{about.get('name')}}}"):
+    if names == ["tag-last"] and not template.rstrip().endswith(f"{{tag:{about.get('name')}}}"):
         pools = ["the last prompt position"]
     where = f"decoder layers {', '.join(layers)} (concatenated)" if layers else "the final layer"
     return f"the base model's hidden states ({'; '.join(pools)}) at {where}"
@@ -225,7 +220,22 @@ def _training(about: Mapping[str, Any]) -> list[str]:
         shown = ", ".join(f"{k} {card_number(hyper[k])}" for k in keys if hyper.get(k) is not None)
         if shown:
             lines.append(f"- **Hyperparameters:** {shown}")
+        lines += _option_lines(about, hyper)
     return lines
+
+
+def _option_lines(about: Mapping[str, Any], hyper: Mapping[str, Any]) -> list[str]:
+    """The head kind's and the method's own options as the pack recorded them, each in its kind's words
+    (a domain pack has neither: older ones recorded head options all the same)."""
+    if about.get("kind") == "domain":
+        return []
+    spec = about.get("head") if isinstance(about.get("head"), dict) else {}
+    head, method = HEADS.get(str(spec.get("type"))), _method(about)
+    lines = [
+        head.Options.card_line(hyper, f"{head.type_name} head") if head is not None else None,
+        method.Options.card_line(hyper, f"{method.name} method") if method is not None else None,
+    ]
+    return [line for line in lines if line]
 
 
 def _metrics(about: Mapping[str, Any]) -> list[str]:
@@ -301,11 +311,8 @@ def _limits(about: Mapping[str, Any]) -> list[str]:
     spec = about.get("head") if isinstance(about.get("head"), dict) else {}
     if data.get("train"):
         rows = f"{data['train_rows']} rows" if isinstance(data.get("train_rows"), int) else "the rows"
-        flagged = (
-            "`in_domain` is false (and `domain_score` high) for inputs unlike them"
-            if spec.get("domain_components")
-            else "nothing flags them"
-        )
+        head = HEADS.get(str(spec.get("type")))
+        flagged = head.card_unlike(spec) if head is not None else "nothing flags them"
         unlike = (
             "it reads inputs unlike those rows less well, and the function packs using it inherit that"
             if about.get("kind") == "domain"

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tagcli.basemodel.resolve import DEFAULT_BASE_MODEL
-from tagcli.core.heads import HEADS, NoOptions
+from tagcli.core.heads import HEADS
 from tagcli.errors import UsageError
-from tagcli.options import build, check_bounds, field_names, option
+from tagcli.options import Options, build, check_bounds, field_names, option
 from tagcli.packs.manifest import VERSION_RE
 
 
@@ -223,7 +223,7 @@ class TrainConfig:
 class _NoHead:
     """What a domain stage trains instead of a head: nothing with options."""
 
-    Options = NoOptions
+    Options = Options
 
 
 def _methods():

@@ -23,13 +23,13 @@ from typer.testing import CliRunner
 
 from helpers import SMILES, domain_pack, tiny_train_config
 from tagcli.cli.app import app
-from tagcli.core.heads import HEADS, NoOptions, register_head
+from tagcli.core.heads import HEADS, register_head
 from tagcli.core.heads.base import Columns, Readout
 from tagcli.core.heads.feature import FeatureHead
 from tagcli.core.metrics import regression_metrics
 from tagcli.core.prompt import PromptTemplate
 from tagcli.errors import UsageError
-from tagcli.options import option
+from tagcli.options import Options, option
 from tagcli.packs.format import load_pack, save_pack
 from tagcli.scoring.evaluation import evaluate_file
 from tagcli.scoring.scorer import TagScorer
@@ -38,8 +38,8 @@ from tagcli.train.methods import METHODS, register_method
 from tagcli.train.methods.tag_llm import TagLLM
 
 
-@dataclass
-class GaussianOptions(NoOptions):
+@dataclass(frozen=True)
+class GaussianOptions(Options):
     min_log_variance: float = option(-6.0, "lowest log-variance the head predicts", minimum=-20.0, maximum=5.0)
 
 
@@ -98,8 +98,8 @@ class GaussianHead(FeatureHead):
         return cls(hidden_size, spec["target"], spec["min_log_variance"])
 
 
-@dataclass
-class FunctionOnlyOptions(NoOptions):
+@dataclass(frozen=True)
+class FunctionOnlyOptions(Options):
     lead_text: str = option("", "text written before the input")
 
 
@@ -130,6 +130,12 @@ def labeled(tmp_path: Path) -> Path:
     path = tmp_path / "train.csv"
     pd.DataFrame({"smiles": values, "y": [len(v) + rng.normal() for v in values]}).to_csv(path, index=False)
     return path
+
+
+def panel(help_text: str, title: str) -> str:
+    """The flags listed under one titled panel of a command's `--help` (rich draws each in a box)."""
+    assert title in help_text, title
+    return help_text.split(title, 1)[1].split("╰", 1)[0]
 
 
 def run(base, labeled: Path, out: Path, **overrides: Any):
@@ -176,6 +182,9 @@ def test_own_options_are_flags_recorded_and_on_the_card(
     help_text = " ".join(runner.invoke(app, ["train", "stage2", "--help"], env={"COLUMNS": "400"}).output.split())
     assert "--min-log-variance" in help_text and "For the gaussian head: lowest log-variance" in help_text
     assert "--lead-text" in help_text and "For the function-only method: text written" in help_text
+    assert "--min-log-variance" in panel(help_text, "Options of the gaussian head")  # grouped by who takes them
+    assert "--lead-text" in panel(help_text, "Options of the function-only method")
+    assert "--calibrate" not in panel(help_text, "Options of the gaussian head")
     args = ["train", "stage2", "--domain", "smiles", "--target", "y", "--data", str(labeled), "--max-steps", "2"]
     args += ["--tag-length", "2", "--base-model", str(tiny_model_dir), "--device", "cpu", "--dtype", "float32"]
     noisy = ["--function", "noisy", "--out", str(tmp_path / "noisy"), "--task", "gaussian"]
@@ -197,6 +206,10 @@ def test_own_options_are_flags_recorded_and_on_the_card(
         or "as a mean and a log-variance (at least -3.0)" in card
     )
     assert "the plain input, then the function tag" in card
+    assert "Options of the gaussian head: --min-log-variance -3.0" in card  # as the flag that reproduces it
+    plain_card = " ".join(runner.invoke(app, ["pack", "info", "plain", "--pack-dir", str(tmp_path)]).output.split())
+    assert "Options of the function-only method: --lead-text 'Molecule: '" in plain_card
+    assert "Options of the regression head: --readout input-mean+tag-mean@1 --members 2 --hidden-units" in plain_card
 
     wrong = runner.invoke(app, [*args, *noisy, "--calibrate"])
     assert isinstance(wrong.exception, UsageError)

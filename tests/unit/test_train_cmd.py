@@ -1,9 +1,11 @@
 """`tagcli train`'s flags (tagcli.cli.train_cmd), parsed in-process up to training (issue #29, item 2):
-every numeric option takes an explicit 0 or refuses it by name, and flags given override --config."""
+every numeric option takes an explicit 0 or refuses it by name, flags given override --config, and the
+options a model card shows are the flags that give the same options back (issue #26)."""
 
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import typing
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,9 @@ from typer.testing import CliRunner
 import tagcli.cli.train_cmd as train_cmd
 from tagcli.cli.app import app
 from tagcli.core.heads import HEADS
+from tagcli.core.heads.regression import RegressionOptions
 from tagcli.errors import UsageError
-from tagcli.options import flag
+from tagcli.options import Options, flag
 from tagcli.train import TrainConfig
 
 
@@ -78,3 +81,25 @@ def test_explicit_values_override_the_config_file(monkeypatch: pytest.MonkeyPatc
     toml.write_text("sed = 5\n")
     error = parsed(monkeypatch, tmp_path, "--config", str(toml))
     assert isinstance(error, UsageError) and "unknown key(s) sed" in error.message
+
+
+def test_a_card_line_is_the_flags_that_give_the_same_options_back(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    given = ["--readout", "input-mean@2,4", "--members", "3", "--extra-features", "rdkit2d", "--target-range", "0,1"]
+    config = parsed(monkeypatch, tmp_path, *given, "--calibrate")
+    assert isinstance(config, TrainConfig)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.head_options.members = 2  # type: ignore[misc]
+    line = config.head_kind.Options.card_line(dataclasses.asdict(config.head_options), "regression head")
+    assert line is not None and line.startswith("- **Options of the regression head:** `--readout input-mean@2,4 ")
+    again = parsed(monkeypatch, tmp_path, *shlex.split(line.split("`")[1]))
+    assert isinstance(again, TrainConfig) and again.head_options == config.head_options
+
+
+def test_a_card_line_says_what_was_recorded_and_nothing_else() -> None:
+    recorded = {"target_ranges": {"logd": ",4"}, "calibrate": False, "extra_features": [], "seed": 3, "lead": None}
+    line = RegressionOptions.card_line(recorded, "regression head")
+    assert line == "- **Options of the regression head:** `--target-range logd=,4 --no-calibrate`"
+    assert RegressionOptions.card_line({"seed": 3}, "regression head") is None  # an older pack's record
+    assert Options.card_line(recorded, "tag-llm method") is None  # no options of its own

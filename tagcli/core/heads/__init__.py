@@ -2,19 +2,23 @@
 
     base.py            the interface every head kind implements (outputs, readout, decoding,
                        labels, loss, fit, metrics, spec)
+    feature.py         the shared body of the heads that read features (ensemble, domain summary)
+    feature_options.py their training options (readout, members, extra features, ...)
     regression.py      real-valued targets (ridge-initialised linear layer)
     classification.py  class probabilities
     text.py            answers written by the LM's own head
 
 Kinds are registered by type name; a pack's manifest stores the spec (`to_spec`) and
-`heads.safetensors` the tensors. Training picks a kind by the same name (`--task`).
+`heads.safetensors` the tensors. Training picks a kind by the same name (`--task`); a kind's frozen
+`Options` dataclass (`tagcli.options`) gives its `tagcli train` flags, recorded hyperparameters and
+card line, and its `card_*` methods its other model-card words.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from tagcli.core.heads.base import Columns, Head, NoOptions, Readout
+from tagcli.core.heads.base import Columns, Head, Readout
 from tagcli.core.heads.classification import ClassificationHead
 from tagcli.core.heads.regression import RegressionHead
 from tagcli.core.heads.text import TextHead
@@ -45,7 +49,6 @@ __all__ = [
     "ClassificationHead",
     "Columns",
     "Head",
-    "NoOptions",
     "Readout",
     "RegressionHead",
     "TextHead",

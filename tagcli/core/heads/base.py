@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
 
 import pyarrow as pa
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from tagcli.core.readout import PAPER, ReadoutSpec
+from tagcli.options import Options
 
 Columns = dict[str, Any]  # output column -> a tensor [n] or a list of n values
 
@@ -30,20 +30,6 @@ def card_number(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
-
-
-@dataclass
-class NoOptions:
-    """The options of a head kind or method that has none of its own."""
-
-    def for_tag_training(self) -> NoOptions:
-        """The options of the head the tag trains with (the final head may be richer)."""
-        return self
-
-    def resolve(self, n_layers: int, slots: Mapping[str, str]) -> NoOptions:
-        """Defaults that depend on the base model and the input slots (slot → input kind), made
-        concrete (the pack records them so)."""
-        return self
 
 
 class Readout(Protocol):
@@ -70,9 +56,9 @@ class Head(nn.Module):
     plot_kind: ClassVar[str | None] = None
     # Which hidden states the head reads (an instance may choose another; recorded in its spec).
     readout: ReadoutSpec = PAPER
-    # The kind's own training options (`tagcli.options` fields): flags of `tagcli train`, keys of its
-    # `--config` file, hyperparameters recorded in the pack.
-    Options: ClassVar[type] = NoOptions
+    # The kind's own training options (a frozen `tagcli.options.Options`): flags of `tagcli train`, keys
+    # of its `--config` file, hyperparameters recorded in the pack, a line of its model card.
+    Options: ClassVar[type[Options]] = Options
 
     # -- inputs ----------------------------------------------------------------------------
     def input_features(self, texts: Mapping[str, Sequence[str]]) -> tuple[torch.Tensor | None, list[str | None]]:
@@ -184,6 +170,11 @@ class Head(nn.Module):
     def card_limits(cls, spec: Mapping[str, Any]) -> list[str]:
         """The card's limits of this head spec, one Markdown bullet each."""
         return []
+
+    @classmethod
+    def card_unlike(cls, spec: Mapping[str, Any]) -> str:
+        """What flags inputs unlike the training rows, for the card's limits ("nothing flags them")."""
+        return "nothing flags them"
 
     # -- the pack format -------------------------------------------------------------------
     def to_spec(self) -> dict[str, Any]:

@@ -12,7 +12,8 @@ import torch
 from torch.nn import functional as F
 
 from tagcli.core.heads.base import Columns, Readout
-from tagcli.core.heads.feature import FeatureHead, FeatureOptions
+from tagcli.core.heads.feature import FeatureHead
+from tagcli.core.heads.feature_options import FeatureOptions
 from tagcli.core.metrics import classification_metrics
 from tagcli.errors import PackError, UsageError
 

@@ -15,7 +15,8 @@ import torch
 from torch.nn import functional as F
 
 from tagcli.core.heads.base import Columns, Readout, card_number
-from tagcli.core.heads.feature import MAX_WEIGHT, FeatureHead, FeatureOptions, ridge
+from tagcli.core.heads.feature import MAX_WEIGHT, FeatureHead, ridge
+from tagcli.core.heads.feature_options import FeatureOptions
 from tagcli.core.metrics import regression_metrics, summarize_targets
 from tagcli.errors import PackError, UsageError
 from tagcli.options import option
@@ -49,7 +50,7 @@ def bounds(spec: Any) -> tuple[float, float]:
     return low, high
 
 
-@dataclass
+@dataclass(frozen=True)
 class RegressionOptions(FeatureOptions):
     """A regression head's training options: the feature head's, valid ranges and recalibration."""
 

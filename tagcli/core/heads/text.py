@@ -9,16 +9,16 @@ from typing import Any
 import pyarrow as pa
 from rapidfuzz.distance import Levenshtein
 
-from tagcli.core.heads.base import Columns, Head, NoOptions, Readout
+from tagcli.core.heads.base import Columns, Head, Readout
 from tagcli.core.heads.classification import class_label
 from tagcli.errors import PackError, UsageError
-from tagcli.options import option
+from tagcli.options import Options, option
 
 MAX_ANSWER_TOKENS = 4096  # a longer answer is no prediction; a larger limit in a pack is a broken spec
 
 
-@dataclass
-class TextOptions(NoOptions):
+@dataclass(frozen=True)
+class TextOptions(Options):
     max_answer_tokens: int = option(32, "longest answer generated, in tokens", minimum=1, maximum=MAX_ANSWER_TOKENS)
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from tagcli.core.heads import NoOptions
 from tagcli.core.prompt import PromptTemplate
 from tagcli.errors import UsageError
+from tagcli.options import Options
 from tagcli.train.config import TrainConfig
 
 
@@ -20,8 +20,9 @@ class TrainingMethod:
     name: ClassVar[str]
     about: ClassVar[str]  # what the method does, in a few words (the model card's Method line)
     baseline: ClassVar[bool] = False  # a method the quality table compares Tag-LLM with
-    # The method's own training options (`tagcli.options` fields: flags, TOML keys, recorded values).
-    Options: ClassVar[type] = NoOptions
+    # The method's own training options (a frozen `tagcli.options.Options`: flags, TOML keys, recorded
+    # values, a line of the model card).
+    Options: ClassVar[type[Options]] = Options
     # True when the learned tag follows the inputs: the contexts (prefix + inputs) do not depend on it.
     frozen_context: ClassVar[bool] = True
 
