@@ -41,6 +41,7 @@ from types import TracebackType
 from typing import Any
 
 from tagcli.errors import TagcliError
+from tagcli.processes import pid_alive, pid_namespace, proc_start
 
 HEARTBEAT_SECONDS = 60.0
 STALE_AFTER_SECONDS = 600.0  # a lock from another host with no heartbeat for this long is stale
@@ -76,7 +77,9 @@ class Holder:
     @classmethod
     def me(cls, shard: str) -> Holder:
         pid = os.getpid()
-        return cls(pid, socket.gethostname(), time.time(), shard, secrets.token_hex(8), _pid_ns(), _proc_start(pid))
+        return cls(
+            pid, socket.gethostname(), time.time(), shard, secrets.token_hex(8), pid_namespace(), proc_start(pid)
+        )
 
     def describe(self) -> str:
         """'pid 1234 on host x, started 12:03:04' (with the date when not today, and the shard when a shard)."""
@@ -87,24 +90,13 @@ class Holder:
         return f"{shard}pid {self.pid} on host {self.host}, started {started}"
 
     def same_machine(self) -> bool:
-        return self.host == socket.gethostname() and self.pid_ns == _pid_ns()
+        return self.host == socket.gethostname() and self.pid_ns == pid_namespace()
 
     def is_live(self, heartbeat: float) -> bool:
         """Whether the holder still runs (`heartbeat`: the lock file's mtime)."""
         if not self.same_machine():
             return time.time() - heartbeat < STALE_AFTER_SECONDS
-        if self.pid == os.getpid():
-            return self.proc_start is None or self.proc_start == _proc_start(self.pid)
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except OSError:  # exists, owned by someone else
-            pass
-        if _proc_state(self.pid) in ("Z", "X"):  # exited, not yet reaped
-            return False
-        now = _proc_start(self.pid)
-        return self.proc_start is None or now is None or now == self.proc_start
+        return pid_alive(self.pid, self.proc_start)
 
 
 @dataclass(frozen=True)
@@ -301,29 +293,3 @@ def _remove_stale(stale: _Found) -> None:
             stale.path.unlink(missing_ok=True)
     finally:
         marker.unlink(missing_ok=True)
-
-
-def _pid_ns() -> str | None:
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return None
-
-
-def _proc_fields(pid: int) -> list[str] | None:
-    """/proc/PID/stat after the command name (which may hold spaces): field 3 (state) onward."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2 :].split()
-
-
-def _proc_start(pid: int) -> int | None:
-    fields = _proc_fields(pid)
-    return int(fields[19]) if fields and len(fields) > 19 else None  # field 22: starttime
-
-
-def _proc_state(pid: int) -> str | None:
-    fields = _proc_fields(pid)
-    return fields[0] if fields else None

@@ -39,6 +39,7 @@ from tagcli.packs.manifest import read_manifest_data
 from tagcli.packs.registries import ENV_REGISTRY, Registry, config_path, configured_registries
 from tagcli.packs.store import PackStore, builtin_packs_dir, is_pack_folder, sibling_pack, split_ref
 from tagcli.packs.transport import downloads_dir
+from tagcli.processes import pid_alive
 
 # --------------------------------------------------------------------------- resolving
 
@@ -256,20 +257,8 @@ def _clean_stale(root: Path) -> None:
     """Remove staging/old folders left by pulls that were killed (their process is gone)."""
     for entry in root.glob(".*-*-*"):
         match = re.match(r"\.(incoming|old|removing)-(\d+)-", entry.name)
-        if match and not _pid_alive(int(match.group(2))):
+        if match and not pid_alive(int(match.group(2))):
             _delete(entry)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def _result(item: PullItem, path: Path, status: str) -> dict[str, Any]:
