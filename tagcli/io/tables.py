@@ -1,24 +1,17 @@
-"""The batch reader: stream CSV and Parquet tables in and out as pyarrow record batches.
+"""The batch reader: stream CSV and Parquet tables in as pyarrow record batches (the writer: writer.py).
 
-Tables are read and written one batch at a time, so a scoring run never holds a whole
-file in memory. CSV cells are always read as strings: values round-trip exactly ("007"
-stays "007"), and type inference on the first block can't break on a later one.
-Writers are atomic: output goes to a temp file next to the destination and is renamed
-over it only when the whole table was written.
+Tables are read one batch at a time, so a scoring run never holds a whole file in memory.
+CSV cells are always read as strings: values round-trip exactly ("007" stays "007"), and
+type inference on the first block can't break on a later one.
 """
 
 from __future__ import annotations
 
 import csv
-import errno
-import glob
 import gzip
-import os
 import re
-import shutil
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
@@ -28,7 +21,6 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from tagcli.atomic import commit_temp, reserve_temp
 from tagcli.errors import InputFileError, UsageError, first_line
 from tagcli.io.csv_records import csv_record_chunks
 
@@ -183,7 +175,7 @@ class TableReader:
     def _csv_error(self, exc: pa.ArrowInvalid, names: list[str], row: int) -> InputFileError:
         """pyarrow's reason, with the row counted from the top of the table (pyarrow counts from the
         chunk's) and the column named."""
-        reason = _reason(exc).removeprefix("CSV parse error: ")
+        reason = arrow_reason(exc).removeprefix("CSV parse error: ")
         column = re.match(r"In CSV column #(\d+): (.*)", reason)
         if column and int(column[1]) < len(names):
             reason = column[2].replace("CSV conversion error to string: ", "")
@@ -245,7 +237,7 @@ class TableReader:
         try:
             batch.validate(full=True)
         except pa.ArrowInvalid as exc:
-            index = re.match(r"In column (\d+): (?:Invalid: )?(.*)", _reason(exc))
+            index = re.match(r"In column (\d+): (?:Invalid: )?(.*)", arrow_reason(exc))
             if not index or int(index[1]) >= batch.num_columns:
                 raise
             raise InputFileError(
@@ -273,7 +265,7 @@ class TableReader:
 
     def _read_error(self, exc: BaseException) -> InputFileError:
         kind = "Parquet" if self.format == "parquet" else "CSV"
-        reason = _reason(exc).removeprefix("CSV parse error: ")
+        reason = arrow_reason(exc).removeprefix("CSV parse error: ")
         return InputFileError(f"cannot read {self.name} as {kind}: {reason}")
 
 
@@ -285,147 +277,6 @@ def open_table(
 ) -> TableReader:
     """Open a CSV or Parquet table (or "-" for CSV on stdin), or one work unit of it, for streaming."""
     return TableReader(path, batch_rows=batch_rows, columns=columns, unit=unit)
-
-
-class TableWriter:
-    """Write record batches to a CSV or Parquet file ("-": CSV on stdout), atomically.
-
-    The destination only appears (or is replaced) on a successful `close()`; `abort()`,
-    or an exception inside `with`, leaves it exactly as it was. Pass `schema` when you
-    know the column types: without it the first batch fixes them, and a column that is
-    all null there can only be stored as string.
-    """
-
-    def __init__(self, path: str | Path, schema: pa.Schema | None = None) -> None:
-        self.path = str(path)
-        self.name = "stdout" if self.path == STDIO else self.path
-        self.format = table_format(path)
-        self._tmp = None if self.path == STDIO else _reserve_temp(Path(path))
-        self._schema = schema
-        self._writer: pq.ParquetWriter | pa_csv.CSVWriter | None = None
-        self._sink: pa.NativeFile | None = None
-        self._done = False
-        if schema is not None:
-            try:
-                self._open(schema)
-            except BaseException:
-                self.abort()
-                raise
-
-    def _open(self, schema: pa.Schema) -> None:
-        self._schema = schema
-        if self.format == "csv":
-            check_csv_columns(schema, self.path)
-        with write_errors(self.name):
-            if self.format == "parquet":
-                self._writer = pq.ParquetWriter(str(self._tmp), schema, compression="zstd")
-            elif self._tmp is None:
-                self._writer = pa_csv.CSVWriter(sys.stdout.buffer, schema)
-            else:
-                gz = self.path.lower().endswith(".gz")
-                self._sink = pa.output_stream(str(self._tmp), compression="gzip" if gz else None)
-                self._writer = pa_csv.CSVWriter(self._sink, schema)
-
-    def write(self, batch: pa.RecordBatch | pa.Table) -> None:
-        if self._writer is None:
-            self._open(_nulls_as_strings(batch.schema))
-        assert self._writer is not None and self._schema is not None
-        # Casting makes every batch match the file's schema; null-typed columns (a
-        # batch where every value is missing) cast safely to any type.
-        data = batch.cast(self._schema)
-        with write_errors(self.name):
-            try:
-                self._writer.write(data)
-            except pa.ArrowInvalid as exc:  # e.g. bytes that are not UTF-8 in a binary column, to CSV
-                reason = _reason(exc)
-                if self.format == "csv" and "UTF8" in reason:
-                    reason = "CSV cannot hold bytes that are not UTF-8 text (a binary column)"
-                hint = f"write Parquet instead, e.g. -o {_parquet_name(self.path)}" if self.format == "csv" else None
-                raise InputFileError(f"cannot write {self.name}: {reason}", hint=hint) from exc
-
-    def close(self) -> None:
-        """Finish the file and move it into place; does nothing after close or abort."""
-        if self._done:
-            return
-        try:
-            if self._writer is None:  # nothing written and no schema: a table of no columns
-                self._open(pa.schema([]))
-            assert self._writer is not None
-            with write_errors(self.name):
-                self._writer.close()
-                if self._sink is not None:
-                    self._sink.close()
-                if self._tmp is None:
-                    sys.stdout.buffer.flush()
-                else:
-                    commit_temp(self._tmp, Path(self.path))
-        except BaseException:
-            self.abort()
-            raise
-        self._done = True
-
-    def abort(self) -> None:
-        """Throw away what was written; the destination stays as it was."""
-        if self._done:
-            return
-        self._done = True
-        # Release the file handles first; failures here must not hide the real error.
-        for resource in (self._writer, self._sink):
-            try:
-                if resource is not None:
-                    resource.close()
-            except Exception:
-                pass
-        if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> TableWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-def check_destination(path: str | Path, schema: pa.Schema) -> None:
-    """Fail now, before any work, if a table of `schema` cannot be written to `path`: a column CSV
-    cannot hold, or a folder where no file can be created (read-only, no permission, missing)."""
-    if table_format(path) == "csv":
-        check_csv_columns(schema, str(path))
-    if str(path) != STDIO:
-        _reserve_temp(Path(path)).unlink()
-
-
-def check_csv_columns(schema: pa.Schema, path: str) -> None:
-    """Raise unless pyarrow's CSV writer can write every column of `schema` (it cannot write nested
-    values: structs, lists, maps, unions, and a few others), naming the columns it cannot."""
-    bad = [f for f in schema if not _csv_can_write(f.type)]
-    if not bad:
-        return
-    columns = ", ".join(f"{f.name!r} ({_cut(str(f.type), 60)})" for f in bad[:3]) + (", ..." if bad[3:] else "")
-    raise InputFileError(
-        f"cannot write {'stdout' if path == STDIO else path}: CSV cannot hold column{'s' if bad[1:] else ''} {columns}",
-        hint=f"write Parquet instead, e.g. -o {'FILE.parquet' if path == STDIO else _parquet_name(path)}",
-    )
-
-
-def _csv_can_write(type_: pa.DataType) -> bool:
-    try:  # ask pyarrow itself: what it refuses differs between versions
-        pa_csv.write_csv(pa.table({"x": pa.nulls(1, type_)}), pa.BufferOutputStream())
-    except (pa.ArrowException, TypeError, ValueError):
-        return False
-    return True
-
-
-def _parquet_name(path: str) -> str:
-    return str(Path(path).with_name(Path(path).name[: -len(_SUFFIXES[_suffix_index(path)][0])] + ".parquet"))
 
 
 def _check_is_file(path: Path) -> None:
@@ -529,78 +380,18 @@ def _estimate_csv_rows(path: str, header_lines: int) -> int:
     return max(0, max(newlines, returns) + (last not in b"\r\n") - header_lines)
 
 
-def _reason(exc: BaseException) -> str:
+def arrow_reason(exc: BaseException) -> str:
+    """pyarrow's first line, cut and with what a terminal would act on escaped."""
     # pyarrow quotes the offending row: escape what a terminal would act on (ESC, NUL, ...).
     text = "".join(c if c.isprintable() or c == "\t" else ascii(c)[1:-1] for c in first_line(exc))
-    return _cut(text, _MAX_REASON_CHARS)
+    return shorten(text, _MAX_REASON_CHARS)
 
 
-def _cut(text: str, limit: int) -> str:
+def shorten(text: str, limit: int) -> str:
+    """`text`, cut to `limit` characters (and '...')."""
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _nulls_as_strings(schema: pa.Schema) -> pa.Schema:
-    # A column that is all null in the first batch has no type to go by; string can
-    # hold whatever later batches bring (and CSV is text anyway).
-    return pa.schema(
-        [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in schema],
-        metadata=schema.metadata,
-    )
-
-
-def remove_temp_files(path: str | Path) -> None:
-    """Remove the temp files writers of `path` left behind (a process killed while writing it)."""
-    dest = Path(path)
-    for temp in dest.parent.glob(f".{glob.escape(dest.name)}.*.tmp"):
-        temp.unlink(missing_ok=True)
-
-
-def _reserve_temp(dest: Path) -> Path:
-    """Create an empty, uniquely named temp file next to `dest` (same filesystem, so
-    os.replace is atomic)."""
-    if not dest.parent.is_dir():
-        raise InputFileError(
-            f"cannot write {dest}: directory {dest.parent} does not exist",
-            hint="create the directory first, or choose another output path",
-        )
-    with write_errors(str(dest)):
-        return reserve_temp(dest)
-
-
-_FOLDER_ERRORS = (errno.EROFS, errno.EACCES, errno.EPERM)  # no file can be created or replaced there
-
-
-class DiskFullError(InputFileError):
-    """No space left on the device of `folder`."""
-
-    def __init__(self, message: str, folder: Path, hint: str | None = None) -> None:
-        super().__init__(message, hint)
-        self.folder = folder
-
-
-def _free_in(folder: Path) -> str:
-    return f"{format_bytes(shutil.disk_usage(folder).free)} free in {folder}" if folder.is_dir() else f"in {folder}"
-
-
-def format_bytes(size: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")
-
-
-@contextmanager
-def write_errors(name: str) -> Iterator[None]:
-    """Turn an OSError while writing `name` into one line: a folder that takes no files and a full disk
-    say so (pyarrow reports ENOSPC in its own words, with the errno in its text)."""
-    try:
-        yield
-    except OSError as exc:
-        folder = Path(exc.filename or name).absolute().parent
-        if exc.errno == errno.ENOSPC or "[errno 28]" in str(exc).lower():
-            raise DiskFullError(f"cannot write {name}: no space left on device ({_free_in(folder)})", folder) from exc
-        if exc.errno in _FOLDER_ERRORS:
-            reason = (exc.strerror or os.strerror(exc.errno)).lower()
-            raise InputFileError(f"cannot write {name}: the folder {folder} is not writable ({reason})") from exc
-        raise InputFileError(f"cannot write {name}: {exc.strerror or _reason(exc)}") from exc
+def parquet_name(path: str) -> str:
+    """The same path as a Parquet file (what to write instead of a CSV that cannot hold a table)."""
+    return str(Path(path).with_name(Path(path).name[: -len(_SUFFIXES[_suffix_index(path)][0])] + ".parquet"))

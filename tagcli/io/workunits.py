@@ -46,7 +46,8 @@ from tagcli.atomic import write_json_atomic
 from tagcli.errors import InputFileError, UsageError, first_line
 from tagcli.io.csv_records import scan_csv
 from tagcli.io.lock import RunLock, StaleLock
-from tagcli.io.tables import TableWriter, csv_schema, open_bytes, read_csv_header, table_format, write_errors
+from tagcli.io.tables import csv_schema, open_bytes, read_csv_header, table_format
+from tagcli.io.writer import TableWriter, write_errors
 from tagcli.packs.integrity import sha256_file
 
 

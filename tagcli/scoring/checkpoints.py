@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tagcli.atomic import write_json_atomic
-from tagcli.io.tables import write_errors
+from tagcli.io.writer import write_errors
 from tagcli.scoring.scorer import BatchOutputs
 
 CHECKPOINT_SECONDS = 30.0  # how often a window's finished batches are written (at most this much work is lost)

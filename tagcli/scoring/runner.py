@@ -24,17 +24,7 @@ import pyarrow as pa
 
 from tagcli import __version__
 from tagcli.errors import BadRowError, InputFileError, UsageError
-from tagcli.io.tables import (
-    STDIO,
-    DiskFullError,
-    TableReader,
-    TableWriter,
-    check_destination,
-    default_output_path,
-    format_bytes,
-    open_table,
-    remove_temp_files,
-)
+from tagcli.io.tables import STDIO, TableReader, default_output_path, open_table
 from tagcli.io.workunits import (
     DEFAULT_WINDOW_ROWS,
     InputPlan,
@@ -44,6 +34,7 @@ from tagcli.io.workunits import (
     plan_units,
     window_groups,
 )
+from tagcli.io.writer import DiskFullError, TableWriter, check_destination, format_bytes, remove_temp_files
 from tagcli.scoring.checkpoints import OnNotice, WindowCheckpoint
 from tagcli.scoring.scorer import STATUS_ERROR, STATUS_INVALID, STATUS_OK, TagScorer, bad_row_error
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from tagcli.errors import format_error, watch_stop_signals
-from tagcli.io import checkpoints, tables
+from tagcli.io import writer
+from tagcli.scoring import checkpoints
 from tagcli.scoring.runner import score_file
 from tagcli.scoring.scorer import TagScorer
 
@@ -60,14 +61,14 @@ def arm(point: str, signum: int, out: str) -> None:
 
         checkpoints.write_json_atomic = half_written  # type: ignore[assignment]
     elif point == "merge":
-        write = tables.TableWriter.write
+        write = writer.TableWriter.write
 
-        def write_then_hit(self: tables.TableWriter, batch: Any) -> None:
+        def write_then_hit(self: writer.TableWriter, batch: Any) -> None:
             write(self, batch)
             if self.path == out:
                 hit(signum)
 
-        tables.TableWriter.write = write_then_hit  # type: ignore[method-assign]
+        writer.TableWriter.write = write_then_hit  # type: ignore[method-assign]
 
 
 def main() -> int:

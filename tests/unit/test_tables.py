@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tagcli.errors import InputFileError, UsageError
-from tagcli.io.tables import TableWriter, default_output_path, open_table, table_format
+from tagcli.io.tables import default_output_path, open_table, table_format
+from tagcli.io.writer import TableWriter
 
 
 def read_all(path: str | Path, **kwargs: object) -> pa.Table:
