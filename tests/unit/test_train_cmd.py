@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import tagcli.cli.train_cmd as train_cmd
 from tagcli.cli.app import app
 from tagcli.core.heads import HEADS
-from tagcli.core.heads.regression import RegressionOptions
+from tagcli.core.heads.regression_options import RegressionOptions
 from tagcli.errors import UsageError
 from tagcli.options import Options, flag
 from tagcli.train import TrainConfig
