@@ -26,7 +26,7 @@ from tagcli.cli.options import (
 )
 from tagcli.cli.output import Output, OutputFormat
 from tagcli.cli.scorer_request import ScorerRequest
-from tagcli.core.batching import MAX_BATCH_TOKENS
+from tagcli.core.batching import BATCH_ROWS, MAX_BATCH_TOKENS
 from tagcli.packs.format import record_metrics
 from tagcli.scoring.evaluation import pack_metrics, score_labeled
 
@@ -44,7 +44,7 @@ def evaluate(
     base_model: BaseModelOption = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
-    batch_size: BatchSize = 64,
+    batch_size: BatchSize = BATCH_ROWS,
     max_batch_tokens: MaxBatchTokens = MAX_BATCH_TOKENS,
     clip: Clip = True,
     record: str = typer.Option(

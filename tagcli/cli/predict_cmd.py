@@ -45,10 +45,10 @@ from tagcli.cli.options import (
 )
 from tagcli.cli.output import Output, OutputFormat
 from tagcli.cli.scorer_request import ScorerRequest
-from tagcli.core.batching import MAX_BATCH_TOKENS
+from tagcli.core.batching import BATCH_ROWS, MAX_BATCH_TOKENS
 from tagcli.errors import TagcliError, UsageError, stop_signal
-from tagcli.io.tables import default_output_path
-from tagcli.io.workunits import DEFAULT_WINDOW_ROWS, PartDirectory, Shard
+from tagcli.io.tables import DEFAULT_WINDOW_ROWS, default_output_path
+from tagcli.io.workunits import PartDirectory, Shard
 from tagcli.scoring.runner import DEFAULT_UNIT_ROWS, check_run, score_file
 
 
@@ -72,7 +72,7 @@ def predict(
     base_model: BaseModelOption = None,
     device: Device = "auto",
     dtype: Dtype = "auto",
-    batch_size: BatchSize = 64,
+    batch_size: BatchSize = BATCH_ROWS,
     max_batch_tokens: MaxBatchTokens = MAX_BATCH_TOKENS,
     window_rows: int = typer.Option(
         DEFAULT_WINDOW_ROWS,

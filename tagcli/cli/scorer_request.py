@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tagcli.cli.output import Output
-from tagcli.core.batching import MAX_BATCH_TOKENS
+from tagcli.core.batching import BATCH_ROWS, MAX_BATCH_TOKENS
 from tagcli.packs.install import ensure_packs
 from tagcli.packs.store import PackStore
 from tagcli.scoring.scorer import TagScorer
@@ -22,7 +22,7 @@ class ScorerRequest:
     base_model: str | None = None
     device: str = "auto"
     dtype: str = "auto"
-    batch_size: int = 64
+    batch_size: int = BATCH_ROWS
     max_batch_tokens: int = MAX_BATCH_TOKENS
     both_orders: bool = False
     clip: bool = True

@@ -24,6 +24,8 @@ from tagcli.errors import InputFileError, UsageError
 # Most padded tokens per forward pass (`--max-batch-tokens`): long inputs get smaller batches, so a batch's
 # activations stay bounded (scoring, training readouts and validation all use this default).
 MAX_BATCH_TOKENS = 32768
+# Most rows per forward pass (`--batch-size`), the other budget of a batch.
+BATCH_ROWS = 64
 
 
 def find_input_column(

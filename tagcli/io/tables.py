@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # workunits.py imports this module; readers only take a plann
 TableFormat = Literal["csv", "parquet"]
 
 STDIO = "-"  # the path that means stdin (reading) or stdout (writing)
+# Rows read at a time: a scoring window (`predict --window-rows`), so also what bounds memory.
+DEFAULT_WINDOW_ROWS = 4096
 
 # Longest suffix first, so "x.csv.gz" is not mistaken for anything else.
 _SUFFIXES: tuple[tuple[str, TableFormat], ...] = (
@@ -83,7 +85,7 @@ class TableReader:
     def __init__(
         self,
         path: str | Path,
-        batch_rows: int = 4096,
+        batch_rows: int = DEFAULT_WINDOW_ROWS,
         columns: list[str] | None = None,
         unit: WorkUnit | None = None,
     ) -> None:
@@ -271,7 +273,7 @@ class TableReader:
 
 def open_table(
     path: str | Path,
-    batch_rows: int = 4096,
+    batch_rows: int = DEFAULT_WINDOW_ROWS,
     columns: list[str] | None = None,
     unit: WorkUnit | None = None,
 ) -> TableReader:

@@ -46,7 +46,7 @@ from tagcli.atomic import write_json_atomic
 from tagcli.errors import InputFileError, UsageError, first_line
 from tagcli.io.csv_records import scan_csv
 from tagcli.io.lock import RunLock, StaleLock
-from tagcli.io.tables import csv_schema, open_bytes, read_csv_header, table_format
+from tagcli.io.tables import DEFAULT_WINDOW_ROWS, csv_schema, open_bytes, read_csv_header, table_format
 from tagcli.io.writer import TableWriter, write_errors
 from tagcli.packs.integrity import sha256_file
 
@@ -121,9 +121,6 @@ class Shard:
 
     def __str__(self) -> str:
         return f"{self.index + 1}/{self.count}"
-
-
-DEFAULT_WINDOW_ROWS = 4096
 
 
 def window_groups(units: Sequence[WorkUnit]) -> list[list[WorkUnit]]:

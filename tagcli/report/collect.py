@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tagcli.errors import UsageError
-from tagcli.io.tables import open_table
+from tagcli.io.tables import DEFAULT_WINDOW_ROWS, open_table
 from tagcli.packs.format import TagPack
 from tagcli.packs.reference import PERCENTILE_SUFFIX
 from tagcli.scoring.scorer import STATUS_OK
@@ -141,7 +141,7 @@ def read_scored(
     path: str | Path,
     packs: list[TagPack],
     targets: dict[str, list[str]],
-    window_rows: int = 4096,
+    window_rows: int = DEFAULT_WINDOW_ROWS,
     sample_rows: int = SAMPLE_ROWS,
 ) -> ScoredFile:
     """Stream `path` (a `tagcli predict` output of `packs`) into a ScoredFile."""

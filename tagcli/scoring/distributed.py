@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from tagcli.io.tables import open_table
-from tagcli.io.workunits import DEFAULT_WINDOW_ROWS, WorkUnit, plan_units
+from tagcli.io.tables import DEFAULT_WINDOW_ROWS, open_table
+from tagcli.io.workunits import WorkUnit, plan_units
 from tagcli.scoring.scorer import TagScorer
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from tagcli.core.heads import Head
 from tagcli.errors import UsageError
-from tagcli.io.tables import open_table
+from tagcli.io.tables import DEFAULT_WINDOW_ROWS, open_table
 from tagcli.scoring.runner import ScoreSummary, scored_batches
 from tagcli.scoring.scorer import STATUS_OK, TagScorer
 
@@ -77,7 +77,7 @@ def score_labeled(
     scorer: TagScorer,
     source: str | Path,
     targets: list[str],
-    window_rows: int = 4096,
+    window_rows: int = DEFAULT_WINDOW_ROWS,
     group_col: str | None = None,
 ) -> LabeledScores:
     """Score a labeled file with the scorer's one function and keep predictions and labels of the ok
@@ -117,7 +117,9 @@ def score_labeled(
     return scores
 
 
-def evaluate_file(scorer: TagScorer, source: str | Path, targets: list[str], window_rows: int = 4096) -> dict[str, Any]:
+def evaluate_file(
+    scorer: TagScorer, source: str | Path, targets: list[str], window_rows: int = DEFAULT_WINDOW_ROWS
+) -> dict[str, Any]:
     """Metrics of the scorer's function on a labeled file: row counts, then per label column."""
     return score_labeled(scorer, source, targets, window_rows).report()
 

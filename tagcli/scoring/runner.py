@@ -24,9 +24,8 @@ import pyarrow as pa
 
 from tagcli import __version__
 from tagcli.errors import BadRowError, InputFileError, UsageError
-from tagcli.io.tables import STDIO, TableReader, default_output_path, open_table
+from tagcli.io.tables import DEFAULT_WINDOW_ROWS, STDIO, TableReader, default_output_path, open_table
 from tagcli.io.workunits import (
-    DEFAULT_WINDOW_ROWS,
     InputPlan,
     PartDirectory,
     Shard,

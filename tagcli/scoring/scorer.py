@@ -20,7 +20,7 @@ import pyarrow as pa
 import torch
 
 from tagcli.basemodel.load import BaseModel, load_base_model
-from tagcli.core.batching import MAX_BATCH_TOKENS, context_batches, prepare_inputs
+from tagcli.core.batching import BATCH_ROWS, MAX_BATCH_TOKENS, context_batches, prepare_inputs
 from tagcli.core.heads import Columns
 from tagcli.core.model import SharedContext, TaggedModel
 from tagcli.core.prompt import PromptEncoder, PromptTemplate, collate
@@ -110,7 +110,7 @@ class TagScorer:
         base_model: str | BaseModel | None = None,
         device: str = "auto",
         dtype: str = "auto",
-        batch_size: int = 64,
+        batch_size: int = BATCH_ROWS,
         max_batch_tokens: int = MAX_BATCH_TOKENS,
         columns: Mapping[str, str] | None = None,  # domain name, input kind or "*" → column
         inputs: Mapping[str, str] | None = None,  # input slot → column (`--input SLOT=COLUMN`)

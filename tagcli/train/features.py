@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tagcli.atomic import atomic_path
-from tagcli.core.batching import MAX_BATCH_TOKENS, encode_contexts
+from tagcli.core.batching import BATCH_ROWS, MAX_BATCH_TOKENS, encode_contexts
 from tagcli.core.heads import Head
 from tagcli.core.model import SharedContext, TaggedModel
 from tagcli.core.prompt import PromptEncoder, TaggedBatch, collate
@@ -53,7 +53,7 @@ def readouts(
     readout: ReadoutSpec,
     examples: Examples,
     indices: Sequence[int],
-    batch_size: int = 64,
+    batch_size: int = BATCH_ROWS,
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """`readout` features of rows `examples.rows[indices[j]]`, batch by batch as (positions j, [n, width])."""
     suffix = suffix_batch(model, encoder, examples)

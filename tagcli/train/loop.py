@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tagcli.atomic import atomic_path, write_text_atomic
-from tagcli.core.batching import MAX_BATCH_TOKENS, epoch_batches, length_batches
+from tagcli.core.batching import BATCH_ROWS, MAX_BATCH_TOKENS, epoch_batches, length_batches
 from tagcli.core.heads import Head
 from tagcli.core.model import TaggedModel
 from tagcli.core.prompt import EncodedRow, PromptEncoder, TaggedBatch, collate
@@ -323,7 +323,7 @@ def validation_metrics(
     examples: Examples,
     targets: list[str],
     cached: ContextCache | None = None,
-    batch_size: int = 64,
+    batch_size: int = BATCH_ROWS,
 ) -> dict[str, Any]:
     """Metrics of one split: the next-token loss where that is the objective, plus the head's own
     metrics of its decoded predictions (the same `Head.target_metrics` that `tagcli eval` reports)."""
