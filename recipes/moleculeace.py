@@ -33,13 +33,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recipes.anchors import machine
+from recipes.anchors import jsonable, load_average, machine
 from recipes.moleculeace_anchors import carve_validation, cliff_rmse, means, moleculeace_anchors, rmse, set_paths
 from recipes.pack_features import readout_features
 from tagcli.basemodel.load import BaseModel, load_base_model
 from tagcli.packs.format import TagPack, load_pack
 from tagcli.train import TrainConfig, train
-from tagcli.train.loop import _Hidden
+from tagcli.train.loop import Progress, _Hidden
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "out" / "moleculeace"
@@ -60,7 +60,7 @@ def split_set(path: Path) -> dict[str, pd.DataFrame]:
 
 
 def train_set(
-    name: str, splits: dict[str, pd.DataFrame], base: BaseModel, packs: Path, work: Path
+    name: str, splits: dict[str, pd.DataFrame], base: BaseModel, packs: Path, work: Path, progress: Progress
 ) -> tuple[TagPack, TagPack]:
     """The set's function with the tags alone, then with ECFP4 counts too (the same tag)."""
     folder = work / name
@@ -85,11 +85,11 @@ def train_set(
             "description": f"MoleculeACE {name}: -log10 of the nM value from SMILES",
         }
     )
-    tags_alone = train(config, base)
+    tags_alone = train(config, base, progress)
     shutil.rmtree(folder / "pack-tags", ignore_errors=True)
     shutil.copytree(out, folder / "pack-tags")
     options = dataclasses.replace(config.head_options, extra_features=[EXTRA])
-    with_extra = train(dataclasses.replace(config, resume=True, head_options=options), base)
+    with_extra = train(dataclasses.replace(config, resume=True, head_options=options), base, progress)
     return tags_alone, with_extra
 
 
@@ -119,6 +119,37 @@ def score_test(
     return scored
 
 
+class PhaseClock:
+    """Training progress reduced to seconds per phase (what a set's time goes to), printed as they end."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.phase, self.started, self.seconds = name, "start", time.perf_counter(), {}
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "phase":
+            self.switch(event["phase"])
+        elif event.get("event") == "eval":
+            metrics = {k: round(v, 4) for k, v in event["metrics"].items() if isinstance(v, float)}
+            print(f"  {self.name} step {event['step']}: {metrics}", flush=True)
+
+    def switch(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[self.phase] = round(self.seconds.get(self.phase, 0.0) + now - self.started, 1)
+        print(f"  {self.name} {self.phase}: {now - self.started:.1f}s", flush=True)
+        self.phase, self.started = phase, now
+
+
+def anchor_results(data: Path, sets: list[str] | None, recorded: Path | None) -> dict[str, Any]:
+    """The anchors per set: from `recorded` (moleculeace_anchors.json, `make moleculeace-anchors`) where
+    it has the set, computed here for the sets it lacks."""
+    found = json.loads(recorded.read_text())["sets"] if recorded is not None and recorded.is_file() else {}
+    wanted = [p.stem for p in set_paths(data, sets)]
+    missing = [name for name in wanted if name not in found]
+    if missing:
+        found = {**found, **moleculeace_anchors(data, missing)["sets"]}
+    return {name: found[name]["models"] for name in wanted}
+
+
 def run(
     data: Path,
     sets: list[str] | None = None,
@@ -126,31 +157,63 @@ def run(
     base: BaseModel | None = None,
     packs: Path = REPO / "tagpacks",
     work: Path = WORK,
+    out: Path | None = None,
+    recorded_anchors: Path | None = None,
 ) -> dict[str, Any]:
     """Every chosen set's functions trained and scored (and the anchors beside them); `base` and
-    `packs` (where the smiles domain pack is) default to the embedded model and the shipped packs."""
-    started = time.perf_counter()
+    `packs` (where the smiles domain pack is) default to the embedded model and the shipped packs.
+    With `out`, the result so far is written there after every set, and sets already there (trained
+    with the same TAG_STEPS) are kept, not retrained: a stopped run resumes."""
+    started, load_at_start = time.perf_counter(), load_average()
+    previous = json.loads(out.read_text()) if out is not None and out.is_file() else {}
+    results: dict[str, Any] = previous.get("sets", {}) if previous.get("tag_steps") == TAG_STEPS else {}
     base = base or load_base_model()
     domain = load_pack(packs / "smiles")
-    results: dict[str, Any] = {}
+
+    def so_far() -> dict[str, Any]:
+        done = {name: entry for name, entry in results.items() if entry.get("seconds") is not None}
+        return {
+            "sets": results,
+            "means": means(results),
+            "models": MODELS,
+            "tag_steps": TAG_STEPS,
+            # the tag-LLM sets' own times summed (a resumed run's earlier sets included)
+            "seconds": round(sum(entry["seconds"] for entry in done.values()), 1),
+            "wall_seconds_this_run": round(time.perf_counter() - started, 1),
+            "machine": machine(),
+            "load_average": {"start": load_at_start, "end": load_average()},
+        }
+
     for path in set_paths(data, sets):
-        name, t0 = path.stem, time.perf_counter()
+        name = path.stem
+        if name in results and all(m in results[name]["models"] for m in MODELS):
+            continue
+        t0, clock = time.perf_counter(), PhaseClock(name)
         splits = split_set(path)
-        trained = dict(zip(MODELS, train_set(name, splits, base, packs, work)))
+        trained = dict(zip(MODELS, train_set(name, splits, base, packs, work, clock)))
+        clock.switch("scoring the test rows")
         models = score_test(base, trained, domain, splits["test"], float(splits["train"]["y"].mean()))
-        results[name] = {"models": models, "seconds": round(time.perf_counter() - t0, 1)}
+        clock.switch("done")
+        results[name] = {
+            "models": models,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "phase_seconds": clock.seconds,
+            "n_train": len(splits["train"]),
+            "n_val": len(splits["val"]),
+            "load_average": load_average(),
+        }
         print(name, {m: (round(r["rmse"], 3), round(r["rmse_cliff"], 3)) for m, r in models.items()}, flush=True)
+        if out is not None:
+            write(out, so_far())
     if anchors:
-        for name, found in moleculeace_anchors(data, sets)["sets"].items():
-            results.setdefault(name, {"models": {}})["models"].update(found["models"])
-    return {
-        "sets": results,
-        "means": means(results),
-        "models": MODELS,
-        "tag_steps": TAG_STEPS,
-        "seconds": round(time.perf_counter() - started, 1),
-        "machine": machine(),
-    }
+        for name, found in anchor_results(data, sets, recorded_anchors).items():
+            results.setdefault(name, {"models": {}})["models"].update(found)
+    return so_far()
+
+
+def write(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(jsonable(result), indent=2) + "\n")
 
 
 def main() -> None:
@@ -159,9 +222,15 @@ def main() -> None:
     parser.add_argument("--sets", nargs="*", help="set names (e.g. CHEMBL204_Ki); default: all 30")
     parser.add_argument("--no-anchors", action="store_true", help="the tag-LLM models only")
     parser.add_argument("--out", type=Path, default=RESULTS / "moleculeace.json")
+    parser.add_argument(
+        "--anchors",
+        type=Path,
+        default=RESULTS / "moleculeace_anchors.json",
+        help="recorded anchors (missing sets: computed)",
+    )
     args = parser.parse_args()
-    result = run(Path(args.data).resolve(), args.sets, not args.no_anchors)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    result = run(Path(args.data).resolve(), args.sets, not args.no_anchors, out=args.out, recorded_anchors=args.anchors)
+    write(args.out, result)
     print(json.dumps(result["means"], indent=2))
 
 
