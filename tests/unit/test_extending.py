@@ -1,8 +1,9 @@
 """A new head kind and a new training method plug in with one registration each.
 
-Both are defined here, in the test, each with an option of its own, and go through training (the
-Python API and the `tagcli train` CLI, where their options are flags), the pack format, its model
-card, `TagScorer` scoring and `evaluate_file` without any edit to tagcli.
+Both are defined here, in the test, each with an option of its own (a frozen `Options` dataclass), and
+go through training (the Python API and the `tagcli train` CLI, where their options are flags in a help
+panel of their own), the pack format, its model card (`pack info` says each option as its flag),
+`TagScorer` scoring and `evaluate_file` without any edit to tagcli.
 """
 
 from __future__ import annotations
