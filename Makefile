@@ -86,7 +86,7 @@ baselines: install anchors-install
 	$(BIN)/python -m recipes.expert_baselines --data $(DATA) --out recipes/results/expert_baselines.json
 	$(ANCHORS_BIN)/python -m recipes.anchors --data $(DATA)
 
-# MoleculeACE (issue #28): a function per set (tags alone, and tags + ECFP4 counts) beside the anchors (SVM,
+# MoleculeACE (issue #28): a function per set (tags alone, and tags + ECFP4 counts; no tag steps) beside the anchors (SVM,
 # RandomForest, kNN) on the same splits; recipes/results/moleculeace.json, then `make quality` for the table.
 moleculeace: install
 	$(BIN)/python -m recipes.moleculeace --data $(DATA)

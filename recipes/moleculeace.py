@@ -7,12 +7,18 @@ activity cliffs (issue #28).
 Per set (`moleculeace/CHEMBL*.parquet`: `smiles`, `y` = −log10 of the nM value, `cliff_mol`, `split`):
 validation is the same seeded share of the published train rows the anchors validate on
 (`moleculeace_anchors.carve_validation`); the base model is loaded once and each function is trained
-through the Python API (`tagcli.train.train`, what `tagcli train stage2` runs) with the shipped packs'
-head and a small tag budget (`TAG_STEPS`). Its pack is the **tags alone** model. The **tags + ECFP4**
-model resumes that finished run with a final head that also reads ECFP4 counts: the tag is the same and
-the readout features come from the run's feature cache, so only the new head is fitted. The test rows are
-encoded once and both heads score them; a test row the model refuses (too long) gets the training mean
-and is counted, as the anchors do for rows they cannot featurise.
+through the Python API (`tagcli.train.train`, what `tagcli train stage2` runs) with the head of the shipped
+measured-endpoint packs (bbb, solubility: `default_packs.MEASURED_READOUT`, six members). That readout, the
+mean over the input at blocks 2-12, cannot see the function tag (it follows the inputs in a causal model),
+so there are no tag steps: a set costs one encoding of its rows and the head fits (the 2-set pilot with
+100 tag steps on input-mean + tag-mean took 15-29 min a set; recipes/results/moleculeace_2sets.json).
+Its pack is the **tags alone** model. The **tags + ECFP4** model adds ECFP4 counts to what every member
+reads (joint, unlike the shipped bbb/solubility packs' split views: on the validation rows of three sets
+its MSE was 0.537 / 0.567 / 0.563 against 0.542 / 0.643 / 0.585 split and 0.614 / 0.720 / 0.704 for the
+tags alone; recipes/results/moleculeace_levers.json); it reuses the run's cached readout features, so
+only its head is fitted. The test rows are encoded once and both
+heads score them; a test row the model refuses (too long) gets the training mean and is counted, as the
+anchors do for rows they cannot featurise.
 
 Anchors (SVM with a Tanimoto kernel, C on validation; RandomForest on ECFP4; kNN-Tanimoto; chemprop when
 `make moleculeace-chemprop` has run) come from recipes.moleculeace_anchors on the same splits.
@@ -34,7 +40,16 @@ import numpy as np
 import pandas as pd
 
 from recipes.anchors import jsonable, load_average, machine
-from recipes.moleculeace_anchors import carve_validation, cliff_rmse, means, moleculeace_anchors, rmse, set_paths
+from recipes.default_packs import MEASURED_READOUT
+from recipes.moleculeace_anchors import (
+    VALIDATION,
+    carve_validation,
+    cliff_rmse,
+    means,
+    moleculeace_anchors,
+    rmse,
+    set_paths,
+)
 from recipes.pack_features import readout_features
 from tagcli.basemodel.load import BaseModel, load_base_model
 from tagcli.packs.format import TagPack, load_pack
@@ -44,9 +59,21 @@ from tagcli.train.loop import Progress, _Hidden
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "out" / "moleculeace"
 RESULTS = REPO / "recipes" / "results"
-TAG_STEPS = 100  # tag steps per set (on cached contexts); the ensemble head on every row does most of the work
+READOUT = MEASURED_READOUT
 EXTRA = "ecfp4"  # the SVM's own features, beside the tags
 MODELS = {"tag-llm": "tags alone", f"tag-llm+{EXTRA}": f"tags + {EXTRA} counts"}
+
+
+def settings() -> dict[str, Any]:
+    """The training settings every set gets (recorded with the results: a run resumes only its own)."""
+    return {
+        "readout": READOUT,
+        "members": 6,
+        "hidden_units": 32,
+        "domain_components": 16,
+        "max_steps": 0,  # the readout cannot see the function tag: no tag steps
+        "seed": 0,
+    }
 
 
 def split_set(path: Path) -> dict[str, pd.DataFrame]:
@@ -61,8 +88,9 @@ def split_set(path: Path) -> dict[str, pd.DataFrame]:
 
 def train_set(
     name: str, splits: dict[str, pd.DataFrame], base: BaseModel, packs: Path, work: Path, progress: Progress
-) -> tuple[TagPack, TagPack]:
-    """The set's function with the tags alone, then with ECFP4 counts too (the same tag)."""
+) -> dict[str, tuple[TagPack, float]]:
+    """The set's function with the tags alone, then with ECFP4 counts too (the same tag and features),
+    each with its training seconds (the second's are its head fit: the features are the first's)."""
     folder = work / name
     folder.mkdir(parents=True, exist_ok=True)
     for split in ("train", "val"):
@@ -78,19 +106,22 @@ def train_set(
             "val": str(folder / "val.parquet"),
             "out": str(out),
             "pack_dirs": [str(packs)],
-            "max_steps": TAG_STEPS,
-            "eval_every": TAG_STEPS,
-            "seed": 0,
             "force": True,
             "description": f"MoleculeACE {name}: -log10 of the nM value from SMILES",
+            **settings(),
         }
     )
+    started = time.perf_counter()
     tags_alone = train(config, base, progress)
+    tags_seconds = time.perf_counter() - started
     shutil.rmtree(folder / "pack-tags", ignore_errors=True)
     shutil.copytree(out, folder / "pack-tags")
+    # The same rows and tags, so the run's cached readout features serve this head too.
     options = dataclasses.replace(config.head_options, extra_features=[EXTRA])
     with_extra = train(dataclasses.replace(config, resume=True, head_options=options), base, progress)
-    return tags_alone, with_extra
+    extra_seconds = time.perf_counter() - started - tags_seconds
+    tags_model, extra_model = MODELS
+    return {tags_model: (tags_alone, tags_seconds), extra_model: (with_extra, extra_seconds)}
 
 
 def score_test(
@@ -163,10 +194,10 @@ def run(
     """Every chosen set's functions trained and scored (and the anchors beside them); `base` and
     `packs` (where the smiles domain pack is) default to the embedded model and the shipped packs.
     With `out`, the result so far is written there after every set, and sets already there (trained
-    with the same TAG_STEPS) are kept, not retrained: a stopped run resumes."""
+    with the same settings) are kept, not retrained: a stopped run resumes."""
     started, load_at_start = time.perf_counter(), load_average()
     previous = json.loads(out.read_text()) if out is not None and out.is_file() else {}
-    results: dict[str, Any] = previous.get("sets", {}) if previous.get("tag_steps") == TAG_STEPS else {}
+    results: dict[str, Any] = previous.get("sets", {}) if previous.get("settings") == settings() else {}
     base = base or load_base_model()
     domain = load_pack(packs / "smiles")
 
@@ -176,7 +207,8 @@ def run(
             "sets": results,
             "means": means(results),
             "models": MODELS,
-            "tag_steps": TAG_STEPS,
+            "settings": settings(),
+            "validation": f"{VALIDATION}, the same rows for every model (anchors: refitted on all train rows)",
             # the tag-LLM sets' own times summed (a resumed run's earlier sets included)
             "seconds": round(sum(entry["seconds"] for entry in done.values()), 1),
             "wall_seconds_this_run": round(time.perf_counter() - started, 1),
@@ -190,9 +222,14 @@ def run(
             continue
         t0, clock = time.perf_counter(), PhaseClock(name)
         splits = split_set(path)
-        trained = dict(zip(MODELS, train_set(name, splits, base, packs, work, clock)))
+        trained = train_set(name, splits, base, packs, work, clock)
         clock.switch("scoring the test rows")
-        models = score_test(base, trained, domain, splits["test"], float(splits["train"]["y"].mean()))
+        packs_only = {model: pack for model, (pack, _) in trained.items()}
+        scoring = time.perf_counter()
+        models = score_test(base, packs_only, domain, splits["test"], float(splits["train"]["y"].mean()))
+        scoring = time.perf_counter() - scoring
+        for k, (model, (_, seconds)) in enumerate(trained.items()):  # the shared test encoding: the first's
+            models[model]["seconds"] = round(seconds + (scoring if k == 0 else 0.0), 1)
         clock.switch("done")
         results[name] = {
             "models": models,

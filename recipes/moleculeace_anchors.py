@@ -53,6 +53,7 @@ K_GRID = (1, 3, 5, 7, 9, 11)
 MODELS = ("svm-tanimoto-ecfp4", "svm-tanimoto-ecfp4-c1", "rf-ecfp4", "knn-tanimoto-ecfp4")
 OPTIONAL = ("chemprop",)
 CHEMPROP_EPOCHS = 50
+VALIDATION = f"seeded random {VAL_FRACTION:.0%} of each set's train rows (numpy default_rng({SEED}))"
 
 
 def rmse(y: np.ndarray, predicted: np.ndarray) -> float:
@@ -210,8 +211,7 @@ def moleculeace_anchors(
         return {
             "machine": machine(),
             "seed": SEED,
-            "validation": f"seeded random {VAL_FRACTION:.0%} of each set's train rows (numpy default_rng({SEED})); "
-            "chosen values refitted on all train rows (chemprop: not refitted)",
+            "validation": f"{VALIDATION}; chosen values refitted on all train rows (chemprop: not refitted)",
             "sets": results,
             "means": means(results),
             "seconds": round(time.perf_counter() - start, 1),

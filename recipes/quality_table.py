@@ -20,7 +20,9 @@ tag-LLM packs' recorded test metrics: the shipped pack (tagpacks/NAME) and its c
 (recipes/baselines/NAME-tags-only), each "not built yet" while its folder is missing, and the same head on the
 tags alone and on the extra features alone (no language model) as validation chose them in
 recipes/results/levers/NAME.json.
-The MoleculeACE table comes from recipes/results/moleculeace_anchors.json (`make moleculeace-anchors`).
+The MoleculeACE table comes from recipes/results/moleculeace.json (`make moleculeace`: the tag-LLM models and
+the anchors), or from moleculeace_anchors.json (`make moleculeace-anchors`) where that has not run; the
+README's MoleculeACE table is its first part.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from recipes import default_packs, trust_report
+from recipes import default_packs, moleculeace, trust_report
 from recipes.default_packs import BASELINES, PACKS, REPO, RESULTS, TASKS
 from tagcli.core.readout import PAPER, ReadoutSpec
 
@@ -250,7 +252,8 @@ def markdown(rows: dict[str, list[dict[str, Any]]], data: Path | None = None) ->
 # --- measured endpoints and MoleculeACE ------------------------------------------------------------
 
 ANCHORS = "measured_anchors.json"
-MOLECULEACE = "moleculeace_anchors.json"
+MOLECULEACE, MOLECULEACE_ANCHORS = "moleculeace.json", "moleculeace_anchors.json"
+TAG_MODELS = moleculeace.MODELS
 MEASURED = ("bbb", "solubility", "amp")
 # The tag-LLM packs of a measured endpoint: (label, folder, pack name suffix)
 MEASURED_PACKS = (
@@ -349,6 +352,7 @@ def anchor_notes(result: dict[str, Any]) -> str:
 
 
 GLANCE_BEGIN, GLANCE_END = "<!-- measured-glance:begin -->", "<!-- measured-glance:end -->"
+ACE_BEGIN, ACE_END = "<!-- moleculeace:begin -->", "<!-- moleculeace:end -->"
 HEADLINE = {"classification": ("ROC-AUC", "roc_auc", max), "regression": ("RMSE", "rmse", min)}
 
 
@@ -429,27 +433,51 @@ def measured_markdown() -> list[str]:
     return lines
 
 
+def moleculeace_results() -> dict[str, Any] | None:
+    """`make moleculeace`'s results (tag-LLM models and anchors) where it has run, else the anchors alone."""
+    return read_json(MOLECULEACE) or read_json(MOLECULEACE_ANCHORS)
+
+
+def moleculeace_label(model: str) -> str:
+    return f"tag-LLM: {TAG_MODELS[model]}" if model in TAG_MODELS else f"anchor: {ANCHOR_NAMES.get(model, model)}"
+
+
+def moleculeace_means(results: dict[str, Any]) -> list[str]:
+    """Mean test RMSE and cliff RMSE per model, the tag-LLM models first."""
+    lines = ["| model | sets | mean RMSE | mean cliff RMSE | seconds (all sets) |", "|---|---|---|---|---|"]
+    order = sorted(results.get("means", {}), key=lambda model: model not in TAG_MODELS)
+    for model in order:
+        mean = results["means"][model]
+        seconds = [s["models"][model].get("seconds") for s in results["sets"].values() if model in s["models"]]
+        total = fmt(round(sum(seconds))) if seconds and None not in seconds else "–"
+        lines.append(
+            f"| {moleculeace_label(model)} | {mean['sets']} | {fmt(mean['mean_rmse'])} | "
+            f"{fmt(mean['mean_rmse_cliff'])} | {total} |"
+        )
+    return lines
+
+
 def moleculeace_markdown() -> list[str]:
     """Mean test RMSE and cliff RMSE per model over the MoleculeACE sets, then every set in a fold."""
-    results = read_json(MOLECULEACE)
+    results = moleculeace_results()
     lines = ["**MoleculeACE** (30 ChEMBL activity-cliff sets, −log10 of the nM value, test splits as published)", ""]
     if results is None:
-        return lines + [f"Not measured yet: `make moleculeace-anchors` writes recipes/results/{MOLECULEACE}.", ""]
+        return lines + [f"Not measured yet: `make moleculeace` writes recipes/results/{MOLECULEACE}.", ""]
     m = results.get("machine", {})
-    models = list(results.get("means", {}))
+    settings = results.get("settings")
+    how = (
+        f"tag-LLM: `make moleculeace` (`recipes/moleculeace.py`), readout {settings['readout']}, "
+        f"{settings['members']} members, no tag steps; {results.get('seconds', 0) / 60:.0f} min for its 30 sets. "
+        if settings
+        else "tag-LLM: not run yet (`make moleculeace`). "
+    )
     lines += [
-        f"{results.get('validation', '')}. Cliff RMSE: over the test compounds with `cliff_mol` = 1. "
-        f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores; {results.get('seconds', 0) / 60:.0f} min for the default models.",
+        f"Validation: {results.get('validation', '')}. Cliff RMSE: over the test compounds with `cliff_mol` = 1. "
+        f"{how}{m.get('cpu', '?')}, {m.get('cores', '?')} cores. Anchors: `make moleculeace-anchors`.",
         "",
-        "| model | sets | mean RMSE | mean cliff RMSE | seconds (all sets) |",
-        "|---|---|---|---|---|",
+        *moleculeace_means(results),
     ]
-    for model, mean in results.get("means", {}).items():
-        seconds = sum(s["models"][model]["seconds"] for s in results["sets"].values() if model in s["models"])
-        lines.append(
-            f"| anchor: {ANCHOR_NAMES.get(model, model)} | {mean['sets']} | {fmt(mean['mean_rmse'])} | "
-            f"{fmt(mean['mean_rmse_cliff'])} | {fmt(round(seconds))} |"
-        )
+    models = list(results.get("means", {}))
     lines += ["", "<details><summary>Every set: test RMSE / cliff RMSE</summary>", ""]
     lines += ["| set | n test | n cliff | " + " | ".join(models) + " |", "|---" * (len(models) + 3) + "|"]
     for name, entry in results.get("sets", {}).items():
@@ -519,6 +547,9 @@ def main() -> None:
     readme = REPO / "README.md"
     current = readme.read_text()
     updated = replace_between(current, GLANCE_BEGIN, GLANCE_END, glance_markdown())
+    results = moleculeace_results()
+    if results is not None:
+        updated = replace_between(updated, ACE_BEGIN, ACE_END, "\n".join(moleculeace_means(results)) + "\n")
     if updated != current:
         readme.write_text(updated)
     print(text)

@@ -32,7 +32,7 @@ def test_the_recipe_runs_end_to_end_on_two_sets(base, tmp_path: Path, monkeypatc
     for k, name in enumerate(("CHEMBL1_Ki", "CHEMBL2_EC50")):
         synthetic_set(tmp_path / "data" / "moleculeace" / f"{name}.parquet", k)
     save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "packs" / "smiles")
-    monkeypatch.setattr(moleculeace, "TAG_STEPS", 2)
+    monkeypatch.setattr(moleculeace, "READOUT", "input-mean@1,2")  # the shipped one, scaled to 2 blocks
     result = moleculeace.run(tmp_path / "data", None, True, base, tmp_path / "packs", tmp_path / "work")
 
     assert set(result["sets"]) == {"CHEMBL1_Ki", "CHEMBL2_EC50"}
@@ -46,9 +46,14 @@ def test_the_recipe_runs_end_to_end_on_two_sets(base, tmp_path: Path, monkeypatc
     for model in expected_models:
         rmses = [result["sets"][s]["models"][model]["rmse"] for s in result["sets"]]
         assert result["means"][model]["mean_rmse"] == pytest.approx(np.mean(rmses))
-    # Both tag-LLM models share the set's function tag; the second's head also reads ECFP4 counts.
-    tags = (tmp_path / "work" / "CHEMBL1_Ki" / "pack-tags" / "tags.safetensors").read_bytes()
-    assert tags == (tmp_path / "work" / "CHEMBL1_Ki" / "pack" / "tags.safetensors").read_bytes()
+    # Both tag-LLM models share the set's function tag and its readout features (one cached feature set);
+    # the second's head also reads ECFP4 counts.
+    work = tmp_path / "work" / "CHEMBL1_Ki"
+    assert (work / "pack-tags" / "tags.safetensors").read_bytes() == (work / "pack" / "tags.safetensors").read_bytes()
+    assert len(list((work / "pack.ckpt" / "features").iterdir())) == 1
+    with_extra, tags_alone = ((work / p / "manifest.json").read_text() for p in ("pack", "pack-tags"))
+    assert '"ecfp4"' in with_extra and '"ecfp4"' not in tags_alone
+    assert result["settings"]["max_steps"] == 0
 
 
 def test_cliff_rmse_is_the_rmse_of_the_cliff_rows() -> None:

@@ -101,7 +101,7 @@ def test_measured_endpoints_show_packs_and_anchors(repo: Path) -> None:
     assert "| tagcli tag-llm (`tagpacks/bbb`) | not built yet |" in text
     alone = "| tagcli head on extra features alone, no LLM (`recipes/levers.py`)"
     assert f"{alone} | not measured yet |" in text
-    assert "Not measured yet: `make moleculeace-anchors`" in text
+    assert "Not measured yet: `make moleculeace` writes recipes/results/moleculeace.json" in text
 
     bbb = {"rows": 687, "n": 687, "accuracy": 0.7, "roc_auc": 0.78, "log_loss": 0.6}
     bbb_head = {"type": "classification", "target": "bbb", "extra_features": [{"name": "rdkit2d"}]}
@@ -182,3 +182,17 @@ def test_measured_endpoints_show_packs_and_anchors(repo: Path) -> None:
     assert "| `solubility` | RMSE | – | 0.65 | not measured yet |" in glance  # shipped pack not built here
     assert "| anchor: kNN, Tanimoto on ECFP4 bits | 1 | 0.7 | 0.8 | 2 |" in text
     assert "| CHEMBL1862_Ki | 161 | 67 | 0.7 / 0.8 |" in text
+
+    # `make moleculeace` has run: its file (tag-LLM models beside the anchors) is the table, tag-LLM rows first.
+    tag = {**per_set, "seconds": 40.0}
+    ace["sets"]["CHEMBL1862_Ki"]["models"] = {"knn-tanimoto-ecfp4": per_set, "tag-llm": tag}
+    ace["means"] = {**ace["means"], "tag-llm": {"mean_rmse": 0.75, "mean_rmse_cliff": 0.85, "sets": 1}}
+    ace["settings"] = {"readout": "input-mean@2,4", "members": 6}
+    (results / "moleculeace.json").write_text(json.dumps(ace))
+    text = quality_table.markdown(quality_table.task_rows(repo), repo)
+    table = quality_table.moleculeace_means(quality_table.moleculeace_results())
+    assert table[2:] == [
+        "| tag-LLM: tags alone | 1 | 0.75 | 0.85 | 40 |",
+        "| anchor: kNN, Tanimoto on ECFP4 bits | 1 | 0.7 | 0.8 | 2 |",
+    ]
+    assert "\n".join(table) in text and "readout input-mean@2,4, 6 members, no tag steps" in text
