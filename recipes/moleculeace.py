@@ -61,7 +61,7 @@ WORK = REPO / "out" / "moleculeace"
 RESULTS = REPO / "recipes" / "results"
 READOUT = MEASURED_READOUT
 EXTRA = "ecfp4"  # the SVM's own features, beside the tags
-MODELS = {"tag-llm": "tags alone", f"tag-llm+{EXTRA}": f"tags + {EXTRA} counts"}
+MODELS = {"tag-llm": "tags alone", f"tag-llm+{EXTRA}": f"tags + {EXTRA.upper()} counts"}
 
 
 def settings() -> dict[str, Any]:

@@ -467,7 +467,8 @@ def moleculeace_markdown() -> list[str]:
     settings = results.get("settings")
     how = (
         f"tag-LLM: `make moleculeace` (`recipes/moleculeace.py`), readout {settings['readout']}, "
-        f"{settings['members']} members, no tag steps; {results.get('seconds', 0) / 60:.0f} min for its 30 sets. "
+        f"{settings['members']} members, no tag steps; {results.get('seconds', 0) / 60:.0f} min for its "
+        f"{sum('tag-llm' in entry['models'] for entry in results.get('sets', {}).values())} sets. "
         if settings
         else "tag-LLM: not run yet (`make moleculeace`). "
     )
