@@ -58,7 +58,7 @@ import torch
 from torch import nn
 
 from tagcli.basemodel.load import BaseModel, load_base_model, select_device, select_dtype
-from tagcli.core.batching import encode_contexts, length_batches
+from tagcli.core.batching import context_batches, encode_contexts, length_batches
 from tagcli.core.heads import RegressionHead
 from tagcli.core.prompt import collate
 from tagcli.core.readout import ReadoutSpec
@@ -348,9 +348,10 @@ def readout_features(scorer: TagScorer, smiles: list[str]) -> torch.Tensor:
     suffix = collate([encoder.encode_suffix(plan.template)], encoder.pad_id).to(scorer.base.device)
     inputs = {"smiles": encoder.tokenize_inputs(smiles)}
     out = torch.empty(len(smiles), readout.width(model.hidden_size))
-    for chunk, context in encode_contexts(
+    batches = context_batches(
         model, encoder, plan.template, inputs, scorer.batch_size, scorer.max_batch_tokens, suffix.input_ids.shape[1]
-    ):
+    )
+    for chunk, context in encode_contexts(batches):
         features, _, _ = model.readout_after_context(context, suffix, readout)
         context.rewind()
         out[chunk] = features.float().cpu()

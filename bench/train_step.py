@@ -21,7 +21,7 @@ import torch
 from predict import cpu_flags  # bench/predict.py: the CPU flags every benchmark number is printed with
 
 from tagcli.basemodel.load import load_base_model
-from tagcli.core.batching import encode_contexts
+from tagcli.core.batching import context_batches, encode_contexts
 from tagcli.core.heads import RegressionHead
 from tagcli.core.model import TaggedModel
 from tagcli.core.prompt import PromptEncoder, PromptTemplate, collate
@@ -55,7 +55,7 @@ def main() -> None:
     head = model.heads["qed"]
     started = time.perf_counter()
     with torch.no_grad():  # once per run: what every later step over these rows reuses
-        [(chunk, context)] = encode_contexts(model, encoder, template, inputs, len(rows), 1 << 30, p)
+        [(chunk, context)] = encode_contexts(context_batches(model, encoder, template, inputs, len(rows), 1 << 30, p))
     context_s = time.perf_counter() - started
 
     def full_step() -> None:

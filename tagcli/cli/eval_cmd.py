@@ -21,8 +21,6 @@ from tagcli.cli.options import (
     ProteinColumn,
     Registries,
     SmilesColumn,
-    input_columns,
-    slot_columns,
 )
 from tagcli.cli.output import Output, OutputFormat
 from tagcli.cli.scorer_request import ScorerRequest
@@ -32,6 +30,7 @@ from tagcli.scoring.evaluation import pack_metrics, score_labeled
 
 
 def evaluate(
+    ctx: typer.Context,
     input: str = typer.Argument(..., help="Labeled CSV or Parquet file."),
     function: str = typer.Option(..., "--function", "-F", help="Function pack (name or path)."),
     target: list[str] = typer.Option(..., "--target", "-t", help="Label column; one per predicted value, in order."),
@@ -70,22 +69,7 @@ def evaluate(
 ) -> None:
     """Print MSE, MAE, Pearson and Spearman (classification: accuracy, ROC-AUC) per target."""
     out = Output(format)
-    request = ScorerRequest(
-        [function],
-        domain or None,
-        columns=input_columns(column, smiles_col, protein_col, domain),
-        inputs=slot_columns(input_slot),
-        base_model=base_model,
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        max_batch_tokens=max_batch_tokens,
-        both_orders=both_orders,
-        clip=clip,
-        pack_dirs=pack_dir or [],
-        registries=registry or [],
-        offline=offline,
-    )
+    request = ScorerRequest.from_options([function], ctx.params)
     request.pull_missing(out)
     scorer = request.scorer()
     scores = score_labeled(scorer, input, target, group_col=group_col)

@@ -40,8 +40,6 @@ from tagcli.cli.options import (
     ProteinColumn,
     Registries,
     SmilesColumn,
-    input_columns,
-    slot_columns,
 )
 from tagcli.cli.output import Output, OutputFormat
 from tagcli.cli.scorer_request import ScorerRequest
@@ -53,6 +51,7 @@ from tagcli.scoring.runner import DEFAULT_UNIT_ROWS, check_run, score_file
 
 
 def predict(
+    ctx: typer.Context,
     input: str = typer.Argument(..., help="CSV or Parquet file to score, or - for CSV on stdin."),
     function: list[str] = typer.Option(
         ..., "--function", "-F", help="Function pack (name or path), e.g. qed. Repeat to score several."
@@ -127,22 +126,7 @@ def predict(
     destination = output or ("-" if input == "-" else str(default_output_path(input)))
     shard_of_run = Shard.parse(shard) if shard else Shard.from_launcher()
     check_run(input, destination, shard_of_run)  # the input as output, a live run on it: say so before any work
-    request = ScorerRequest(
-        function,
-        domain or None,
-        columns=input_columns(column, smiles_col, protein_col, domain),
-        inputs=slot_columns(input_slot),
-        base_model=base_model,
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        max_batch_tokens=max_batch_tokens,
-        both_orders=both_orders,
-        clip=clip,
-        pack_dirs=pack_dir or [],
-        registries=registry or [],
-        offline=offline,
-    )
+    request = ScorerRequest.from_options(function, ctx.params)
     request.pull_missing(out)
     if devices > 1:  # after pulling, so the processes don't all download the same packs
         if shard:

@@ -3,9 +3,11 @@ and the one way those options become a `TagScorer` (missing packs pulled first u
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from tagcli.cli.options import input_columns, slot_columns
 from tagcli.cli.output import Output
 from tagcli.core.batching import BATCH_ROWS, MAX_BATCH_TOKENS
 from tagcli.packs.install import ensure_packs
@@ -29,6 +31,22 @@ class ScorerRequest:
     pack_dirs: list[str] = field(default_factory=list)
     registries: list[str] = field(default_factory=list)
     offline: bool = False
+
+    @classmethod
+    def from_options(cls, functions: list[str], options: Mapping[str, Any]) -> ScorerRequest:
+        """The request of a scoring command's options by parameter name (its `ctx.params`, where a repeated
+        option comes as a tuple, empty when not given); an option named like a field is that field as given."""
+        as_given = {f.name: options[f.name] for f in fields(cls) if f.name in options}
+        domains = list(options["domain"] or ()) or None
+        return cls(
+            functions,
+            domains,
+            columns=input_columns(options["column"], options["smiles_col"], options["protein_col"], domains),
+            inputs=slot_columns(options["input_slot"]),
+            pack_dirs=list(options["pack_dir"] or ()),
+            registries=list(options["registry"] or ()),
+            **as_given,
+        )
 
     def __post_init__(self) -> None:
         self.store = PackStore(self.pack_dirs)

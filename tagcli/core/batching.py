@@ -2,7 +2,7 @@
 
     cells ──clean (domains.py)──▶ text ──tokenize──▶ token ids per input slot (`prepare_inputs`)
           ──length_batches──▶ row indices of similar length, within row and token budgets
-          ──encode_contexts──▶ each batch's KV context: shared prefix once, every row's inputs once
+          ──context_batches──▶ each batch's KV context: shared prefix once, every row's inputs once
 
 Training uses the same path for its readouts (so its features are the scorer's features) and
 `epoch_batches` for shuffled, length-grouped micro-batches.
@@ -10,7 +10,7 @@ Training uses the same path for its readouts (so its features are the scorer's f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 
 import pyarrow as pa
@@ -161,16 +161,10 @@ def length_batches(
 
 
 def encode_contexts(
-    model: TaggedModel,
-    encoder: PromptEncoder,
-    template: PromptTemplate,
-    inputs: Mapping[str, Sequence[list[int]]],
-    batch_size: int,
-    max_tokens: int,
-    suffix_tokens: int = 0,
+    batches: Iterable[tuple[list[int], Callable[[], SharedContext]]],
 ) -> Iterator[tuple[list[int], SharedContext]]:
-    """Rows of `template` in length-sorted batches: each batch's row indices and its KV context."""
-    for chunk, encode in context_batches(model, encoder, template, inputs, batch_size, max_tokens, suffix_tokens):
+    """`context_batches` with every batch's KV context encoded: each batch's row indices and its context."""
+    for chunk, encode in batches:
         yield chunk, encode()
 
 

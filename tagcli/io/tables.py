@@ -11,11 +11,12 @@ import csv
 import gzip
 import re
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal, TypeVar
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -74,7 +75,35 @@ def _suffix_index(path: str | Path) -> int:
     raise UsageError(f"cannot tell the format of {str(path)!r}: use .csv or .parquet")
 
 
-class TableReader:
+_TableFile = TypeVar("_TableFile", bound="TableFile")
+
+
+class TableFile(ABC):
+    """A table being read or written, as a context manager: leaving `with` closes it, or, on an
+    exception, aborts it (the same as closing, for a file that has nothing to undo)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def abort(self) -> None:
+        self.close()
+
+    def __enter__(self: _TableFile) -> _TableFile:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class TableReader(TableFile):
     """Iterate over a CSV or Parquet table as record batches of `batch_rows` rows (the last: at most).
 
     `schema` is known as soon as the reader is open; `total_rows` is exact for Parquet,
@@ -253,17 +282,6 @@ class TableReader:
             self._stream.close()
         if self._parquet is not None:
             self._parquet.close()
-
-    def __enter__(self) -> TableReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _read_error(self, exc: BaseException) -> InputFileError:
         kind = "Parquet" if self.format == "parquet" else "CSV"

@@ -15,7 +15,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -23,10 +22,10 @@ import pyarrow.parquet as pq
 
 from tagcli.atomic import commit_temp, reserve_temp
 from tagcli.errors import InputFileError
-from tagcli.io.tables import STDIO, arrow_reason, parquet_name, shorten, table_format
+from tagcli.io.tables import STDIO, TableFile, arrow_reason, parquet_name, shorten, table_format
 
 
-class TableWriter:
+class TableWriter(TableFile):
     """Write record batches to a CSV or Parquet file ("-": CSV on stdout), atomically.
 
     The destination only appears (or is replaced) on a successful `close()`; `abort()`,
@@ -117,20 +116,6 @@ class TableWriter:
                 pass
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> TableWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def check_destination(path: str | Path, schema: pa.Schema) -> None:

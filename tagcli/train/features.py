@@ -1,6 +1,6 @@
 """Readout features of training rows: computed as the scorer computes them, cached, and fitted on.
 
-Features come from `core.batching.encode_contexts` (the shared prefix once per batch, each
+Features come from `core.batching.context_batches` (the shared prefix once per batch, each
 row's inputs once, then the function suffix), so a head fitted here sees the scorer's numbers.
 
     ContextCache   the KV contexts of a fixed set of rows, computed once without grad: everything
@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tagcli.atomic import atomic_path
-from tagcli.core.batching import BATCH_ROWS, MAX_BATCH_TOKENS, encode_contexts
+from tagcli.core.batching import BATCH_ROWS, MAX_BATCH_TOKENS, context_batches, encode_contexts
 from tagcli.core.heads import Head
 from tagcli.core.model import SharedContext, TaggedModel
 from tagcli.core.prompt import PromptEncoder, TaggedBatch, collate
@@ -44,7 +44,8 @@ def contexts(
     """Contexts of rows `examples.rows[indices[j]]` in length-sorted batches, as (positions j, context)."""
     inputs = {d: [tokens[i] for i in indices] for d, tokens in examples.inputs.items()}
     suffix_tokens = len(encoder.encode_suffix(examples.template))
-    yield from encode_contexts(model, encoder, examples.template, inputs, batch_size, MAX_BATCH_TOKENS, suffix_tokens)
+    batches = context_batches(model, encoder, examples.template, inputs, batch_size, MAX_BATCH_TOKENS, suffix_tokens)
+    yield from encode_contexts(batches)
 
 
 def readouts(

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from helpers import SMILES
-from tagcli.core.batching import encode_contexts
+from tagcli.core.batching import context_batches, encode_contexts
 from tagcli.core.heads import TextHead
 from tagcli.core.model import TaggedModel
 from tagcli.core.prompt import PromptEncoder, PromptTemplate, collate
@@ -54,7 +54,7 @@ def test_shared_context_generation_equals_generate(base, layout: str) -> None:
 
     suffix = collate([encoder.encode_suffix(template)], encoder.pad_id)
     shared: dict[int, list[int]] = {}
-    batches = encode_contexts(model, encoder, template, inputs, 3, 10**6, suffix.input_ids.shape[1])
+    batches = encode_contexts(context_batches(model, encoder, template, inputs, 3, 10**6, suffix.input_ids.shape[1]))
     for chunk, context in batches:
         answers = model.predict_after_context(context, suffix, "answer")["pred_answer"]
         shared.update(zip(chunk, answers))

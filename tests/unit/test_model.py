@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from helpers import PROTEINS, SMILES, random_tag, regression_head
-from tagcli.core.batching import MAX_BATCH_TOKENS, encode_contexts
+from tagcli.core.batching import MAX_BATCH_TOKENS, context_batches, encode_contexts
 from tagcli.core.model import TaggedModel
 from tagcli.core.prompt import EncodedRow, PromptEncoder, PromptTemplate, collate
 from tagcli.core.readout import PAPER, ReadoutSpec
@@ -122,7 +122,7 @@ def _context_readout(
     suffix = collate([encoder.encode_suffix(template)], encoder.pad_id)
     features = torch.empty(len(next(iter(inputs.values()))), readout.width(model.hidden_size))
     with torch.no_grad():
-        batches = list(encode_contexts(model, encoder, template, inputs, 3, MAX_BATCH_TOKENS))
+        batches = list(encode_contexts(context_batches(model, encoder, template, inputs, 3, MAX_BATCH_TOKENS)))
     out = []
     for chunk, context in batches:
         out.append((chunk, model.readout_after_context(context, suffix, readout)[0]))
