@@ -60,6 +60,9 @@ reg, sources = registry_tests.reg, registry_tests.sources
 MIB = 1 << 20
 MEMORY_BOUND = 100 * MIB  # peak growth allowed around a refusal that a size cap is meant to bound
 TIMEOUT = "1"  # $TAGCLI_NETWORK_TIMEOUT (seconds) for the stalling servers
+# A stalling server keeps silent this long (or until the test ends); a refusal must come well before, so
+# the client's timeout ended it, while a loaded 2-core machine still has room (a pull took >10 s there).
+STALL_SECONDS = 120
 
 
 # --------------------------------------------------------------------------- checks shared by all cases
@@ -684,7 +687,7 @@ def lying_server(server: Any, folder: Path) -> Iterator[Any]:
 
 
 def stall(length: int | None = None, first: bytes = b"") -> Callable:
-    """Nothing at all (or headers promising `length` bytes, then `first`), then silence for up to 10 s."""
+    """Nothing at all (or headers promising `length` bytes, then `first`), then silence for up to STALL_SECONDS."""
 
     def lie(handler: LyingHandler) -> None:
         if length is not None:
@@ -693,7 +696,7 @@ def stall(length: int | None = None, first: bytes = b"") -> Callable:
             handler.end_headers()
             handler.wfile.write(first)
             handler.wfile.flush()
-        handler.server.release.wait(10)  # type: ignore[attr-defined]
+        handler.server.release.wait(STALL_SECONDS)  # type: ignore[attr-defined]
 
     return lie
 
@@ -944,7 +947,7 @@ def test_lying_registry_is_refused_and_nothing_is_installed(
         started = time.monotonic()
         with bounded_memory() if case.bounded else nullcontext():
             line = refused_cli(capsys, "pack", "pull", "protein", "--registry", spec)
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < STALL_SECONDS / 2
     assert case.expect in line, line
     declared = entry_of(reg, "protein")["size"] if case.unfinished else None
     assert_nothing_written(before, snapshot(tmp_path), tmp_path, unfinished_below=declared)

@@ -62,10 +62,8 @@ def test_second_load_does_not_convert_again(home: Path, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(embedded, "_convert_gguf", no_conversion)
     monkeypatch.setattr(resolve, "hash_weights", no_conversion)  # the fingerprint comes from the cache
-    start = time.perf_counter()
-    again = load.load_base_model(device="cpu")
+    again = load.load_base_model(device="cpu")  # the patches above fail it if it converts or hashes again
     assert again.id == "smollm2-135m"
-    assert time.perf_counter() - start < 15
 
 
 def test_forward_on_smiles_gives_finite_hidden_states(base: load.BaseModel) -> None:
