@@ -26,8 +26,8 @@ class TrustComponent(nn.Module):
 
 
 def bounded(tensors: dict[str, torch.Tensor], low: float, high: float, what: str) -> str | None:
-    """ "NAMES must WHAT" when a value of these tensors (pack names → values) lies outside [low, high]
-    or is not finite (None when all lie inside)."""
+    """Why these tensors (pack names → values) cannot come from a fit, as "NAMES must WHAT": a value
+    outside [low, high] or not finite (None: all lie inside)."""
     values = torch.cat([t.flatten() for t in tensors.values()])
     if bool(((values >= low) & (values <= high)).all()):
         return None
