@@ -118,7 +118,7 @@ def test_ensemble_head_trains_round_trips_and_scores_like_its_features(base, dat
         torch.testing.assert_close(loaded.head.state_dict()[key], value, msg=key)
     head = loaded.head
     assert head.output_columns() == ["pred_y", "pred_y_std", "domain_score", "in_domain"]
-    assert float(head.spread_scale) > 0 and float(head.domain_threshold) > 0
+    assert float(head.spread.scale) > 0 and float(head.applicability.threshold) > 0
     # members differ (bootstrap samples, seeds): the spread is real
     x = torch.randn(4, head.readout.width(base.hidden_size))
     assert head.member_outputs(x).std(0).min() > 0
@@ -163,73 +163,28 @@ def test_domain_score_flags_rows_unlike_the_training_rows(base, data: Path, tmp_
     assert len(typical) >= 15 and min(unusual) > float(np.median(typical))
 
 
-def _two_member_head(noise_scale) -> tuple:
-    """Members x0 + x1 and x0 - x1: their mean is x0 and their spread ∝ |x1|; validation errors
-    scaled by `noise_scale(x)`."""
-    head = regression_head(2, mean=0.0, std=1.0, members=2).requires_grad_(False)
-    with torch.no_grad():
-        for member, sign in zip(head.members, (1.0, -1.0)):
-            member.weight.copy_(torch.tensor([[1.0, sign]]))
-            member.bias.zero_()
-    x = torch.randn(4000, 2, generator=torch.Generator().manual_seed(0))
-    y = x[:, :1] + noise_scale(x) * torch.randn(4000, 1, generator=torch.Generator().manual_seed(1))
-    return head, x, y
-
-
-def test_uncertainty_follows_the_spread_when_the_errors_do_and_is_calibrated() -> None:
-    head, x, y = _two_member_head(lambda x: x[:, 1:].abs())
-    head.fit_uncertainty(x, y)
-    assert 0.8 < float(head.spread_power) < 1.2 and float(head.domain_power) == 0.0
-    std = head.uncertainty(head.member_outputs(x), None, torch.zeros(len(x), 1))
-    z = (head(x) - y) / std
-    assert float(z.pow(2).mean()) == pytest.approx(1.0, rel=1e-4)
-    error = (head(x) - y).abs().squeeze(1).numpy()
-    assert pd.Series(std.squeeze(1).numpy()).corr(pd.Series(error), method="spearman") > 0.3
-
-
-def test_uncertainty_ignores_a_spread_that_does_not_track_the_errors() -> None:
-    head, x, y = _two_member_head(lambda x: torch.full_like(x[:, 1:], 0.5))
-    head.fit_uncertainty(x, y)
-    assert float(head.spread_power) < 0.1
-    std = head.uncertainty(head.member_outputs(x), None, torch.zeros(len(x), 1))
-    assert float(std.max() / std.min()) < 10.0  # near constant: the spread carried no information
-
-
-def test_domain_score_counts_rows_off_the_principal_axes() -> None:
-    """A row far along an axis the training rows never vary on is out of domain (the residual term),
-    though its coordinates on the principal axes are typical."""
-    head = regression_head(6, mean=0.0, std=1.0, domain_components=2)
-    generator = torch.Generator().manual_seed(0)
-    train = torch.randn(500, 6, generator=generator) * torch.tensor([3.0, 2.0, 0.1, 0.1, 0.1, 0.1])
-    head.set_feature_stats(train)
-    head.fit_domain(train, train[:100])
-    assert float(head.domain_residual) > 0
-    typical = head.domain_score(head.standardise(train[100:]))
-    assert float(typical.mean()) == pytest.approx(1.0, rel=0.2)
-    off_axes = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, 3.0]])
-    assert float(head.domain_score(head.standardise(off_axes))) > 3 * float(head.domain_threshold)
-
-
 def test_ensemble_packs_without_the_later_tensors_score_as_before(tmp_path: Path) -> None:
-    """Ensemble packs written before the residual term and the fitted spread exponents load with
-    the neutral values: the T²-only domain score and a spread proportional to the members' std."""
+    """Ensemble packs written before the residual term and the fitted spread exponents (specs without
+    a version) load with the neutral values: the T²-only domain score and a spread proportional to
+    the members' std. A spec with a version is taken as it is."""
     head = regression_head(4, members=3, domain_components=2).requires_grad_(False)
-    head.fit_domain(torch.randn(50, 4), torch.randn(20, 4))
+    head.applicability.fit(torch.randn(50, 4), torch.randn(20, 4))
     state = {k: v for k, v in head.state_dict().items() if k not in head.LATER_TENSORS}
-    upgraded = head.upgrade_state(head.to_spec(), state)
+    assert head.upgrade_state(head.to_spec(), state) == state
+    legacy = {k: v for k, v in head.to_spec().items() if k != "version"}
+    upgraded = head.upgrade_state(legacy, state)
     assert float(upgraded["domain_residual"]) == 0.0
     assert upgraded["spread_power"].tolist() == [1.0] and upgraded["domain_power"].tolist() == [0.0]
     assert not upgraded["error_weights"].any() and not upgraded["error_power"].any()
     head.load_state_dict(upgraded)
-    x = torch.randn(5, 4)
-    coordinates = head.standardise(x) @ head.domain_axes.T / head.domain_scale
-    torch.testing.assert_close(head.domain_score(head.standardise(x)), coordinates.pow(2).mean(1).sqrt())
-    outputs = head.member_outputs(x)
-    level = head.error_level(head.standardise(x), outputs.mean(0), torch.rand(5) + 0.5)
+    x = head.standardise(torch.randn(5, 4))
+    domain = head.applicability
+    torch.testing.assert_close(domain.score(x), domain.coordinates(x).pow(2).mean(1).sqrt())
+    outputs = head.members_on(x)
+    score = torch.rand(5) + 0.5
+    level = head.error_model.apply(outputs.mean(0), score, domain.coordinates(x))
     assert not level.any()
-    torch.testing.assert_close(
-        head.uncertainty(outputs, torch.rand(5) + 0.5, level), outputs.std(0) * head.spread_scale
-    )
+    torch.testing.assert_close(head.spread.apply(outputs, score, level), outputs.std(0) * head.spread.scale)
 
 
 def test_error_model_learns_where_the_errors_are_large() -> None:
@@ -247,7 +202,7 @@ def test_error_model_learns_where_the_errors_are_large() -> None:
     (train, labels), (validation, val_labels), (test, test_labels) = rows(3000), rows(1000), rows(2000)
     head = regression_head(3, mean=0.0, std=1.0, members=5, domain_components=2).requires_grad_(False)
     head.fit_final(train, labels, validation, val_labels, seed=0)
-    assert float(head.error_power) > 0.5 and head.check_state() is None
+    assert float(head.spread.error_power) > 0.5 and head.check_state() is None
     columns = head.predict(SimpleNamespace(hidden=test))
     error = (columns["pred_y"] - torch.tensor(test_labels)[:, 0]).abs()
     std = columns["pred_y_std"]
@@ -281,7 +236,7 @@ def test_calibration_fits_the_rows_the_validation_split_resembles() -> None:
     calibrated, head = test_mse(True)
     constant = float((truth - torch.tensor(labels).mean()).pow(2).mean())
     assert calibrated < 0.2 * plain and calibrated < 0.5 * constant
-    assert float(head.calibration_slope) == pytest.approx(0.25, abs=0.05)  # 0.5 / 2 on standardised values
+    assert float(head.recalibration.slope) == pytest.approx(0.25, abs=0.05)  # 0.5 / 2 on standardised values
     assert head.check_state() is None
     spec = head.to_spec()
     assert spec["calibrated"] is True
@@ -291,7 +246,7 @@ def test_calibration_fits_the_rows_the_validation_split_resembles() -> None:
     torch.testing.assert_close(
         loaded.predict(SimpleNamespace(hidden=test))["pred_y"], head.predict(SimpleNamespace(hidden=test))["pred_y"]
     )
-    head.calibration_slope.fill_(5.0)
+    head.recalibration.slope.fill_(5.0)
     assert "calibration_slope" in head.check_state()
 
 

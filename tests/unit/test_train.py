@@ -366,6 +366,7 @@ def test_classification_training(base, data: Path, tmp_path: Path) -> None:
         "members": 1,
         "hidden_units": 0,
         "domain_components": 16,
+        "version": 2,
     }
     assert set(loaded.manifest.metrics["val"]) >= {"accuracy", "roc_auc", "log_loss"}
     hidden = torch.randn(6, base.hidden_size, generator=torch.Generator().manual_seed(0))

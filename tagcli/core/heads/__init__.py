@@ -2,7 +2,9 @@
 
     base.py            the interface every head kind implements (outputs, readout, decoding,
                        labels, loss, fit, metrics, spec)
-    feature.py         the shared body of the heads that read features (ensemble, domain summary)
+    feature.py         the shared body of the heads that read features (ensemble, applicability domain)
+    trust/             the trust add-ons those heads compose: applicability domain, recalibration,
+                       out-of-bag error model, ensemble spread (each with fit, apply and its own tensors)
     feature_options.py their training options (readout, members, extra features, ...)
     regression.py      real-valued targets (ridge-initialised linear layer)
     classification.py  class probabilities

@@ -47,7 +47,7 @@ class ClassificationHead(FeatureHead):
 
     def output_types(self) -> dict[str, pa.DataType]:
         probabilities = {f"prob_{c}": pa.float64() for c in self.classes}
-        return {f"pred_{self.target}": pa.string()} | probabilities | self.domain_types()
+        return {f"pred_{self.target}": pa.string()} | probabilities | self.applicability.output_types()
 
     def ranked_columns(self) -> list[str]:
         return [f"prob_{c}" for c in self.classes]
@@ -57,7 +57,7 @@ class ClassificationHead(FeatureHead):
         probabilities = self.ensemble_mean(self.members_on(x)).softmax(dim=-1)
         columns: Columns = {f"pred_{self.target}": [self.classes[i] for i in probabilities.argmax(dim=-1).tolist()]}
         columns.update({f"prob_{c}": p for c, p in zip(self.classes, probabilities.unbind(dim=1))})
-        return columns | self.domain_columns(x)
+        return columns | self.applicability.apply(x)
 
     @classmethod
     def for_training(
@@ -83,13 +83,13 @@ class ClassificationHead(FeatureHead):
     def fit_final(
         self, train: torch.Tensor, labels: list, validation: torch.Tensor, val_labels: list, seed: int
     ) -> None:
-        """Train every member on cached features of all training rows; the domain on validation rows."""
+        """Train every member on cached features of all training rows; the applicability domain on
+        validation rows."""
         self.set_feature_stats(train)
-        checked = (self.standardise(validation), torch.tensor(val_labels, dtype=torch.long))
-        self.fit_members(
-            self.standardise(train), torch.tensor(labels, dtype=torch.long), checked, F.cross_entropy, seed
-        )
-        self.fit_domain(train, validation)
+        x, val_x = self.standardise(train), self.standardise(validation)
+        checked = (val_x, torch.tensor(val_labels, dtype=torch.long))
+        self.fit_members(x, torch.tensor(labels, dtype=torch.long), checked, F.cross_entropy, seed)
+        self.applicability.fit(x, val_x)
 
     def target_metrics(self, labels: list[Any], predicted: Mapping[str, list]) -> list[dict[str, Any]]:
         known = [i for i, label in enumerate(labels) if label is not None]  # unknown classes are not scored

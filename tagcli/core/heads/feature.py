@@ -2,13 +2,14 @@
 
     readout features ─standardise─▶ members (K linear layers or small MLPs) ─mean─▶ raw output
                                             └─ spread across members ─▶ uncertainty (regression)
-                     ─project (PCA of the training features)─▶ distance ─▶ domain_score, in_domain
+                     ─applicability domain (PCA of the training features)─▶ domain_score, in_domain
 
 Members are an ensemble (bootstrap samples, different seeds); one linear member is the paper's
-head. The applicability-domain summary is a few principal directions of the training features and
-the typical size of what they leave out, so a row unlike the training rows is flagged without
-storing any training row: it either lies far along the principal directions (Hotelling's T²) or
-far off them (the residual, Q), each measured in units of a typical training row.
+head. The trust add-ons (the applicability domain here; recalibration, error model and spread in
+regression) are components of `tagcli.core.heads.trust`, each fitted and applied on its own.
+
+The head spec carries the layout `version` of the tensors in `heads.safetensors`; a spec without
+one was written before it existed and its tensors are upgraded by what they hold (`upgrade_state`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import pyarrow as pa
 import torch
 from torch import nn
 
 from tagcli.core.extra_features import ExtraFeatures, input_features
-from tagcli.core.heads.base import Columns, Head, Readout
+from tagcli.core.heads.base import Head, Readout
 from tagcli.core.heads.feature_options import (
     JOINT,
     MAX_COMPONENTS,
@@ -31,14 +31,13 @@ from tagcli.core.heads.feature_options import (
     FeatureOptions,
     views_problem,
 )
+from tagcli.core.heads.trust import MAX_WEIGHT, ApplicabilityDomain, TrustComponent
 from tagcli.core.readout import PAPER, ReadoutSpec
 from tagcli.errors import PackError
 
-# Ridge and gradient training on standardised features give weights below ~1; a pack whose weights
-# are orders of magnitude larger was not produced by training (tampered, or a broken export).
-MAX_WEIGHT = 1e3
-# The share of validation rows inside the applicability domain (the threshold's percentile).
-IN_DOMAIN_QUANTILE = 0.95
+# The layout of a feature head's tensors that its spec's `version` names: every tensor present, trust
+# components' tensors under their pack names. Specs without a version are upgraded (`upgrade_state`).
+SPEC_VERSION = 2
 
 
 class FeatureHead(Head):
@@ -51,7 +50,7 @@ class FeatureHead(Head):
         readout: ReadoutSpec = PAPER,
         members: int = 1,
         hidden_units: int = 0,
-        domain_components: int = 0,
+        domain_components: int = 0,  # axes of the applicability domain (named as its spec key and flag)
         extra_features: Sequence[ExtraFeatures] = (),
         views: Sequence[str] = (JOINT,),
     ) -> None:
@@ -68,11 +67,9 @@ class FeatureHead(Head):
         self.members = nn.ModuleList(self._member(b - a, n_outputs) for a, b in self.spans)
         self.register_buffer("feature_mean", torch.zeros(width))
         self.register_buffer("feature_std", torch.ones(width))
-        self.register_buffer("domain_axes", torch.zeros(domain_components, width))
-        self.register_buffer("domain_scale", torch.ones(domain_components))
-        self.register_buffer("domain_threshold", torch.zeros(()))
-        # Mean squared residual of a training row off the principal axes (0: T² alone, older packs).
-        self.register_buffer("domain_residual", torch.zeros(()))
+        self.applicability = ApplicabilityDomain(domain_components, width)
+        self.register_state_dict_post_hook(_to_pack_names)
+        self.register_load_state_dict_pre_hook(_from_pack_names)
 
     def _member(self, width: int, n_outputs: int) -> nn.Module:
         if not self.hidden_units:
@@ -113,37 +110,17 @@ class FeatureHead(Head):
     def standardise(self, hidden: torch.Tensor) -> torch.Tensor:
         return (hidden.float() - self.feature_mean) / self.feature_std
 
-    @property
-    def has_domain(self) -> bool:
-        return self.domain_axes.shape[0] > 0
+    def trust_components(self) -> dict[str, TrustComponent]:
+        """The head's trust add-ons by attribute name."""
+        return {name: child for name, child in self.named_children() if isinstance(child, TrustComponent)}
 
-    def domain_types(self) -> dict[str, pa.DataType]:
-        return {"domain_score": pa.float64(), "in_domain": pa.bool_()} if self.has_domain else {}
-
-    def domain_columns(self, standardised: torch.Tensor) -> Columns:
-        """`domain_score` (1 ≈ a typical training row) and `in_domain` (score within the threshold)."""
-        if not self.has_domain:
-            return {}
-        score = self.domain_score(standardised)
-        return {"domain_score": score, "in_domain": (score <= self.domain_threshold).tolist()}
-
-    def domain_score(self, standardised: torch.Tensor) -> torch.Tensor:
-        """RMS of the row's coordinates on the training features' principal axes, in training stds,
-        averaged with its squared residual off those axes relative to a training row's (≈1 typical)."""
-        along, off = self._domain_distances(standardised)
-        if not float(self.domain_residual) > 0:
-            return along.sqrt()
-        return ((along + off / self.domain_residual) / 2).sqrt()
-
-    def domain_coordinates(self, standardised: torch.Tensor) -> torch.Tensor:
-        """Coordinates [n, components] on the principal axes, in training standard deviations."""
-        return standardised @ self.domain_axes.T / self.domain_scale
-
-    def _domain_distances(self, standardised: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean squared coordinate in training stds, squared residual off the axes) per row."""
-        coordinates = self.domain_coordinates(standardised)
-        on_axes = (coordinates * self.domain_scale).pow(2).sum(1)
-        return coordinates.pow(2).mean(1), (standardised.pow(2).sum(1) - on_axes).clamp(min=0)
+    def pack_names(self) -> dict[str, str]:
+        """Name in this head's `state_dict` → name in a pack, for the trust components' tensors."""
+        return {
+            f"{name}.{buffer}": saved
+            for name, component in self.trust_components().items()
+            for buffer, saved in component.SAVED_NAMES.items()
+        }
 
     # -- training ------------------------------------------------------------------------------
     def fit(self, hidden: torch.Tensor, labels: list, all_labels: list) -> None:
@@ -157,22 +134,6 @@ class FeatureHead(Head):
         std = hidden.std(0)
         self.feature_mean.copy_(hidden.mean(0))
         self.feature_std.copy_(torch.where(std < 1e-4, torch.ones_like(std), std))
-
-    @torch.no_grad()
-    def fit_domain(self, train: torch.Tensor, validation: torch.Tensor) -> None:
-        """Principal axes of the standardised training features; threshold at a validation quantile."""
-        k = self.domain_axes.shape[0]
-        if not k:
-            return
-        x = self.standardise(train)
-        _, s, v = torch.linalg.svd(x - x.mean(0), full_matrices=False)
-        k = min(k, v.shape[0])
-        self.domain_axes[:k] = v[:k]
-        self.domain_scale[:k] = (s[:k] / math.sqrt(max(len(x) - 1, 1))).clamp(min=1e-6)
-        self.domain_scale[k:] = 1.0
-        self.domain_residual.fill_(float(self._domain_distances(x)[1].mean().clamp(min=1e-6)))
-        scores = self.domain_score(self.standardise(validation))
-        self.domain_threshold.fill_(float(torch.quantile(scores, IN_DOMAIN_QUANTILE)))
 
     def fit_members(
         self,
@@ -214,11 +175,9 @@ class FeatureHead(Head):
                 f"its linear weights reach {largest:.3g}; "
                 f"training on standardised features gives far less (at most {MAX_WEIGHT:g})"
             )
-        if not bool((self.feature_std > 0).all()) or not bool((self.domain_scale > 0).all()):
-            return "feature_std and domain_scale must be positive"
-        if not float(self.domain_residual) >= 0:
-            return "domain_residual must not be negative"
-        return None
+        if not bool((self.feature_std > 0).all()):
+            return "feature_std must be positive"
+        return next(filter(None, (c.check() for c in self.trust_components().values())), None)
 
     # -- the pack format -----------------------------------------------------------------------
     def feature_spec(self) -> dict[str, Any]:
@@ -228,10 +187,12 @@ class FeatureHead(Head):
             "readout": self.readout.to_spec(),
             "members": len(self.members),
             "hidden_units": self.hidden_units,
-            "domain_components": int(self.domain_axes.shape[0]),
+            "domain_components": self.applicability.components,
+            "version": SPEC_VERSION,
         } | extras
 
-    # Tensors added after ensemble packs were first shipped, with the values that reproduce their scores.
+    # Tensors (pack names) added after ensemble packs were first shipped, with the values that reproduce
+    # their scores: what a spec without a version lacks of them is filled in (`upgrade_state`).
     LATER_TENSORS = {
         "domain_residual": 0.0,
         "spread_power": 1.0,
@@ -244,9 +205,13 @@ class FeatureHead(Head):
     }
 
     def upgrade_state(self, spec: Mapping[str, Any], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Packs from before ensembles (no 'members' in the spec) hold one Linear layer named `linear`
-        and no domain or spread tensors: rename it and add the neutral defaults. Ensemble packs from
-        before the residual term, the fitted exponents or the error model get those tensors' neutral values."""
+        """A spec with a `version` (checked by `from_spec`) names a layout whose tensors are all there.
+        One without was written before versions, and its layout is read from what it holds: packs from
+        before ensembles (no 'members' in the spec) hold one Linear layer named `linear` and no applicability
+        or spread tensors: rename it and add the neutral defaults. Ensemble packs from before the residual
+        term, the fitted exponents, the error model or the recalibration get those tensors' neutral values."""
+        if "version" in spec:
+            return state
         shapes = {k: v.shape for k, v in self.state_dict().items() if not k.startswith(("members.", "feature_"))}
         if "members" in spec:
             shapes = {k: shape for k, shape in shapes.items() if k in self.LATER_TENSORS}
@@ -301,6 +266,13 @@ class FeatureHead(Head):
             readout = ReadoutSpec.from_spec(spec.get("readout"))
         except ValueError as exc:
             raise PackError(f"head spec: {exc}") from None
+        version = spec.get("version", SPEC_VERSION)
+        if type(version) is not int or version != SPEC_VERSION:
+            newer = type(version) is int and version > SPEC_VERSION
+            raise PackError(
+                f"head spec: version must be {SPEC_VERSION}, not {version!r}",
+                hint="a newer tagcli wrote this pack: upgrade tagcli" if newer else None,
+            )
         options = {"readout": readout}
         for key, low, high in (
             ("members", 1, MAX_MEMBERS),
@@ -383,3 +355,18 @@ def ridge(
     else:
         alpha = max(alphas)
     return solve(x, y, alpha)
+
+
+def _to_pack_names(head: FeatureHead, state: dict[str, torch.Tensor], prefix: str, _metadata: Any) -> None:
+    """`state_dict` hook: the trust components' tensors under their pack names, in place and in order."""
+    names = {prefix + name: prefix + saved for name, saved in head.pack_names().items()}
+    entries = list(state.items())
+    state.clear()
+    state.update((names.get(key, key), value) for key, value in entries)
+
+
+def _from_pack_names(head: FeatureHead, state: dict[str, torch.Tensor], prefix: str, *_: Any) -> None:
+    """`load_state_dict` hook: tensors under their pack names back to the trust components' names."""
+    for name, saved in head.pack_names().items():
+        if prefix + saved in state:
+            state[prefix + name] = state.pop(prefix + saved)

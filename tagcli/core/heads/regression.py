@@ -13,24 +13,15 @@ import torch
 from torch.nn import functional as F
 
 from tagcli.core.heads.base import Columns, Readout, card_number
-from tagcli.core.heads.feature import MAX_WEIGHT, FeatureHead, ridge
+from tagcli.core.heads.feature import FeatureHead, ridge
 from tagcli.core.heads.regression_options import RegressionOptions
+from tagcli.core.heads.trust import EnsembleSpread, ErrorModel, Recalibration, out_of_bag
 from tagcli.core.metrics import regression_metrics, summarize_targets
 from tagcli.errors import PackError
 
 # A prediction this many training standard deviations from the training mean is not an extrapolation
 # but a broken model or input; such a row becomes an error instead of a number.
 IMPLAUSIBLE_STDS = 100
-# The largest exponent of the spread, the domain score or the error level in the uncertainty (a
-# steeper fit is noise).
-MAX_POWER = 2.0
-# The error model's log-level is kept within ±this (e^5 ≈ 150 times a typical row's error): a row far
-# outside the training features must not turn into an infinite or zero std.
-MAX_ERROR_LEVEL = 5.0
-# The steepest recalibration slope (a steeper fit would stretch the head's predictions, not shrink them).
-MAX_SLOPE = 2.0
-# Ridge penalty of the error model, relative to the number of rows (its signals are standardised).
-ERROR_RIDGE = 1e-3
 
 
 def bounds(spec: Any) -> tuple[float, float]:
@@ -50,16 +41,10 @@ def bounds(spec: Any) -> tuple[float, float]:
 class RegressionHead(FeatureHead):
     """Predicts `pred_<target>` per target; keeps each target's mean/std to un-standardise.
 
-    With `calibrate`, each target's prediction is mapped to a + b·ŷ fitted on the validation rows
-    (least squares, b within [0, MAX_SLOPE]): for a validation split shaped like the rows to score,
-    e.g. a cold split whose proteins and ligands are all new, where a head fitted on the training
-    rows predicts too wide a spread around the wrong mean.
-
-    An ensemble also gives `pred_<target>_std` = scale · spread^a · domain_score^b · exp(c · level):
-    `level` is an error model, a ridge fit of log |error| on the training rows each member left out
-    of its bootstrap sample (out-of-bag), from the prediction, its square, the log domain score and
-    the coordinates on the domain axes; a, b and c are the least-squares slopes of log |error| on
-    validation (kept within [0, MAX_POWER]) and the scale makes the mean squared z-score there 1.
+    With `calibrate`, each target's prediction is recalibrated on the validation rows
+    (`trust.Recalibration`). An ensemble also gives `pred_<target>_std` (`trust.EnsembleSpread`),
+    shaped by the domain score (`trust.ApplicabilityDomain`) and by the error model's level
+    (`trust.ErrorModel`, fitted on the rows each member left out of its bootstrap sample).
     """
 
     type_name = "regression"
@@ -74,17 +59,11 @@ class RegressionHead(FeatureHead):
         super().__init__(hidden_size, len(targets), **options)
         self.targets = [dict(t) for t in targets]
         self.calibrate = calibrate
-        self.register_buffer("calibration_slope", torch.ones(len(targets)))
-        self.register_buffer("calibration_offset", torch.zeros(len(targets)))
+        self.recalibration = Recalibration(len(targets))
         self.register_buffer("target_mean", torch.tensor([float(t.get("mean", 0.0)) for t in targets]))
         self.register_buffer("target_std", torch.tensor([float(t.get("std", 1.0)) for t in targets]))
-        self.register_buffer("spread_scale", torch.ones(len(targets)))
-        self.register_buffer("spread_power", torch.ones(len(targets)))
-        self.register_buffer("domain_power", torch.zeros(len(targets)))
-        signals = 3 + self.domain_axes.shape[0]  # prediction, its square, log domain score, coordinates
-        self.register_buffer("error_weights", torch.zeros(len(targets), signals))
-        self.register_buffer("error_bias", torch.zeros(len(targets)))
-        self.register_buffer("error_power", torch.zeros(len(targets)))
+        self.spread = EnsembleSpread(len(targets))
+        self.error_model = ErrorModel(len(targets), self.applicability.components)
 
     @property
     def has_spread(self) -> bool:
@@ -103,53 +82,21 @@ class RegressionHead(FeatureHead):
     def output_types(self) -> dict[str, pa.DataType]:
         flags = {f"{column}_out_of_range": pa.bool_() for column, _, _ in self.ranged()}
         spreads = {f"{column}_std": pa.float64() for column in self.value_columns()} if self.has_spread else {}
-        return {column: pa.float64() for column in self.value_columns()} | spreads | flags | self.domain_types()
+        values = {column: pa.float64() for column in self.value_columns()}
+        return values | spreads | flags | self.applicability.output_types()
 
     def predict(self, readout: Readout) -> Columns:
         x = self.standardise(self.features(readout))
         outputs = self.members_on(x)
-        prediction = self.calibrated(self.ensemble_mean(outputs))
+        prediction = self.recalibration.apply(self.ensemble_mean(outputs))
         columns = dict(zip(self.value_columns(), (prediction * self.target_std + self.target_mean).unbind(dim=1)))
-        domain = self.domain_columns(x)
+        applicability_columns = self.applicability.apply(x)
         if self.has_spread:
-            level = self.error_level(x, prediction, domain.get("domain_score"))
-            spread = self.uncertainty(outputs, domain.get("domain_score"), level) * self.target_std
+            score = applicability_columns.get("domain_score")
+            level = self.error_model.apply(prediction, score, self.applicability.coordinates(x))
+            spread = self.spread.apply(outputs, score, level) * self.target_std
             columns |= {f"{column}_std": s for column, s in zip(self.value_columns(), spread.unbind(dim=1))}
-        return columns | domain
-
-    def calibrated(self, prediction: torch.Tensor) -> torch.Tensor:
-        """The members' mean prediction [n, targets] (standardised) after the validation recalibration."""
-        return prediction * self.calibration_slope + self.calibration_offset
-
-    def uncertainty(
-        self, outputs: torch.Tensor, domain_score: torch.Tensor | None, level: torch.Tensor
-    ) -> torch.Tensor:
-        """Standardised std per row and target from the members' spread, the domain score and the
-        error model's level."""
-        std = self.spread_scale * outputs.std(0).clamp(min=1e-8).pow(self.spread_power)
-        std = std * (self.error_power * level).exp()
-        if domain_score is None:
-            return std
-        return std * domain_score.clamp(min=1e-3)[:, None].pow(self.domain_power)
-
-    def error_signals(
-        self, standardised: torch.Tensor, prediction: torch.Tensor, domain_score: torch.Tensor | None
-    ) -> torch.Tensor:
-        """[n, targets, signals]: the standardised prediction, its square, the log domain score and
-        the coordinates on the domain axes (the last two shared by all targets)."""
-        n, targets = prediction.shape
-        log_domain = domain_score.clamp(min=1e-3).log() if domain_score is not None else prediction.new_zeros(n)
-        shared = torch.cat([log_domain[:, None], self.domain_coordinates(standardised)], 1)
-        own = torch.stack([prediction, prediction.pow(2)], 2)
-        return torch.cat([own, shared[:, None].expand(n, targets, -1)], 2)
-
-    def error_level(
-        self, standardised: torch.Tensor, prediction: torch.Tensor, domain_score: torch.Tensor | None
-    ) -> torch.Tensor:
-        """The error model's expected log |error| [n, targets] (0 for packs without one)."""
-        signals = self.error_signals(standardised, prediction, domain_score)
-        level = (signals * self.error_weights).sum(2) + self.error_bias
-        return level.clamp(-MAX_ERROR_LEVEL, MAX_ERROR_LEVEL)
+        return columns | applicability_columns
 
     def decode(self, raw: Columns, tokenizer: Any) -> dict[str, list]:
         """Values, and for a target with a valid range whether the raw value lies outside it."""
@@ -230,90 +177,38 @@ class RegressionHead(FeatureHead):
     def fit_final(
         self, train: torch.Tensor, labels: list, validation: torch.Tensor, val_labels: list, seed: int
     ) -> None:
-        """Fit every member on cached features of all training rows, then the recalibration (when
-        asked for), the applicability domain and the spread's scale on validation rows."""
+        """Fit every member on cached features of all training rows, then the trust components: the
+        recalibration (when asked for) and the applicability domain on validation rows; with an
+        ensemble, the error model on the rows each member left out and the spread on validation rows."""
         self.set_feature_stats(train)
         self.set_target_stats(torch.tensor(labels, dtype=torch.float32))
         val_y = self._standardised(val_labels, validation.device)
-        checked = (self.standardise(validation), val_y)
+        val_x = self.standardise(validation)
         x, y = self.standardise(train), self._standardised(labels, train.device)
-        samples = self.fit_members(x, y, checked, F.mse_loss, seed, ridge)
-        if self.calibrate:
-            self.fit_calibration(*checked)
-        self.fit_domain(train, validation)
-        if self.has_spread:
-            self.fit_error_model(x, y, samples)
-            self.fit_uncertainty(validation, val_y)
+        samples = self.fit_members(x, y, (val_x, val_y), F.mse_loss, seed, ridge)
+        with torch.no_grad():
+            if self.calibrate:
+                self.recalibration.fit(self.ensemble_mean(self.members_on(val_x)), val_y)
+            self.applicability.fit(x, val_x)
+            if self.has_spread:
+                self._fit_error_model(x, y, samples)
+                self._fit_spread(val_x, val_y)
 
-    @torch.no_grad()
-    def check_state(self) -> str | None:
-        powers = torch.cat([self.spread_power, self.domain_power, self.error_power])
-        if not bool(((powers >= 0) & (powers <= MAX_POWER)).all()):
-            return f"spread_power, domain_power and error_power must lie in [0, {MAX_POWER:g}]"
-        if not bool(((self.calibration_slope >= 0) & (self.calibration_slope <= MAX_SLOPE)).all()):
-            return f"calibration_slope must lie in [0, {MAX_SLOPE:g}]"
-        fitted = torch.cat([self.error_weights.flatten(), self.error_bias, self.calibration_offset])
-        if not bool((fitted.abs() <= MAX_WEIGHT).all()):
-            return f"error_weights, error_bias and calibration_offset must be finite and at most {MAX_WEIGHT:g} in size"
-        return super().check_state()
+    def _fit_error_model(self, x: torch.Tensor, y: torch.Tensor, samples: list[torch.Tensor]) -> None:
+        """The error model on standardised training rows, each predicted by the members whose
+        bootstrap sample (`samples`) missed it (rows no member missed are left out)."""
+        rows, weight = out_of_bag(samples, len(x))
+        prediction = self.recalibration.apply((self.members_on(x[rows]) * weight).sum(0) / weight.sum(0))
+        score = self.applicability.score(x[rows])
+        self.error_model.fit(prediction, prediction - y[rows], score, self.applicability.coordinates(x[rows]))
 
-    @torch.no_grad()
-    def fit_calibration(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Least-squares a, b of y ≈ a + b·ŷ per target on (standardised) validation rows."""
-        prediction = self.ensemble_mean(self.members_on(x)).double()
-        for j in range(prediction.shape[1]):
-            known = y[:, j].isfinite()
-            p, target = prediction[known, j], y[known, j].double()
-            if len(p) < 2:
-                continue
-            centred = p - p.mean()
-            slope = float((centred @ (target - target.mean())) / (centred @ centred).clamp(min=1e-12))
-            self.calibration_slope[j] = min(max(slope, 0.0), MAX_SLOPE)
-            self.calibration_offset[j] = float(target.mean() - self.calibration_slope[j] * p.mean())
-
-    @torch.no_grad()
-    def fit_error_model(self, x: torch.Tensor, y: torch.Tensor, samples: list[torch.Tensor]) -> None:
-        """Ridge fit of log |out-of-bag error| on the error signals, per target: each training row is
-        predicted by the members whose bootstrap sample missed it (rows no member missed are left out)."""
-        left_out = torch.ones(len(self.members), len(x), dtype=torch.bool)
-        for k, rows in enumerate(samples):
-            left_out[k, rows] = False
-        rows = left_out.any(0)
-        weight = left_out[:, rows, None].float()
-        prediction = self.calibrated((self.members_on(x[rows]) * weight).sum(0) / weight.sum(0))
-        domain = self.domain_score(x[rows]) if self.has_domain else None
-        signals = self.error_signals(x[rows], prediction, domain).double()
-        error = (prediction - y[rows]).abs().clamp(min=1e-12).log().double()
-        for j in range(error.shape[1]):
-            s, target = signals[:, j], error[:, j]
-            mean, scale = s.mean(0), s.std(0).clamp(min=1e-9)
-            z = (s - mean) / scale
-            gram = z.T @ z + ERROR_RIDGE * len(z) * torch.eye(z.shape[1], dtype=z.dtype)
-            weights = torch.linalg.solve(gram, z.T @ (target - target.mean())) / scale
-            self.error_weights[j] = weights.float()
-            self.error_bias[j] = float(target.mean() - mean @ weights)
-
-    @torch.no_grad()
-    def fit_uncertainty(self, validation: torch.Tensor, val_y: torch.Tensor) -> None:
-        """Slopes of log |error| on log spread, log domain score and the error level, then the scale (z² = 1)."""
-        x = self.standardise(validation)
+    def _fit_spread(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """The spread's exponents and scale on standardised validation rows."""
         outputs = self.members_on(x)
-        prediction = self.calibrated(self.ensemble_mean(outputs))
-        error = (prediction - val_y).abs().double()
-        spread = outputs.std(0).clamp(min=1e-8).log().double()
-        domain = self.domain_score(x) if self.has_domain else None
-        level = self.error_level(x, prediction, domain)
-        powers = (self.spread_power, self.domain_power, self.error_power)
-        log_domain = (domain.clamp(min=1e-3).log() if domain is not None else level.new_zeros(len(level))).double()
-        for j in range(error.shape[1]):
-            signals = torch.stack([spread[:, j], log_domain, level[:, j].double()], 1)
-            y = error[:, j].clamp(min=1e-12).log()
-            slopes = _slopes(signals - signals.mean(0), y - y.mean()).clamp(0.0, MAX_POWER)
-            for power, slope in zip(powers, slopes.tolist()):
-                power[j] = slope
-        self.spread_scale.fill_(1.0)
-        z2 = ((prediction - val_y) / self.uncertainty(outputs, domain, level)).pow(2)
-        self.spread_scale.copy_(z2.mean(0).sqrt())
+        prediction = self.recalibration.apply(self.ensemble_mean(outputs))
+        score = self.applicability.score(x)
+        level = self.error_model.apply(prediction, score, self.applicability.coordinates(x))
+        self.spread.fit(outputs, prediction - y, score, level)
 
     def _standardised(self, labels: list, device: torch.device) -> torch.Tensor:
         targets = torch.tensor(labels, dtype=torch.float32, device=device).reshape(len(labels), -1)
@@ -405,17 +300,6 @@ class RegressionHead(FeatureHead):
         if not isinstance(spec.get("calibrated", False), bool):
             raise PackError("regression head spec: 'calibrated' must be true or false")
         return cls(hidden_size, targets, calibrate=spec.get("calibrated", False), **cls.feature_options(spec))
-
-
-def _slopes(signals: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Least-squares slopes of centred `y` on centred signal columns; a constant column (no domain
-    summary, no error model) gets 0. Solved without it: LAPACK's default least squares on a
-    rank-deficient matrix returned different slopes from run to run (spread power 1.02 or 0)."""
-    active = signals.abs().amax(0) > 1e-12
-    slopes = signals.new_zeros(signals.shape[1])
-    if bool(active.any()):
-        slopes[active] = torch.linalg.lstsq(signals[:, active], y, driver="gelsd").solution
-    return slopes
 
 
 def _target_text(target: Mapping[str, Any]) -> str:
