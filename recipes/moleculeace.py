@@ -86,17 +86,12 @@ def split_set(path: Path) -> dict[str, pd.DataFrame]:
     return {"train": published[~val_rows], "val": published[val_rows], "test": test}
 
 
-def train_set(
-    name: str, splits: dict[str, pd.DataFrame], base: BaseModel, packs: Path, work: Path, progress: Progress
-) -> dict[str, tuple[TagPack, float]]:
-    """The set's function with the tags alone, then with ECFP4 counts too (the same tag and features),
-    each with its training seconds (the second's are its head fit: the features are the first's)."""
-    folder = work / name
+def set_config(name: str, splits: dict[str, pd.DataFrame], packs: Path, folder: Path) -> TrainConfig:
+    """The set's training run (`settings()`), its train and validation rows written to `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     for split in ("train", "val"):
         splits[split][["smiles", "y"]].to_parquet(folder / f"{split}.parquet", index=False)
-    out = folder / "pack"
-    config = TrainConfig.from_flat(
+    return TrainConfig.from_flat(
         {
             "stage": 2,
             "domains": ["smiles"],
@@ -104,18 +99,27 @@ def train_set(
             "targets": ["y"],
             "data": str(folder / "train.parquet"),
             "val": str(folder / "val.parquet"),
-            "out": str(out),
+            "out": str(folder / "pack"),
             "pack_dirs": [str(packs)],
             "force": True,
             "description": f"MoleculeACE {name}: -log10 of the nM value from SMILES",
             **settings(),
         }
     )
+
+
+def train_set(
+    name: str, splits: dict[str, pd.DataFrame], base: BaseModel, packs: Path, work: Path, progress: Progress
+) -> dict[str, tuple[TagPack, float]]:
+    """The set's function with the tags alone, then with ECFP4 counts too (the same tag and features),
+    each with its training seconds (the second's are its head fit: the features are the first's)."""
+    folder = work / name
+    config = set_config(name, splits, packs, folder)
     started = time.perf_counter()
     tags_alone = train(config, base, progress)
     tags_seconds = time.perf_counter() - started
     shutil.rmtree(folder / "pack-tags", ignore_errors=True)
-    shutil.copytree(out, folder / "pack-tags")
+    shutil.copytree(config.out, folder / "pack-tags")
     # The same rows and tags, so the run's cached readout features serve this head too.
     options = dataclasses.replace(config.head_options, extra_features=[EXTRA])
     with_extra = train(dataclasses.replace(config, resume=True, head_options=options), base, progress)

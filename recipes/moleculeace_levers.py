@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from recipes.anchors import machine
-from recipes.moleculeace import RESULTS, WORK, settings, split_set
+from recipes.moleculeace import RESULTS, WORK, set_config, settings, split_set
 from tagcli.basemodel.load import load_base_model
-from tagcli.train import TrainConfig, train
+from tagcli.train import train
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -40,13 +40,8 @@ def main() -> None:
     args = parser.parse_args()
     base, result = load_base_model(), {"settings": settings(), "machine": machine(), "sets": {}}
     for name in args.sets:
-        splits, folder = split_set(args.data / "moleculeace" / f"{name}.parquet"), WORK / "levers" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for split in ("train", "val"):
-            splits[split][["smiles", "y"]].to_parquet(folder / f"{split}.parquet", index=False)
-        flat = {"stage": 2, "domains": ["smiles"], "function": "lever", "targets": ["y"], "force": True}
-        paths = {"data": str(folder / "train.parquet"), "val": str(folder / "val.parquet"), "out": str(folder / "pack")}
-        config = TrainConfig.from_flat({**flat, **paths, "pack_dirs": [str(REPO / "tagpacks")], **settings()})
+        splits = split_set(args.data / "moleculeace" / f"{name}.parquet")
+        config = set_config(name, splits, REPO / "tagpacks", WORK / "levers" / name)
         for variant, options in VARIANTS.items():
             started = time.perf_counter()
             head = dataclasses.replace(config.head_options, **options)
