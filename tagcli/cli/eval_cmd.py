@@ -4,48 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from tagcli.cli.options import (
-    BaseModelOption,
-    BatchSize,
-    BothOrders,
-    Clip,
-    Column,
-    Device,
-    Domains,
-    Dtype,
-    Format,
-    Inputs,
-    MaxBatchTokens,
-    Offline,
-    PackDirs,
-    ProteinColumn,
-    Registries,
-    SmilesColumn,
-)
+from tagcli.cli.options import scoring_command
 from tagcli.cli.output import Output, OutputFormat
 from tagcli.cli.scorer_request import ScorerRequest
-from tagcli.core.batching import BATCH_ROWS, MAX_BATCH_TOKENS
 from tagcli.packs.format import record_metrics
 from tagcli.scoring.evaluation import pack_metrics, score_labeled
 
 
+@scoring_command
 def evaluate(
     ctx: typer.Context,
     input: str = typer.Argument(..., help="Labeled CSV or Parquet file."),
     function: str = typer.Option(..., "--function", "-F", help="Function pack (name or path)."),
     target: list[str] = typer.Option(..., "--target", "-t", help="Label column; one per predicted value, in order."),
-    domain: Domains = None,
-    input_slot: Inputs = None,
-    column: Column = None,
-    smiles_col: SmilesColumn = None,
-    protein_col: ProteinColumn = None,
-    both_orders: BothOrders = False,
-    base_model: BaseModelOption = None,
-    device: Device = "auto",
-    dtype: Dtype = "auto",
-    batch_size: BatchSize = BATCH_ROWS,
-    max_batch_tokens: MaxBatchTokens = MAX_BATCH_TOKENS,
-    clip: Clip = True,
     record: str = typer.Option(
         None,
         "--record",
@@ -62,10 +33,8 @@ def evaluate(
         "--group-col",
         help="Also report the metrics per value of this column (e.g. cliff_mol: activity-cliff compounds vs the rest).",
     ),
-    pack_dir: PackDirs = None,
-    registry: Registries = None,
-    offline: Offline = False,
-    format: Format = OutputFormat.human,
+    *,
+    format: OutputFormat,
 ) -> None:
     """Print MSE, MAE, Pearson and Spearman (classification: accuracy, ROC-AUC) per target."""
     out = Output(format)

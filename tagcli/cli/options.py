@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+import inspect
+from collections.abc import Callable
+from copy import copy
+from typing import Annotated, Any, get_args
 
 import typer
 
 from tagcli.cli.output import OutputFormat
+from tagcli.core.batching import BATCH_ROWS, MAX_BATCH_TOKENS
 from tagcli.errors import UsageError
 
 Domains = Annotated[
@@ -80,6 +85,59 @@ BaseModelFilter = Annotated[
         "--base-model", help="Only packs for this base model (embedded name, HF id, local dir or sha256: fingerprint)."
     ),
 ]
+
+
+def _scoring_options(
+    domain: Domains = None,
+    input_slot: Inputs = None,
+    column: Column = None,
+    smiles_col: SmilesColumn = None,
+    protein_col: ProteinColumn = None,
+    both_orders: BothOrders = False,
+    base_model: BaseModelOption = None,
+    device: Device = "auto",
+    dtype: Dtype = "auto",
+    batch_size: BatchSize = BATCH_ROWS,
+    max_batch_tokens: MaxBatchTokens = MAX_BATCH_TOKENS,
+    clip: Clip = True,
+    pack_dir: PackDirs = None,
+    registry: Registries = None,
+    offline: Offline = False,
+    format: Format = OutputFormat.human,
+) -> None:
+    """The options of every scoring command (`predict`, `eval`), declared once: `scoring_command` adds them."""
+
+
+def _in_panel(parameter: inspect.Parameter, panel: str) -> inspect.Parameter:
+    """`parameter` (an Annotated Typer option) as a keyword, shown under its own heading in --help."""
+    kind, info = get_args(parameter.annotation)
+    info = copy(info)
+    info.rich_help_panel = panel
+    return parameter.replace(annotation=Annotated[kind, info], kind=inspect.Parameter.KEYWORD_ONLY)
+
+
+SCORING_OPTIONS = {
+    name: _in_panel(parameter, "Scoring options")
+    for name, parameter in inspect.signature(_scoring_options, eval_str=True).parameters.items()
+}
+
+
+def scoring_command(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` with the scoring options after its own, as Typer sees it. The command reads them from
+    `ctx.params` (`ScorerRequest.from_options`); one it also needs itself it names as a keyword-only
+    parameter without a default (e.g. `*, format: OutputFormat`), and receives."""
+    own = inspect.signature(command, eval_str=True).parameters
+    wanted = set(own)
+
+    @functools.wraps(command)
+    def run(**options: Any) -> None:
+        command(**{name: value for name, value in options.items() if name in wanted})
+
+    merged = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for name, p in own.items() if name not in SCORING_OPTIONS]
+    merged += SCORING_OPTIONS.values()
+    run.__signature__ = inspect.Signature(merged)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in merged}
+    return run
 
 
 def slot_columns(specs: list[str] | None) -> dict[str, str]:

@@ -23,56 +23,28 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from tagcli.cli.options import (
-    BaseModelOption,
-    BatchSize,
-    BothOrders,
-    Clip,
-    Column,
-    Device,
-    Domains,
-    Dtype,
-    Format,
-    Inputs,
-    MaxBatchTokens,
-    Offline,
-    PackDirs,
-    ProteinColumn,
-    Registries,
-    SmilesColumn,
-)
+from tagcli.cli.options import scoring_command
 from tagcli.cli.output import Output, OutputFormat
 from tagcli.cli.scorer_request import ScorerRequest
-from tagcli.core.batching import BATCH_ROWS, MAX_BATCH_TOKENS
 from tagcli.errors import TagcliError, UsageError, stop_signal
 from tagcli.io.tables import DEFAULT_WINDOW_ROWS, default_output_path
 from tagcli.io.workunits import PartDirectory, Shard
 from tagcli.scoring.runner import DEFAULT_UNIT_ROWS, check_run, score_file
 
 
+@scoring_command
 def predict(
     ctx: typer.Context,
     input: str = typer.Argument(..., help="CSV or Parquet file to score, or - for CSV on stdin."),
     function: list[str] = typer.Option(
         ..., "--function", "-F", help="Function pack (name or path), e.g. qed. Repeat to score several."
     ),
-    domain: Domains = None,
     output: str | None = typer.Option(
         None,
         "--output",
         "-o",
         help="Output .csv or .parquet (default: INPUT.scored.EXT next to the input; stdout for stdin).",
     ),
-    input_slot: Inputs = None,
-    column: Column = None,
-    smiles_col: SmilesColumn = None,
-    protein_col: ProteinColumn = None,
-    both_orders: BothOrders = False,
-    base_model: BaseModelOption = None,
-    device: Device = "auto",
-    dtype: Dtype = "auto",
-    batch_size: BatchSize = BATCH_ROWS,
-    max_batch_tokens: MaxBatchTokens = MAX_BATCH_TOKENS,
     window_rows: int = typer.Option(
         DEFAULT_WINDOW_ROWS,
         "--window-rows",
@@ -80,7 +52,6 @@ def predict(
         "In bf16 another value changes the numbers; shards, --devices, --unit-rows and --resume never do.",
     ),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad row instead of marking it."),
-    clip: Clip = True,
     percentiles: bool = typer.Option(
         True,
         "--percentiles/--no-percentiles",
@@ -113,11 +84,10 @@ def predict(
     keep_parts: bool = typer.Option(
         False, "--keep-parts", help="Keep OUTPUT.parts/ (one Parquet part per unit, plus its manifest) after merging."
     ),
-    pack_dir: PackDirs = None,
-    registry: Registries = None,
-    offline: Offline = False,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
-    format: Format = OutputFormat.human,
+    *,
+    device: str,
+    format: OutputFormat,
 ) -> None:
     """Score every row of INPUT; writes all input columns + pred_* + status + error, in input order."""
     if devices < 1:

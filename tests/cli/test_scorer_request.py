@@ -7,6 +7,7 @@ import pytest
 import typer
 
 from tagcli.cli.app import app
+from tagcli.cli.options import SCORING_OPTIONS
 from tagcli.cli.scorer_request import ScorerRequest
 
 REQUIRED = {"predict": ["in.csv", "-F", "qed"], "eval": ["in.csv", "-F", "qed", "-t", "y"]}
@@ -50,3 +51,18 @@ def test_every_option(command: str) -> None:
 
 def test_one_column() -> None:
     assert parsed("predict", ["-c", "text"]).columns == {"*": "text"}
+
+
+def test_scoring_options_declared_once() -> None:
+    """predict and eval take the same scoring options (flags, defaults, help), shown under one heading."""
+
+    def scoring(command: str) -> dict[str, tuple]:
+        params = typer.main.get_command(app).commands[command].params
+        return {
+            p.name: (p.opts, p.secondary_opts, p.default, p.help)
+            for p in params
+            if getattr(p, "rich_help_panel", None) == "Scoring options"
+        }
+
+    assert scoring("predict") == scoring("eval")
+    assert list(scoring("eval")) == list(SCORING_OPTIONS)
