@@ -10,8 +10,11 @@ the same columns wherever it runs; an RDKit without one of them is a pack error,
     ecfp4        Morgan radius-2 fingerprint counts folded to 2048 columns, as log(1 + count)
     composition  a protein's amino-acid (20) and dipeptide (400) composition, as fractions
 
-A row whose features cannot be computed (a non-finite descriptor) gets a one-line reason instead of
-numbers; it is never zero-filled.
+A set may read a standardized input (recorded as `standardize` in the spec; none when absent, as in
+packs from before it): rdkit2d reads a salt's or mixture's largest fragment, since a counter-ion's
+descriptors say nothing of the compound and many (e.g. [Na+]) have no Gasteiger charges, leaving its
+BCUT2D descriptors NaN. A row whose features cannot be computed (a non-finite descriptor) gets a one-line
+reason instead of numbers; it is never zero-filled.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 import torch
 from rdkit import Chem, rdBase
 from rdkit.Chem import Descriptors, rdFingerprintGenerator
+from rdkit.Chem.MolStandardize import rdMolStandardize
 
 from tagcli.core.domains import AMINO_ACIDS
 from tagcli.registry import Registry
@@ -44,6 +48,7 @@ class ExtraFeatureSet:
     all_columns: Callable[[], tuple[str, ...]]  # every column this tagcli can compute, in order
     row: FeatureRow
     library: Callable[[], str]  # what computes it, with its version (recorded in the pack)
+    standardize: str = "none"  # how a newly trained head's inputs are standardized first (STANDARDIZERS)
 
     def compute(self, texts: Sequence[str], columns: Sequence[str]) -> tuple[np.ndarray, list[str | None]]:
         """Values [n, len(columns)] (float32) and per row None or why it has none (its values are NaN)."""
@@ -73,6 +78,23 @@ def _molecule(text: str) -> Chem.Mol:
     if mol is None:
         raise ValueError("RDKit cannot read this SMILES")
     return mol
+
+
+@cache
+def _fragment_chooser() -> rdMolStandardize.LargestFragmentChooser:
+    return rdMolStandardize.LargestFragmentChooser(preferOrganic=True)
+
+
+def largest_fragment(smiles: str) -> str:
+    """The SMILES of a salt's or mixture's parent: its largest fragment, organic ones first (RDKit's
+    LargestFragmentChooser). One fragment (no '.') is returned as written, so it is parsed as before and its
+    features do not move; unreadable text too, for the feature row to say why."""
+    mol = Chem.MolFromSmiles(smiles) if "." in smiles else None
+    return smiles if mol is None else Chem.MolToSmiles(_fragment_chooser().choose(mol))
+
+
+# What a feature set's input is turned into before its row is computed (the spec's `standardize`).
+STANDARDIZERS: dict[str, Callable[[str], str]] = {"none": lambda text: text, "largest-fragment": largest_fragment}
 
 
 # --------------------------------------------------------------------------- rdkit2d
@@ -172,6 +194,7 @@ for _set in (
         lambda: tuple(_descriptors()),
         _rdkit2d_row,
         lambda: f"rdkit {rdBase.rdkitVersion}",
+        standardize="largest-fragment",
     ),
     ExtraFeatureSet(
         "ecfp4",
@@ -201,27 +224,32 @@ class ExtraFeatures:
     slot: str
     columns: tuple[str, ...]
     library: str = ""  # what computed them when the head was trained, e.g. "rdkit 2026.09.1"
+    standardize: str = "none"  # what the input becomes first (STANDARDIZERS); "none" in older packs
 
     @classmethod
     def bind(cls, name: str, slot: str) -> ExtraFeatures:
         """Every column this tagcli computes for set `name`, read from input slot `slot`."""
         features = EXTRA_FEATURES[name]
-        return cls(name, slot, features.all_columns(), features.library())
+        return cls(name, slot, features.all_columns(), features.library(), features.standardize)
 
     @property
     def width(self) -> int:
         return len(self.columns)
 
     def compute(self, texts: Mapping[str, Sequence[str]]) -> tuple[np.ndarray, list[str | None]]:
-        return EXTRA_FEATURES[self.name].compute(texts[self.slot], self.columns)
+        standardized = [STANDARDIZERS[self.standardize](text) for text in texts[self.slot]]
+        return EXTRA_FEATURES[self.name].compute(standardized, self.columns)
 
     def describe(self) -> str:
-        """For model cards: "RDKit's 216 2D descriptors (signed log scale) of smiles (rdkit 2026.09.1)"."""
+        """For model cards: "RDKit's 216 2D descriptors (signed log scale) of smiles, largest fragment
+        (rdkit 2026.09.1)"."""
         help_text = EXTRA_FEATURES[self.name].help if self.name in EXTRA_FEATURES else self.name
-        return f"{help_text} of {self.slot}" + (f" ({self.library})" if self.library else "")
+        part = "" if self.standardize == "none" else f", {self.standardize.replace('-', ' ')}"
+        return f"{help_text} of {self.slot}{part}" + (f" ({self.library})" if self.library else "")
 
     def to_spec(self) -> dict[str, Any]:
-        return {"name": self.name, "slot": self.slot, "columns": list(self.columns), "library": self.library}
+        spec = {"name": self.name, "slot": self.slot, "columns": list(self.columns), "library": self.library}
+        return spec | ({"standardize": self.standardize} if self.standardize != "none" else {})
 
     @classmethod
     def from_spec(cls, spec: Any) -> ExtraFeatures:
@@ -240,7 +268,13 @@ class ExtraFeatures:
                 f"extra features {spec['name']!r} need {len(missing)} column(s) {library} cannot compute "
                 f"({', '.join(missing[:3])}): the pack was trained with {spec.get('library') or 'another version'}"
             )
-        return cls(spec["name"], spec["slot"], tuple(columns), str(spec.get("library", "")))
+        standardize = spec.get("standardize", "none")
+        if not isinstance(standardize, str) or standardize not in STANDARDIZERS:
+            raise ValueError(
+                f"extra features {spec['name']!r} read input standardized as {standardize!r}, "
+                f"which this tagcli does not know (known: {', '.join(STANDARDIZERS)})"
+            )
+        return cls(spec["name"], spec["slot"], tuple(columns), str(spec.get("library", "")), standardize)
 
 
 def input_features(

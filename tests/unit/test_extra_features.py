@@ -63,6 +63,32 @@ def test_extra_feature_specs_round_trip_and_refuse_what_this_tagcli_cannot_compu
         ExtraFeatures.from_spec(
             {"name": "rdkit2d", "slot": "smiles", "columns": ["MolWt", "NewDescriptor2031"], "library": "rdkit 2031.1"}
         )
+    with pytest.raises(ValueError, match="standardized as 'tautomer', which this tagcli does not know"):
+        ExtraFeatures.from_spec({**bound.to_spec(), "standardize": "tautomer"})
+
+
+SODIUM_VALPROATE = "CCCC(CCC)C(=O)[O-].[Na+]"  # [Na+] has no Gasteiger charges: NaN BCUT2D as a whole
+VALPROATE = "CCCC(CCC)C(=O)[O-]"
+
+
+def test_rdkit2d_reads_a_salts_largest_fragment_and_older_packs_the_whole_input() -> None:
+    bound = ExtraFeatures.bind("rdkit2d", "smiles")
+    assert bound.standardize == "largest-fragment" and bound.to_spec()["standardize"] == "largest-fragment"
+    salts, problems = bound.compute({"smiles": [SODIUM_VALPROATE, "Cl.CN1CCC[C@H]1c1cccnc1", "O.CCO", "CCO"]})
+    parents, _ = bound.compute({"smiles": [VALPROATE, "CN1CCC[C@H]1c1cccnc1", "CCO", "CCO"]})
+    assert problems == [None] * 4 and np.array_equal(salts, parents)
+    assert "of smiles, largest fragment (rdkit " in bound.describe()
+
+    # A pack written before `standardize` existed scores the whole input, as it was trained.
+    older = {k: v for k, v in bound.to_spec().items() if k != "standardize"}
+    whole = ExtraFeatures.from_spec(older)
+    assert whole.standardize == "none" and "standardize" not in whole.to_spec()
+    _, problems = whole.compute({"smiles": [SODIUM_VALPROATE]})
+    assert problems == ["rdkit2d: BCUT2D_MWHI is not a finite number for this input"]
+    # One fragment is read exactly as written, whatever the standardization.
+    one = ["C[C@H](N)C(=O)O", "c1ccc2[nH]ccc2c1", "not a smiles"]
+    (a, pa_), (b, pb) = bound.compute({"smiles": one}), whole.compute({"smiles": one})
+    assert np.array_equal(a, b, equal_nan=True) and pa_ == pb and pb[2] == "rdkit2d: RDKit cannot read this SMILES"
 
 
 @pytest.fixture
@@ -100,7 +126,7 @@ def test_a_head_with_extra_features_trains_records_and_scores_like_its_features(
     spec = manifest.head
     (extra,) = spec["extra_features"]
     card = " ".join(model_card(vars(manifest)).split())
-    described = f"with RDKit's {len(extra['columns'])} 2D descriptors (signed log scale) of smiles (rdkit "
+    described = f"with RDKit's {len(extra['columns'])} 2D descriptors (signed log scale) of smiles, largest fragment"
     assert described in card
     assert extra["name"] == "rdkit2d" and extra["slot"] == "smiles" and "MolLogP" in extra["columns"]
     assert pack.manifest.training["hyperparameters"]["extra_features"] == ["smiles=rdkit2d"]

@@ -42,7 +42,11 @@ class FeatureOptions(Options):
     extra_features: list[str] = option(
         [],
         "classic features the final head reads beside the tags, computed from the input: "
-        + "; ".join(f"{s.name} ({s.input_kind}): {s.help}" for s in EXTRA_FEATURES.values()),
+        + "; ".join(
+            f"{s.name} ({s.input_kind}): {s.help}"
+            + ("" if s.standardize == "none" else f" of its {s.standardize.replace('-', ' ')}")
+            for s in EXTRA_FEATURES.values()
+        ),
         flag="--extra-features",
         form="NAME or SLOT=NAME, or several joined by commas",
     )
