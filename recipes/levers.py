@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from recipes.anchors import machine
-from recipes.pack_features import readout_features
+from recipes.pack_features import domain_tags, readout_features
 from tagcli.basemodel.load import load_base_model
 from tagcli.core.extra_features import ExtraFeatures, input_features
 from tagcli.core.heads import HEADS, Head
@@ -95,12 +96,15 @@ def split_features(endpoint: Endpoint, data: Path, pack_dir: Path) -> dict[str, 
         s: {"texts": t.column(endpoint.column).to_pylist(), "labels": t.column(endpoint.target).to_pylist()}
         for s, t in tables.items()
     }
-    if cache.is_file():
-        tensors = load_file(cache)
-        for s in splits:
-            splits[s]["hidden"] = tensors[s]
-        return splits
     pack, domain = load_pack(pack_dir), load_pack(REPO / "tagpacks" / endpoint.domain)
+    # The features are the two tags' (a cache from before a rebuild of either is recomputed).
+    made_with = {"function_tag": pack.tag_digest(), "domain_tag": domain.tag_digest()}
+    if cache.is_file():
+        with safe_open(cache, "pt") as cached:
+            if cached.metadata() == made_with:
+                for s in splits:
+                    splits[s]["hidden"] = cached.get_tensor(s)
+                return splits
     base = load_base_model()
     for name, split in splits.items():
         started = time.perf_counter()
@@ -109,7 +113,7 @@ def split_features(endpoint: Endpoint, data: Path, pack_dir: Path) -> dict[str, 
         valid = sum(e is None for e in errors)
         print(f"{endpoint.name} {name}: {valid} of {len(errors)} rows in {seconds:.0f} s", flush=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    save_file({s: splits[s]["hidden"].contiguous() for s in splits}, cache)
+    save_file({s: splits[s]["hidden"].contiguous() for s in splits}, cache, metadata=made_with)
     return splits
 
 
@@ -261,6 +265,7 @@ def run(endpoint: Endpoint, data: Path) -> dict[str, Any]:
         "endpoint": endpoint.name,
         "chosen": {"with_tags": best.name, "tags_alone": tags_only.name, "extra_features_alone": alone.name},
         "variants": {name: {"variant": vars(by_name[name]), **r} for name, r in results.items()},
+        "domain_tags": domain_tags(REPO / "tagpacks", [endpoint.domain]),
         "seconds": round(time.perf_counter() - started, 1),
         "machine": machine(),
     }

@@ -50,7 +50,7 @@ from recipes.moleculeace_anchors import (
     rmse,
     set_paths,
 )
-from recipes.pack_features import readout_features
+from recipes.pack_features import domain_tags, readout_features
 from tagcli.basemodel.load import BaseModel, load_base_model
 from tagcli.packs.format import TagPack, load_pack
 from tagcli.train import TrainConfig, train
@@ -198,10 +198,12 @@ def run(
     """Every chosen set's functions trained and scored (and the anchors beside them); `base` and
     `packs` (where the smiles domain pack is) default to the embedded model and the shipped packs.
     With `out`, the result so far is written there after every set, and sets already there (trained
-    with the same settings) are kept, not retrained: a stopped run resumes."""
+    with the same settings on the same domain tag) are kept, not retrained: a stopped run resumes."""
     started, load_at_start = time.perf_counter(), load_average()
     previous = json.loads(out.read_text()) if out is not None and out.is_file() else {}
-    results: dict[str, Any] = previous.get("sets", {}) if previous.get("settings") == settings() else {}
+    tags = domain_tags(packs, ["smiles"])
+    same = previous.get("settings") == settings() and previous.get("domain_tags") == tags
+    results: dict[str, Any] = previous.get("sets", {}) if same else {}
     base = base or load_base_model()
     domain = load_pack(packs / "smiles")
 
@@ -212,6 +214,7 @@ def run(
             "means": means(results),
             "models": MODELS,
             "settings": settings(),
+            "domain_tags": tags,
             "validation": f"{VALIDATION}, the same rows for every model (anchors: refitted on all train rows)",
             # the tag-LLM sets' own times summed (a resumed run's earlier sets included)
             "seconds": round(sum(entry["seconds"] for entry in done.values()), 1),

@@ -7,7 +7,8 @@ without encoding the rows once per head.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import pyarrow as pa
 import torch
@@ -18,9 +19,15 @@ from tagcli.core.heads import HEADS
 from tagcli.core.model import TaggedModel
 from tagcli.core.prompt import PromptEncoder
 from tagcli.core.readout import ReadoutSpec
-from tagcli.packs.format import TagPack
+from tagcli.packs.format import TagPack, load_pack
 from tagcli.train.data import Examples
 from tagcli.train.features import readouts
+
+
+def domain_tags(packs: Path, domains: Iterable[str]) -> dict[str, str]:
+    """The digests of the domain tags in `packs` (as function packs pin them): recorded with a result so
+    that a table can tell one measured on the shipped tags from one measured before a rebuild."""
+    return {domain: load_pack(packs / domain, check_install=False).tag_digest() for domain in domains}
 
 
 def readout_features(

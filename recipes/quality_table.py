@@ -37,7 +37,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from recipes import default_packs, moleculeace, trust_report
-from recipes.default_packs import BASELINES, PACKS, REPO, RESULTS, TASKS
+from recipes.default_packs import BASELINES, MEASURED_TASKS, PACKS, REPO, RESULTS, TASKS
+from recipes.pack_features import domain_tags
 from tagcli.core.readout import PAPER, ReadoutSpec
 
 BEGIN, END = "<!-- quality-table:begin -->", "<!-- quality-table:end -->"
@@ -296,6 +297,14 @@ LEVERS_ROWS = {  # key of `chosen` in recipes/results/levers/NAME.json → the r
 }
 
 
+def earlier_tags(result: dict[str, Any], domains: tuple[str, ...]) -> str:
+    """Where `result` was measured on other domain tags than the shipped ones (or did not record which):
+    "`smiles`", else "". Domains not built here are not compared."""
+    built = tuple(d for d in domains if (REPO / PACKS / d / "manifest.json").is_file())
+    recorded, shipped = result.get("domain_tags") or {}, domain_tags(REPO / PACKS, built)
+    return ", ".join(f"`{d}`" for d in built if recorded.get(d) != shipped[d])
+
+
 def levers_row(name: str, chosen_as: str) -> dict[str, Any]:
     """A variant of recipes/levers.py that validation chose (tags alone, extra features alone), scored on test."""
     levers = read_json(f"{LEVERS}/{name}.json")
@@ -304,7 +313,11 @@ def levers_row(name: str, chosen_as: str) -> dict[str, Any]:
         return {**row, "status": "not measured yet"}
     chosen = levers["chosen"][chosen_as]
     metrics = levers["variants"][chosen].get("test") or {}
-    return {**row, **metrics, "notes": f"{chosen}, the same ensemble head; chosen on validation"}
+    notes = f"{chosen}, the same ensemble head; chosen on validation"
+    earlier = earlier_tags(levers, next(t.domains for t in MEASURED_TASKS if t.function == name))
+    if earlier:
+        notes += f"; measured on an earlier {earlier} domain tag than the shipped one (rerun: see `recipes/levers.py`)"
+    return {**row, **metrics, "notes": notes}
 
 
 def measured_pack_row(label: str, folder: str, name: str) -> dict[str, Any]:
@@ -472,10 +485,21 @@ def moleculeace_markdown() -> list[str]:
         if settings
         else "tag-LLM: not run yet (`make moleculeace`). "
     )
+    earlier = earlier_tags(results, ("smiles",)) if settings else ""
+    stale = (
+        [
+            f"The tag-LLM rows were measured on an earlier {earlier} domain tag than the shipped one: rerun "
+            "`make moleculeace` to refresh them.",
+            "",
+        ]
+        if earlier
+        else []
+    )
     lines += [
         f"Validation: {results.get('validation', '')}. Cliff RMSE: over the test compounds with `cliff_mol` = 1. "
         f"{how}{m.get('cpu', '?')}, {m.get('cores', '?')} cores. Anchors: `make moleculeace-anchors`.",
         "",
+        *stale,
         *moleculeace_means(results),
     ]
     models = list(results.get("means", {}))

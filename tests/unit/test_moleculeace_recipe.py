@@ -3,6 +3,7 @@ is trained and scored on each set, cliff RMSE is the RMSE of the cliff rows, and
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from helpers import domain_pack
 from recipes import moleculeace
-from tagcli.packs.format import save_pack
+from tagcli.packs.format import load_pack, save_pack
 
 
 def synthetic_set(path: Path, seed: int) -> None:
@@ -59,3 +60,30 @@ def test_the_recipe_runs_end_to_end_on_two_sets(base, tmp_path: Path, monkeypatc
 def test_cliff_rmse_is_the_rmse_of_the_cliff_rows() -> None:
     y, predicted, cliff = np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.5, 2.0, 2.0, 4.0]), np.array([1, 0, 1, 0])
     assert moleculeace.cliff_rmse(y, predicted, cliff) == pytest.approx(math.sqrt((0.25 + 1.0) / 2))
+
+
+def test_a_resumed_run_keeps_only_sets_measured_on_the_same_domain_tag(
+    base, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "data" / "moleculeace").mkdir(parents=True)
+    synthetic_set(tmp_path / "data" / "moleculeace" / "CHEMBL1_Ki.parquet", 0)
+    save_pack(domain_pack(base, "smiles", seed=3), tmp_path / "packs" / "smiles")
+    tag = load_pack(tmp_path / "packs" / "smiles").tag_digest()
+    scores = {"rmse": 1.0, "rmse_cliff": 1.0, "n_test": 1, "n_cliff": 1}
+    done = {"models": {model: scores for model in moleculeace.MODELS}, "seconds": 1.0}
+
+    def retrained(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("retrained")
+
+    monkeypatch.setattr(moleculeace, "train_set", retrained)
+    out = tmp_path / "moleculeace.json"
+    for recorded in ({"smiles": tag}, {"smiles": "sha256:0"}, None):
+        previous = {"settings": moleculeace.settings(), "sets": {"CHEMBL1_Ki": done}, "domain_tags": recorded}
+        out.write_text(json.dumps(previous))
+        args = (tmp_path / "data", None, False, base, tmp_path / "packs", tmp_path / "work")
+        if recorded == {"smiles": tag}:  # the same tag: the set is kept as it was
+            result = moleculeace.run(*args, out=out)
+            assert result["domain_tags"] == recorded and result["sets"]["CHEMBL1_Ki"] == done
+        else:  # measured on another tag, or not recorded: measured again
+            with pytest.raises(RuntimeError, match="retrained"):
+                moleculeace.run(*args, out=out)

@@ -196,3 +196,32 @@ def test_measured_endpoints_show_packs_and_anchors(repo: Path) -> None:
         "| anchor: kNN, Tanimoto on ECFP4 bits | 1 | 0.7 | 0.8 | 2 |",
     ]
     assert "\n".join(table) in text and "readout input-mean@2,4, 6 members, no tag steps" in text
+
+
+def test_results_measured_on_an_earlier_domain_tag_say_so(repo: Path, base) -> None:
+    """After `make packs` retrains a domain tag, the levers and MoleculeACE rows measured on the one
+    before are marked, until their recipes are rerun (they record the digest of the tag they read)."""
+    from helpers import domain_pack
+    from tagcli.packs.format import save_pack
+
+    save_pack(domain_pack(base, "smiles", seed=3), repo / "tagpacks" / "smiles")
+    shipped = {"smiles": domain_pack(base, "smiles", seed=3).tag_digest()}
+    results = repo / "recipes" / "results"
+    (results / "levers").mkdir()
+    tags = {"n": 253, "rmse": 0.65, "mae": 0.5, "pearson": 0.94, "spearman": 0.93}
+    levers = {"chosen": {"tags_alone": "blocks 2-8"}, "variants": {"blocks 2-8": {"test": tags}}}
+    ace = {
+        "settings": {"readout": "input-mean@2,4", "members": 6},
+        "sets": {"CHEMBL1862_Ki": {"models": {"tag-llm": {"rmse": 0.7, "rmse_cliff": 0.8, "n_test": 1, "n_cliff": 1}}}},
+        "means": {"tag-llm": {"mean_rmse": 0.7, "mean_rmse_cliff": 0.8, "sets": 1}},
+    }
+    earlier = "measured on an earlier `smiles` domain tag than the shipped one"
+    for recorded, marked in (({}, True), ({"smiles": "sha256:0"}, True), (shipped, False)):
+        (results / "levers" / "solubility.json").write_text(json.dumps({**levers, "domain_tags": recorded}))
+        (results / "moleculeace.json").write_text(json.dumps({**ace, "domain_tags": recorded}))
+        text = quality_table.markdown(quality_table.task_rows(repo), repo)
+        row = next(
+            line for line in text.splitlines() if line.startswith("| tagcli head on the tags alone") and "253" in line
+        )
+        assert (earlier in row) is marked, (recorded, row)
+        assert ("The tag-LLM rows were " + earlier) in text if marked else earlier not in text
