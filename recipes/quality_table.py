@@ -314,7 +314,8 @@ def levers_row(name: str, chosen_as: str) -> dict[str, Any]:
     chosen = levers["chosen"][chosen_as]
     metrics = levers["variants"][chosen].get("test") or {}
     notes = f"{chosen}, the same ensemble head; chosen on validation"
-    earlier = earlier_tags(levers, next(t.domains for t in MEASURED_TASKS if t.function == name))
+    domains = next(t.domains for t in MEASURED_TASKS if t.function == name)
+    earlier = earlier_tags(levers, domains) if chosen_as != "extra_features_alone" else ""  # no LLM there
     if earlier:
         notes += f"; measured on an earlier {earlier} domain tag than the shipped one (rerun: see `recipes/levers.py`)"
     return {**row, **metrics, "notes": notes}
@@ -370,15 +371,17 @@ HEADLINE = {"classification": ("ROC-AUC", "roc_auc", max), "regression": ("RMSE"
 
 
 def glance_markdown() -> str:
-    """The README's one-line-per-endpoint summary: the shipped pack, the tags alone and the best anchor on
-    the headline metric (ROC-AUC or RMSE), from the same sources as the full tables."""
+    """The README's one-line-per-endpoint summary: the shipped pack, the tags alone (its recipe without the
+    extra features) and the best anchor on the headline metric (ROC-AUC or RMSE), from the same sources as
+    the full tables."""
     endpoints = (read_json(ANCHORS) or {}).get("endpoints", {})
     lines = ["| pack | test metric | shipped pack | tags alone | best anchor |", "|---|---|---|---|---|"]
     for name in MEASURED:
         kind = endpoints.get(name, {}).get("kind") or ("regression" if name == "solubility" else "classification")
         label, key, best = HEADLINE[kind]
         shipped = measured_pack_row("", PACKS, name).get(key)
-        tags = levers_row(name, "tags_alone").get(key)
+        tags_label, tags_folder, tags_suffix = measured_packs(name)[-1]  # the shipped recipe without extras
+        tags = measured_pack_row(tags_label, tags_folder, name + tags_suffix).get(key)
         anchors = {
             ANCHOR_NAMES.get(model, model): r["metrics"][key]
             for model, r in endpoints.get(name, {}).get("models", {}).items()

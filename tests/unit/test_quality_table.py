@@ -179,7 +179,7 @@ def test_measured_endpoints_show_packs_and_anchors(repo: Path) -> None:
     assert "| anchor: chemprop v2 (D-MPNN) | skipped: No module named 'chemprop' |" in text
     glance = quality_table.glance_markdown()
     assert "| `bbb` | ROC-AUC | 0.78 | – | 0.766 (SVM, Tanimoto kernel on ECFP4 bits) |" in glance
-    assert "| `solubility` | RMSE | – | 0.65 | not measured yet |" in glance  # shipped pack not built here
+    assert "| `solubility` | RMSE | – | 0.5 | not measured yet |" in glance  # shipped pack not built here
     assert "| anchor: kNN, Tanimoto on ECFP4 bits | 1 | 0.7 | 0.8 | 2 |" in text
     assert "| CHEMBL1862_Ki | 161 | 67 | 0.7 / 0.8 |" in text
 
@@ -209,7 +209,10 @@ def test_results_measured_on_an_earlier_domain_tag_say_so(repo: Path, base) -> N
     results = repo / "recipes" / "results"
     (results / "levers").mkdir()
     tags = {"n": 253, "rmse": 0.65, "mae": 0.5, "pearson": 0.94, "spearman": 0.93}
-    levers = {"chosen": {"tags_alone": "blocks 2-8"}, "variants": {"blocks 2-8": {"test": tags}}}
+    levers = {
+        "chosen": {"tags_alone": "blocks 2-8", "extra_features_alone": "rdkit2d alone"},
+        "variants": {"blocks 2-8": {"test": tags}, "rdkit2d alone": {"test": tags}},
+    }
     ace = {
         "settings": {"readout": "input-mean@2,4", "members": 6},
         "sets": {"CHEMBL1862_Ki": {"models": {"tag-llm": {"rmse": 0.7, "rmse_cliff": 0.8, "n_test": 1, "n_cliff": 1}}}},
@@ -224,4 +227,6 @@ def test_results_measured_on_an_earlier_domain_tag_say_so(repo: Path, base) -> N
             line for line in text.splitlines() if line.startswith("| tagcli head on the tags alone") and "253" in line
         )
         assert (earlier in row) is marked, (recorded, row)
+        alone = next(line for line in text.splitlines() if line.startswith("| tagcli head on extra features alone"))
+        assert earlier not in alone  # no language model there, no domain tag
         assert ("The tag-LLM rows were " + earlier) in text if marked else earlier not in text
