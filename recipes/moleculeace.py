@@ -50,7 +50,7 @@ from recipes.moleculeace_anchors import (
     rmse,
     set_paths,
 )
-from recipes.pack_features import domain_tags, readout_features
+from recipes.pack_features import readout_features
 from tagcli.basemodel.load import BaseModel, load_base_model
 from tagcli.packs.format import TagPack, load_pack
 from tagcli.train import TrainConfig, train
@@ -201,11 +201,11 @@ def run(
     with the same settings on the same domain tag) are kept, not retrained: a stopped run resumes."""
     started, load_at_start = time.perf_counter(), load_average()
     previous = json.loads(out.read_text()) if out is not None and out.is_file() else {}
-    tags = domain_tags(packs, ["smiles"])
+    domain = load_pack(packs / "smiles")
+    tags = {"smiles": domain.tag_digest()}  # as recipes.pack_features.domain_tags records them
     same = previous.get("settings") == settings() and previous.get("domain_tags") == tags
     results: dict[str, Any] = previous.get("sets", {}) if same else {}
     base = base or load_base_model()
-    domain = load_pack(packs / "smiles")
 
     def so_far() -> dict[str, Any]:
         done = {name: entry for name, entry in results.items() if entry.get("seconds") is not None}
